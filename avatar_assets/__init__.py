@@ -1,0 +1,1 @@
+"""Avatar production platform: Dagster assets from upload to packaged video."""

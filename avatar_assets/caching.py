@@ -1,0 +1,57 @@
+"""Content keys make work idempotent: same inputs + provider config + code version -> same record.
+
+A cache entry is the record JSON stored under `cache/<asset>/<key>.json`; it is reused only when every
+blob it points at still exists, so a revoked or deleted blob forces a recompute.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from pydantic import BaseModel
+
+from avatar_assets.contracts import MediaRef, Record
+from resources.media_store import MediaStore
+from resources.records import dump_record, parse_record
+
+
+def content_key(asset_name: str, code_version: str, parts: dict[str, Any]) -> str:
+    canonical = json.dumps(
+        {"asset": asset_name, "code_version": code_version, "parts": parts},
+        sort_keys=True,
+        default=str,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def media_refs(value: Any) -> Iterator[MediaRef]:
+    if isinstance(value, MediaRef):
+        yield value
+    elif isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            yield from media_refs(getattr(value, name))
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from media_refs(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from media_refs(item)
+
+
+def reuse_or_compute(
+    store: MediaStore, asset_name: str, key: str, compute: Callable[[], Record], log
+) -> tuple[Record, bool]:
+    cache_key = f"cache/{asset_name}/{key}.json"
+    text = store.read_text(cache_key)
+    if text is not None:
+        record = parse_record(text)
+        if all(store.exists(ref) for ref in media_refs(record)):
+            log.info(f"cache hit for {asset_name} (content key {key[:12]}): reused the stored result")
+            return record, True
+    record = compute()
+    store.write_text(cache_key, dump_record(record))
+    return record, False

@@ -1,0 +1,1 @@
+"""QA gates: partitioned blocking asset checks whose metadata explains the verdict in numbers and words."""

@@ -1,0 +1,257 @@
+"""Pydantic v2 models for every contract that crosses a boundary: uploads, requests, records, events.
+
+Uploads and requests come from people, so they are strict (unknown fields and unsafe paths are refused
+with a message that names the field). Records are what assets return; the record IO manager stores them
+as JSON next to the media they point at.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+from datetime import datetime
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+KEY_PATTERN = r"^[a-z0-9][a-z0-9-]{1,62}$"
+PartitionId = Annotated[str, StringConstraints(pattern=KEY_PATTERN)]
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+def _safe_relative_path(value: str) -> str:
+    """Bundle paths must stay inside the bundle: a manifest may not point at /etc/passwd or ../.."""
+    if not value or "\x00" in value or "\\" in value:
+        raise ValueError(f"path {value!r} is empty or contains a NUL or backslash")
+    if value.startswith("/") or (len(value) > 1 and value[1] == ":"):
+        raise ValueError(f"path {value!r} is absolute; paths must be relative to the bundle")
+    normal = posixpath.normpath(value)
+    if normal.startswith("..") or "/../" in f"/{value}/":
+        raise ValueError(f"path {value!r} leaves the bundle (path traversal)")
+    return normal
+
+
+BundlePath = Annotated[str, AfterValidator(_safe_relative_path)]
+
+ConsentScope = Literal["likeness", "voice"]
+Platform = Literal[
+    "tiktok", "instagram_reels", "youtube_shorts", "instagram_feed", "youtube", "linkedin"
+]
+AspectRatio = Literal["9:16", "1:1", "16:9"]
+Route = Literal["single_scene", "multi_scene", "broll", "pose", "approval_gated"]
+
+PLATFORM_ASPECT: dict[str, str] = {
+    "tiktok": "9:16",
+    "instagram_reels": "9:16",
+    "youtube_shorts": "9:16",
+    "instagram_feed": "1:1",
+    "youtube": "16:9",
+    "linkedin": "16:9",
+}
+ASPECT_SIZE: dict[str, tuple[int, int]] = {
+    "9:16": (1080, 1920),
+    "1:1": (1080, 1080),
+    "16:9": (1920, 1080),
+}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Consent(Strict):
+    subject: str = Field(min_length=1, max_length=200)
+    granted_by: str = Field(min_length=1, max_length=200)
+    granted_at: datetime
+    scopes: list[ConsentScope] = Field(default_factory=list)
+    evidence_sha256: Sha256
+
+
+class Style(Strict):
+    preset: str = Field(default="natural", pattern=r"^[a-z0-9_-]{1,40}$")
+    notes: str = Field(default="", max_length=2000)
+
+
+class AvatarUpload(Strict):
+    """`<inbox>/avatars/<avatar_id>/manifest.json`."""
+
+    avatar_id: PartitionId
+    creator_id: str = Field(min_length=1, max_length=128)
+    photos: list[BundlePath] = Field(min_length=1, max_length=32)
+    voice_sample: BundlePath | None = None
+    consent: Consent
+    style: Style = Style()
+    target_platforms: list[Platform] = Field(default_factory=list)
+
+    def referenced_paths(self) -> list[str]:
+        return [*self.photos, *([self.voice_sample] if self.voice_sample else [])]
+
+
+class QuarantineReason(Strict):
+    """`quarantine/<avatar_id>-<time>/reason.json`: written for a person to read."""
+
+    avatar_id: str
+    bundle: str
+    quarantined_at: datetime
+    problems: list[str]
+    original_files: dict[str, Sha256]
+    action: str = "Fix the problems listed, then upload the bundle again (avatarops upload DIR)."
+
+
+# --------------------------------------------------------------------------- records
+
+
+class MediaRef(Strict):
+    uri: str
+    sha256: Sha256
+    size: int
+    media_type: str
+
+
+class ProviderInfo(Strict):
+    capability: str
+    provider: str
+    model_id: str
+    version: str
+    seed: int | None = None
+    fallback_from: str | None = None
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+RECORD_TYPES: dict[str, type[Record]] = {}
+
+
+class Record(Strict):
+    """Base of asset records. `content_hash` is the data version that drives staleness."""
+
+    kind: ClassVar[str]
+    record_schema: int = 1
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        RECORD_TYPES[cls.kind] = cls
+
+    def content_hash(self) -> str:
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class SourcePhoto(Strict):
+    path: str
+    original: MediaRef
+    upright: MediaRef | None = None
+    problem: str | None = None
+    width: int | None = None
+    height: int | None = None
+    original_mode: str | None = None
+    exif_orientation: int = 1
+
+
+class SourceVoice(Strict):
+    path: str
+    original: MediaRef
+
+
+class SourceUploadRecord(Record):
+    kind: ClassVar[str] = "source_upload"
+    avatar_id: str
+    bundle_sha256: Sha256
+    manifest: AvatarUpload
+    manifest_ref: MediaRef
+    photos: list[SourcePhoto]
+    voice: SourceVoice | None
+
+
+class PhotoRow(Strict):
+    path: str
+    usable: bool
+    problem: str | None
+    width: int | None = None
+    height: int | None = None
+    face_count: int | None = None
+    face_box: tuple[int, int, int, int] | None = None
+    face_fraction: float | None = None
+    sharpness: float | None = None
+    exposure: float | None = None
+    clipped_fraction: float | None = None
+    colour_cast: float | None = None
+    eye_angle_deg: float | None = None
+
+
+class ValidatedInputsRecord(Record):
+    kind: ClassVar[str] = "validated_inputs"
+    avatar_id: str
+    rows: list[PhotoRow]
+    table: MediaRef
+    best_photo: str | None
+    consent_scopes: list[str]
+
+
+class NeutralImageRecord(Record):
+    kind: ClassVar[str] = "neutral_image"
+    avatar_id: str
+    image: MediaRef
+    mask: MediaRef
+    source_photo: str
+    face_box: tuple[int, int, int, int] | None
+    left_eye: tuple[float, float] | None
+    right_eye: tuple[float, float] | None
+    face_count: int
+    centre_offset: float | None
+    eye_angle_deg: float | None
+    provider: ProviderInfo
+
+
+class CharacterSheetRecord(Record):
+    kind: ClassVar[str] = "character_sheet"
+    avatar_id: str
+    sheet: MediaRef
+    geometry: MediaRef
+    variants: dict[str, MediaRef]
+    palette: list[str]
+    provider: ProviderInfo
+
+
+class VoiceMetricsModel(Strict):
+    duration_s: float
+    speech_s: float
+    sample_rate: int
+    channels: int
+    median_f0_hz: float | None
+    f0_p10_hz: float | None
+    f0_p90_hz: float | None
+    speaking_rate_sps: float | None
+    loudness_lufs: float | None
+    snr_db: float | None
+    clipping_fraction: float
+    peak_dbfs: float | None
+
+
+class VoiceProfileRecord(Record):
+    kind: ClassVar[str] = "voice_profile"
+    avatar_id: str
+    sample: MediaRef | None
+    problem: str | None
+    metrics: VoiceMetricsModel | None
+    embedding: MediaRef | None
+    consent: Consent
+    waveform_sha256: Sha256 | None
+    provider: ProviderInfo | None
+
+
+class IdentityPart(Strict):
+    asset: str
+    record_hash: Sha256
+    media: dict[str, MediaRef]
+    providers: list[ProviderInfo] = Field(default_factory=list)
+
+
+class IdentityBundleRecord(Record):
+    kind: ClassVar[str] = "identity_bundle"
+    avatar_id: str
+    bundle_sha256: Sha256
+    consent: Consent
+    parts: list[IdentityPart]
+

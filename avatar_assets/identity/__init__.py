@@ -1,0 +1,1 @@
+"""Identity assets, partitioned by avatar: the reusable avatar built from one upload."""

@@ -1,0 +1,434 @@
+"""Identity assets. Thin wiring: load records, call a media function or provider, store, describe."""
+
+
+import io
+import json
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from avatar_assets import intake, qa, settings
+from avatar_assets.caching import content_key, reuse_or_compute
+from avatar_assets.contracts import (
+    CharacterSheetRecord,
+    IdentityBundleRecord,
+    IdentityPart,
+    MediaRef,
+    NeutralImageRecord,
+    PhotoRow,
+    Record,
+    SourcePhoto,
+    SourceUploadRecord,
+    SourceVoice,
+    ValidatedInputsRecord,
+    VoiceMetricsModel,
+    VoiceProfileRecord,
+)
+from avatar_assets.caching import media_refs
+from partitions import avatars, refresh_existing
+from resources.media_store import MediaStore, sha256_bytes
+from resources.providers import FaceAnalyzer, ImageGenerator, SpeakerEncoder
+
+GROUP = "identity"
+CODE_VERSION = "1"
+PHOTO_TYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
+
+
+def identity_asset(**kwargs):
+    return dg.asset(
+        partitions_def=avatars,
+        group_name=GROUP,
+        io_manager_key="records",
+        code_version=CODE_VERSION,
+        **kwargs,
+    )
+
+
+def recorded(record: Record, metadata: dict) -> dg.Output:
+    """Every identity output carries its content hash as the data version (drives staleness)."""
+    return dg.Output(record, data_version=dg.DataVersion(record.content_hash()), metadata=metadata)
+
+
+def _extension(name: str) -> str:
+    suffix = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    return suffix if suffix.isalnum() and len(suffix) <= 5 else "bin"
+
+
+@identity_asset(description="Immutable snapshot of the upload bundle in the media store, with hashes.")
+def source_upload(context: dg.AssetExecutionContext, store: MediaStore) -> dg.Output[SourceUploadRecord]:
+    from avatar_assets.media.images import PhotoError, encode_png, load_photo, thumbnail_markdown
+
+    avatar_id = context.partition_key
+    bundle = settings.inbox_dir() / "avatars" / avatar_id
+    if not (bundle / intake.MANIFEST).is_file():
+        raise dg.Failure(f"no upload bundle for {avatar_id} at {bundle}")
+    manifest, problems = intake.read_manifest(bundle)
+    problems += intake.check_files(bundle, manifest) if manifest else []
+    if problems or manifest is None:
+        raise dg.Failure(f"upload bundle {bundle} is not valid: {'; '.join(problems)}")
+
+    contents = {path: (bundle / path).read_bytes() for path in [intake.MANIFEST, *manifest.referenced_paths()]}
+    bundle_sha = intake.contents_sha256(contents)
+    expected = context.run.tags.get("bundle_sha256")
+    if expected and expected != bundle_sha:
+        context.log.warning(f"bundle changed since the sensor saw it ({expected[:12]} -> {bundle_sha[:12]})")
+
+    manifest_ref = store.put_bytes(contents[intake.MANIFEST], "json", "application/json")
+    photos, previews = [], []
+    for path in manifest.photos:
+        data = contents[path]
+        ext = _extension(path)
+        original = store.put_bytes(data, ext, PHOTO_TYPES.get(ext, "application/octet-stream"))
+        try:
+            loaded = load_photo(data)
+        except PhotoError as error:
+            photos.append(SourcePhoto(path=path, original=original, problem=str(error)))
+            context.log.warning(f"{path}: {error}")
+            continue
+        upright = store.put_bytes(encode_png(loaded.rgb), "png", "image/png")
+        photos.append(
+            SourcePhoto(
+                path=path,
+                original=original,
+                upright=upright,
+                width=loaded.rgb.shape[1],
+                height=loaded.rgb.shape[0],
+                original_mode=loaded.original_mode,
+                exif_orientation=loaded.exif_orientation,
+            )
+        )
+        previews.append(thumbnail_markdown(loaded.rgb, max_side=128, alt=path))
+    voice = None
+    if manifest.voice_sample:
+        data = contents[manifest.voice_sample]
+        voice = SourceVoice(
+            path=manifest.voice_sample,
+            original=store.put_bytes(data, _extension(manifest.voice_sample), "audio/wav"),
+        )
+    record = SourceUploadRecord(
+        avatar_id=avatar_id,
+        bundle_sha256=bundle_sha,
+        manifest=manifest,
+        manifest_ref=manifest_ref,
+        photos=photos,
+        voice=voice,
+    )
+    return recorded(
+        record,
+        {
+            "bundle_sha256": bundle_sha,
+            "photos": len(photos),
+            "undecodable_photos": sum(1 for p in photos if p.problem),
+            "voice_sample": manifest.voice_sample or "none",
+            "consent_scopes": ", ".join(manifest.consent.scopes) or "none",
+            "preview": dg.MetadataValue.md(" ".join(previews) or "_no decodable photo_"),
+        },
+    )
+
+
+@identity_asset(
+    description="Per-photo metrics (faces, sharpness, exposure, colour cast) and the chosen source photo.",
+    automation_condition=refresh_existing,
+)
+def validated_inputs(
+    context: dg.AssetExecutionContext, store: MediaStore, faces: FaceAnalyzer, source_upload: SourceUploadRecord
+) -> dg.Output[ValidatedInputsRecord]:
+    from avatar_assets.media.faces import photo_metrics
+    from avatar_assets.media.images import decode_image
+
+    def compute() -> ValidatedInputsRecord:
+        rows = []
+        for index, photo in enumerate(source_upload.photos, start=1):
+            context.log.info(f"measuring photo {index}/{len(source_upload.photos)}: {photo.path}")
+            if photo.problem or photo.upright is None:
+                rows.append(PhotoRow(path=photo.path, usable=False, problem=photo.problem))
+                continue
+            metrics = photo_metrics(decode_image(store.read(photo.upright)))
+            row = PhotoRow(
+                path=photo.path,
+                usable=False,
+                problem=None,
+                width=metrics.width,
+                height=metrics.height,
+                face_count=metrics.face_count,
+                face_box=metrics.face_box,
+                face_fraction=metrics.face_fraction,
+                sharpness=metrics.sharpness,
+                exposure=metrics.exposure,
+                clipped_fraction=metrics.clipped_fraction,
+                colour_cast=metrics.colour_cast,
+                eye_angle_deg=metrics.eye_angle_deg,
+            )
+            problem = qa.photo_problem(row)
+            rows.append(row.model_copy(update={"usable": problem is None, "problem": problem}))
+        table = pd.DataFrame([row.model_dump() for row in rows])
+        table_ref = store.put_bytes(table.to_csv(index=False).encode(), "csv", "text/csv")
+        return ValidatedInputsRecord(
+            avatar_id=source_upload.avatar_id,
+            rows=rows,
+            table=table_ref,
+            best_photo=best_photo(rows),
+            consent_scopes=list(source_upload.manifest.consent.scopes),
+        )
+
+    key = content_key("validated_inputs", CODE_VERSION, {"upload": source_upload.content_hash(), "faces": faces.info().model_dump()})
+    record, _ = reuse_or_compute(store, "validated_inputs", key, compute, context.log)
+    usable = [row for row in record.rows if row.usable]
+    return recorded(
+        record,
+        {
+            "photos": len(record.rows),
+            "usable_photos": len(usable),
+            "best_photo": record.best_photo or "none",
+            "problems": dg.MetadataValue.md(
+                "\n".join(f"- `{r.path}`: {r.problem}" for r in record.rows if r.problem) or "none"
+            ),
+            "photo_table": dg.MetadataValue.md(photo_table_markdown(record.rows)),
+        },
+    )
+
+
+def best_photo(rows: list[PhotoRow]) -> str | None:
+    """Largest sharp face among usable photos; exposure nearest mid-grey breaks ties."""
+    usable = [row for row in rows if row.usable]
+    if not usable:
+        return None
+    return max(
+        usable,
+        key=lambda r: (round(r.face_fraction or 0, 2), r.sharpness or 0, -abs((r.exposure or 0.5) - 0.5)),
+    ).path
+
+
+def photo_table_markdown(rows: list[PhotoRow]) -> str:
+    header = "| photo | usable | faces | face % | sharpness | exposure | cast | problem |\n|---|---|---|---|---|---|---|---|"
+    lines = [
+        f"| `{r.path}` | {'yes' if r.usable else 'no'} | {r.face_count if r.face_count is not None else '-'} | "
+        f"{(r.face_fraction or 0) * 100:.0f} | {r.sharpness or 0:.0f} | {r.exposure or 0:.2f} | "
+        f"{r.colour_cast or 0:.1f} | {r.problem or ''} |"
+        for r in rows
+    ]
+    return "\n".join([header, *lines])
+
+
+@identity_asset(
+    description="Best photo aligned by the eyes, 1024 px head-and-shoulders crop, neutral backdrop.",
+    automation_condition=refresh_existing,
+)
+def neutral_image(
+    context: dg.AssetExecutionContext,
+    store: MediaStore,
+    images: ImageGenerator,
+    source_upload: SourceUploadRecord,
+    validated_inputs: ValidatedInputsRecord,
+) -> dg.Output[NeutralImageRecord]:
+    from avatar_assets.media.faces import detect_faces
+    from avatar_assets.media.images import decode_image, encode_png, thumbnail_markdown
+
+    if validated_inputs.best_photo is None:
+        raise dg.Failure(f"{validated_inputs.avatar_id} has no usable photo; see validated_inputs")
+    photo = next(p for p in source_upload.photos if p.path == validated_inputs.best_photo)
+
+    def compute() -> NeutralImageRecord:
+        rgb = decode_image(store.read(photo.upright))
+        found = detect_faces(rgb)
+        if not found:
+            raise dg.Failure(f"no face found again in {photo.path}")
+        context.log.info(f"aligning {photo.path} ({rgb.shape[1]}x{rgb.shape[0]})")
+        portrait, provider = images.neutral_portrait(rgb, found[0])
+        mask_ref = store.put_bytes(encode_png(np.dstack([portrait.mask] * 3)), "png", "image/png")
+        face = portrait.face
+        return NeutralImageRecord(
+            avatar_id=source_upload.avatar_id,
+            image=store.put_bytes(encode_png(portrait.rgb), "png", "image/png"),
+            mask=mask_ref,
+            source_photo=photo.path,
+            face_box=(face.x, face.y, face.w, face.h) if face else None,
+            left_eye=face.left_eye if face else None,
+            right_eye=face.right_eye if face else None,
+            face_count=len(detect_faces(portrait.rgb)),
+            centre_offset=_centre_offset(face, portrait.rgb.shape) if face else None,
+            eye_angle_deg=face.eye_angle_deg if face else None,
+            provider=provider,
+        )
+
+    key = content_key(
+        "neutral_image", CODE_VERSION, {"photo": photo.upright.sha256, "provider": images.model_dump()}
+    )
+    record, _ = reuse_or_compute(store, "neutral_image", key, compute, context.log)
+    rgb = decode_image(store.read(record.image))
+    return recorded(
+        record,
+        {
+            "image": dg.MetadataValue.path(record.image.uri),
+            "preview": dg.MetadataValue.md(thumbnail_markdown(rgb, alt="neutral image")),
+            "source_photo": record.source_photo,
+            "face_count": record.face_count,
+            "centre_offset": record.centre_offset if record.centre_offset is not None else -1.0,
+            "eye_angle_deg": record.eye_angle_deg if record.eye_angle_deg is not None else 0.0,
+            "provider": record.provider.provider,
+            "seed": record.provider.seed if record.provider.seed is not None else 0,
+        },
+    )
+
+
+def _centre_offset(face, shape) -> float:
+    height, width = shape[:2]
+    cx, cy = face.centre
+    return float(max(abs(cx - width / 2) / width, abs(cy - height / 2) / height))
+
+
+def stored_portrait(store: MediaStore, record: NeutralImageRecord):
+    """The neutral portrait as media functions expect it, rebuilt from its stored image and geometry."""
+    from avatar_assets.media.faces import Face
+    from avatar_assets.media.images import decode_image
+    from avatar_assets.media.portrait import NeutralPortrait
+
+    rgb = decode_image(store.read(record.image))
+    box = record.face_box or (0, 0, rgb.shape[1], rgb.shape[0])
+    return NeutralPortrait(
+        rgb=rgb,
+        face=Face(*box, left_eye=record.left_eye, right_eye=record.right_eye),
+        mask=decode_image(store.read(record.mask))[..., 0],
+        backdrop_rgb=tuple(int(v) for v in rgb[2, 2]),
+        rotation_deg=0.0,
+        scale=1.0,
+        crop_box=(0.0, 0.0, float(rgb.shape[1]), float(rgb.shape[0])),
+        face_redetected=record.face_box is not None,
+    )
+
+
+@identity_asset(
+    description="Neutral image plus consistent variants and a palette strip, with face geometry JSON.",
+    automation_condition=refresh_existing,
+)
+def character_sheet(
+    context: dg.AssetExecutionContext, store: MediaStore, images: ImageGenerator, neutral_image: NeutralImageRecord
+) -> dg.Output[CharacterSheetRecord]:
+    from avatar_assets.media.images import decode_image, encode_png, thumbnail_markdown
+
+    seed = images.seed
+
+    def compute() -> CharacterSheetRecord:
+        portrait = stored_portrait(store, neutral_image)
+        sheet, provider = images.character_sheet(portrait, seed=seed)
+        context.log.info(f"rendered {len(sheet.variants)} variants")
+        return CharacterSheetRecord(
+            avatar_id=neutral_image.avatar_id,
+            sheet=store.put_bytes(encode_png(sheet.sheet_rgb), "png", "image/png"),
+            geometry=store.put_bytes(json.dumps(sheet.geometry, indent=2).encode(), "json", "application/json"),
+            variants={
+                name: store.put_bytes(encode_png(rgb), "png", "image/png") for name, rgb in sheet.variants.items()
+            },
+            palette=list(sheet.palette_hex),
+            provider=provider,
+        )
+
+    key = content_key(
+        "character_sheet", CODE_VERSION, {"neutral": neutral_image.image.sha256, "provider": images.model_dump()}
+    )
+    record, _ = reuse_or_compute(store, "character_sheet", key, compute, context.log)
+    return recorded(
+        record,
+        {
+            "sheet": dg.MetadataValue.path(record.sheet.uri),
+            "preview": dg.MetadataValue.md(
+                thumbnail_markdown(decode_image(store.read(record.sheet)), max_side=320, alt="character sheet")
+            ),
+            "variants": ", ".join(record.variants),
+            "palette": " ".join(record.palette),
+        },
+    )
+
+
+@identity_asset(
+    description="Speaker embedding, pitch, rate, loudness and SNR of the voice sample, with its consent.",
+    automation_condition=refresh_existing,
+)
+def voice_profile(
+    context: dg.AssetExecutionContext, store: MediaStore, speaker: SpeakerEncoder, source_upload: SourceUploadRecord
+) -> dg.Output[VoiceProfileRecord]:
+    from avatar_assets.media.audio import AudioError, load_wav
+    from avatar_assets.media.voice import analyse_voice
+
+    consent = source_upload.manifest.consent
+
+    def compute() -> VoiceProfileRecord:
+        voice = source_upload.voice
+        if voice is None:
+            return VoiceProfileRecord(
+                avatar_id=source_upload.avatar_id, sample=None, problem="no voice sample was uploaded",
+                metrics=None, embedding=None, consent=consent, waveform_sha256=None, provider=None,
+            )
+        try:
+            loaded = load_wav(store.read(voice.original))
+        except AudioError as error:
+            return VoiceProfileRecord(
+                avatar_id=source_upload.avatar_id, sample=voice.original, problem=f"{voice.path}: {error}",
+                metrics=None, embedding=None, consent=consent, waveform_sha256=None, provider=None,
+            )
+        context.log.info(f"analysing {loaded.duration_s:.1f} s of audio at {loaded.original_sample_rate} Hz")
+        metrics = analyse_voice(loaded)
+        embedding = speaker.embed(loaded.samples, loaded.sample_rate)
+        buffer = io.BytesIO()
+        np.save(buffer, embedding.astype(np.float32))
+        return VoiceProfileRecord(
+            avatar_id=source_upload.avatar_id,
+            sample=voice.original,
+            problem=None,
+            metrics=VoiceMetricsModel(**{k: getattr(metrics, k) for k in VoiceMetricsModel.model_fields}),
+            embedding=store.put_bytes(buffer.getvalue(), "npy", "application/x-npy"),
+            consent=consent,
+            waveform_sha256=sha256_bytes(loaded.samples.astype(np.float32).tobytes()),
+            provider=speaker.info(),
+        )
+
+    key = content_key("voice_profile", CODE_VERSION, {"upload": source_upload.content_hash()})
+    record, _ = reuse_or_compute(store, "voice_profile", key, compute, context.log)
+    metadata: dict = {"problem": record.problem or "none", "consent_scopes": ", ".join(consent.scopes) or "none"}
+    if record.metrics:
+        metadata |= {
+            name: float(value) if value is not None else float("nan")
+            for name, value in record.metrics.model_dump().items()
+        }
+    return recorded(record, metadata)
+
+
+@identity_asset(
+    description="The reusable avatar identity: one record pointing at every identity artifact and its hash.",
+    automation_condition=refresh_existing,
+)
+def identity_bundle(
+    source_upload: SourceUploadRecord,
+    validated_inputs: ValidatedInputsRecord,
+    neutral_image: NeutralImageRecord,
+    character_sheet: CharacterSheetRecord,
+    voice_profile: VoiceProfileRecord,
+) -> dg.Output[IdentityBundleRecord]:
+    parts = [
+        IdentityPart(
+            asset=record.kind,
+            record_hash=record.content_hash(),
+            media={f"{index}": ref for index, ref in enumerate(media_refs(record))},
+            providers=[p for p in [getattr(record, "provider", None)] if p is not None],
+        )
+        for record in (source_upload, validated_inputs, neutral_image, character_sheet, voice_profile)
+    ]
+    record = IdentityBundleRecord(
+        avatar_id=source_upload.avatar_id,
+        bundle_sha256=source_upload.bundle_sha256,
+        consent=source_upload.manifest.consent,
+        parts=parts,
+    )
+    return recorded(
+        record,
+        {
+            "neutral_image": dg.MetadataValue.path(neutral_image.image.uri),
+            "character_sheet": dg.MetadataValue.path(character_sheet.sheet.uri),
+            "voice_profile": voice_profile.problem or "ok",
+            "parts": len(parts),
+        },
+    )
+
+
+IDENTITY_ASSETS = [source_upload, validated_inputs, neutral_image, character_sheet, voice_profile, identity_bundle]

@@ -1,0 +1,182 @@
+"""Upload intake: decide whether a bundle in the inbox is ready, bad or still arriving.
+
+Used by the upload sensor and by `avatarops upload`. Nothing here alters or deletes a user's file:
+a bad bundle is renamed, whole, into quarantine next to a `reason.json` a person can read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import ValidationError
+
+from avatar_assets.contracts import AvatarUpload, QuarantineReason
+
+MANIFEST = "manifest.json"
+MAX_PHOTO_BYTES = 50 * 1024 * 1024
+MAX_VOICE_BYTES = 200 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class BundleScan:
+    path: Path
+    status: Literal["pending", "ready", "bad"]
+    fingerprint: float
+    avatar_id: str
+    manifest: AvatarUpload | None = None
+    sha256: str | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+def describe_validation_error(error: ValidationError) -> list[str]:
+    """One sentence per problem, naming the field, e.g. `photos.0: path '../x' leaves the bundle`."""
+    problems = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "manifest"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown field (not part of the upload contract)"
+        elif item["type"] == "missing":
+            message = "required field is missing"
+        problems.append(f"{where}: {message}")
+    return problems
+
+
+def bundle_fingerprint(bundle: Path) -> float:
+    """Newest change time in the bundle; ctime also moves on rename and cannot be back-dated by cp -p."""
+    newest = 0.0
+    for path in [bundle, *bundle.rglob("*")]:
+        try:
+            stat = path.lstat()
+        except FileNotFoundError:
+            continue
+        newest = max(newest, stat.st_mtime, stat.st_ctime)
+    return newest
+
+
+def contents_sha256(contents: dict[str, bytes]) -> str:
+    """The bundle hash: manifest and referenced files, by relative path, in sorted order."""
+    digest = hashlib.sha256()
+    for relative in sorted(contents):
+        digest.update(relative.encode() + b"\0" + hashlib.sha256(contents[relative]).digest())
+    return digest.hexdigest()
+
+
+def bundle_sha256(bundle: Path, manifest: AvatarUpload) -> str:
+    paths = [MANIFEST, *manifest.referenced_paths()]
+    return contents_sha256({path: (bundle / path).read_bytes() for path in paths})
+
+
+def read_manifest(bundle: Path) -> tuple[AvatarUpload | None, list[str]]:
+    try:
+        document = json.loads((bundle / MANIFEST).read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        return None, ["manifest.json is not UTF-8 text"]
+    except json.JSONDecodeError as error:
+        return None, [f"manifest.json is not valid JSON: {error}"]
+    if not isinstance(document, dict):
+        return None, ["manifest.json must hold a JSON object"]
+    try:
+        return AvatarUpload.model_validate(document), []
+    except ValidationError as error:
+        return None, describe_validation_error(error)
+
+
+def check_files(bundle: Path, manifest: AvatarUpload) -> list[str]:
+    problems = []
+    root = bundle.resolve()
+    limits = {path: MAX_PHOTO_BYTES for path in manifest.photos}
+    if manifest.voice_sample:
+        limits[manifest.voice_sample] = MAX_VOICE_BYTES
+    for relative, limit in limits.items():
+        path = bundle / relative
+        if path.is_symlink() or root not in path.resolve().parents:
+            problems.append(f"{relative}: links are not accepted; put the file itself in the bundle")
+        elif not path.is_file():
+            problems.append(f"{relative}: listed in the manifest but missing from the bundle")
+        elif path.stat().st_size > limit:
+            problems.append(f"{relative}: {path.stat().st_size} bytes, over the {limit} byte limit")
+    return problems
+
+
+def scan_bundle(bundle: Path, *, settle_seconds: float = 2.0, now: float | None = None) -> BundleScan:
+    now = time.time() if now is None else now
+    fingerprint = bundle_fingerprint(bundle)
+    name = bundle.name
+    if not (bundle / MANIFEST).is_file() or now - fingerprint < settle_seconds:
+        return BundleScan(bundle, "pending", fingerprint, name)
+    manifest, problems = read_manifest(bundle)
+    if manifest is not None:
+        if manifest.avatar_id != name:
+            problems.append(
+                f"avatar_id {manifest.avatar_id!r} does not match the bundle folder name {name!r}"
+            )
+        problems.extend(check_files(bundle, manifest))
+    if problems or manifest is None:
+        return BundleScan(bundle, "bad", fingerprint, name, manifest, problems=problems)
+    return BundleScan(bundle, "ready", fingerprint, name, manifest, bundle_sha256(bundle, manifest))
+
+
+def file_hashes(bundle: Path) -> dict[str, str]:
+    hashes = {}
+    for path in sorted(bundle.rglob("*")):
+        if path.is_file() and not path.is_symlink():
+            hashes[path.relative_to(bundle).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return hashes
+
+
+def quarantine(bundle: Path, problems: list[str], quarantine_root: Path) -> Path:
+    """Move the whole bundle, unaltered, to `quarantine/<name>-<time>/bundle` and explain why."""
+    stamp = datetime.now(UTC)
+    target = quarantine_root / f"{bundle.name}-{stamp.strftime('%Y%m%dT%H%M%S%fZ')}"
+    target.mkdir(parents=True)
+    hashes = file_hashes(bundle)
+    try:
+        os.rename(bundle, target / "bundle")
+    except OSError:
+        shutil.copytree(bundle, target / "bundle", symlinks=True, copy_function=shutil.copy2)
+        if file_hashes(target / "bundle") != hashes:
+            raise RuntimeError(f"copy of {bundle} to quarantine did not verify; original left in place")
+        shutil.rmtree(bundle)
+    reason = QuarantineReason(
+        avatar_id=bundle.name,
+        bundle=str(bundle),
+        quarantined_at=stamp,
+        problems=problems,
+        original_files=hashes,
+    )
+    atomic_write_text(target / "reason.json", reason.model_dump_json(indent=2))
+    return target
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def settling_bundles(avatars_root: Path, settle_seconds: float) -> list[Path]:
+    """Bundles with a manifest that changed too recently to be taken yet."""
+    if not avatars_root.is_dir():
+        return []
+    now = time.time()
+    return [
+        bundle
+        for bundle in avatars_root.iterdir()
+        if bundle.is_dir()
+        and (bundle / MANIFEST).is_file()
+        and now - bundle_fingerprint(bundle) < settle_seconds
+    ]

@@ -1,0 +1,643 @@
+"""Encoding, stitching, probing and decoding of MP4 files with the ffmpeg binary that imageio-ffmpeg ships.
+
+There is no system ffmpeg or ffprobe: everything goes through `FFMPEG` pipes (raw RGB in, raw RGB or f32
+PCM out) and stream facts are parsed from `ffmpeg -i` output. Every writer produces a temp file next to
+the target and renames it into place, so a reader never sees a half-written video.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Literal
+
+import cv2
+import imageio_ffmpeg
+import numpy as np
+import proglog
+import soundfile as sf
+from moviepy import AudioArrayClip, VideoClip
+from PIL import Image, ImageDraw, ImageFont
+
+FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
+AUDIO_BITRATE = "160k"
+_FONT_CANDIDATES = ("DejaVuSans-Bold.ttf", "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")
+
+Audio = tuple[np.ndarray, int]
+Size = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class EncodeResult:
+    """What a writer produced; `elapsed_s` is wall time so callers can report real-time factors."""
+
+    path: Path
+    width: int
+    height: int
+    fps: float
+    frame_count: int
+    duration_s: float
+    has_audio: bool
+    elapsed_s: float
+    size_bytes: int
+
+    @property
+    def realtime_factor(self) -> float:
+        """Seconds of video produced per second of wall time (> 1 is faster than real time)."""
+        return self.duration_s / self.elapsed_s if self.elapsed_s > 0 else math.inf
+
+
+@dataclass(frozen=True)
+class VideoProbe:
+    """Stream facts of a media file. `frame_count` is counted from packets, not estimated."""
+
+    width: int
+    height: int
+    fps: float
+    frame_count: int
+    duration_s: float
+    video_codec: str
+    pix_fmt: str
+    audio_codec: str | None
+    audio_sample_rate: int | None
+    audio_channels: int | None
+    has_audio: bool
+
+
+@dataclass(frozen=True)
+class SceneClip:
+    """One scene on the timeline. Its source is pre-rendered frames at the output fps, or `frame_at(t)`
+    with `t` in seconds from the scene's own start. Frames must already be at the output size."""
+
+    start_s: float
+    end_s: float
+    frames: Sequence[np.ndarray] | np.ndarray | None = None
+    frame_at: Callable[[float], np.ndarray] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.frames is None) == (self.frame_at is None):
+            raise ValueError("SceneClip needs exactly one of frames or frame_at")
+        if self.frames is not None and len(self.frames) == 0:
+            raise ValueError("SceneClip.frames is empty")
+        if not self.end_s > self.start_s >= 0:
+            raise ValueError(f"SceneClip times must satisfy 0 <= start < end, got {self.start_s}..{self.end_s}")
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+    def frame(self, local_t: float, fps: float) -> np.ndarray:
+        """Source frame at `local_t`, held at the first/last frame outside the scene (used by crossfades)."""
+        local_t = min(max(local_t, 0.0), self.duration_s)
+        if self.frame_at is not None:
+            return self.frame_at(local_t)
+        assert self.frames is not None
+        return self.frames[min(int(round(local_t * fps)), len(self.frames) - 1)]
+
+
+# --------------------------------------------------------------------------- writing helpers
+
+
+def _fps_arg(fps: float) -> str:
+    """ffmpeg wants NTSC rates as exact fractions (30000/1001), not 29.97."""
+    frac = Fraction(fps).limit_denominator(1001)
+    return f"{frac.numerator}/{frac.denominator}"
+
+
+@contextlib.contextmanager
+def _atomic_target(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temp path beside `path`; rename it over `path` only if the block finishes cleanly."""
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".part{final.suffix}", dir=final.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _temp_wav(audio: Audio | None, directory: Path) -> Iterator[Path | None]:
+    """Audio as a float WAV beside the output (ffmpeg's second input); removed afterwards."""
+    if audio is None:
+        yield None
+        return
+    samples, sr = _mono_float(audio)
+    fd, name = tempfile.mkstemp(prefix=".audio.", suffix=".wav", dir=directory)
+    os.close(fd)
+    try:
+        sf.write(name, samples, sr, subtype="FLOAT")
+        yield Path(name)
+    finally:
+        Path(name).unlink(missing_ok=True)
+
+
+def _mono_float(audio: Audio) -> Audio:
+    samples, sr = audio
+    samples = np.asarray(samples, dtype=np.float32)
+    if samples.ndim != 1:
+        raise ValueError(f"audio must be mono 1-D float32, got shape {samples.shape}")
+    if sr <= 0:
+        raise ValueError(f"audio sample rate must be positive, got {sr}")
+    return samples, int(sr)
+
+
+def fit_length(samples: np.ndarray, n: int) -> np.ndarray:
+    """Trim or zero-pad to exactly `n` samples so audio and video end together."""
+    if len(samples) >= n:
+        return samples[:n]
+    return np.concatenate([samples, np.zeros(n - len(samples), samples.dtype)])
+
+
+def _check_frame(frame: np.ndarray, size: Size) -> np.ndarray:
+    w, h = size
+    if frame.shape != (h, w, 3) or frame.dtype != np.uint8:
+        raise ValueError(f"frame must be uint8 {(h, w, 3)}, got {frame.dtype} {frame.shape}")
+    return np.ascontiguousarray(frame)
+
+
+def _result(path: Path, size: Size, fps: float, frames: int, has_audio: bool, started: float) -> EncodeResult:
+    return EncodeResult(
+        path=path,
+        width=size[0],
+        height=size[1],
+        fps=fps,
+        frame_count=frames,
+        duration_s=frames / fps,
+        has_audio=has_audio,
+        elapsed_s=time.perf_counter() - started,
+        size_bytes=path.stat().st_size,
+    )
+
+
+def _x264_args(crf: int, preset: str, pix_fmt: str) -> list[str]:
+    return ["-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", pix_fmt]
+
+
+# --------------------------------------------------------------------------- encode_frames
+
+
+def encode_frames(
+    frames: Iterable[np.ndarray],
+    *,
+    fps: float,
+    size: Size,
+    audio: Audio | None,
+    path: str | os.PathLike[str],
+    crf: int = 20,
+    preset: str = "veryfast",
+    pix_fmt: str = "yuv420p",
+) -> EncodeResult:
+    """Pipe RGB frames straight into libx264 (+ AAC audio): the fastest path and the stitching baseline.
+
+    The output lasts exactly as long as the frames; audio is padded with silence or cut to match.
+    """
+    started = time.perf_counter()
+    final = Path(path)
+    w, h = size
+    with _atomic_target(final) as tmp, _temp_wav(audio, final.parent) as wav:
+        cmd = [FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+               "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", _fps_arg(fps), "-i", "-"]
+        if wav is not None:
+            # apad + -shortest: the frame count alone decides the length, whatever the audio length.
+            cmd += ["-i", str(wav), "-map", "0:v:0", "-map", "1:a:0", "-af", "apad",
+                    "-c:a", "aac", "-b:a", AUDIO_BITRATE, "-shortest"]
+        cmd += [*_x264_args(crf, preset, pix_fmt), "-movflags", "+faststart", "-f", "mp4", str(tmp)]
+        count = _pipe_frames(cmd, frames, size)
+        if count == 0:
+            raise ValueError("encode_frames got no frames")
+    return _result(final, size, fps, count, wav is not None, started)
+
+
+def _pipe_frames(cmd: list[str], frames: Iterable[np.ndarray], size: Size) -> int:
+    """Write frames to ffmpeg's stdin; on any failure kill ffmpeg and raise with its stderr."""
+    with tempfile.TemporaryFile() as errlog:
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errlog)
+        assert proc.stdin is not None
+        count = 0
+        try:
+            for frame in frames:
+                proc.stdin.write(memoryview(_check_frame(frame, size)).cast("B"))
+                count += 1
+            proc.stdin.close()
+            rc = proc.wait()
+        except BrokenPipeError:
+            rc = proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        if rc != 0:
+            errlog.seek(0)
+            raise RuntimeError(f"ffmpeg failed ({rc}): {errlog.read().decode(errors='replace')[-2000:]}")
+    return count
+
+
+# --------------------------------------------------------------------------- stitch_scenes
+
+
+@dataclass(frozen=True)
+class CaptionPatch:
+    """A caption pre-rendered once: where it goes, its RGB and its 0..1 alpha."""
+
+    x: int
+    y: int
+    rgb: np.ndarray
+    alpha: np.ndarray
+    inv_alpha: np.ndarray
+
+    def burn(self, frame: np.ndarray) -> None:
+        h, w = self.rgb.shape[:2]
+        roi = frame[self.y:self.y + h, self.x:self.x + w]
+        roi[:] = cv2.blendLinear(self.rgb, roi, self.alpha, self.inv_alpha)
+
+
+def _cue_fields(cue: Any) -> tuple[float, float, str]:
+    """Accept (start_s, end_s, text) tuples or any object with those attributes."""
+    if hasattr(cue, "start_s"):
+        return float(cue.start_s), float(cue.end_s), str(cue.text)
+    start, end, text = cue[:3]
+    return float(start), float(end), str(text)
+
+
+def _font(px: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    for candidate in _FONT_CANDIDATES:
+        with contextlib.suppress(OSError):
+            return ImageFont.truetype(candidate, px)
+    return ImageFont.load_default(px)
+
+
+def _wrap(text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, max_w: int) -> str:
+    """Greedy word wrap by rendered width."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and font.getlength(f"{lines[-1]} {word}") <= max_w:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return "\n".join(lines)
+
+
+def render_caption(text: str, size: Size) -> CaptionPatch:
+    """White bold text with an outline on a translucent box, bottom-centred; higher up on vertical
+    video so platform UI (buttons, descriptions) does not cover it."""
+    w, h = size
+    px = max(10, round(0.05 * min(w, h)))
+    font = _font(px)
+    wrapped = _wrap(text, font, int(0.84 * w))
+    stroke = max(1, px // 14)
+    probe = ImageDraw.Draw(Image.new("L", (1, 1)))
+    left, top, right, bottom = (math.floor(v) if i < 2 else math.ceil(v) for i, v in enumerate(
+        probe.multiline_textbbox((0, 0), wrapped, font=font, stroke_width=stroke, align="center")))
+    pad = px // 2
+    pw, ph = min(w, right - left + 2 * pad), min(h, bottom - top + 2 * pad)
+    patch = Image.new("RGBA", (pw, ph), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(patch)
+    draw.rounded_rectangle((0, 0, pw - 1, ph - 1), radius=pad, fill=(0, 0, 0, 110))
+    draw.multiline_text((pad - left, pad - top), wrapped, font=font, fill=(255, 255, 255, 255),
+                        stroke_width=stroke, stroke_fill=(0, 0, 0, 255), align="center")
+    arr = np.asarray(patch)
+    alpha = arr[..., 3:4].astype(np.float32).repeat(3, axis=2) / 255.0
+    margin = (0.16 if h > w else 0.07) * h
+    y = int(max(0, h - margin - ph))
+    return CaptionPatch(x=(w - pw) // 2, y=y, rgb=np.ascontiguousarray(arr[..., :3]),
+                         alpha=np.ascontiguousarray(alpha[..., 0]), inv_alpha=np.ascontiguousarray(1.0 - alpha[..., 0]))
+
+
+@dataclass(frozen=True)
+class _Timeline:
+    """Per-output-frame plan, computed once so the frame function is only look-ups and blends."""
+
+    scene: np.ndarray  # index of the main scene
+    other: np.ndarray  # index of the scene faded with it, -1 if none
+    mix: np.ndarray  # weight of `other`
+    cue: np.ndarray  # caption index, -1 if none
+
+
+def _plan(scenes: Sequence[SceneClip], cues: Sequence[tuple[float, float, str]], n: int, fps: float,
+          transition_s: float) -> _Timeline:
+    t = np.arange(n) / fps
+    starts = np.array([s.start_s for s in scenes])
+    scene = np.clip(np.searchsorted(starts, t + 1e-9, side="right") - 1, 0, len(scenes) - 1)
+    other = np.full(n, -1)
+    mix = np.zeros(n)
+    for k in range(len(scenes) - 1):
+        # Centred crossfade: half of it is in each scene, so the cut time and the audio sync stay put.
+        half = min(transition_s, scenes[k].duration_s, scenes[k + 1].duration_s) / 2
+        if half * 2 < 1 / fps:
+            continue
+        b = scenes[k].end_s
+        win = (t >= b - half) & (t < b + half)
+        weight = (t[win] - (b - half)) / (2 * half)
+        scene[win] = k
+        other[win] = k + 1
+        mix[win] = weight
+    cue = np.full(n, -1)
+    for i, (start, end, _) in enumerate(cues):
+        cue[(t >= start) & (t < end)] = i
+    return _Timeline(scene, other, mix, cue)
+
+
+def _check_scenes(scenes: Sequence[SceneClip], fps: float) -> float:
+    """Scenes must tile the timeline from 0 (within half a frame); returns the total duration."""
+    if not scenes:
+        raise ValueError("stitch_scenes needs at least one scene")
+    if abs(scenes[0].start_s) > 0.5 / fps:
+        raise ValueError(f"first scene must start at 0, starts at {scenes[0].start_s}")
+    for a, b in zip(scenes, scenes[1:]):
+        if abs(b.start_s - a.end_s) > 0.5 / fps:
+            raise ValueError(f"scenes must be contiguous: {a.end_s} then {b.start_s}")
+    return scenes[-1].end_s
+
+
+def stitch_scenes(
+    scenes: Sequence[SceneClip],
+    *,
+    fps: float,
+    size: Size,
+    audio: Audio | None,
+    captions: Sequence[Any] = (),
+    transition_s: float = 0.25,
+    path: str | os.PathLike[str],
+    crf: int = 20,
+    preset: str = "veryfast",
+    pix_fmt: str = "yuv420p",
+    progress: Callable[[int, int], None] | None = None,
+) -> EncodeResult:
+    """Assemble scenes with crossfades and burned captions into one H.264/AAC MP4 through moviepy.
+
+    One `VideoClip` whose frame function looks up a precomputed plan: no compositing clips, no per-frame
+    resizing, captions rendered once per cue. The scenes define the length; audio is fitted to it.
+    """
+    started = time.perf_counter()
+    duration = _check_scenes(scenes, fps)
+    n = max(1, round(duration * fps))
+    cues = [_cue_fields(c) for c in captions]
+    patches = [render_caption(text, size) for _, _, text in cues]
+    plan = _plan(scenes, cues, n, fps, transition_s)
+
+    def frame_function(t: float) -> np.ndarray:
+        i = min(max(int(round(t * fps)), 0), n - 1)
+        k = int(plan.scene[i])
+        scene = scenes[k]
+        frame = _check_frame(scene.frame(t - scene.start_s, fps), size)
+        owned = False
+        if plan.other[i] >= 0:
+            nxt = scenes[int(plan.other[i])]
+            b = _check_frame(nxt.frame(t - nxt.start_s, fps), size)
+            frame = cv2.addWeighted(frame, 1.0 - float(plan.mix[i]), b, float(plan.mix[i]), 0.0)
+            owned = True
+        if plan.cue[i] >= 0:
+            if not owned:
+                frame = frame.copy()  # never draw into the caller's frames
+            patches[int(plan.cue[i])].burn(frame)
+        return frame
+
+    final = Path(path)
+    # Duration a hair over n frames: moviepy renders int(duration * fps) frames, which float error
+    # could otherwise make n - 1.
+    clip = VideoClip(frame_function=frame_function, duration=(n + 0.5) / fps)
+    if audio is not None:
+        samples, sr = _mono_float(audio)
+        samples = fit_length(samples, round(n / fps * sr))
+        # moviepy's AudioArrayClip assumes stereo when sampling arrays, so give it two channels.
+        clip = clip.with_audio(AudioArrayClip(np.repeat(samples[:, None], 2, axis=1), fps=sr))
+    logger = _ProgressLogger(progress, n) if progress is not None else None
+    with _atomic_target(final) as tmp:
+        clip.write_videofile(
+            str(tmp), fps=fps, codec="libx264", audio_codec="aac", audio_bitrate=AUDIO_BITRATE,
+            audio_fps=audio[1] if audio is not None else 44100, preset=preset,
+            ffmpeg_params=["-crf", str(crf), "-pix_fmt", pix_fmt, "-movflags", "+faststart"],
+            temp_audiofile_path=str(final.parent), logger=logger,
+        )
+    return _result(final, size, fps, n, audio is not None, started)
+
+
+class _ProgressLogger(proglog.ProgressBarLogger):  # type: ignore[misc]
+    """Turns moviepy's per-frame bar updates into `progress(done, total)` about every 10 %."""
+
+    def __init__(self, progress: Callable[[int, int], None], total: int) -> None:
+        super().__init__()
+        self.progress, self.total = progress, total
+        self.step = max(1, math.ceil(total / 10))
+        self.reported = 0
+
+    def bars_callback(self, bar: str, attr: str, value: Any, old_value: Any = None) -> None:
+        if bar != "frame_index" or attr != "index":
+            return
+        done = min(int(value), self.total)
+        if done > self.reported and (done - self.reported >= self.step or done == self.total):
+            self.reported = done
+            self.progress(done, self.total)
+
+
+# --------------------------------------------------------------------------- probing and decoding
+
+_DURATION = re.compile(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
+_VIDEO = re.compile(r"Stream #\d+:\d+.*?: Video: (\w+)[^,]*, (\w+)(?:\([^)]*\))?,.*?(\d{2,5})x(\d{2,5})")
+_FPS = re.compile(r"([\d.]+) (?:fps|tbr)")
+_AUDIO = re.compile(r"Stream #\d+:\d+.*?: Audio: (\w+)[^,]*, (\d+) Hz, ([^,]+)")
+_FRAMES = re.compile(r"frame=\s*(\d+)")
+
+
+def _run(cmd: list[str], timeout: float = 600) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+
+
+def probe(path: str | os.PathLike[str]) -> VideoProbe:
+    """Parse `ffmpeg -i`'s stream report, and count video packets with a stream copy (no decoding)."""
+    src = str(path)
+    if not os.path.isfile(src):
+        raise FileNotFoundError(src)
+    out = _run([FFMPEG, "-nostdin", "-hide_banner", "-i", src, "-map", "0:v:0?", "-c", "copy", "-f", "null", "-"])
+    text = out.stderr.decode(errors="replace")
+    video = _VIDEO.search(text)
+    if video is None:
+        raise ValueError(f"{src} has no readable video stream: {text[-500:]}")
+    line = text[video.start():text.find("\n", video.start())]
+    fps_match = _FPS.search(line)
+    audio = _AUDIO.search(text)
+    duration = _DURATION.search(text)
+    frames = _FRAMES.findall(text)
+    return VideoProbe(
+        width=int(video.group(3)),
+        height=int(video.group(4)),
+        fps=float(fps_match.group(1)) if fps_match else 0.0,
+        frame_count=int(frames[-1]) if frames else 0,
+        duration_s=(int(duration.group(1)) * 3600 + int(duration.group(2)) * 60 + float(duration.group(3))) if duration else 0.0,
+        video_codec=video.group(1),
+        pix_fmt=video.group(2),
+        audio_codec=audio.group(1) if audio else None,
+        audio_sample_rate=int(audio.group(2)) if audio else None,
+        audio_channels=_channel_count(audio.group(3)) if audio else None,
+        has_audio=audio is not None,
+    )
+
+
+_LAYOUT_CHANNELS = {"mono": 1, "stereo": 2, "2.1": 3, "quad": 4, "5.0": 5, "5.1": 6, "6.1": 7, "7.1": 8}
+
+
+def _channel_count(layout: str) -> int | None:
+    """ffmpeg prints a layout name ("stereo", "5.1(side)") or "N channels"."""
+    layout = layout.strip()
+    named = _LAYOUT_CHANNELS.get(layout.split("(")[0])
+    if named is not None:
+        return named
+    counted = re.match(r"(\d+) channels", layout)
+    return int(counted.group(1)) if counted else None
+
+
+def read_frames(
+    path: str | os.PathLike[str], *, every_nth: int = 1, size: Size | None = None
+) -> Iterator[np.ndarray]:
+    """Decode RGB frames through an ffmpeg pipe; `every_nth` and `size` are applied inside ffmpeg
+    (area scaling, so small details like a moving mouth still register after downscaling)."""
+    if every_nth < 1:
+        raise ValueError("every_nth must be >= 1")
+    if size is None:
+        info = probe(path)
+        size = (info.width, info.height)
+    w, h = size
+    filters = []
+    if every_nth > 1:
+        filters.append(f"select=not(mod(n\\,{every_nth}))")
+    filters.append(f"scale={w}:{h}:flags=area")
+    cmd = [FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(path), "-map", "0:v:0",
+           "-vf", ",".join(filters), "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    return _decode(cmd, w, h)
+
+
+def _decode(cmd: list[str], w: int, h: int) -> Iterator[np.ndarray]:
+    nbytes = w * h * 3
+    with tempfile.TemporaryFile() as errlog:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errlog, bufsize=0)
+        assert proc.stdout is not None
+        try:
+            while True:
+                buf = bytearray(nbytes)
+                view = memoryview(buf)
+                got = 0
+                while got < nbytes:
+                    k = proc.stdout.readinto(view[got:])
+                    if not k:
+                        break
+                    got += k
+                if got < nbytes:
+                    break
+                yield np.frombuffer(buf, np.uint8).reshape(h, w, 3)
+            rc = proc.wait()
+            if rc != 0:
+                errlog.seek(0)
+                raise RuntimeError(f"ffmpeg decode failed ({rc}): {errlog.read().decode(errors='replace')[-2000:]}")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+
+
+def read_audio(path: str | os.PathLike[str], sr: int = 24000) -> np.ndarray:
+    """Decode the first audio stream as float32 mono at `sr`; ValueError if there is none."""
+    out = _run([FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(path), "-map", "0:a:0",
+                "-ac", "1", "-ar", str(sr), "-f", "f32le", "-"])
+    if out.returncode != 0:
+        raise ValueError(f"cannot read audio from {path}: {out.stderr.decode(errors='replace')[-500:]}")
+    return np.frombuffer(out.stdout, np.float32).copy()
+
+
+def poster_frame(
+    source: str | os.PathLike[str] | Sequence[np.ndarray], at_s: float, *, fps: float | None = None
+) -> np.ndarray:
+    """The frame shown at `at_s` (clamped into the video), from a file or from in-memory frames at `fps`."""
+    if isinstance(source, (str, os.PathLike)):
+        info = probe(source)
+        at_s = min(max(at_s, 0.0), max(0.0, (info.frame_count - 1) / info.fps))
+        cmd = [FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-ss", f"{at_s:.6f}", "-i", str(source),
+               "-map", "0:v:0", "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+        frame = next(_decode(cmd, info.width, info.height), None)
+        if frame is None:
+            raise ValueError(f"no frame decoded at {at_s}s from {source}")
+        return frame
+    if fps is None:
+        raise ValueError("poster_frame from in-memory frames needs fps")
+    return source[min(max(int(round(at_s * fps)), 0), len(source) - 1)]
+
+
+def transcode_for_platform(
+    src_path: str | os.PathLike[str],
+    *,
+    width: int,
+    height: int,
+    path: str | os.PathLike[str],
+    fit: Literal["cover", "pad"] = "cover",
+    crf: int = 20,
+    preset: str = "veryfast",
+) -> EncodeResult:
+    """Re-encode to exactly `width`x`height` H.264/AAC: `cover` scales up and centre-crops, `pad`
+    letterboxes in black. Audio is kept (re-encoded to AAC)."""
+    if width % 2 or height % 2:
+        raise ValueError(f"yuv420p needs even dimensions, got {width}x{height}")
+    if fit == "cover":
+        vf = f"scale={width}:{height}:force_original_aspect_ratio=increase:flags=lanczos,crop={width}:{height}"
+    elif fit == "pad":
+        vf = (f"scale={width}:{height}:force_original_aspect_ratio=decrease:flags=lanczos,"
+              f"pad={width}:{height}:(ow-iw)/2:(oh-ih)/2:color=black")
+    else:
+        raise ValueError(f"fit must be 'cover' or 'pad', got {fit!r}")
+    started = time.perf_counter()
+    final = Path(path)
+    with _atomic_target(final) as tmp:
+        out = _run([FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", str(src_path),
+                    "-map", "0:v:0", "-map", "0:a:0?", "-vf", f"{vf},setsar=1", *_x264_args(crf, preset, "yuv420p"),
+                    "-c:a", "aac", "-b:a", AUDIO_BITRATE, "-movflags", "+faststart", "-f", "mp4", str(tmp)])
+        if out.returncode != 0:
+            raise RuntimeError(f"transcode failed: {out.stderr.decode(errors='replace')[-2000:]}")
+    info = probe(final)
+    return _result(final, (info.width, info.height), info.fps, info.frame_count, info.has_audio, started)
+
+
+# --------------------------------------------------------------------------- b-roll motion
+
+
+def ken_burns(
+    image: np.ndarray, size: Size, duration_s: float, *, zoom: tuple[float, float] = (1.0, 1.08),
+    pan: tuple[float, float] = (0.03, -0.02),
+) -> Callable[[float], np.ndarray]:
+    """`frame_at(t)` for a slow zoom-and-drift over a still, for b-roll scenes.
+
+    The still is cover-fitted once at the largest zoom; each frame is one affine warp at output size.
+    `pan` is the drift over the whole scene as a fraction of the frame (x, y).
+    """
+    w, h = size
+    z_max = max(zoom)
+    ih, iw = image.shape[:2]
+    base_scale = max(w / iw, h / ih) * z_max
+    base = cv2.resize(image, (max(w, round(iw * base_scale)), max(h, round(ih * base_scale))),
+                      interpolation=cv2.INTER_AREA if base_scale < 1 else cv2.INTER_CUBIC)
+    bh, bw = base.shape[:2]
+
+    def frame_at(t: float) -> np.ndarray:
+        u = min(max(t / duration_s, 0.0), 1.0) if duration_s > 0 else 0.0
+        u = u * u * (3 - 2 * u)  # ease in and out
+        z = zoom[0] + (zoom[1] - zoom[0]) * u
+        s = z / z_max  # base pixels -> output pixels
+        # Keep the view inside the base image while drifting by `pan`.
+        max_dx, max_dy = (bw * s - w) / 2, (bh * s - h) / 2
+        cx = bw * s / 2 + np.clip(pan[0] * w * u, -max_dx, max_dx)
+        cy = bh * s / 2 + np.clip(pan[1] * h * u, -max_dy, max_dy)
+        m = np.array([[s, 0, w / 2 - cx], [0, s, h / 2 - cy]], np.float32)
+        return cv2.warpAffine(base, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+    return frame_at

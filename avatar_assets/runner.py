@@ -1,0 +1,220 @@
+"""One synchronous pass of what the daemon does, for headless use and CI (`avatarops process`).
+
+Evaluate the project's sensors once, register partitions, execute the requested runs in-process
+against the persistent instance, evaluate automation once and execute what it asks for, and repeat
+until nothing is left. Run keys are honoured exactly as the sensor daemon honours them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import dagster as dg
+from dagster._core.definitions.asset_daemon_cursor import AssetDaemonCursor
+from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
+from dagster_shared.serdes import deserialize_value, serialize_value
+
+from avatar_assets import intake, settings
+
+MAX_ROUNDS = 20
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    origin: str
+    job: str
+    partition: str
+    success: bool
+    failed_checks: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class ProcessReport:
+    runs: list[RunOutcome] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(run.success and not run.failed_checks for run in self.runs)
+
+    def as_dict(self) -> dict:
+        return {"ok": self.ok, "runs": [asdict(r) for r in self.runs], "skipped": self.skipped}
+
+
+class CliState:
+    """Sensor and automation cursors of the CLI's passes, kept beside the instance."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.data = json.loads(path.read_text()) if path.is_file() else {}
+
+    def sensor_cursor(self, name: str) -> str | None:
+        return self.data.get("sensors", {}).get(name)
+
+    def set_sensor_cursor(self, name: str, cursor: str | None) -> None:
+        self.data.setdefault("sensors", {})[name] = cursor
+
+    @property
+    def automation_cursor(self) -> AssetDaemonCursor | None:
+        raw = self.data.get("automation")
+        return deserialize_value(raw, AssetDaemonCursor) if raw else None
+
+    @automation_cursor.setter
+    def automation_cursor(self, cursor: AssetDaemonCursor) -> None:
+        self.data["automation"] = serialize_value(cursor)
+
+    def save(self) -> None:
+        from avatar_assets.intake import atomic_write_text
+
+        atomic_write_text(self.path, json.dumps(self.data))
+
+
+def _check_failures(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    failures = []
+    records = instance.get_records_for_run(
+        run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+    ).records
+    for record in records:
+        evaluation = record.event_log_entry.dagster_event.event_specific_data
+        if not evaluation.passed:
+            severity = evaluation.severity.value
+            failures.append(
+                f"{evaluation.asset_key.to_user_string()}[{evaluation.partition or ''}] "
+                f"{evaluation.check_name} ({severity}): {evaluation.description or 'failed'}"
+            )
+    return failures
+
+
+def _run_error(result: dg.ExecuteInProcessResult) -> str | None:
+    if result.success:
+        return None
+    for event in result.all_events:
+        if event.event_type == dg.DagsterEventType.STEP_FAILURE:
+            error = event.step_failure_data.error
+            return f"{event.step_key}: {error.message.strip() if error else 'failed'}"
+    return "run failed"
+
+
+def execute(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    *,
+    job_name: str | None,
+    asset_keys: list[dg.AssetKey] | None,
+    partition_key: str | None,
+    tags: dict[str, str],
+    origin: str,
+) -> RunOutcome:
+    if job_name:
+        job = defs.resolve_job_def(job_name)
+    else:
+        job = defs.resolve_implicit_job_def_def_for_assets(asset_keys)
+    result = job.execute_in_process(
+        instance=instance,
+        partition_key=partition_key,
+        asset_selection=asset_keys,
+        tags=tags,
+        raise_on_error=False,
+    )
+    failed = [f for f in _check_failures(instance, result.run_id) if "(ERROR)" in f]
+    return RunOutcome(
+        run_id=result.run_id,
+        origin=origin,
+        job=job.name,
+        partition=str(partition_key),
+        success=result.success,
+        failed_checks=failed,
+        error=_run_error(result),
+    )
+
+
+def _already_launched(instance: dg.DagsterInstance, sensor: str, run_key: str) -> bool:
+    return bool(
+        instance.get_run_ids(dg.RunsFilter(tags={SENSOR_NAME_TAG: sensor, RUN_KEY_TAG: run_key}), limit=1)
+    )
+
+
+def run_sensors(defs: dg.Definitions, instance: dg.DagsterInstance, state: CliState, report: ProcessReport, echo) -> int:
+    launched = 0
+    repository = defs.get_repository_def()
+    for sensor in repository.sensor_defs:
+        if isinstance(sensor, dg.AutomationConditionSensorDefinition):
+            continue
+        context = dg.build_sensor_context(
+            instance=instance,
+            cursor=state.sensor_cursor(sensor.name),
+            repository_def=repository,
+            sensor_name=sensor.name,
+        )
+        data = sensor(context)
+        if not isinstance(data, dg.SensorResult):
+            continue
+        for request in data.dynamic_partitions_requests or []:
+            if isinstance(request, dg.AddDynamicPartitionsRequest):
+                instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+            else:
+                for key in request.partition_keys:
+                    instance.delete_dynamic_partition(request.partitions_def_name, key)
+        for request in data.run_requests or []:
+            if request.run_key and _already_launched(instance, sensor.name, request.run_key):
+                report.skipped.append(f"{sensor.name}: run key {request.run_key} already launched")
+                continue
+            job_name = request.job_name or sensor.job_name
+            echo(f"{sensor.name}: running {job_name} for {request.partition_key}")
+            tags = {**request.tags, SENSOR_NAME_TAG: sensor.name}
+            if request.run_key:
+                tags[RUN_KEY_TAG] = request.run_key
+            report.runs.append(
+                execute(
+                    defs,
+                    instance,
+                    job_name=job_name,
+                    asset_keys=list(request.asset_selection) if request.asset_selection else None,
+                    partition_key=request.partition_key,
+                    tags=tags,
+                    origin=sensor.name,
+                )
+            )
+            launched += 1
+        state.set_sensor_cursor(sensor.name, data.cursor if data.cursor is not None else state.sensor_cursor(sensor.name))
+        state.save()
+    return launched
+
+
+def run_automation(defs: dg.Definitions, instance: dg.DagsterInstance, state: CliState, report: ProcessReport, echo) -> int:
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=state.automation_cursor)
+    state.automation_cursor = result.cursor
+    state.save()
+    by_partition: dict[str | None, list[dg.AssetKey]] = defaultdict(list)
+    for key in defs.resolve_asset_graph().get_all_asset_keys():
+        for partition in result.get_requested_partitions(key):
+            by_partition[partition].append(key)
+    for partition, keys in sorted(by_partition.items(), key=lambda item: str(item[0])):
+        echo(f"automation: refreshing {', '.join(k.to_user_string() for k in keys)} for {partition}")
+        report.runs.append(
+            execute(defs, instance, job_name=None, asset_keys=keys, partition_key=partition, tags={}, origin="automation")
+        )
+    return len(by_partition)
+
+
+def process(defs: dg.Definitions, instance: dg.DagsterInstance, echo=print) -> ProcessReport:
+    state = CliState(settings.dagster_home() / "avatarops_state.json")
+    report = ProcessReport()
+    settle = settings.upload_settle_seconds()
+    for _ in range(MAX_ROUNDS):
+        launched = run_sensors(defs, instance, state, report, echo)
+        launched += run_automation(defs, instance, state, report, echo)
+        if launched:
+            continue
+        settling = intake.settling_bundles(settings.inbox_dir() / "avatars", settle)
+        if not settling:
+            break
+        echo(f"waiting {settle:.0f} s for {len(settling)} upload(s) to settle")
+        time.sleep(settle)
+    return report

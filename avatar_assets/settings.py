@@ -1,0 +1,38 @@
+"""Where things live. One environment variable picks the home, another switches media to S3."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_HOME = "./.avatar_home"
+
+
+def avatar_home() -> Path:
+    return Path(os.environ.get("AVATAR_HOME", DEFAULT_HOME)).expanduser().resolve()
+
+
+def inbox_dir() -> Path:
+    return avatar_home() / "inbox"
+
+
+def quarantine_dir() -> Path:
+    return avatar_home() / "quarantine"
+
+
+def dagster_home() -> Path:
+    return avatar_home() / "dagster"
+
+
+def storage_url() -> str:
+    """`AVATAR_STORAGE`: empty for the local filesystem under AVATAR_HOME, or s3://bucket/prefix."""
+    return os.environ.get("AVATAR_STORAGE", "").strip()
+
+
+def upload_settle_seconds() -> float:
+    """How long a bundle must stay unchanged before it is taken (protects half-copied files)."""
+    return float(os.environ.get("AVATAR_UPLOAD_SETTLE_SECONDS", "2"))
+
+
+def sensor_interval_seconds() -> int:
+    return int(os.environ.get("AVATAR_SENSOR_INTERVAL_SECONDS", "15"))

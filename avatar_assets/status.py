@@ -1,0 +1,82 @@
+"""What `avatarops status` reports: per avatar, each asset's latest materialization and gate verdicts."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from avatar_assets import settings
+
+CHECK_HISTORY_LIMIT = 5000
+
+
+def latest_check_verdicts(instance: dg.DagsterInstance) -> dict[tuple[str, str], dict]:
+    """Newest evaluation per (partition, asset/check)."""
+    records = instance.get_event_records(
+        dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION),
+        limit=CHECK_HISTORY_LIMIT,
+        ascending=False,
+    )
+    verdicts: dict[tuple[str, str], dict] = {}
+    for record in records:
+        evaluation = record.event_log_entry.dagster_event.event_specific_data
+        key = (str(evaluation.partition), f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}")
+        verdicts.setdefault(
+            key,
+            {
+                "passed": evaluation.passed,
+                "severity": evaluation.severity.value,
+                "description": evaluation.description,
+            },
+        )
+    return verdicts
+
+
+def collect_status(defs: dg.Definitions, instance: dg.DagsterInstance) -> dict:
+    graph = defs.resolve_asset_graph()
+    verdicts = latest_check_verdicts(instance)
+    avatars = {}
+    for avatar_id in instance.get_dynamic_partitions("avatars"):
+        assets = {}
+        for key in graph.get_all_asset_keys():
+            if graph.get(key).partitions_def is None or graph.get(key).partitions_def.name != "avatars":
+                continue
+            events = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=key, asset_partitions=[avatar_id]), limit=1
+            ).records
+            assets[key.to_user_string()] = (
+                datetime.fromtimestamp(events[0].timestamp, UTC).isoformat(timespec="seconds") if events else None
+            )
+        gates = {name: verdict for (partition, name), verdict in verdicts.items() if partition == avatar_id}
+        blocked = [f"{name}: {v['description']}" for name, v in gates.items() if not v["passed"] and v["severity"] == "ERROR"]
+        avatars[avatar_id] = {
+            "state": "blocked" if blocked else ("ready" if all(assets.values()) else "incomplete"),
+            "assets": assets,
+            "gates": gates,
+            "blocked_by": blocked,
+        }
+    quarantined = []
+    root = settings.quarantine_dir()
+    for reason_file in sorted(root.glob("*/reason.json")) if root.is_dir() else []:
+        reason = json.loads(reason_file.read_text())
+        quarantined.append({"path": str(reason_file.parent), "avatar_id": reason["avatar_id"], "problems": reason["problems"]})
+    return {"home": str(settings.avatar_home()), "avatars": avatars, "quarantined": quarantined}
+
+
+def format_status(report: dict) -> str:
+    lines = [f"AVATAR_HOME {report['home']}"]
+    if not report["avatars"]:
+        lines.append("no avatars yet")
+    for avatar_id, entry in sorted(report["avatars"].items()):
+        lines.append(f"avatar {avatar_id}: {entry['state']}")
+        for asset, when in entry["assets"].items():
+            lines.append(f"  {asset:18} {when or 'not materialized'}")
+        for name, verdict in sorted(entry["gates"].items()):
+            mark = "pass" if verdict["passed"] else ("FAIL" if verdict["severity"] == "ERROR" else "warn")
+            lines.append(f"  [{mark}] {name}: {verdict['description'] or ''}")
+    for item in report["quarantined"]:
+        lines.append(f"quarantined {item['avatar_id']} at {item['path']}:")
+        lines.extend(f"  - {problem}" for problem in item["problems"])
+    return "\n".join(lines)

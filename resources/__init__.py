@@ -1,0 +1,1 @@
+"""Dagster resources: the media store, the record IO manager and the capability providers."""

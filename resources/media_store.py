@@ -1,0 +1,242 @@
+"""Content-addressed media storage. Media bytes never pass through a pickling IO manager.
+
+Blobs live at `media/<sha256[:2]>/<sha256>.<ext>` and are written atomically: a local write goes to a
+temp file that is fsynced and renamed; an S3 write is a single put of a complete object. Keys under
+`records/` and `cache/` hold small JSON documents that are overwritten atomically the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster_aws.s3 import S3Resource
+from pydantic import PrivateAttr
+
+from avatar_assets.contracts import MediaRef
+
+CHUNK = 1 << 20
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def media_key(sha256: str, ext: str) -> str:
+    return f"media/{sha256[:2]}/{sha256}.{ext.lstrip('.')}"
+
+
+class MediaStore(dg.ConfigurableResource):
+    """Backend-neutral store. Subclasses implement the five primitives on keys."""
+
+    def _write(self, key: str, source: bytes | Path) -> None:
+        raise NotImplementedError
+
+    def _read(self, key: str) -> bytes:
+        raise NotImplementedError
+
+    def _exists(self, key: str) -> bool:
+        raise NotImplementedError
+
+    def _delete(self, key: str) -> None:
+        raise NotImplementedError
+
+    def list_keys(self, prefix: str) -> Iterator[str]:
+        raise NotImplementedError
+
+    def uri(self, key: str) -> str:
+        raise NotImplementedError
+
+    def key_of(self, uri: str) -> str:
+        raise NotImplementedError
+
+    def local_path(self, uri: str) -> Path:
+        """A readable local file for a blob (a cached download for remote stores)."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- content-addressed media
+
+    def put_bytes(self, data: bytes, ext: str, media_type: str) -> MediaRef:
+        digest = sha256_bytes(data)
+        key = media_key(digest, ext)
+        if not self._exists(key):
+            self._write(key, data)
+        return MediaRef(uri=self.uri(key), sha256=digest, size=len(data), media_type=media_type)
+
+    def put_file(self, path: Path, ext: str, media_type: str) -> MediaRef:
+        digest = sha256_file(path)
+        key = media_key(digest, ext)
+        if not self._exists(key):
+            self._write(key, path)
+        return MediaRef(
+            uri=self.uri(key), sha256=digest, size=path.stat().st_size, media_type=media_type
+        )
+
+    def read(self, ref: MediaRef | str) -> bytes:
+        return self._read(self.key_of(ref.uri if isinstance(ref, MediaRef) else ref))
+
+    def exists(self, ref: MediaRef | str) -> bool:
+        return self._exists(self.key_of(ref.uri if isinstance(ref, MediaRef) else ref))
+
+    def delete(self, ref: MediaRef | str) -> None:
+        self._delete(self.key_of(ref.uri if isinstance(ref, MediaRef) else ref))
+
+    # ---------------------------------------------------------------- keyed documents
+
+    def write_text(self, key: str, text: str) -> None:
+        self._write(key, text.encode())
+
+    def read_text(self, key: str) -> str | None:
+        return self._read(key).decode() if self._exists(key) else None
+
+    def delete_key(self, key: str) -> None:
+        self._delete(key)
+
+
+class LocalMediaStore(MediaStore):
+    """Filesystem store rooted at `root` (AVATAR_HOME by default)."""
+
+    root: str
+
+    @property
+    def _root(self) -> Path:
+        return Path(self.root).expanduser().resolve()
+
+    def _path(self, key: str) -> Path:
+        path = (self._root / key).resolve()
+        if self._root not in path.parents:
+            raise ValueError(f"key {key!r} escapes the media store root")
+        return path
+
+    def _write(self, key: str, source: bytes | Path) -> None:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                if isinstance(source, Path):
+                    with open(source, "rb") as src:
+                        shutil.copyfileobj(src, handle, CHUNK)
+                else:
+                    handle.write(source)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp_name, target)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+
+    def _read(self, key: str) -> bytes:
+        return self._path(key).read_bytes()
+
+    def _exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def _delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def list_keys(self, prefix: str) -> Iterator[str]:
+        base = self._path(prefix) if prefix else self._root
+        if base.is_file():
+            yield prefix
+            return
+        if not base.is_dir():
+            return
+        for path in sorted(base.rglob("*")):
+            if path.is_file() and not path.name.endswith(".part"):
+                yield path.relative_to(self._root).as_posix()
+
+    def uri(self, key: str) -> str:
+        return self._path(key).as_uri()
+
+    def key_of(self, uri: str) -> str:
+        if not uri.startswith("file://"):
+            raise ValueError(f"{uri!r} is not a local media URI")
+        path = Path(uri.removeprefix("file://"))
+        return path.resolve().relative_to(self._root).as_posix()
+
+    def local_path(self, uri: str) -> Path:
+        return self._path(self.key_of(uri))
+
+
+class S3MediaStore(MediaStore):
+    """S3 (or any S3 API server) through dagster-aws' S3Resource; objects are put whole."""
+
+    s3: S3Resource
+    bucket: str
+    prefix: str = ""
+    cache_dir: str = "/tmp/avatar-media-cache"
+
+    _client: Any = PrivateAttr(default=None)
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = self.s3.get_client()
+        return self._client
+
+    def _object(self, key: str) -> str:
+        return f"{self.prefix.strip('/')}/{key}" if self.prefix.strip("/") else key
+
+    def _write(self, key: str, source: bytes | Path) -> None:
+        if isinstance(source, Path):
+            # upload_file may go multipart; S3 shows the object only once it is complete.
+            self.client.upload_file(str(source), self.bucket, self._object(key))
+        else:
+            self.client.put_object(Bucket=self.bucket, Key=self._object(key), Body=source)
+
+    def _read(self, key: str) -> bytes:
+        return self.client.get_object(Bucket=self.bucket, Key=self._object(key))["Body"].read()
+
+    def _exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._object(key))
+        except self.client.exceptions.ClientError as error:
+            if error.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                return False
+            raise
+        return True
+
+    def _delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._object(key))
+
+    def list_keys(self, prefix: str) -> Iterator[str]:
+        strip = len(self._object(""))
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._object(prefix)):
+            for item in page.get("Contents", []):
+                yield item["Key"][strip:]
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._object(key)}"
+
+    def key_of(self, uri: str) -> str:
+        head = f"s3://{self.bucket}/{self._object('')}"
+        if not uri.startswith(head):
+            raise ValueError(f"{uri!r} is not in s3://{self.bucket}/{self.prefix}")
+        return uri[len(head) :]
+
+    def local_path(self, uri: str) -> Path:
+        key = self.key_of(uri)
+        target = Path(self.cache_dir) / key
+        if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(dir=target.parent, suffix=".part")
+            os.close(fd)
+            self.client.download_file(self.bucket, self._object(key), tmp_name)
+            os.replace(tmp_name, target)
+        return target

@@ -1,0 +1,59 @@
+"""JSON record IO manager: assets return small pydantic records; media stays in the MediaStore.
+
+Records are laid out per avatar so that everything derived from one avatar sits under one prefix:
+`records/avatars/<avatar>/<asset>.json` and `records/avatars/<avatar>/outputs/<slug>/<asset>.json`.
+"""
+
+
+import json
+
+import dagster as dg
+
+from avatar_assets.contracts import RECORD_TYPES, Record
+from resources.media_store import MediaStore
+
+
+def avatar_prefix(avatar_id: str) -> str:
+    return f"records/avatars/{avatar_id}/"
+
+
+def record_key(asset_name: str, partition_key: str | dg.MultiPartitionKey) -> str:
+    if isinstance(partition_key, dg.MultiPartitionKey) or "|" in str(partition_key):
+        avatar_id, slug = str(partition_key).split("|", 1)
+        return f"{avatar_prefix(avatar_id)}outputs/{slug}/{asset_name}.json"
+    return f"{avatar_prefix(str(partition_key))}{asset_name}.json"
+
+
+def dump_record(record: Record) -> str:
+    return json.dumps({"kind": record.kind, "record": record.model_dump(mode="json")}, indent=2)
+
+
+def parse_record(text: str) -> Record:
+    document = json.loads(text)
+    return RECORD_TYPES[document["kind"]].model_validate(document["record"])
+
+
+def read_record(store: MediaStore, asset_name: str, partition_key: str) -> Record | None:
+    text = store.read_text(record_key(asset_name, partition_key))
+    return parse_record(text) if text is not None else None
+
+
+class RecordIOManager(dg.ConfigurableIOManager):
+    store: MediaStore
+
+    def handle_output(self, context: dg.OutputContext, obj: Record) -> None:
+        if not isinstance(obj, Record):
+            raise TypeError(f"{context.asset_key.to_user_string()} returned {type(obj).__name__}, not a Record")
+        key = record_key(context.asset_key.path[-1], context.asset_partition_key)
+        self.store.write_text(key, dump_record(obj))
+        context.add_output_metadata({"record": dg.MetadataValue.path(self.store.uri(key))})
+
+    def load_input(self, context: dg.InputContext) -> Record:
+        asset_name = context.upstream_output.asset_key.path[-1]
+        key = record_key(asset_name, context.asset_partition_key)
+        text = self.store.read_text(key)
+        if text is None:
+            raise FileNotFoundError(
+                f"no record for {asset_name} partition {context.asset_partition_key} at {key}"
+            )
+        return parse_record(text)

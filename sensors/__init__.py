@@ -1,0 +1,1 @@
+"""Sensors: new uploads, output requests and approvals become runs."""

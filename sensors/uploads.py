@@ -1,0 +1,71 @@
+"""Upload sensor: a complete, valid bundle in `<inbox>/avatars/` becomes an identity run.
+
+The cursor holds one number, a watermark of bundle change times, so it stays small however many
+avatars there are; Dagster's run-key de-duplication (`<avatar_id>:<bundle sha256>`) guarantees that a
+re-scan never launches twice, while a changed upload (new hash) launches again.
+"""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+
+from avatar_assets import intake, settings
+from partitions import avatars
+
+UPLOAD_SENSOR = "avatar_upload_sensor"
+
+
+def _watermark(cursor: str | None) -> float:
+    return float(json.loads(cursor)["watermark"]) if cursor else 0.0
+
+
+def evaluate_uploads(cursor: str | None, *, settle_seconds: float, log) -> dg.SensorResult | dg.SkipReason:
+    root = settings.inbox_dir() / "avatars"
+    if not root.is_dir():
+        return dg.SkipReason(f"no inbox at {root}")
+    watermark = _watermark(cursor)
+    newest_handled, oldest_pending = watermark, None
+    run_requests, new_avatars = [], []
+    for bundle in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if intake.bundle_fingerprint(bundle) <= watermark:
+            continue
+        scan = intake.scan_bundle(bundle, settle_seconds=settle_seconds)
+        if scan.status == "pending":
+            oldest_pending = min(oldest_pending or scan.fingerprint, scan.fingerprint)
+            continue
+        newest_handled = max(newest_handled, scan.fingerprint)
+        if scan.status == "bad":
+            target = intake.quarantine(bundle, scan.problems, settings.quarantine_dir())
+            log.warning(f"quarantined {bundle.name}: {'; '.join(scan.problems)} -> {target}")
+            continue
+        new_avatars.append(scan.avatar_id)
+        run_requests.append(
+            dg.RunRequest(
+                run_key=f"{scan.avatar_id}:{scan.sha256}",
+                partition_key=scan.avatar_id,
+                tags={"avatar": scan.avatar_id, "bundle_sha256": scan.sha256},
+            )
+        )
+    if oldest_pending is not None:
+        newest_handled = min(newest_handled, oldest_pending - 1e-6)
+    return dg.SensorResult(
+        run_requests=run_requests,
+        dynamic_partitions_requests=[avatars.build_add_request(new_avatars)] if new_avatars else [],
+        cursor=json.dumps({"watermark": newest_handled}),
+    )
+
+
+def build_upload_sensor(identity_job: dg.UnresolvedAssetJobDefinition) -> dg.SensorDefinition:
+    @dg.sensor(
+        name=UPLOAD_SENSOR,
+        job=identity_job,
+        minimum_interval_seconds=settings.sensor_interval_seconds(),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Takes complete upload bundles from the inbox; quarantines bad ones with a reason.",
+    )
+    def avatar_upload_sensor(context: dg.SensorEvaluationContext):
+        return evaluate_uploads(context.cursor, settle_seconds=settings.upload_settle_seconds(), log=context.log)
+
+    return avatar_upload_sensor
