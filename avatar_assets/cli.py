@@ -7,6 +7,7 @@ import os
 import shutil
 import sys
 import uuid
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -39,6 +40,11 @@ def load_instance_and_defs():
 @click.group()
 def main() -> None:
     """Avatar platform operations (AVATAR_HOME selects the home; default ./.avatar_home)."""
+    from dagster_shared.utils.warnings import BetaWarning, PreviewWarning
+
+    # Beta/preview notices about the APIs the design chose are for developers, not operators.
+    warnings.simplefilter("ignore", BetaWarning)
+    warnings.simplefilter("ignore", PreviewWarning)
 
 
 def upload_bundle(source: Path) -> Path:
@@ -79,6 +85,39 @@ def upload(bundle_dir: Path) -> None:
         click.echo(f"error: {error.message}", err=True)
         sys.exit(EXIT_BAD_INPUT)
     click.echo(f"uploaded to {destination}")
+
+
+@main.command()
+@click.argument("avatar_id")
+@click.argument("slug")
+@click.option("--script", "script_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Text file with the script (UTF-8). [pause 500ms] and *emphasis* are understood.")
+@click.option("--route", default="single_scene", show_default=True,
+              help="single_scene | multi_scene | broll | pose | approval_gated")
+@click.option("--platforms", default="", help="Comma-separated: tiktok,instagram_reels,youtube_shorts,instagram_feed,youtube,linkedin")
+@click.option("--aspect", "aspect_ratios", default="9:16", show_default=True, help="Comma-separated aspect ratios: 9:16,1:1,16:9")
+@click.option("--background", "backgrounds", multiple=True, help="Background prompt per scene (repeatable).")
+@click.option("--seed", default=0, show_default=True, type=int)
+def request(avatar_id, slug, script_file, route, platforms, aspect_ratios, backgrounds, seed) -> None:
+    """Ask for a video of AVATAR_ID under the output SLUG (validated, then written atomically)."""
+    from avatar_assets.requests import RequestError, parse_request, write_request
+
+    document = {
+        "avatar_id": avatar_id,
+        "slug": slug,
+        "route": route,
+        "script": script_file.read_text(encoding="utf-8"),
+        "background_prompts": list(backgrounds),
+        "aspect_ratios": [a for a in aspect_ratios.split(",") if a],
+        "platforms": [p for p in platforms.split(",") if p],
+        "seed": seed,
+    }
+    try:
+        parsed = parse_request(json.dumps(document).encode())
+    except RequestError as error:
+        click.echo(f"error: bad output request: {error}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    click.echo(f"requested {avatar_id}/{slug} ({parsed.route}) at {write_request(parsed)}")
 
 
 @main.command()

@@ -13,7 +13,7 @@ import posixpath
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 KEY_PATTERN = r"^[a-z0-9][a-z0-9-]{1,62}$"
 PartitionId = Annotated[str, StringConstraints(pattern=KEY_PATTERN)]
@@ -255,3 +255,231 @@ class IdentityBundleRecord(Record):
     consent: Consent
     parts: list[IdentityPart]
 
+
+
+# --------------------------------------------------------------------------- output requests
+
+MAX_SCRIPT_CHARS = 5000
+
+
+class VoiceSettings(Strict):
+    voice: str | None = Field(default=None, pattern=r"^[a-z]{2,3}(-[a-z0-9]{2,8})?(\+[a-z0-9]{1,8})?$")
+    rate_wpm: int = Field(default=155, ge=80, le=300)
+    pitch_shift: int = Field(default=0, ge=-30, le=30)
+
+
+class OutputRequest(Strict):
+    """`<inbox>/outputs/<avatar_id>/<slug>.json`: one video of one avatar."""
+
+    avatar_id: PartitionId
+    slug: PartitionId
+    route: Route = "single_scene"
+    script: str = Field(max_length=MAX_SCRIPT_CHARS)
+    background_prompts: list[Annotated[str, StringConstraints(max_length=300)]] = Field(
+        default_factory=list, max_length=12
+    )
+    aspect_ratios: list[AspectRatio] = Field(default_factory=lambda: ["9:16"], min_length=1)
+    platforms: list[Platform] = Field(default_factory=list)
+    voice: VoiceSettings = VoiceSettings()
+    pronunciations: dict[str, str] = Field(default_factory=dict, max_length=100)
+    approvals_required: list[str] = Field(default_factory=list)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+
+    @field_validator("script")
+    @classmethod
+    def _script_has_words(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("script is empty")
+        return value
+
+    def renditions(self) -> list[str]:
+        """Aspect ratios to package: those asked for, plus those the platforms need, in order."""
+        wanted = [*self.aspect_ratios, *(PLATFORM_ASPECT[p] for p in self.platforms)]
+        return list(dict.fromkeys(wanted))
+
+
+# --------------------------------------------------------------------------- video records
+
+
+class Token(Strict):
+    display: str
+    spoken: str
+    emphasis: bool = False
+    pause_after_ms: int = 0
+
+
+class ScriptRecord(Record):
+    kind: ClassVar[str] = "script"
+    avatar_id: str
+    slug: str
+    request: OutputRequest
+    request_sha256: Sha256
+    text: str
+    sentences: list[list[Token]]
+    ssml: str
+    word_count: int
+    estimated_duration_s: float
+    cleaned: list[str]
+
+
+class Scene(Strict):
+    index: int
+    tokens: tuple[int, int]
+    text: str
+    shot: Literal["close_up", "mid", "wide", "broll"]
+    background_prompt: str
+    variant: str
+    est_start_s: float
+    est_end_s: float
+
+
+class StoryboardRecord(Record):
+    kind: ClassVar[str] = "storyboard"
+    avatar_id: str
+    slug: str
+    route: Route
+    scenes: list[Scene]
+    master_size: tuple[int, int]
+    fps: int
+
+
+class WordTimingModel(Strict):
+    word: str
+    start_s: float
+    end_s: float
+
+
+class SpeechRecord(Record):
+    kind: ClassVar[str] = "speech"
+    avatar_id: str
+    slug: str
+    audio: MediaRef
+    sample_rate: int
+    duration_s: float
+    words: list[WordTimingModel]
+    scene_times: list[tuple[float, float]]
+    captions_srt: MediaRef
+    captions_vtt: MediaRef
+    longest_silence_s: float
+    clipping_fraction: float
+    loudness_lufs: float
+    provider: ProviderInfo
+
+
+class BackgroundsRecord(Record):
+    kind: ClassVar[str] = "backgrounds"
+    avatar_id: str
+    slug: str
+    images: list[MediaRef]
+    prompts: list[str]
+    seeds: list[int]
+    provider: ProviderInfo
+
+
+class SceneAsset(Strict):
+    index: int
+    shot: str
+    variant: str
+    keyframe: MediaRef
+    mouth_box: tuple[int, int, int, int] | None
+    face_box: tuple[int, int, int, int] | None
+    start_s: float
+    end_s: float
+
+
+class SceneAssetsRecord(Record):
+    kind: ClassVar[str] = "scene_assets"
+    avatar_id: str
+    slug: str
+    scenes: list[SceneAsset]
+    contact_sheet: MediaRef
+    master_size: tuple[int, int]
+    fps: int
+
+
+class VideoQAModel(Strict):
+    width: int
+    height: int
+    fps: float
+    frame_count: int
+    duration_s: float
+    audio_duration_s: float | None
+    has_audio: bool
+    longest_black_s: float
+    longest_frozen_s: float
+    loudness_lufs: float | None
+    video_codec: str | None
+    audio_codec: str | None
+
+
+class LipSyncRecord(Record):
+    kind: ClassVar[str] = "lip_sync"
+    avatar_id: str
+    slug: str
+    video: MediaRef
+    openness: MediaRef
+    fps: int
+    frames: int
+    lag_frames: int
+    motion_in_silence: float
+    motion_in_speech: float
+    provider: ProviderInfo
+    awaiting_approval: bool = False
+
+
+class VideoRecord(Record):
+    """A rendered video (stitched or enhanced) with its measured QA numbers."""
+
+    kind: ClassVar[str] = "video"
+    avatar_id: str
+    slug: str
+    stage: Literal["stitched_video", "enhanced_video"]
+    video: MediaRef
+    qa: VideoQAModel
+    expected_size: tuple[int, int]
+    expected_fps: int
+    audio_duration_s: float
+    provider: ProviderInfo
+    watermark: str | None = None
+
+
+class Rendition(Strict):
+    aspect_ratio: AspectRatio
+    platforms: list[Platform]
+    width: int
+    height: int
+    video: MediaRef
+
+
+class StageProvenance(Strict):
+    asset: str
+    record_sha256: Sha256
+    providers: list[ProviderInfo]
+    prompts: list[str] = Field(default_factory=list)
+
+
+class RightsManifest(Strict):
+    """`rights_manifest.json`: what a video was made from, under which consent, by which models."""
+
+    avatar_id: str
+    slug: str
+    created_at: datetime
+    creator_id: str
+    consent: Consent
+    source_bundle_sha256: Sha256
+    source_files: dict[str, Sha256]
+    request_sha256: Sha256
+    stages: list[StageProvenance]
+    outputs: dict[str, Sha256]
+
+
+class OutputPackageRecord(Record):
+    kind: ClassVar[str] = "output_package"
+    avatar_id: str
+    slug: str
+    renditions: list[Rendition]
+    poster: MediaRef
+    captions_srt: MediaRef
+    captions_vtt: MediaRef
+    rights_manifest: MediaRef
+    folder: str

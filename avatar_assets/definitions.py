@@ -2,16 +2,28 @@
 
 import dagster as dg
 
+from avatar_assets import settings
 from avatar_assets.checks.identity import IDENTITY_CHECKS
+from avatar_assets.checks.video import VIDEO_CHECKS
 from avatar_assets.identity.assets import IDENTITY_ASSETS
-from avatar_assets.jobs import identity_job
+from avatar_assets.jobs import identity_job, video_job
+from avatar_assets.video.assets import VIDEO_ASSETS
 from resources.wiring import build_resources
+from sensors.requests import build_request_sensor
 from sensors.uploads import build_upload_sensor
 
+automation = dg.AutomationConditionSensorDefinition(
+    "avatar_automation",
+    target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=settings.sensor_interval_seconds(),
+    description="Refreshes existing partitions whose dependencies changed; never creates new ones.",
+)
+
 defs = dg.Definitions(
-    assets=IDENTITY_ASSETS,
-    asset_checks=IDENTITY_CHECKS,
-    jobs=[identity_job],
-    sensors=[build_upload_sensor(identity_job)],
+    assets=[*IDENTITY_ASSETS, *VIDEO_ASSETS],
+    asset_checks=[*IDENTITY_CHECKS, *VIDEO_CHECKS],
+    jobs=[identity_job, video_job],
+    sensors=[build_upload_sensor(identity_job), build_request_sensor(video_job), automation],
     resources=build_resources(),
 )

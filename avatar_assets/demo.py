@@ -24,6 +24,13 @@ VOICE_TEXT = (
     "so nobody's real voice is cloned here. Every picture and sound you will see is built "
     "step by step as a Dagster asset, checked by quality gates, and packaged with its rights."
 )
+DEMO_SLUG = "welcome"
+DEMO_SCRIPT = (
+    "Hi! I'm the demo avatar, built from one public domain photo and a synthetic voice. "
+    "Everything you see was made step by step, as Dagster assets with quality gates. [pause 400ms] "
+    "First my identity, then this video: a script, a storyboard, speech, backgrounds and lip sync. "
+    "Finally it is stitched, *enhanced*, and packaged for every platform, with a rights manifest."
+)
 CONSENT_TEXT = (
     "Demo consent record: the portrait is a public-domain NASA photograph; the voice is synthetic. "
     "Scopes granted for demonstration: likeness, voice.\n"
@@ -65,13 +72,26 @@ def build_sample_bundle(target: Path, avatar_id: str = DEMO_AVATAR) -> Path:
 
 def run_demo(echo=print) -> int:
     from avatar_assets.cli import load_instance_and_defs, upload_bundle
+    from avatar_assets.contracts import OutputRequest
+    from avatar_assets.requests import write_request
     from avatar_assets.runner import process
-    from resources.records import read_record
+    from resources.records import read_record, record_key
     from resources.wiring import media_store
 
     sample = build_sample_bundle(settings.avatar_home() / "samples" / DEMO_AVATAR)
     echo(f"sample bundle: {sample}")
     echo(f"uploaded to {upload_bundle(sample)}")
+    write_request(
+        OutputRequest(
+            avatar_id=DEMO_AVATAR,
+            slug=DEMO_SLUG,
+            route="multi_scene",
+            script=DEMO_SCRIPT,
+            background_prompts=["soft studio backdrop", "city at dusk", "calm ocean sunset"],
+            platforms=["tiktok", "instagram_feed", "youtube"],
+        )
+    )
+    echo(f"requested a multi_scene video: {DEMO_AVATAR}/{DEMO_SLUG}")
     instance, defs = load_instance_and_defs()
     report = process(defs, instance, echo=echo)
     for run in report.runs:
@@ -81,12 +101,17 @@ def run_demo(echo=print) -> int:
     neutral = read_record(store, "neutral_image", DEMO_AVATAR)
     sheet = read_record(store, "character_sheet", DEMO_AVATAR)
     voice = read_record(store, "voice_profile", DEMO_AVATAR)
-    if not report.ok or neutral is None or sheet is None or voice is None:
+    package = read_record(store, "output_package", f"{DEMO_AVATAR}|{DEMO_SLUG}")
+    if not report.ok or None in (neutral, sheet, voice, package):
         echo("demo did not finish: see the problems above, or `avatarops status`")
         return 1
+    folder = store.local_path(package.folder)
     echo("")
     echo(f"neutral image:   {store.local_path(neutral.image.uri)}")
     echo(f"character sheet: {store.local_path(sheet.sheet.uri)}")
-    echo(f"voice profile:   {settings.avatar_home() / 'records/avatars' / DEMO_AVATAR / 'voice_profile.json'}")
+    echo(f"voice profile:   {store.local_path(store.uri(record_key('voice_profile', DEMO_AVATAR)))}")
+    for rendition in package.renditions:
+        echo(f"video {rendition.aspect_ratio:5}:   {folder / ('video_' + rendition.aspect_ratio.replace(':', 'x') + '.mp4')}")
+    echo(f"rights manifest: {folder / 'rights_manifest.json'}")
     echo("open the Dagster UI on these runs with: make dev")
     return 0

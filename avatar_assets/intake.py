@@ -52,14 +52,18 @@ def describe_validation_error(error: ValidationError) -> list[str]:
 
 
 def bundle_fingerprint(bundle: Path) -> float:
-    """Newest change time in the bundle; ctime also moves on rename and cannot be back-dated by cp -p."""
+    """Newest change time (ctime) in the bundle.
+
+    ctime moves on every write and rename and cannot be set by anyone (cp -p, tar -x and `touch -d`
+    set mtime). mtime is not used: a future mtime would hold the bundle "settling" forever.
+    """
     newest = 0.0
     for path in [bundle, *bundle.rglob("*")]:
         try:
             stat = path.lstat()
         except FileNotFoundError:
             continue
-        newest = max(newest, stat.st_mtime, stat.st_ctime)
+        newest = max(newest, stat.st_ctime)
     return newest
 
 

@@ -97,6 +97,9 @@ def _run_error(result: dg.ExecuteInProcessResult) -> str | None:
     for event in result.all_events:
         if event.event_type == dg.DagsterEventType.STEP_FAILURE:
             error = event.step_failure_data.error
+            # A user-code error arrives wrapped ("Error occurred while executing op ..."): report its cause.
+            while error is not None and error.cause is not None:
+                error = error.cause
             return f"{event.step_key}: {error.message.strip() if error else 'failed'}"
     return "run failed"
 
@@ -117,6 +120,7 @@ def execute(
         job = defs.resolve_implicit_job_def_def_for_assets(asset_keys)
     result = job.execute_in_process(
         instance=instance,
+        run_config={"loggers": {"console": {"config": {"log_level": settings.console_log_level()}}}},
         partition_key=partition_key,
         asset_selection=asset_keys,
         tags=tags,

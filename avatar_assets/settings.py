@@ -36,3 +36,8 @@ def upload_settle_seconds() -> float:
 
 def sensor_interval_seconds() -> int:
     return int(os.environ.get("AVATAR_SENSOR_INTERVAL_SECONDS", "15"))
+
+
+def console_log_level() -> str:
+    """Console log level of runs that `avatarops` executes in-process (the UI always keeps everything)."""
+    return os.environ.get("AVATAR_LOG_LEVEL", "WARNING").upper()

@@ -95,6 +95,11 @@ class MediaStore(dg.ConfigurableResource):
     def delete(self, ref: MediaRef | str) -> None:
         self._delete(self.key_of(ref.uri if isinstance(ref, MediaRef) else ref))
 
+    def copy_to(self, ref: MediaRef, key: str) -> str:
+        """Publish a blob under a readable key (e.g. a package folder); returns its URI."""
+        self._write(key, self.local_path(ref.uri))
+        return self.uri(key)
+
     # ---------------------------------------------------------------- keyed documents
 
     def write_text(self, key: str, text: str) -> None:

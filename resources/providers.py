@@ -56,6 +56,15 @@ class ImageGenerator(dg.ConfigurableResource):
 
         return make_character_sheet(portrait, seed=seed), self.info("character_sheet", seed)
 
+    def backgrounds(self, prompts: list[str], size: tuple[int, int], seeds: list[int]):
+        from avatar_assets.media.backgrounds import classical_background
+
+        images = [classical_background(p, size[0], size[1], seed=s) for p, s in zip(prompts, seeds)]
+        return images, ProviderInfo(
+            capability="backgrounds", provider="classical", model_id="procedural-backdrop",
+            version=CLASSICAL_VERSION, seed=seeds[0] if seeds else None, settings={"size": list(size)},
+        )
+
 
 class SpeakerEncoder(dg.ConfigurableResource):
     """Speaker embedding with resemblyzer (its weights ship in the wheel: no download)."""
@@ -72,3 +81,79 @@ class SpeakerEncoder(dg.ConfigurableResource):
         from avatar_assets.media.voice import speaker_embedding
 
         return speaker_embedding(samples, sample_rate)
+
+
+class VideoSettings(dg.ConfigurableResource):
+    """Render settings: the master is rendered at `master_short_side` and packaged at exact platform sizes."""
+
+    master_short_side: int = 720
+    fps: int = 25
+    crf: int = 20
+    preset: str = "veryfast"
+    transition_s: float = 0.25
+
+    def master_size(self, aspect_ratio: str) -> tuple[int, int]:
+        across, down = (int(part) for part in aspect_ratio.split(":"))
+        short = self.master_short_side - self.master_short_side % 2
+        if across >= down:
+            return (round(short * across / down / 2) * 2, short)
+        return (short, round(short * down / across / 2) * 2)
+
+
+class SpeechSynthesizer(dg.ConfigurableResource):
+    """espeak-ng through the espeakng-loader wheel; pitch matched to the avatar's voice profile."""
+
+    default_voice: str = "en-us"
+
+    def info(self, voice: str, pitch: int, rate_wpm: int) -> ProviderInfo:
+        return ProviderInfo(
+            capability="speech",
+            provider="espeak-ng",
+            model_id=voice,
+            version=package_version("espeakng-loader"),
+            settings={"pitch": pitch, "rate_wpm": rate_wpm},
+        )
+
+    def voice_and_pitch(self, median_f0_hz: float | None, requested_voice: str | None, pitch_shift: int):
+        from avatar_assets.media.tts import pitch_for_f0, voice_for_f0
+
+        if median_f0_hz:
+            voice = requested_voice or voice_for_f0(median_f0_hz, self.default_voice)
+            pitch = pitch_for_f0(median_f0_hz, voice) if "+" not in voice or voice.endswith("+f3") else 50
+        else:
+            voice, pitch = requested_voice or self.default_voice, 50
+        return voice, int(min(99, max(0, pitch + pitch_shift)))
+
+    def synthesize(self, ssml: str, *, voice: str, pitch: int, rate_wpm: int):
+        from avatar_assets.media.tts import synthesize
+
+        return synthesize(ssml, voice=voice, rate_wpm=rate_wpm, pitch=pitch, ssml=True)
+
+
+class LipSyncer(dg.ConfigurableResource):
+    """Mouth animation driven by the speech envelope and word timings (no model)."""
+
+    def info(self) -> ProviderInfo:
+        return ProviderInfo(
+            capability="lip_sync", provider="envelope-mouth", model_id="audio-envelope+word-timings",
+            version=CLASSICAL_VERSION,
+        )
+
+    def openness(self, samples: np.ndarray, sample_rate: int, fps: float, words, frames: int) -> np.ndarray:
+        from avatar_assets.media.lipsync import mouth_openness
+
+        return mouth_openness(samples, sample_rate, fps, words=words, n_frames=frames)
+
+
+class Enhancer(dg.ConfigurableResource):
+    """Sharpen and colour, loudness to a target, and an invisible watermark."""
+
+    target_lufs: float = -16.0
+    sharpen: float = 0.35
+    saturation: float = 1.06
+
+    def info(self) -> ProviderInfo:
+        return ProviderInfo(
+            capability="enhance", provider="classical-enhance", model_id="unsharp+saturation+bs1770",
+            version=CLASSICAL_VERSION, settings=self.model_dump(),
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from urllib.parse import urlparse
 
 import dagster as dg
@@ -9,7 +10,15 @@ from dagster_aws.s3 import S3Resource
 
 from avatar_assets import settings
 from resources.media_store import LocalMediaStore, MediaStore, S3MediaStore
-from resources.providers import FaceAnalyzer, ImageGenerator, SpeakerEncoder
+from resources.providers import (
+    Enhancer,
+    FaceAnalyzer,
+    ImageGenerator,
+    LipSyncer,
+    SpeakerEncoder,
+    SpeechSynthesizer,
+    VideoSettings,
+)
 from resources.records import RecordIOManager
 
 
@@ -39,4 +48,11 @@ def build_resources() -> dict:
         "faces": FaceAnalyzer(),
         "images": ImageGenerator(),
         "speaker": SpeakerEncoder(),
+        "tts": SpeechSynthesizer(),
+        "lipsync": LipSyncer(),
+        "enhancer": Enhancer(),
+        "video": VideoSettings(
+            master_short_side=int(os.environ.get("AVATAR_MASTER_SHORT_SIDE", "720")),
+            fps=int(os.environ.get("AVATAR_FPS", "25")),
+        ),
     }

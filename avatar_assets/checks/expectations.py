@@ -5,9 +5,10 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # annotations only: pandas is not imported at definitions load
+    import pandas as pd
 
 
 @dataclass(frozen=True)

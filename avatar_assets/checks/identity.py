@@ -1,29 +1,26 @@
 """Identity QA gates. ERROR blocks everything downstream of that avatar; WARN asks for review."""
 
-import warnings
 
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import pandas as pd
 
 from avatar_assets import qa
 from avatar_assets.checks.expectations import validate_table
+from avatar_assets.checks.gates import partitioned_gate
 from avatar_assets.contracts import NeutralImageRecord, ValidatedInputsRecord, VoiceProfileRecord
 from avatar_assets.identity.assets import neutral_image, validated_inputs, voice_profile
 from partitions import avatars
 
+if TYPE_CHECKING:  # pandas is imported where a frame is built, not at definitions load
+    import pandas as pd
+
 SEVERITY = dg.AssetCheckSeverity
 
 
-def partitioned_gate(asset, description: str):
-    """A blocking, avatar-partitioned check (partitioned checks are a 1.13 preview feature)."""
+def avatar_gate(asset, description: str):
+    return partitioned_gate(asset, description, avatars)
 
-    def decorate(fn):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", dg.PreviewWarning)
-            return dg.asset_check(asset=asset, blocking=True, partitions_def=avatars, description=description)(fn)
-
-    return decorate
 
 PHOTO_EXPECTATIONS = [
     ("ExpectColumnValuesToBeNull", {"column": "problem_on_decode"}),
@@ -38,7 +35,9 @@ PHOTO_EXPECTATIONS = [
 ]
 
 
-def photo_frame(record: ValidatedInputsRecord) -> pd.DataFrame:
+def photo_frame(record: ValidatedInputsRecord) -> "pd.DataFrame":
+    import pandas as pd
+
     return pd.DataFrame(
         [
             {
@@ -55,7 +54,7 @@ def photo_frame(record: ValidatedInputsRecord) -> pd.DataFrame:
     )
 
 
-@partitioned_gate(validated_inputs, "Great-expectations suite over the per-photo table; likeness consent present.")
+@avatar_gate(validated_inputs, "Great-expectations suite over the per-photo table; likeness consent present.")
 def usable_photo_and_consent(validated_inputs: ValidatedInputsRecord) -> dg.AssetCheckResult:
     frame = photo_frame(validated_inputs)
     outcomes = validate_table(frame, "photos", PHOTO_EXPECTATIONS)
@@ -87,7 +86,7 @@ def usable_photo_and_consent(validated_inputs: ValidatedInputsRecord) -> dg.Asse
     )
 
 
-@partitioned_gate(neutral_image, "Exactly one face, centred within 10 % of the frame, eye line level within 3 degrees.")
+@avatar_gate(neutral_image, "Exactly one face, centred within 10 % of the frame, eye line level within 3 degrees.")
 def neutral_face_geometry(neutral_image: NeutralImageRecord) -> dg.AssetCheckResult:
     problems = []
     if neutral_image.face_count != 1:
@@ -111,7 +110,7 @@ def neutral_face_geometry(neutral_image: NeutralImageRecord) -> dg.AssetCheckRes
     )
 
 
-@partitioned_gate(voice_profile, "8-300 s of speech, SNR >= 15 dB, clipping <= 0.1 %, 'voice' consent scope present.")
+@avatar_gate(voice_profile, "8-300 s of speech, SNR >= 15 dB, clipping <= 0.1 %, 'voice' consent scope present.")
 def voice_sample_quality(voice_profile: VoiceProfileRecord) -> dg.AssetCheckResult:
     if voice_profile.sample is None:
         return dg.AssetCheckResult(

@@ -3,10 +3,10 @@
 
 import io
 import json
+import warnings
 
 import dagster as dg
 import numpy as np
-import pandas as pd
 
 from avatar_assets import intake, qa, settings
 from avatar_assets.caching import content_key, reuse_or_compute
@@ -47,7 +47,9 @@ def identity_asset(**kwargs):
 
 def recorded(record: Record, metadata: dict) -> dg.Output:
     """Every identity output carries its content hash as the data version (drives staleness)."""
-    return dg.Output(record, data_version=dg.DataVersion(record.content_hash()), metadata=metadata)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return dg.Output(record, data_version=dg.DataVersion(record.content_hash()), metadata=metadata)
 
 
 def _extension(name: str) -> str:
@@ -162,6 +164,8 @@ def validated_inputs(
             )
             problem = qa.photo_problem(row)
             rows.append(row.model_copy(update={"usable": problem is None, "problem": problem}))
+        import pandas as pd  # not at definitions load: every run launch pays for imports
+
         table = pd.DataFrame([row.model_dump() for row in rows])
         table_ref = store.put_bytes(table.to_csv(index=False).encode(), "csv", "text/csv")
         return ValidatedInputsRecord(
@@ -272,6 +276,10 @@ def neutral_image(
     )
 
 
+def _finite_or_none(value):
+    return None if isinstance(value, float) and not np.isfinite(value) else value
+
+
 def _centre_offset(face, shape) -> float:
     height, width = shape[:2]
     cx, cy = face.centre
@@ -369,14 +377,25 @@ def voice_profile(
             )
         context.log.info(f"analysing {loaded.duration_s:.1f} s of audio at {loaded.original_sample_rate} Hz")
         metrics = analyse_voice(loaded)
-        embedding = speaker.embed(loaded.samples, loaded.sample_rate)
+        # -inf (silence) is "unmeasurable": None, as the JSON record stores it, so the hash is stable.
+        measured = VoiceMetricsModel(
+            **{k: _finite_or_none(getattr(metrics, k)) for k in VoiceMetricsModel.model_fields}
+        )
+        try:
+            embedding = speaker.embed(loaded.samples, loaded.sample_rate)
+        except AudioError as error:
+            # Readable audio without speech (e.g. silence) is a gate failure that explains itself.
+            return VoiceProfileRecord(
+                avatar_id=source_upload.avatar_id, sample=voice.original, problem=f"{voice.path}: {error}",
+                metrics=measured, embedding=None, consent=consent, waveform_sha256=None, provider=speaker.info(),
+            )
         buffer = io.BytesIO()
         np.save(buffer, embedding.astype(np.float32))
         return VoiceProfileRecord(
             avatar_id=source_upload.avatar_id,
             sample=voice.original,
             problem=None,
-            metrics=VoiceMetricsModel(**{k: getattr(metrics, k) for k in VoiceMetricsModel.model_fields}),
+            metrics=measured,
             embedding=store.put_bytes(buffer.getvalue(), "npy", "application/x-npy"),
             consent=consent,
             waveform_sha256=sha256_bytes(loaded.samples.astype(np.float32).tobytes()),

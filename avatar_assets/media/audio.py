@@ -21,6 +21,10 @@ _LUFS_BLOCK_S = 0.4  # BS.1770 gating block length
 _TRUE_PEAK_OVERSAMPLE = 4
 _MIN_SPEECH_DBFS = -60.0  # anything quieter is silence whatever the noise floor
 _DIGITAL_SILENCE_DBFS = -100.0  # below 16-bit dither: zeros, not a microphone's noise
+_STEADY_FLOOR_DB = 6.0
+_VAD_MARGIN_DB = 6.0
+_VAD_FLOOR_PERCENTILE = 10.0
+_MIN_NOISE_FRAMES = 5
 
 
 class AudioError(ValueError):
@@ -79,7 +83,7 @@ def load_wav(data: bytes) -> LoadedAudio:
         raise AudioError(f"not a readable WAV file: {exc}") from exc
     if frames.shape[0] == 0:
         raise AudioError("not a readable WAV file: it contains no audio samples")
-    samples = np.clip(frames.mean(axis=1), -1.0, 1.0).astype(np.float32)
+    samples = np.clip(np.nan_to_num(frames.mean(axis=1)), -1.0, 1.0).astype(np.float32)
     return LoadedAudio(
         samples=samples,
         sample_rate=int(sample_rate),
@@ -211,16 +215,23 @@ def frame_energy_db(samples: np.ndarray, sr: int, frame_ms: float = 20) -> np.nd
 
 
 def _active_frames(energy_db: np.ndarray, margin_db: float, floor_percentile: float) -> np.ndarray:
-    """Frames louder than the noise floor (a low percentile of frame levels) plus a margin.
+    """Frames louder than the noise floor plus a margin (and never quieter than -60 dBFS).
 
-    Digitally silent frames (padding, edits, TTS pauses) are left out of the floor estimate:
-    they say nothing about the recording's real noise.
+    The floor is the `floor_percentile` level of the frames that aren't digital silence, if
+    those frames have a steady floor (their 1st percentile within 6 dB of it), as a real
+    noise floor does: then zeros from editing or muting don't pull the floor down. Otherwise
+    the quiet frames are just soft speech (clean TTS with short pauses) and digital silence is
+    the floor.
     """
     if len(energy_db) == 0:
         return np.zeros(0, dtype=bool)
     live = energy_db[energy_db > _DIGITAL_SILENCE_DBFS]
-    noise_floor = np.percentile(live if len(live) else energy_db, floor_percentile)
-    return energy_db > max(noise_floor + margin_db, _MIN_SPEECH_DBFS)
+    if len(live) == 0:
+        return np.zeros(len(energy_db), dtype=bool)
+    lowest, floor = np.percentile(live, [1.0, floor_percentile])
+    if len(live) < len(energy_db) and floor - lowest > _STEADY_FLOOR_DB:
+        floor = _DIGITAL_SILENCE_DBFS
+    return energy_db > max(floor + margin_db, _MIN_SPEECH_DBFS)
 
 
 def _fill_short_gaps(mask: np.ndarray, max_gap: int) -> np.ndarray:
@@ -239,15 +250,16 @@ def speech_mask(
     samples: np.ndarray,
     sr: int,
     frame_ms: float = 20,
-    margin_db: float = 6.0,
+    margin_db: float = _VAD_MARGIN_DB,
     hangover_ms: float = 250.0,
-    floor_percentile: float = 10.0,
+    floor_percentile: float = _VAD_FLOOR_PERCENTILE,
 ) -> np.ndarray:
     """Per-frame speech flags from an energy VAD with an adaptive threshold.
 
-    Threshold = noise floor (the `floor_percentile` of frame levels) + `margin_db`, never below
-    -60 dBFS. Hangover: dips shorter than `hangover_ms` between speech frames stay speech, so
-    syllable gaps and stop closures don't split words; pauses longer than that are silence.
+    Threshold = noise floor (the `floor_percentile` of frame levels, see _active_frames for
+    digital silence) + `margin_db`, never below -60 dBFS. Hangover: dips shorter than
+    `hangover_ms` between speech frames stay speech, so syllable gaps and stop closures don't
+    split words; pauses longer than that are silence.
     Stationary audio (a steady tone or pure noise) has no level above its own floor and so
     yields no speech, which is what a gate wants.
     """
@@ -272,8 +284,9 @@ def snr_db(samples: np.ndarray, sr: int, frame_ms: float = 20) -> float:
 
     Method: 20 ms frames are split by the energy VAD. Speech power is the mean power of the
     frames above the VAD threshold; noise power is the mean power of the non-speech frames
-    (at least one frame away from speech, so word tails don't count as noise), or of the
-    quietest 10 % of frames when there are too few pauses. Noise power is subtracted from the
+    (at least one frame away from speech, so word tails don't count as noise; digital silence
+    only if there is no other noise), or of the quietest 10 % of frames when there are too few
+    pauses. Noise power is subtracted from the
     speech-frame power (those frames hold speech + noise) before taking the ratio.
     Returns 0.0 when no speech is found; digital silence as noise caps the result near 100 dB.
     """
@@ -281,13 +294,15 @@ def snr_db(samples: np.ndarray, sr: int, frame_ms: float = 20) -> float:
     frame = max(1, round(sr * frame_ms / 1000))
     power = np.maximum(_frame_power(x, frame), _ENERGY_FLOOR)
     energy = 10.0 * np.log10(power)
-    active = _active_frames(energy, 6.0, 10.0)
+    active = _active_frames(energy, _VAD_MARGIN_DB, _VAD_FLOOR_PERCENTILE)
     if not active.any():
         return 0.0
-    near_speech = np.convolve(active, np.ones(3), mode="same") > 0
-    noise = ~near_speech
-    if noise.sum() < 5:
-        noise = energy <= np.percentile(energy, 10.0)
+    noise = np.convolve(active, np.ones(3), mode="same") == 0
+    live_noise = noise & (energy > _DIGITAL_SILENCE_DBFS)
+    if live_noise.sum() >= _MIN_NOISE_FRAMES:
+        noise = live_noise
+    elif noise.sum() < _MIN_NOISE_FRAMES:
+        noise = energy <= np.percentile(energy, _VAD_FLOOR_PERCENTILE)
     noise_power = power[noise].mean()
     speech_power = max(power[active].mean() - noise_power, _ENERGY_FLOOR)
     return float(10.0 * np.log10(speech_power / noise_power))

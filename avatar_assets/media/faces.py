@@ -19,6 +19,7 @@ Point = tuple[float, float]
 
 _CASCADE_WINDOW = 24  # training window of haarcascade_frontalface_default
 _EYE_WINDOW = 20  # training window of haarcascade_eye*
+_EYE_CASCADES = ("haarcascade_eye.xml", "haarcascade_eye_tree_eyeglasses.xml")
 _MAX_WORK_SIDE = 1600
 _EYE_ROI_WIDTH = 160
 _SHARPNESS_HEIGHT = 256
@@ -75,15 +76,6 @@ def _to_grey(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
 
 
-def _eye_candidates(roi: np.ndarray) -> list[np.ndarray]:
-    """Eyes in a face ROI; the eyeglasses cascade only runs when the plain one finds no pair."""
-    kwargs = dict(scaleFactor=1.1, minNeighbors=3, minSize=(_EYE_WINDOW, _EYE_WINDOW), maxSize=(80, 80))
-    plain = _detect("haarcascade_eye.xml", roi, **kwargs)
-    if len(plain) >= 2:
-        return [plain, _detect("haarcascade_eye_tree_eyeglasses.xml", roi, **kwargs)]
-    return [_detect("haarcascade_eye_tree_eyeglasses.xml", roi, **kwargs), plain]
-
-
 def _best_pair(boxes: np.ndarray, roi_w: float) -> tuple[Point | None, Point | None]:
     """Most plausible left/right pair: similar size, level, sensibly spaced, one per half."""
     centres = [(x + w / 2.0, y + h / 2.0, w) for x, y, w, h in boxes]
@@ -96,7 +88,9 @@ def _best_pair(boxes: np.ndarray, roi_w: float) -> tuple[Point | None, Point | N
             spacing = (rx - lx) / roi_w
             if not 0.2 <= spacing <= 0.7 or abs(ry - ly) > 0.25 * roi_w:
                 continue
-            score = abs(math.log(lw / rw)) + abs(ry - ly) / roi_w + abs(spacing - 0.42) + abs((lx + rx) / 2 - half) / roi_w
+            size_mismatch = abs(math.log(lw / rw))
+            off_centre = abs((lx + rx) / 2 - half) / roi_w
+            score = size_mismatch + abs(ry - ly) / roi_w + abs(spacing - 0.42) + off_centre
             if best is None or score < best[0]:
                 best = (score, (lx, ly), (rx, ry))
     if best is not None:
@@ -116,10 +110,13 @@ def _find_eyes(grey: np.ndarray, x: int, y: int, w: int, h: int) -> tuple[Point 
     scale = _EYE_ROI_WIDTH / roi.shape[1]
     resized = cv2.resize(roi, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     left = right = None
-    for boxes in _eye_candidates(resized):
-        left, right = _best_pair(boxes, resized.shape[1])
-        if left is not None and right is not None:
+    for cascade in _EYE_CASCADES:  # the eyeglasses cascade is only a fallback: it is slower and looser
+        found = _detect(cascade, resized, scaleFactor=1.1, minNeighbors=3, minSize=(_EYE_WINDOW,) * 2, maxSize=(80, 80))
+        pair = _best_pair(found, resized.shape[1])
+        if pair[0] is not None and pair[1] is not None:
+            left, right = pair
             break
+        left, right = left or pair[0], right or pair[1]
     origin = (max(x, 0), max(top, 0))
 
     def to_image(point: Point | None) -> Point | None:

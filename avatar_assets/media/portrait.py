@@ -202,7 +202,8 @@ def replace_background(
     labels = seeds.copy()
     bgd_model = np.zeros((1, 65), np.float64)
     fgd_model = np.zeros((1, 65), np.float64)
-    cv2.grabCut(cv2.cvtColor(small, cv2.COLOR_RGB2BGR), labels, None, bgd_model, fgd_model, iterations, cv2.GC_INIT_WITH_MASK)
+    bgr = cv2.cvtColor(small, cv2.COLOR_RGB2BGR)
+    cv2.grabCut(bgr, labels, None, bgd_model, fgd_model, iterations, cv2.GC_INIT_WITH_MASK)
     foreground = ((labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)).astype(np.uint8)
     person = _clean_foreground(foreground, seeds).astype(np.float32)
     alpha = cv2.resize(person, (width, height), interpolation=cv2.INTER_LINEAR)
@@ -243,7 +244,13 @@ def portrait_geometry(rgb: np.ndarray) -> dict[str, float | int | None]:
     height, width = rgb.shape[:2]
     faces = detect_faces(rgb, min_size=max(16, min(height, width) // 16))
     if not faces:
-        return {"face_count": 0, "face_offset_x": None, "face_offset_y": None, "face_width_fraction": None, "eye_angle_deg": None}
+        return {
+            "face_count": 0,
+            "face_offset_x": None,
+            "face_offset_y": None,
+            "face_width_fraction": None,
+            "eye_angle_deg": None,
+        }
     face = faces[0]
     cx, cy = face.centre
     return {

@@ -7,7 +7,7 @@ deterministic and cheap; `seed` only perturbs small jitters.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -32,14 +32,16 @@ class CharacterSheet:
     sheet_rgb: np.ndarray
     variants: dict[str, np.ndarray]
     palette: list[RGB]
-    geometry: dict[str, object] = field(default_factory=dict)
+    geometry: dict[str, object]
 
     @property
     def palette_hex(self) -> list[str]:
         return [f"#{r:02x}{g:02x}{b:02x}" for r, g, b in self.palette]
 
 
-def _kmeans(points: np.ndarray, k: int, rng: np.random.Generator, iterations: int = 20) -> tuple[np.ndarray, np.ndarray]:
+def _kmeans(
+    points: np.ndarray, k: int, rng: np.random.Generator, iterations: int = 20
+) -> tuple[np.ndarray, np.ndarray]:
     """Plain k-means++ / Lloyd in numpy: bit-for-bit reproducible, unlike cv2.kmeans' global RNG."""
     centres = [points[rng.integers(len(points))]]
     for _ in range(1, k):
@@ -76,13 +78,13 @@ def extract_palette(rgb: np.ndarray, mask: np.ndarray | None = None, k: int = 6,
     return [tuple(int(round(v)) for v in centres[i]) for i in order]  # type: ignore[misc]
 
 
-def _fit_face(face: Face, factor: float, dx: float = 0.0, dy: float = 0.0) -> Face:
+def _scaled_face(face: Face, factor: float) -> Face:
     def point(p: tuple[float, float] | None) -> tuple[float, float] | None:
-        return None if p is None else (p[0] * factor + dx, p[1] * factor + dy)
+        return None if p is None else (p[0] * factor, p[1] * factor)
 
     return Face(
-        int(round(face.x * factor + dx)),
-        int(round(face.y * factor + dy)),
+        int(round(face.x * factor)),
+        int(round(face.y * factor)),
         int(round(face.w * factor)),
         int(round(face.h * factor)),
         point(face.left_eye),
@@ -154,16 +156,18 @@ def _turn(rgb: np.ndarray, face: Face, direction: int, amount: float) -> np.ndar
 
 
 def _smile(rgb: np.ndarray, face: Face, amount: float) -> np.ndarray:
-    """Lift and widen the mouth corners with two Gaussian displacement bumps."""
+    """Lift and widen the mouth corners with two local Gaussian displacement bumps."""
     height, width = rgb.shape[:2]
     cx = face.x + face.w / 2
     mouth_y = face.y + 0.78 * face.h
-    radius = 0.13 * face.w
+    radius = 0.08 * face.w
     xs, ys = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
     map_x, map_y = xs.copy(), ys.copy()
     for side in (-1, 1):
         corner_x = cx + side * 0.2 * face.w
-        bump = np.exp(-((xs - corner_x) ** 2 + (ys - mouth_y) ** 2) / (2 * radius**2))
+        distance2 = ((xs - corner_x) ** 2 + (ys - mouth_y) ** 2) / radius**2
+        # Cut at 3 sigma so the eyes and the face outline never move.
+        bump = np.where(distance2 < 9.0, np.exp(-distance2 / 2), 0.0).astype(np.float32)
         map_y += amount * face.h * bump
         map_x -= side * 0.4 * amount * face.w * bump
     return cv2.remap(rgb, map_x, map_y, interpolation=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
@@ -185,7 +189,7 @@ def _variants(portrait: NeutralPortrait, rng: np.random.Generator) -> dict[str, 
     factor = VARIANT_SIZE / portrait.rgb.shape[0]
     base = cv2.resize(portrait.rgb, (VARIANT_SIZE, VARIANT_SIZE), interpolation=cv2.INTER_AREA)
     mask = cv2.resize(portrait.mask, (VARIANT_SIZE, VARIANT_SIZE), interpolation=cv2.INTER_AREA)
-    face = _fit_face(portrait.face, factor)
+    face = _scaled_face(portrait.face, factor)
     fcx, fcy = portrait.face.centre
     yaw = 0.09 + float(rng.uniform(-0.01, 0.01))
     return {
@@ -220,7 +224,9 @@ def _palette_strip(palette: list[RGB], width: int) -> np.ndarray:
 
 def _layout(neutral: np.ndarray, variants: dict[str, np.ndarray], palette: list[RGB]) -> np.ndarray:
     """Neutral large on the left, variants in a two-column labelled grid, palette strip below."""
-    tiles = [_label(cv2.resize(image, (TILE, TILE), interpolation=cv2.INTER_AREA), name) for name, image in variants.items()]
+    tiles = [
+        _label(cv2.resize(image, (TILE, TILE), interpolation=cv2.INTER_AREA), name) for name, image in variants.items()
+    ]
     columns = 2
     rows = math.ceil(len(tiles) / columns)
     cell_h = TILE + LABEL_HEIGHT

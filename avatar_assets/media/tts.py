@@ -93,7 +93,7 @@ class _Engine:
             ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint, ctypes.c_uint,
             ctypes.c_void_p, ctypes.c_void_p,
         ]  # fmt: skip
-        # The path is the directory that *contains* espeak-ng-data (accepted by every espeak-ng version).
+        # speak_lib.h: `path` is the directory that *contains* espeak-ng-data.
         data_parent = os.path.dirname(espeakng_loader.get_data_path().rstrip(os.sep))
         rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data_parent.encode(), _INITIALIZE_DONT_EXIT)
         if rate <= 0:
@@ -166,44 +166,74 @@ def _word_starts(tokens: list[tuple[int, str]], events: list[tuple[int, int]]) -
     return starts
 
 
-def _word_timings(
-    tokens: list[tuple[int, str]], starts: list[float | None], audio: np.ndarray, sr: int
-) -> tuple[WordTiming, ...]:
-    """Attach unspoken tokens (punctuation) to a neighbour, then trim each word to its audible part.
-
-    A word runs from its event to the next word's event; silence at either end of that span
-    (pauses, breaks) is cut off, so a <break> shows up as a gap between words.
-    """
-    merged: list[tuple[int, str, float]] = []
-    pending: list[str] = []
-    for (offset, word), start in zip(tokens, starts):
-        if start is None:
-            if merged:
-                merged[-1] = (merged[-1][0], f"{merged[-1][1]} {word}", merged[-1][2])
+def _attach_punctuation(
+    tokens: list[tuple[int, str]], starts: list[float | None]
+) -> list[tuple[int, str, float | None]]:
+    """Join unspoken punctuation-only tokens ("—") to the word before them (or after, at the start)."""
+    words: list[tuple[int, str, float | None]] = []
+    pending: tuple[int, str] | None = None
+    for (offset, text), start in zip(tokens, starts):
+        if start is None and not any(c.isalnum() for c in text):
+            if words:
+                words[-1] = (words[-1][0], f"{words[-1][1]} {text}", words[-1][2])
             else:
-                pending.append(word)
+                pending = (pending[0], f"{pending[1]} {text}") if pending else (offset, text)
             continue
-        merged.append((offset, " ".join([*pending, word]), start))
-        pending = []
-    if not merged:
+        if pending:
+            offset, text, pending = pending[0], f"{pending[1]} {text}", None
+        words.append((offset, text, start))
+    return words
+
+
+def _audible_span(audible: np.ndarray, frame_s: float, start: float, stop: float) -> tuple[float, float]:
+    """The part of [start, stop) that is not silence; the whole span if all of it is."""
+    first, last = int(start / frame_s), int(np.ceil(stop / frame_s))
+    heard = np.flatnonzero(audible[first:last])
+    if len(heard) == 0:
+        return start, stop
+    return max(start, (first + heard[0]) * frame_s), min(stop, (first + heard[-1] + 1) * frame_s)
+
+
+def _word_timings(
+    tokens: list[tuple[int, str]], starts: list[float | None], audio: np.ndarray, sr: int, duration_s: float
+) -> tuple[WordTiming, ...]:
+    """Turn word events into one timing per spoken input word.
+
+    `duration_s` is the length of the delivered (resampled) audio, which no word may outlast.
+    A word runs from its event to the next event, trimmed to its audible part, so pauses and
+    <break>s show up as gaps. espeak sometimes voices several words as one ("in the"): words
+    without an event of their own share the span of the word before, split by character count.
+    """
+    words = _attach_punctuation(tokens, starts)
+    groups: list[list[tuple[int, str]]] = []
+    group_starts: list[float | None] = []
+    for offset, text, start in words:
+        if start is not None or not groups:
+            groups.append([])
+            group_starts.append(start)
+        groups[-1].append((offset, text))
+    if group_starts and group_starts[0] is None:  # words before the first event join its group
+        leading = groups.pop(0)
+        group_starts.pop(0)
+        if groups:
+            groups[0][:0] = leading
+    if not groups:
         return ()
     frame_s = _TIMING_FRAME_MS / 1000.0
     energy = frame_energy_db(audio, sr, _TIMING_FRAME_MS)
     audible = energy > max(energy.max(initial=-120.0) - _AUDIBLE_BELOW_PEAK_DB, -60.0)
-    duration = len(audio) / sr
-    starts_s = np.maximum.accumulate([start for _, _, start in merged])
-    bounds = [*starts_s[1:], duration]
-    words = []
-    for (offset, word, _), start, stop in zip(merged, starts_s, bounds):
-        first, last = int(start / frame_s), int(np.ceil(stop / frame_s))
-        heard = np.flatnonzero(audible[first:last])
-        if len(heard):
-            begin = max(start, (first + heard[0]) * frame_s)
-            end = min(stop, (first + heard[-1] + 1) * frame_s)
-        else:
-            begin, end = start, stop
-        words.append(WordTiming(word=word, start_s=float(begin), end_s=float(max(end, begin)), text_offset=offset))
-    return tuple(words)
+    starts_s = np.minimum(np.maximum.accumulate(group_starts), duration_s)
+    timings = []
+    for group, start, stop in zip(groups, starts_s, [*starts_s[1:], duration_s]):
+        begin, end = _audible_span(audible, frame_s, float(start), float(stop))
+        edges = begin + (end - begin) * np.cumsum([0, *(len(text) for _, text in group)]) / sum(
+            len(text) for _, text in group
+        )
+        timings += [
+            WordTiming(word=text, start_s=float(a), end_s=float(b), text_offset=offset)
+            for (offset, text), a, b in zip(group, edges[:-1], edges[1:])
+        ]
+    return tuple(timings)
 
 
 def synthesize(
@@ -217,7 +247,8 @@ def synthesize(
 ) -> Synthesis:
     """Speak `text` with espeak-ng; with ssml=True, tags such as <break time="500ms"/> and <emphasis> apply.
 
-    Voices are espeak-ng names, optionally with a variant ("en-us", "en-gb", "en-us+f3").
+    Voices are espeak-ng names, optionally with a variant ("en-us", "en", "en-us+f3"); an unknown
+    voice or out-of-range parameter raises ValueError.
     """
     if not 80 <= rate_wpm <= 450:
         raise ValueError(f"rate_wpm must be 80-450, got {rate_wpm}")
@@ -229,9 +260,12 @@ def synthesize(
         engine = _get_engine()
         pcm, events = engine.synth(text, flags, voice, rate_wpm, pitch, pitch_range)
     audio = pcm.astype(np.float32) / 32768.0
+    samples = resample(audio, engine.native_rate, SAMPLE_RATE)
     tokens = _tokens(text, ssml)
-    words = _word_timings(tokens, _word_starts(tokens, events), audio, engine.native_rate)
-    return Synthesis(samples=resample(audio, engine.native_rate, SAMPLE_RATE), sample_rate=SAMPLE_RATE, words=words)
+    words = _word_timings(
+        tokens, _word_starts(tokens, events), audio, engine.native_rate, len(samples) / SAMPLE_RATE
+    )
+    return Synthesis(samples=samples, sample_rate=SAMPLE_RATE, words=words)
 
 
 def native_sample_rate() -> int:

@@ -14,7 +14,7 @@ import re
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -129,12 +129,15 @@ def _atomic_target(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def _temp_wav(audio: Audio | None, directory: Path) -> Iterator[Path | None]:
-    """Audio as a float WAV beside the output (ffmpeg's second input); removed afterwards."""
+def _temp_wav(audio: Audio | None, directory: Path, n_samples: int | None) -> Iterator[Path | None]:
+    """Audio as a float WAV beside the output (ffmpeg's second input), fitted to `n_samples` when
+    given; removed afterwards."""
     if audio is None:
         yield None
         return
     samples, sr = _mono_float(audio)
+    if n_samples is not None:
+        samples = fit_length(samples, n_samples)
     fd, name = tempfile.mkstemp(prefix=".audio.", suffix=".wav", dir=directory)
     os.close(fd)
     try:
@@ -202,18 +205,21 @@ def encode_frames(
 ) -> EncodeResult:
     """Pipe RGB frames straight into libx264 (+ AAC audio): the fastest path and the stitching baseline.
 
-    The output lasts exactly as long as the frames; audio is padded with silence or cut to match.
+    The frames decide the length: audio is cut or padded with silence to match, sample-exact when
+    `frames` has a length, otherwise by ffmpeg (apad + shortest, which can end up to one AAC frame short).
     """
     started = time.perf_counter()
     final = Path(path)
     w, h = size
-    with _atomic_target(final) as tmp, _temp_wav(audio, final.parent) as wav:
+    known = len(frames) if isinstance(frames, Sized) else None
+    n_samples = round(known / fps * audio[1]) if known is not None and audio is not None else None
+    with _atomic_target(final) as tmp, _temp_wav(audio, final.parent, n_samples) as wav:
         cmd = [FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
                "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", _fps_arg(fps), "-i", "-"]
         if wav is not None:
-            # apad + -shortest: the frame count alone decides the length, whatever the audio length.
-            cmd += ["-i", str(wav), "-map", "0:v:0", "-map", "1:a:0", "-af", "apad",
-                    "-c:a", "aac", "-b:a", AUDIO_BITRATE, "-shortest"]
+            cmd += ["-i", str(wav), "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", AUDIO_BITRATE]
+            if known is None:
+                cmd += ["-af", "apad", "-shortest"]
         cmd += [*_x264_args(crf, preset, pix_fmt), "-movflags", "+faststart", "-f", "mp4", str(tmp)]
         count = _pipe_frames(cmd, frames, size)
         if count == 0:
@@ -272,7 +278,8 @@ def _cue_fields(cue: Any) -> tuple[float, float, str]:
     return float(start), float(end), str(text)
 
 
-def _font(px: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+def load_font(px: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """Bold DejaVu where installed, else Pillow's built-in scalable font."""
     for candidate in _FONT_CANDIDATES:
         with contextlib.suppress(OSError):
             return ImageFont.truetype(candidate, px)
@@ -295,7 +302,7 @@ def render_caption(text: str, size: Size) -> CaptionPatch:
     video so platform UI (buttons, descriptions) does not cover it."""
     w, h = size
     px = max(10, round(0.05 * min(w, h)))
-    font = _font(px)
+    font = load_font(px)
     wrapped = _wrap(text, font, int(0.84 * w))
     stroke = max(1, px // 14)
     probe = ImageDraw.Draw(Image.new("L", (1, 1)))
@@ -500,10 +507,11 @@ def _channel_count(layout: str) -> int | None:
 
 
 def read_frames(
-    path: str | os.PathLike[str], *, every_nth: int = 1, size: Size | None = None
+    path: str | os.PathLike[str], *, every_nth: int = 1, size: Size | None = None, gray: bool = False
 ) -> Iterator[np.ndarray]:
-    """Decode RGB frames through an ffmpeg pipe; `every_nth` and `size` are applied inside ffmpeg
-    (area scaling, so small details like a moving mouth still register after downscaling)."""
+    """Decode frames through an ffmpeg pipe: RGB (h, w, 3), or full-range luma (h, w) with `gray`.
+    `every_nth` and `size` are applied inside ffmpeg (area scaling, so small details such as a
+    moving mouth still register after downscaling)."""
     if every_nth < 1:
         raise ValueError("every_nth must be >= 1")
     if size is None:
@@ -515,12 +523,14 @@ def read_frames(
         filters.append(f"select=not(mod(n\\,{every_nth}))")
     filters.append(f"scale={w}:{h}:flags=area")
     cmd = [FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(path), "-map", "0:v:0",
-           "-vf", ",".join(filters), "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
-    return _decode(cmd, w, h)
+           "-vf", ",".join(filters), "-fps_mode", "passthrough", "-f", "rawvideo",
+           "-pix_fmt", "gray" if gray else "rgb24", "-"]
+    return _decode(cmd, w, h, 1 if gray else 3)
 
 
-def _decode(cmd: list[str], w: int, h: int) -> Iterator[np.ndarray]:
-    nbytes = w * h * 3
+def _decode(cmd: list[str], w: int, h: int, channels: int = 3) -> Iterator[np.ndarray]:
+    nbytes = w * h * channels
+    shape = (h, w, channels) if channels > 1 else (h, w)
     with tempfile.TemporaryFile() as errlog:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errlog, bufsize=0)
         assert proc.stdout is not None
@@ -536,7 +546,7 @@ def _decode(cmd: list[str], w: int, h: int) -> Iterator[np.ndarray]:
                     got += k
                 if got < nbytes:
                     break
-                yield np.frombuffer(buf, np.uint8).reshape(h, w, 3)
+                yield np.frombuffer(buf, np.uint8).reshape(shape)
             rc = proc.wait()
             if rc != 0:
                 errlog.seek(0)

@@ -90,7 +90,8 @@ def yin_f0(samples: np.ndarray, sr: int, voiced_frames: np.ndarray | None = None
     diff[:, 0] = 0.0
     cumulative = np.cumsum(diff[:, 1:], axis=1)
     cmnd = np.ones_like(diff)
-    cmnd[:, 1:] = diff[:, 1:] * taus[1:] / np.maximum(cumulative, 1e-12)
+    # Silent frames have no difference to normalise: mark them aperiodic.
+    cmnd[:, 1:] = np.where(cumulative > 1e-9, diff[:, 1:] * taus[1:] / np.maximum(cumulative, 1e-12), 1.0)
 
     search = cmnd[:, tau_min : tau_max + 1]
     is_min = np.zeros_like(search, dtype=bool)

@@ -184,6 +184,13 @@ def test_snr_estimate_within_3_db(sr, constructed):
     assert snr_db(x, sr) == pytest.approx(constructed, abs=3.0)
 
 
+def test_snr_ignores_digitally_muted_sections():
+    sr = 16000
+    x = speech_like(sr, 6.0, snr_db=20.0)
+    muted = np.concatenate([x, np.zeros(2 * sr, np.float32), x])
+    assert snr_db(muted, sr) == pytest.approx(20.0, abs=3.0)
+
+
 def test_snr_of_degenerate_audio():
     sr = 16000
     assert snr_db(np.zeros(sr, np.float32), sr) == 0.0

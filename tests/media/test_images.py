@@ -140,7 +140,7 @@ def test_transparency_is_flattened_over_white(mode: str) -> None:
     rgba[1] = (0, 0, 0, 0)  # fully transparent
     rgba[2] = (0, 0, 0, 128)  # half-transparent black
     rgba[3] = (0, 0, 0, 0)
-    image = Image.fromarray(rgba, "RGBA")
+    image = Image.fromarray(rgba)
     if mode == "LA":
         image = image.convert("LA")
     elif mode == "P":

@@ -1,0 +1,124 @@
+"""Video QA gates, one cell at a time: speech, lip sync, the rendered videos and the package."""
+
+import json
+
+import dagster as dg
+
+from avatar_assets import qa
+from avatar_assets.checks.gates import partitioned_gate
+from avatar_assets.contracts import (
+    LipSyncRecord,
+    OutputPackageRecord,
+    RightsManifest,
+    ScriptRecord,
+    SpeechRecord,
+    VideoRecord,
+)
+from avatar_assets.video.assets import enhanced_video, lip_sync, output_package, speech, stitched_video
+from partitions import video_cells
+from resources.media_store import MediaStore, sha256_file
+
+ERROR = dg.AssetCheckSeverity.ERROR
+
+
+def cell_gate(asset, description: str):
+    return partitioned_gate(asset, description, video_cells)
+
+
+def verdict(problems: list[str], ok: str, metadata: dict) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        passed=not problems,
+        severity=ERROR,
+        description="; ".join(problems) or ok,
+        metadata={**metadata, "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none")},
+    )
+
+
+@cell_gate(speech, "Duration 0.5-2x of the words at 150 wpm, no silence over 2 s, not clipped.")
+def speech_timing_and_level(speech: SpeechRecord) -> dg.AssetCheckResult:
+    problems = qa.speech_problems(speech.duration_s, len(speech.words), speech.longest_silence_s, speech.clipping_fraction)
+    return verdict(
+        problems,
+        "speech duration, pauses and level are in range",
+        {
+            "duration_s": speech.duration_s,
+            "words": len(speech.words),
+            "expected_s": len(speech.words) / qa.SPEECH_WPM * 60,
+            "longest_silence_s": speech.longest_silence_s,
+            "clipping_fraction": speech.clipping_fraction,
+        },
+    )
+
+
+@cell_gate(lip_sync, "Mouth motion follows the audio within 2 frames and is still in silences.")
+def mouth_follows_speech(lip_sync: LipSyncRecord) -> dg.AssetCheckResult:
+    problems = qa.lip_sync_problems(lip_sync.lag_frames, lip_sync.motion_in_silence, lip_sync.motion_in_speech)
+    return verdict(
+        problems,
+        "mouth follows the speech",
+        {
+            "lag_frames": lip_sync.lag_frames,
+            "motion_in_silence": lip_sync.motion_in_silence,
+            "motion_in_speech": lip_sync.motion_in_speech,
+            "awaiting_approval": lip_sync.awaiting_approval,
+        },
+    )
+
+
+def video_verdict(record: VideoRecord, loudness: tuple[float, float]) -> dg.AssetCheckResult:
+    problems = qa.video_problems(
+        record.qa, expected_size=record.expected_size, expected_fps=record.expected_fps,
+        audio_duration_s=record.audio_duration_s, loudness=loudness,
+    )
+    return verdict(problems, f"{record.stage} decodes fully and is in range", record.qa.model_dump())
+
+
+@cell_gate(stitched_video, "Decodes fully; duration = audio +-1 frame; fps and size; no black/frozen run over 1 s; audio.")
+def stitched_video_plays(stitched_video: VideoRecord) -> dg.AssetCheckResult:
+    return video_verdict(stitched_video, qa.STITCHED_LOUDNESS)
+
+
+@cell_gate(enhanced_video, "As the stitched gate, and loudness at -16 LUFS +-1.")
+def enhanced_video_plays(enhanced_video: VideoRecord) -> dg.AssetCheckResult:
+    target = (qa.TARGET_LUFS - qa.LOUDNESS_TOLERANCE, qa.TARGET_LUFS + qa.LOUDNESS_TOLERANCE)
+    return video_verdict(enhanced_video, target)
+
+
+def package_problems(store: MediaStore, package: OutputPackageRecord) -> tuple[list[str], dict]:
+    from avatar_assets.media.video import probe
+
+    problems, sizes = [], {}
+    for rendition in package.renditions:
+        if not store.exists(rendition.video):
+            problems.append(f"{rendition.aspect_ratio} rendition is missing")
+            continue
+        path = store.local_path(rendition.video.uri)
+        info = probe(path)
+        sizes[rendition.aspect_ratio] = f"{info.width}x{info.height}"
+        if (info.width, info.height) != (rendition.width, rendition.height):
+            problems.append(f"{rendition.aspect_ratio} is {info.width}x{info.height}, not {rendition.width}x{rendition.height}")
+        if info.video_codec != "h264" or info.audio_codec != "aac":
+            problems.append(f"{rendition.aspect_ratio} is {info.video_codec}/{info.audio_codec}, not h264/aac")
+        if sha256_file(path) != rendition.video.sha256:
+            problems.append(f"{rendition.aspect_ratio} file hash does not match the record")
+    try:
+        manifest = RightsManifest.model_validate(json.loads(store.read(package.rights_manifest)))
+    except Exception as error:  # any parse or validation failure is the finding
+        return [*problems, f"rights manifest does not validate: {error}"], sizes
+    files = {f"video_{r.aspect_ratio.replace(':', 'x')}.mp4": r.video for r in package.renditions}
+    files |= {"poster.png": package.poster, "captions.srt": package.captions_srt, "captions.vtt": package.captions_vtt}
+    for name, ref in files.items():
+        if manifest.outputs.get(name) != ref.sha256:
+            problems.append(f"rights manifest hash for {name} does not match the file")
+        elif store.exists(ref) and sha256_file(store.local_path(ref.uri)) != ref.sha256:
+            problems.append(f"{name} content does not match its hash")
+    return problems, sizes
+
+
+@cell_gate(output_package, "Every bundle present at exact size, H.264/AAC; the rights manifest validates and its hashes match.")
+def package_complete(output_package: OutputPackageRecord, store: MediaStore) -> dg.AssetCheckResult:
+    problems, sizes = package_problems(store, output_package)
+    return verdict(problems, "all renditions present; manifest hashes match", {"renditions": json.dumps(sizes)})
+
+
+VIDEO_CHECKS = [speech_timing_and_level, mouth_follows_speech, stitched_video_plays, enhanced_video_plays, package_complete]

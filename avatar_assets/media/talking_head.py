@@ -1,0 +1,84 @@
+"""The talking-head timeline: scene keyframes animated by per-frame mouth openness.
+
+Lip sync and stitching both render frames through `frame_source`, so the stitched video shows exactly
+the frames the lip-sync gate measured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from avatar_assets.media.lipsync import animate_mouth
+from avatar_assets.media.video import ken_burns
+
+Box = tuple[int, int, int, int]
+PUSH_IN = 0.03  # slow zoom over an avatar scene, about the mouth, so the mouth box stays put
+
+
+def push_in(frame: np.ndarray, anchor: tuple[float, float], amount: float) -> np.ndarray:
+    """Scale by 1 + amount about `anchor`: keeps a still keyframe alive without moving the mouth."""
+    if amount <= 0:
+        return frame
+    scale = 1.0 + amount
+    ax, ay = anchor
+    matrix = np.array([[scale, 0, ax * (1 - scale)], [0, scale, ay * (1 - scale)]], np.float32)
+    return cv2.warpAffine(frame, matrix, (frame.shape[1], frame.shape[0]), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REFLECT)
+
+
+@dataclass(frozen=True, eq=False)
+class SceneTrack:
+    start_s: float
+    end_s: float
+    keyframe: np.ndarray
+    mouth_box: Box | None  # None: b-roll, the avatar is not on screen
+
+
+def scene_frame_source(
+    track: SceneTrack, openness: np.ndarray, fps: float
+) -> Callable[[float], np.ndarray]:
+    """`frame_at(local_t)` for one scene: Ken Burns over b-roll, mouth animation otherwise."""
+    height, width = track.keyframe.shape[:2]
+    duration = track.end_s - track.start_s
+    if track.mouth_box is None:
+        return ken_burns(track.keyframe, (width, height), duration)
+
+    x, y, w, h = track.mouth_box
+    anchor = (x + w / 2, y + h / 2)
+
+    def frame_at(local_t: float) -> np.ndarray:
+        index = min(max(int(round((track.start_s + local_t) * fps)), 0), len(openness) - 1)
+        frame = animate_mouth(track.keyframe, track.mouth_box, float(openness[index]))
+        return push_in(frame, anchor, PUSH_IN * min(max(local_t / duration, 0.0), 1.0) if duration > 0 else 0.0)
+
+    return frame_at
+
+
+def frame_count(duration_s: float, fps: float) -> int:
+    return max(1, int(round(duration_s * fps)))
+
+
+def render_frames(
+    tracks: Sequence[SceneTrack], openness: np.ndarray, fps: float, *, progress: Callable[[int, int], None] | None = None
+) -> Iterator[np.ndarray]:
+    """Every frame of the timeline in order (hard cuts; transitions are the stitcher's job)."""
+    total = frame_count(tracks[-1].end_s, fps)
+    sources = [scene_frame_source(track, openness, fps) for track in tracks]
+    scene = 0
+    for index in range(total):
+        t = index / fps
+        while scene + 1 < len(tracks) and t >= tracks[scene + 1].start_s - 1e-9:
+            scene += 1
+        if progress and (index % max(1, total // 10) == 0 or index == total - 1):
+            progress(index + 1, total)
+        yield sources[scene](t - tracks[scene].start_s)
+
+
+def scene_of_frame(tracks: Sequence[SceneTrack], total: int, fps: float) -> np.ndarray:
+    starts = np.array([track.start_s for track in tracks])
+    times = np.arange(total) / fps
+    return np.clip(np.searchsorted(starts, times + 1e-9, side="right") - 1, 0, len(tracks) - 1)

@@ -1,0 +1,137 @@
+"""Delivery checks on a finished MP4: decode every frame (at reduced size) and every audio sample.
+
+Black and frozen runs are measured on area-downscaled luma. "Frozen" means no pixel of the small
+luma image moves by more than a few levels from the previous frame: a talking head whose only motion
+is the mouth changes few pixels, so a mean-difference test would call it frozen, but those pixels
+change a lot, which the per-pixel maximum sees.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyloudnorm
+
+from avatar_assets.media.video import probe, read_audio, read_frames
+
+QA_WIDTH = 320
+# pyloudnorm's gating needs at least one 400 ms block.
+_MIN_LOUDNESS_S = 0.4
+
+
+@dataclass(frozen=True)
+class VideoQA:
+    """Measured facts and the problems found; `frames` is the per-frame table (index, time, luma, diffs)."""
+
+    path: str
+    width: int
+    height: int
+    fps: float
+    frame_count: int
+    duration_s: float
+    audio_duration_s: float | None
+    has_audio: bool
+    video_codec: str
+    audio_codec: str | None
+    loudness_lufs: float | None
+    longest_black_s: float
+    longest_frozen_s: float
+    issues: tuple[str, ...]
+    frames: list[dict[str, float]] = field(repr=False)
+
+    @property
+    def passed(self) -> bool:
+        return not self.issues
+
+
+def _longest_run(flags: np.ndarray) -> int:
+    """Length of the longest run of True."""
+    best = run = 0
+    for f in flags:
+        run = run + 1 if f else 0
+        best = max(best, run)
+    return best
+
+
+def _loudness(samples: np.ndarray, sr: int) -> float | None:
+    """Integrated LUFS, or None when it cannot be measured (too short, or digital silence)."""
+    if len(samples) < _MIN_LOUDNESS_S * sr:
+        return None
+    value = float(pyloudnorm.Meter(sr).integrated_loudness(samples.astype(np.float64)))
+    return value if np.isfinite(value) else None
+
+
+def analyse_video(
+    path: str | os.PathLike[str],
+    *,
+    expected_fps: float | None = None,
+    expected_size: tuple[int, int] | None = None,
+    black_threshold: float = 0.06,
+    freeze_threshold: float = 0.025,
+    max_black_s: float = 0.5,
+    max_frozen_s: float = 1.0,
+) -> VideoQA:
+    """Fully decode `path` and report size, fps, frame count, audio/video durations, loudness, the
+    longest black run (mean luma < `black_threshold`) and the longest frozen run (largest per-pixel
+    luma change < `freeze_threshold`, both as fractions of full scale)."""
+    info = probe(path)
+    qa_w = min(QA_WIDTH, info.width)
+    qa_h = max(2, round(info.height * qa_w / info.width / 2) * 2)
+    rows: list[dict[str, float]] = []
+    prev: np.ndarray | None = None
+    for i, luma in enumerate(read_frames(path, size=(qa_w, qa_h), gray=True)):
+        cur = luma.astype(np.int16)
+        diff = np.abs(cur - prev) if prev is not None else None
+        rows.append({
+            "frame": i,
+            "time_s": i / info.fps,
+            "mean_luma": float(cur.mean()) / 255,
+            "mean_diff": float(diff.mean()) / 255 if diff is not None else float("nan"),
+            "max_diff": float(diff.max()) / 255 if diff is not None else float("nan"),
+        })
+        prev = cur
+    n = len(rows)
+    black = np.array([r["mean_luma"] < black_threshold for r in rows], bool)
+    still = np.array([r["max_diff"] < freeze_threshold for r in rows[1:]], bool)
+    frozen_run = _longest_run(still)
+    duration = n / info.fps if info.fps else 0.0
+
+    audio_duration = loudness = None
+    if info.has_audio:
+        sr = info.audio_sample_rate or 48000
+        samples = read_audio(path, sr=sr)
+        audio_duration = len(samples) / sr
+        loudness = _loudness(samples, sr)
+
+    result = dict(
+        path=str(path), width=info.width, height=info.height, fps=info.fps, frame_count=n,
+        duration_s=duration, audio_duration_s=audio_duration, has_audio=info.has_audio,
+        video_codec=info.video_codec, audio_codec=info.audio_codec, loudness_lufs=loudness,
+        longest_black_s=_longest_run(black) / info.fps if info.fps else 0.0,
+        longest_frozen_s=(frozen_run + 1) / info.fps if frozen_run else 0.0,
+    )
+    issues = _issues(result, expected_fps, expected_size, max_black_s, max_frozen_s)
+    return VideoQA(**result, issues=tuple(issues), frames=rows)
+
+
+def _issues(r: dict, expected_fps: float | None, expected_size: tuple[int, int] | None,
+            max_black_s: float, max_frozen_s: float) -> list[str]:
+    """Human-readable problems; an empty list means the file is fit to deliver."""
+    out = []
+    if r["frame_count"] == 0:
+        out.append("no decodable video frames")
+    if expected_fps is not None and abs(r["fps"] - expected_fps) > 0.01:
+        out.append(f"fps {r['fps']:g} != expected {expected_fps:g}")
+    if expected_size is not None and (r["width"], r["height"]) != tuple(expected_size):
+        out.append(f"size {r['width']}x{r['height']} != expected {expected_size[0]}x{expected_size[1]}")
+    if not r["has_audio"]:
+        out.append("no audio stream")
+    elif abs(r["duration_s"] - r["audio_duration_s"]) > 1.5 / r["fps"]:
+        out.append(f"video {r['duration_s']:.3f}s and audio {r['audio_duration_s']:.3f}s differ by more than a frame")
+    if r["longest_black_s"] > max_black_s:
+        out.append(f"black for {r['longest_black_s']:.2f}s (max {max_black_s}s)")
+    if r["longest_frozen_s"] > max_frozen_s:
+        out.append(f"frozen for {r['longest_frozen_s']:.2f}s (max {max_frozen_s}s)")
+    return out

@@ -1,0 +1,701 @@
+"""Video stages. Thin wiring: load records, call providers and media functions, store, describe."""
+
+import hashlib
+import io
+import json
+import tempfile
+import warnings
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+
+from avatar_assets import settings
+from avatar_assets.caching import content_key, reuse_or_compute
+from avatar_assets.contracts import (
+    ASPECT_SIZE,
+    PLATFORM_ASPECT,
+    BackgroundsRecord,
+    CharacterSheetRecord,
+    IdentityBundleRecord,
+    LipSyncRecord,
+    NeutralImageRecord,
+    OutputPackageRecord,
+    OutputRequest,
+    Record,
+    Rendition,
+    RightsManifest,
+    Scene,
+    SceneAsset,
+    SceneAssetsRecord,
+    ScriptRecord,
+    SourceUploadRecord,
+    SpeechRecord,
+    StageProvenance,
+    StoryboardRecord,
+    Token,
+    VideoQAModel,
+    VideoRecord,
+    VoiceProfileRecord,
+    WordTimingModel,
+)
+from avatar_assets.requests import read_request
+from partitions import identity_to_video, refresh_existing, video_cells
+from resources.media_store import MediaStore, sha256_bytes
+from resources.providers import Enhancer, ImageGenerator, LipSyncer, SpeechSynthesizer, VideoSettings
+
+GROUP = "video"
+CODE_VERSION = "1"
+
+
+def video_asset(*, refresh: bool = True, **kwargs):
+    return dg.asset(
+        partitions_def=video_cells,
+        group_name=GROUP,
+        io_manager_key="records",
+        code_version=CODE_VERSION,
+        automation_condition=refresh_existing if refresh else None,
+        **kwargs,
+    )
+
+
+def identity_input() -> dg.AssetIn:
+    return dg.AssetIn(partition_mapping=identity_to_video)
+
+
+def cell(context: dg.AssetExecutionContext) -> tuple[str, str]:
+    keys = context.partition_key.keys_by_dimension
+    return keys["avatar"], keys["output"]
+
+
+def recorded(record: Record, metadata: dict) -> dg.Output:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return dg.Output(record, data_version=dg.DataVersion(record.content_hash()), metadata=metadata)
+
+
+def progress_logger(context: dg.AssetExecutionContext, what: str):
+    def report(done: int, total: int) -> None:
+        context.log.info(f"{what}: {done}/{total} frames")
+
+    return report
+
+
+def scratch_dir() -> tempfile.TemporaryDirectory:
+    root = settings.avatar_home() / "tmp"
+    root.mkdir(parents=True, exist_ok=True)
+    return tempfile.TemporaryDirectory(dir=root)
+
+
+# --------------------------------------------------------------------------- script
+
+
+@video_asset(refresh=False, description="The request's script normalised into sentences, pauses and emphasis.")
+def script(context: dg.AssetExecutionContext, store: MediaStore) -> dg.Output[ScriptRecord]:
+    from avatar_assets.media.script import ScriptError, estimated_duration_s, parse_script, to_ssml
+
+    avatar_id, slug = cell(context)
+    request, raw = read_request(avatar_id, slug)
+    try:
+        parsed = parse_script(request.script, pronunciations=request.pronunciations)
+    except ScriptError as error:
+        raise dg.Failure(f"script for {avatar_id}/{slug} cannot be spoken: {error}") from error
+    record = ScriptRecord(
+        avatar_id=avatar_id,
+        slug=slug,
+        request=request,
+        request_sha256=sha256_bytes(raw),
+        text=parsed.text,
+        sentences=[[Token(**vars(token)) for token in sentence] for sentence in parsed.sentences],
+        ssml=to_ssml(parsed.sentences),
+        word_count=parsed.word_count,
+        estimated_duration_s=round(estimated_duration_s(parsed, request.voice.rate_wpm), 3),
+        cleaned=parsed.cleaned,
+    )
+    store.put_bytes(raw, "json", "application/json")
+    return recorded(
+        record,
+        {
+            "route": request.route,
+            "words": record.word_count,
+            "sentences": len(record.sentences),
+            "estimated_duration_s": record.estimated_duration_s,
+            "cleaned": "; ".join(record.cleaned) or "nothing",
+            "text": dg.MetadataValue.md(record.text[:2000]),
+        },
+    )
+
+
+# --------------------------------------------------------------------------- storyboard
+
+
+@video_asset(description="Scenes with timing estimates, shot type, background prompt and pose.")
+def storyboard(context: dg.AssetExecutionContext, video: VideoSettings, script: ScriptRecord) -> dg.Output[StoryboardRecord]:
+    from avatar_assets.media.storyboard import plan_scenes
+
+    request = script.request
+    tokens = [token for sentence in script.sentences for token in sentence]
+    planned = plan_scenes(request.route, [len(s) for s in script.sentences], list(request.background_prompts))
+    seconds_per_token = script.estimated_duration_s / max(1, len(tokens))
+    scenes = [
+        Scene(
+            index=p.index,
+            tokens=p.tokens,
+            text=" ".join(t.display for t in tokens[p.tokens[0] : p.tokens[1]]),
+            shot=p.shot,
+            background_prompt=p.background_prompt,
+            variant=p.variant,
+            est_start_s=round(p.tokens[0] * seconds_per_token, 3),
+            est_end_s=round(p.tokens[1] * seconds_per_token, 3),
+        )
+        for p in planned
+    ]
+    record = StoryboardRecord(
+        avatar_id=script.avatar_id,
+        slug=script.slug,
+        route=request.route,
+        scenes=scenes,
+        master_size=video.master_size(request.renditions()[0]),
+        fps=video.fps,
+    )
+    table = "| # | shot | pose | background | text |\n|---|---|---|---|---|\n" + "\n".join(
+        f"| {s.index} | {s.shot} | {s.variant} | {s.background_prompt} | {s.text[:60]} |" for s in scenes
+    )
+    return recorded(record, {"scenes": len(scenes), "route": request.route, "storyboard": dg.MetadataValue.md(table)})
+
+
+# --------------------------------------------------------------------------- speech
+
+
+@video_asset(
+    description="24 kHz speech in the avatar's matched pitch, word timings from the synthesiser, captions.",
+    ins={"voice_profile": identity_input()},
+)
+def speech(
+    context: dg.AssetExecutionContext,
+    store: MediaStore,
+    tts: SpeechSynthesizer,
+    script: ScriptRecord,
+    storyboard: StoryboardRecord,
+    voice_profile: VoiceProfileRecord,
+) -> dg.Output[SpeechRecord]:
+    from avatar_assets.media.audio import clipping_fraction, encode_wav, integrated_lufs, longest_silence_s
+    from avatar_assets.media.captions import cues, to_srt, to_vtt
+    from avatar_assets.media.tts import WordTiming
+
+    settings_ = script.request.voice
+    median_f0 = voice_profile.metrics.median_f0_hz if voice_profile.metrics else None
+    voice, pitch = tts.voice_and_pitch(median_f0, settings_.voice, settings_.pitch_shift)
+    provider = tts.info(voice, pitch, settings_.rate_wpm)
+
+    def compute() -> SpeechRecord:
+        context.log.info(f"synthesising {script.word_count} words with {voice} at pitch {pitch}")
+        synthesis = tts.synthesize(script.ssml, voice=voice, pitch=pitch, rate_wpm=settings_.rate_wpm)
+        tokens = [token for sentence in script.sentences for token in sentence]
+        words = display_timings(tokens, synthesis.words)
+        duration = len(synthesis.samples) / synthesis.sample_rate
+        scene_times = scene_boundaries(storyboard.scenes, words, duration)
+        caption_words = [WordTiming(w.word, w.start_s, w.end_s, 0) for w in words]
+        return SpeechRecord(
+            avatar_id=script.avatar_id,
+            slug=script.slug,
+            audio=store.put_bytes(encode_wav(synthesis.samples, synthesis.sample_rate), "wav", "audio/wav"),
+            sample_rate=synthesis.sample_rate,
+            duration_s=round(duration, 4),
+            words=words,
+            scene_times=scene_times,
+            captions_srt=store.put_bytes(to_srt(caption_words).encode(), "srt", "application/x-subrip"),
+            captions_vtt=store.put_bytes(to_vtt(caption_words).encode(), "vtt", "text/vtt"),
+            longest_silence_s=round(longest_silence_s(synthesis.samples, synthesis.sample_rate), 3),
+            clipping_fraction=clipping_fraction(synthesis.samples),
+            loudness_lufs=round(integrated_lufs(synthesis.samples, synthesis.sample_rate), 2),
+            provider=provider,
+        )
+
+    key = content_key(
+        "speech",
+        CODE_VERSION,
+        {"ssml": script.ssml, "scenes": [s.tokens for s in storyboard.scenes], "provider": provider.model_dump()},
+    )
+    record, _ = reuse_or_compute(store, "speech", key, compute, context.log)
+    return recorded(
+        record,
+        {
+            "audio": dg.MetadataValue.path(record.audio.uri),
+            "duration_s": record.duration_s,
+            "words": len(record.words),
+            "longest_silence_s": record.longest_silence_s,
+            "loudness_lufs": record.loudness_lufs,
+            "voice": voice,
+            "pitch": pitch,
+        },
+    )
+
+
+def display_timings(tokens: list[Token], spoken_words) -> list[WordTimingModel]:
+    """Map the synthesiser's spoken words back onto the script's display words (overrides may span words)."""
+    timings, cursor = [], 0
+    for token in tokens:
+        count = max(1, len(token.spoken.split()))
+        span = spoken_words[cursor : cursor + count]
+        cursor += count
+        if not span:
+            break
+        timings.append(WordTimingModel(word=token.display, start_s=span[0].start_s, end_s=span[-1].end_s))
+    return timings
+
+
+def scene_boundaries(scenes: list[Scene], words: list[WordTimingModel], duration: float) -> list[tuple[float, float]]:
+    """Scene i starts where its first word starts (the first scene at 0) and ends where the next starts."""
+    starts = [0.0]
+    for scene in scenes[1:]:
+        index = min(scene.tokens[0], len(words) - 1)
+        previous_end = words[index - 1].end_s if index > 0 else 0.0
+        starts.append(round((previous_end + words[index].start_s) / 2, 4))
+    ends = [*starts[1:], round(duration, 4)]
+    return list(zip(starts, ends))
+
+
+# --------------------------------------------------------------------------- backgrounds
+
+
+@video_asset(description="One backdrop per scene from its prompt, deterministic by seed.")
+def backgrounds(
+    context: dg.AssetExecutionContext, store: MediaStore, images: ImageGenerator, storyboard: StoryboardRecord,
+    script: ScriptRecord,
+) -> dg.Output[BackgroundsRecord]:
+    from avatar_assets.media.images import encode_png, thumbnail_markdown
+
+    prompts = [scene.background_prompt for scene in storyboard.scenes]
+    seeds = [script.request.seed + scene.index for scene in storyboard.scenes]
+    size = tuple(storyboard.master_size)
+
+    def compute() -> BackgroundsRecord:
+        generated, provider = images.backgrounds(prompts, size, seeds)
+        context.log.info(f"generated {len(generated)} backgrounds at {size[0]}x{size[1]}")
+        return BackgroundsRecord(
+            avatar_id=storyboard.avatar_id,
+            slug=storyboard.slug,
+            images=[store.put_bytes(encode_png(image), "png", "image/png") for image in generated],
+            prompts=prompts,
+            seeds=seeds,
+            provider=provider,
+        )
+
+    key = content_key("backgrounds", CODE_VERSION, {"prompts": prompts, "seeds": seeds, "size": size, "provider": images.model_dump()})
+    record, _ = reuse_or_compute(store, "backgrounds", key, compute, context.log)
+    from avatar_assets.media.images import decode_image
+
+    previews = [thumbnail_markdown(decode_image(store.read(ref)), max_side=128, alt=p) for ref, p in zip(record.images, prompts)]
+    return recorded(record, {"backgrounds": len(record.images), "preview": dg.MetadataValue.md(" ".join(previews))})
+
+
+# --------------------------------------------------------------------------- scene assets
+
+
+@video_asset(
+    description="Each scene's keyframe: the avatar (or a pose variant) composited over its backdrop per shot type.",
+    ins={"neutral_image": identity_input(), "character_sheet": identity_input()},
+)
+def scene_assets(
+    context: dg.AssetExecutionContext,
+    store: MediaStore,
+    storyboard: StoryboardRecord,
+    speech: SpeechRecord,
+    backgrounds: BackgroundsRecord,
+    neutral_image: NeutralImageRecord,
+    character_sheet: CharacterSheetRecord,
+) -> dg.Output[SceneAssetsRecord]:
+    from avatar_assets.media.compose import composite_shot, contact_sheet
+    from avatar_assets.media.faces import detect_faces
+    from avatar_assets.media.images import decode_image, encode_png, thumbnail_markdown
+
+    def compute() -> SceneAssetsRecord:
+        neutral = decode_image(store.read(neutral_image.image))
+        mask = decode_image(store.read(neutral_image.mask))[..., 0]
+        scenes, frames = [], []
+        for scene, (start, end), background_ref in zip(storyboard.scenes, speech.scene_times, backgrounds.images):
+            avatar, avatar_mask, face_box = neutral, mask, neutral_image.face_box
+            if scene.variant != "neutral" and scene.variant in character_sheet.variants:
+                avatar, avatar_mask, face_box = pose_variant(store, character_sheet, scene.variant, neutral, mask, face_box)
+            shot = composite_shot(
+                decode_image(store.read(background_ref)), avatar, avatar_mask,
+                shot=scene.shot, out_size=tuple(storyboard.master_size), face_box=face_box,
+            )
+            frames.append(shot.frame)
+            scenes.append(
+                SceneAsset(
+                    index=scene.index, shot=scene.shot, variant=scene.variant,
+                    keyframe=store.put_bytes(encode_png(shot.frame), "png", "image/png"),
+                    mouth_box=shot.mouth_box, face_box=shot.face_box, start_s=start, end_s=end,
+                )
+            )
+        sheet = contact_sheet(frames, [f"{s.index}: {s.shot} {s.variant}" for s in scenes])
+        return SceneAssetsRecord(
+            avatar_id=storyboard.avatar_id, slug=storyboard.slug, scenes=scenes,
+            contact_sheet=store.put_bytes(encode_png(sheet), "png", "image/png"),
+            master_size=storyboard.master_size, fps=storyboard.fps,
+        )
+
+    key = content_key(
+        "scene_assets", CODE_VERSION,
+        {"storyboard": storyboard.content_hash(), "times": speech.scene_times, "backgrounds": [b.sha256 for b in backgrounds.images],
+         "neutral": neutral_image.image.sha256, "sheet": character_sheet.sheet.sha256},
+    )
+    record, _ = reuse_or_compute(store, "scene_assets", key, compute, context.log)
+    sheet = decode_image(store.read(record.contact_sheet))
+    return recorded(
+        record,
+        {
+            "scenes": len(record.scenes),
+            "contact_sheet": dg.MetadataValue.md(thumbnail_markdown(sheet, max_side=640, alt="storyboard contact sheet")),
+        },
+    )
+
+
+def pose_variant(store, sheet: CharacterSheetRecord, variant: str, neutral, mask, face_box):
+    """A character-sheet variant as the avatar: its own face box, the neutral mask resized to it."""
+    import cv2
+
+    from avatar_assets.media.faces import detect_faces
+    from avatar_assets.media.images import decode_image
+
+    image = decode_image(store.read(sheet.variants[variant]))
+    faces = detect_faces(image)
+    if not faces:
+        return neutral, mask, face_box
+    # Variants share the neutral backdrop colour: key it out against the sheet's corner.
+    backdrop = image[2, 2].astype(np.int16)
+    distance = np.abs(image.astype(np.int16) - backdrop).sum(axis=2)
+    variant_mask = np.where(distance > 24, 255, 0).astype(np.uint8)
+    variant_mask = cv2.morphologyEx(variant_mask, cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))
+    face = faces[0]
+    return image, variant_mask, (face.x, face.y, face.w, face.h)
+
+
+# --------------------------------------------------------------------------- lip sync
+
+
+@video_asset(description="The talking-head track: mouth animated from the speech envelope and word timings.")
+def lip_sync(
+    context: dg.AssetExecutionContext,
+    store: MediaStore,
+    lipsync: LipSyncer,
+    video: VideoSettings,
+    scene_assets: SceneAssetsRecord,
+    speech: SpeechRecord,
+    script: ScriptRecord,
+) -> dg.Output[LipSyncRecord]:
+    from avatar_assets.media.audio import load_wav
+    from avatar_assets.media.lipsync import estimate_lag_frames, mouth_motion, speech_envelope
+    from avatar_assets.media.talking_head import frame_count, render_frames
+    from avatar_assets.media.video import encode_frames, read_frames
+
+    fps = scene_assets.fps
+
+    def compute() -> LipSyncRecord:
+        audio = load_wav(store.read(speech.audio))
+        total = frame_count(speech.duration_s, fps)
+        openness = lipsync.openness(audio.samples, audio.sample_rate, fps, speech.words, total)
+        tracks = scene_tracks(store, scene_assets)
+        with scratch_dir() as tmp:
+            path = Path(tmp) / "lip_sync.mp4"
+            encode_frames(
+                render_frames(tracks, openness, fps, progress=progress_logger(context, "lip sync")),
+                fps=fps, size=tuple(scene_assets.master_size), audio=(audio.samples, audio.sample_rate),
+                path=path, crf=video.crf, preset=video.preset,
+            )
+            motion = measured_mouth_motion(read_frames(path), scene_assets, total, fps)
+            ref = store.put_file(path, "mp4", "video/mp4")
+        envelope = speech_envelope(audio.samples, audio.sample_rate, fps, total)
+        talking = ~np.isnan(motion)
+        silent = talking & (openness == 0)
+        speaking = talking & (openness > 0.2)
+        buffer = io.BytesIO()
+        np.save(buffer, openness.astype(np.float32))
+        return LipSyncRecord(
+            avatar_id=scene_assets.avatar_id, slug=scene_assets.slug, video=ref,
+            openness=store.put_bytes(buffer.getvalue(), "npy", "application/x-npy"),
+            fps=fps, frames=total,
+            lag_frames=estimate_lag_frames(np.nan_to_num(motion), np.where(talking, envelope, 0.0)),
+            motion_in_silence=float(np.mean(motion[silent])) if silent.any() else 0.0,
+            motion_in_speech=float(np.mean(motion[speaking])) if speaking.any() else 0.0,
+            provider=lipsync.info(),
+            awaiting_approval=script.request.route == "approval_gated",
+        )
+
+    key = content_key("lip_sync", CODE_VERSION, {"scenes": scene_assets.content_hash(), "audio": speech.audio.sha256, "video": video.model_dump()})
+    record, _ = reuse_or_compute(store, "lip_sync", key, compute, context.log)
+    if record.awaiting_approval:
+        context.log.info(
+            f"route approval_gated: {record.avatar_id}/{record.slug} waits for approval of lip_sync before "
+            "stitched_video (avatarops approve lip_sync --avatar ... --output ...)"
+        )
+    return recorded(
+        record,
+        {
+            "video": dg.MetadataValue.path(record.video.uri),
+            "frames": record.frames,
+            "lag_frames": record.lag_frames,
+            "motion_in_silence": record.motion_in_silence,
+            "motion_in_speech": record.motion_in_speech,
+            "awaiting_approval": record.awaiting_approval,
+        },
+    )
+
+
+def scene_tracks(store: MediaStore, scene_assets: SceneAssetsRecord):
+    from avatar_assets.media.images import decode_image
+    from avatar_assets.media.talking_head import SceneTrack
+
+    return [
+        SceneTrack(start_s=s.start_s, end_s=s.end_s, keyframe=decode_image(store.read(s.keyframe)), mouth_box=s.mouth_box)
+        for s in scene_assets.scenes
+    ]
+
+
+def measured_mouth_motion(frames, scene_assets: SceneAssetsRecord, total: int, fps: float) -> np.ndarray:
+    """Mouth motion per frame measured on decoded video, NaN where no mouth is on screen (b-roll)."""
+    from avatar_assets.media.lipsync import mouth_motion
+    from avatar_assets.media.talking_head import SceneTrack, scene_of_frame
+
+    frames = list(frames)[:total]
+    tracks = [SceneTrack(s.start_s, s.end_s, np.zeros((1, 1, 3), np.uint8), s.mouth_box) for s in scene_assets.scenes]
+    owner = scene_of_frame(tracks, len(frames), fps)
+    motion = np.full(total, np.nan, np.float32)
+    for index, scene in enumerate(scene_assets.scenes):
+        members = np.flatnonzero(owner == index)
+        if scene.mouth_box is None or not len(members):
+            continue
+        motion[members] = mouth_motion([frames[i] for i in members], scene.mouth_box)
+    return motion
+
+
+# --------------------------------------------------------------------------- stitched and enhanced video
+
+
+def measure_video(path: Path, expected_size, fps: int, audio_duration: float) -> VideoQAModel:
+    from avatar_assets.media.video_qa import analyse_video
+
+    qa = analyse_video(path, expected_fps=fps, expected_size=tuple(expected_size))
+    return VideoQAModel(
+        width=qa.width, height=qa.height, fps=qa.fps, frame_count=qa.frame_count, duration_s=qa.duration_s,
+        audio_duration_s=qa.audio_duration_s, has_audio=qa.has_audio, longest_black_s=qa.longest_black_s,
+        longest_frozen_s=qa.longest_frozen_s, loudness_lufs=qa.loudness_lufs,
+        video_codec=qa.video_codec, audio_codec=qa.audio_codec,
+    )
+
+
+def video_metadata(record: VideoRecord, store: MediaStore) -> dict:
+    from avatar_assets.media.images import thumbnail_markdown
+    from avatar_assets.media.video import poster_frame
+
+    poster = poster_frame(store.local_path(record.video.uri), record.qa.duration_s / 3)
+    return {
+        "video": dg.MetadataValue.path(str(store.local_path(record.video.uri))),
+        "uri": record.video.uri,
+        "poster": dg.MetadataValue.md(thumbnail_markdown(poster, max_side=320, alt="poster frame")),
+        "duration_s": record.qa.duration_s,
+        "fps": record.qa.fps,
+        "size": f"{record.qa.width}x{record.qa.height}",
+        "loudness_lufs": record.qa.loudness_lufs if record.qa.loudness_lufs is not None else float("nan"),
+        "longest_black_s": record.qa.longest_black_s,
+        "longest_frozen_s": record.qa.longest_frozen_s,
+    }
+
+
+@video_asset(description="Scenes in order with crossfades, burned-in captions and the speech track (moviepy).")
+def stitched_video(
+    context: dg.AssetExecutionContext,
+    store: MediaStore,
+    video: VideoSettings,
+    lip_sync: LipSyncRecord,
+    scene_assets: SceneAssetsRecord,
+    speech: SpeechRecord,
+) -> dg.Output[VideoRecord]:
+    from avatar_assets.media.audio import load_wav
+    from avatar_assets.media.captions import cues
+    from avatar_assets.media.talking_head import scene_frame_source
+    from avatar_assets.media.tts import WordTiming
+    from avatar_assets.media.video import SceneClip, stitch_scenes
+
+    def compute() -> VideoRecord:
+        audio = load_wav(store.read(speech.audio))
+        openness = np.load(io.BytesIO(store.read(lip_sync.openness)))
+        tracks = scene_tracks(store, scene_assets)
+        clips = [SceneClip(t.start_s, t.end_s, frame_at=scene_frame_source(t, openness, lip_sync.fps)) for t in tracks]
+        captions = cues([WordTiming(w.word, w.start_s, w.end_s, 0) for w in speech.words])
+        with scratch_dir() as tmp:
+            path = Path(tmp) / "stitched.mp4"
+            stitch_scenes(
+                clips, fps=lip_sync.fps, size=tuple(scene_assets.master_size), audio=(audio.samples, audio.sample_rate),
+                captions=captions, transition_s=video.transition_s, path=path, crf=video.crf, preset=video.preset,
+                progress=progress_logger(context, "stitching"),
+            )
+            qa = measure_video(path, scene_assets.master_size, lip_sync.fps, speech.duration_s)
+            ref = store.put_file(path, "mp4", "video/mp4")
+        return VideoRecord(
+            avatar_id=lip_sync.avatar_id, slug=lip_sync.slug, stage="stitched_video", video=ref, qa=qa,
+            expected_size=scene_assets.master_size, expected_fps=lip_sync.fps, audio_duration_s=speech.duration_s,
+            provider=ProviderInfoFor.stitch(),
+        )
+
+    key = content_key("stitched_video", CODE_VERSION, {"lip_sync": lip_sync.content_hash(), "speech": speech.content_hash(), "video": video.model_dump()})
+    record, _ = reuse_or_compute(store, "stitched_video", key, compute, context.log)
+    return recorded(record, video_metadata(record, store))
+
+
+class ProviderInfoFor:
+    @staticmethod
+    def stitch():
+        from importlib.metadata import version
+
+        from avatar_assets.contracts import ProviderInfo
+
+        return ProviderInfo(capability="stitch", provider="moviepy", model_id="crossfade+captions", version=version("moviepy"))
+
+
+@video_asset(description="Sharpened and colour-balanced, loudness normalised to -16 LUFS, invisibly watermarked.")
+def enhanced_video(
+    context: dg.AssetExecutionContext,
+    store: MediaStore,
+    enhancer: Enhancer,
+    video: VideoSettings,
+    stitched_video: VideoRecord,
+    speech: SpeechRecord,
+) -> dg.Output[VideoRecord]:
+    from avatar_assets.media.enhance import enhance_frame
+    from avatar_assets.media.audio import normalize_loudness
+    from avatar_assets.media.video import encode_frames, read_audio, read_frames
+    from avatar_assets.media.watermark import embed_watermark
+
+    payload = hashlib.sha256(f"{stitched_video.avatar_id}|{stitched_video.slug}".encode()).digest()[:8]
+
+    def compute() -> VideoRecord:
+        source = store.local_path(stitched_video.video.uri)
+        audio = read_audio(source, sr=48000)
+        levelled = normalize_loudness(audio, 48000, target_lufs=enhancer.target_lufs)
+        total = stitched_video.qa.frame_count
+        report = progress_logger(context, "enhancing")
+
+        def frames():
+            for index, frame in enumerate(read_frames(source)):
+                if index % max(1, total // 10) == 0:
+                    report(index + 1, total)
+                yield embed_watermark(enhance_frame(frame, sharpen=enhancer.sharpen, saturation=enhancer.saturation), payload)
+
+        with scratch_dir() as tmp:
+            path = Path(tmp) / "enhanced.mp4"
+            size = (stitched_video.qa.width, stitched_video.qa.height)
+            encode_frames(frames(), fps=stitched_video.expected_fps, size=size, audio=(levelled, 48000), path=path,
+                          crf=video.crf, preset=video.preset)
+            qa = measure_video(path, stitched_video.expected_size, stitched_video.expected_fps, speech.duration_s)
+            ref = store.put_file(path, "mp4", "video/mp4")
+        return VideoRecord(
+            avatar_id=stitched_video.avatar_id, slug=stitched_video.slug, stage="enhanced_video", video=ref, qa=qa,
+            expected_size=stitched_video.expected_size, expected_fps=stitched_video.expected_fps,
+            audio_duration_s=speech.duration_s, provider=enhancer.info(), watermark=payload.hex(),
+        )
+
+    key = content_key("enhanced_video", CODE_VERSION, {"stitched": stitched_video.video.sha256, "enhancer": enhancer.model_dump(), "video": video.model_dump()})
+    record, _ = reuse_or_compute(store, "enhanced_video", key, compute, context.log)
+    return recorded(record, {**video_metadata(record, store), "watermark": record.watermark or ""})
+
+
+# --------------------------------------------------------------------------- output package
+
+
+@video_asset(
+    description="H.264/AAC MP4 per platform size, poster, captions and the rights manifest.",
+    ins={"source_upload": identity_input(), "identity_bundle": identity_input()},
+)
+def output_package(
+    context: dg.AssetExecutionContext,
+    store: MediaStore,
+    video: VideoSettings,
+    enhanced_video: VideoRecord,
+    stitched_video: VideoRecord,
+    lip_sync: LipSyncRecord,
+    scene_assets: SceneAssetsRecord,
+    backgrounds: BackgroundsRecord,
+    speech: SpeechRecord,
+    storyboard: StoryboardRecord,
+    script: ScriptRecord,
+    source_upload: SourceUploadRecord,
+    identity_bundle: IdentityBundleRecord,
+) -> dg.Output[OutputPackageRecord]:
+    from datetime import UTC, datetime
+
+    from avatar_assets.media.images import encode_png, thumbnail_markdown
+    from avatar_assets.media.video import poster_frame, transcode_for_platform
+
+    request: OutputRequest = script.request
+    folder = f"packages/{script.avatar_id}/{script.slug}"
+    source = store.local_path(enhanced_video.video.uri)
+    master_aspect = request.renditions()[0]
+    renditions = []
+    with scratch_dir() as tmp:
+        for aspect in request.renditions():
+            width, height = ASPECT_SIZE[aspect]
+            context.log.info(f"packaging {aspect} at {width}x{height}")
+            path = Path(tmp) / f"video_{aspect.replace(':', 'x')}.mp4"
+            transcode_for_platform(source, width=width, height=height, path=path,
+                                   fit="cover" if aspect == master_aspect else "pad", crf=video.crf, preset=video.preset)
+            ref = store.put_file(path, "mp4", "video/mp4")
+            store.copy_to(ref, f"{folder}/{path.name}")
+            platforms = [p for p in request.platforms if PLATFORM_ASPECT[p] == aspect]
+            renditions.append(Rendition(aspect_ratio=aspect, platforms=platforms, width=width, height=height, video=ref))
+    poster_rgb = poster_frame(source, enhanced_video.qa.duration_s / 3)
+    poster = store.put_bytes(encode_png(poster_rgb), "png", "image/png")
+    store.copy_to(poster, f"{folder}/poster.png")
+    store.copy_to(speech.captions_srt, f"{folder}/captions.srt")
+    store.copy_to(speech.captions_vtt, f"{folder}/captions.vtt")
+    manifest = RightsManifest(
+        avatar_id=script.avatar_id,
+        slug=script.slug,
+        created_at=datetime.now(UTC),
+        creator_id=source_upload.manifest.creator_id,
+        consent=identity_bundle.consent,
+        source_bundle_sha256=source_upload.bundle_sha256,
+        source_files={p.path: p.original.sha256 for p in source_upload.photos}
+        | ({source_upload.voice.path: source_upload.voice.original.sha256} if source_upload.voice else {}),
+        request_sha256=script.request_sha256,
+        stages=[
+            *[StageProvenance(asset=part.asset, record_sha256=part.record_hash, providers=part.providers) for part in identity_bundle.parts],
+            StageProvenance(asset="script", record_sha256=script.content_hash(), providers=[]),
+            StageProvenance(asset="storyboard", record_sha256=storyboard.content_hash(), providers=[],
+                            prompts=[s.background_prompt for s in storyboard.scenes]),
+            StageProvenance(asset="speech", record_sha256=speech.content_hash(), providers=[speech.provider]),
+            StageProvenance(asset="backgrounds", record_sha256=backgrounds.content_hash(), providers=[backgrounds.provider],
+                            prompts=backgrounds.prompts),
+            StageProvenance(asset="scene_assets", record_sha256=scene_assets.content_hash(), providers=[]),
+            StageProvenance(asset="lip_sync", record_sha256=lip_sync.content_hash(), providers=[lip_sync.provider]),
+            StageProvenance(asset="stitched_video", record_sha256=stitched_video.content_hash(), providers=[stitched_video.provider]),
+            StageProvenance(asset="enhanced_video", record_sha256=enhanced_video.content_hash(), providers=[enhanced_video.provider]),
+        ],
+        outputs={
+            **{f"video_{r.aspect_ratio.replace(':', 'x')}.mp4": r.video.sha256 for r in renditions},
+            "poster.png": poster.sha256,
+            "captions.srt": speech.captions_srt.sha256,
+            "captions.vtt": speech.captions_vtt.sha256,
+        },
+    )
+    manifest_ref = store.put_bytes(manifest.model_dump_json(indent=2).encode(), "json", "application/json")
+    store.copy_to(manifest_ref, f"{folder}/rights_manifest.json")
+    record = OutputPackageRecord(
+        avatar_id=script.avatar_id, slug=script.slug, renditions=renditions, poster=poster,
+        captions_srt=speech.captions_srt, captions_vtt=speech.captions_vtt, rights_manifest=manifest_ref,
+        folder=store.uri(folder),
+    )
+    return recorded(
+        record,
+        {
+            "folder": dg.MetadataValue.path(record.folder),
+            "poster": dg.MetadataValue.md(thumbnail_markdown(poster_rgb, max_side=320, alt="poster")),
+            "renditions": ", ".join(f"{r.aspect_ratio} {r.width}x{r.height}" for r in renditions),
+            "rights_manifest": dg.MetadataValue.path(manifest_ref.uri),
+        },
+    )
+
+
+VIDEO_ASSETS = [script, storyboard, speech, backgrounds, scene_assets, lip_sync, stitched_video, enhanced_video, output_package]

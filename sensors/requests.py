@@ -1,0 +1,139 @@
+"""Output-request sensor: a valid request for a ready avatar becomes one render of its cell.
+
+Idempotent by `run_key = "<avatar>|<slug>:<request sha256>"`: a duplicate submission launches nothing,
+a changed request re-renders that cell only. Requests for avatars that are unknown, revoked or not
+through their identity gates are held with a reason and launched once the identity is ready.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from avatar_assets import requests, settings
+from avatar_assets.intake import atomic_write_text
+from partitions import cell_key, outputs
+
+REQUEST_SENSOR = "output_request_sensor"
+IDENTITY_GATED = {
+    "validated_inputs": ["usable_photo_and_consent"],
+    "neutral_image": ["neutral_face_geometry"],
+    "voice_profile": ["voice_sample_quality"],
+}
+STAGES_BEFORE_APPROVAL = ["script", "storyboard", "speech", "backgrounds", "scene_assets", "lip_sync"]
+
+
+def tombstone_path(avatar_id: str):
+    return settings.avatar_home() / "tombstones" / f"{avatar_id}.json"
+
+
+def identity_blocker(instance: dg.DagsterInstance, avatar_id: str) -> str | None:
+    """Why an avatar cannot be rendered yet, or None when its identity exists and passed its gates."""
+    if tombstone_path(avatar_id).exists():
+        return f"avatar {avatar_id} was revoked; new requests are refused"
+    if not instance.has_dynamic_partition("avatars", avatar_id):
+        return f"avatar {avatar_id} does not exist (no upload has been taken for it)"
+    built = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("identity_bundle"), asset_partitions=[avatar_id]), limit=1
+    ).records
+    if not built:
+        return f"identity of {avatar_id} is not built yet"
+    for asset, checks in IDENTITY_GATED.items():
+        for check in checks:
+            records = instance.get_event_records(
+                dg.EventRecordsFilter(
+                    event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION,
+                    asset_key=dg.AssetKey(asset),
+                    asset_partitions=[avatar_id],
+                ),
+                limit=50,
+                ascending=False,
+            )
+            latest = next(
+                (
+                    r.event_log_entry.dagster_event.event_specific_data
+                    for r in records
+                    if r.event_log_entry.dagster_event.event_specific_data.check_name == check
+                ),
+                None,
+            )
+            if latest is not None and not latest.passed and latest.severity == dg.AssetCheckSeverity.ERROR:
+                return f"identity of {avatar_id} is blocked by {asset}:{check}: {latest.description}"
+    return None
+
+
+def quarantine_request(scanned: requests.ScannedRequest) -> str:
+    stamp = datetime.now(UTC)
+    target = settings.quarantine_dir() / f"output-{scanned.avatar_id}-{scanned.slug}-{stamp:%Y%m%dT%H%M%S%fZ}"
+    target.mkdir(parents=True)
+    scanned.path.rename(target / scanned.path.name)
+    atomic_write_text(
+        target / "reason.json",
+        json.dumps(
+            {
+                "request": str(scanned.path),
+                "quarantined_at": stamp.isoformat(),
+                "problems": scanned.problems,
+                "sha256": hashlib.sha256(scanned.raw).hexdigest(),
+                "action": "Fix the problems listed, then submit the request again (avatarops request ...).",
+            },
+            indent=2,
+        ),
+    )
+    return str(target)
+
+
+def hold(scanned: requests.ScannedRequest, reason: str) -> None:
+    path = requests.held_path(scanned.avatar_id, scanned.slug)
+    document = {"request": str(scanned.path), "reason": reason}
+    if not path.exists() or json.loads(path.read_text()).get("reason") != reason:
+        atomic_write_text(path, json.dumps(document, indent=2))
+
+
+def evaluate_requests(instance: dg.DagsterInstance, log) -> dg.SensorResult:
+    run_requests, new_slugs = [], []
+    known_slugs = set(instance.get_dynamic_partitions("outputs"))
+    for scanned in requests.scan_requests():
+        if scanned.request is None:
+            log.warning(f"quarantined request {scanned.path}: {'; '.join(scanned.problems)} -> {quarantine_request(scanned)}")
+            continue
+        blocker = identity_blocker(instance, scanned.avatar_id)
+        if blocker:
+            hold(scanned, blocker)
+            log.info(f"holding {scanned.avatar_id}/{scanned.slug}: {blocker}")
+            continue
+        requests.held_path(scanned.avatar_id, scanned.slug).unlink(missing_ok=True)
+        if scanned.slug not in known_slugs and scanned.slug not in new_slugs:
+            new_slugs.append(scanned.slug)
+        sha = hashlib.sha256(scanned.raw).hexdigest()
+        gated = scanned.request.route == "approval_gated"
+        run_requests.append(
+            dg.RunRequest(
+                run_key=f"{scanned.avatar_id}|{scanned.slug}:{sha}",
+                partition_key=cell_key(scanned.avatar_id, scanned.slug),
+                asset_selection=[dg.AssetKey(stage) for stage in STAGES_BEFORE_APPROVAL] if gated else None,
+                tags={"avatar": scanned.avatar_id, "output": scanned.slug, "request_sha256": sha,
+                      "route": scanned.request.route},
+            )
+        )
+    return dg.SensorResult(
+        run_requests=run_requests,
+        dynamic_partitions_requests=[outputs.build_add_request(new_slugs)] if new_slugs else [],
+    )
+
+
+def build_request_sensor(video_job: dg.UnresolvedAssetJobDefinition) -> dg.SensorDefinition:
+    @dg.sensor(
+        name=REQUEST_SENSOR,
+        job=video_job,
+        minimum_interval_seconds=settings.sensor_interval_seconds(),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Renders output requests for avatars whose identity passed its gates; holds the rest.",
+    )
+    def output_request_sensor(context: dg.SensorEvaluationContext):
+        return evaluate_requests(context.instance, context.log)
+
+    return output_request_sensor

@@ -1,0 +1,217 @@
+import os
+
+import numpy as np
+import pytest
+
+from avatar_assets.media.video import (
+    SceneClip,
+    encode_frames,
+    ken_burns,
+    poster_frame,
+    probe,
+    read_audio,
+    read_frames,
+    stitch_scenes,
+    transcode_for_platform,
+)
+from tests.media.video_fixtures import FPS, SR, astronaut, flat_background, speechlike
+
+SIZE = (320, 240)
+
+
+def _moving_frames(n, size=SIZE, seed=0):
+    """A bright square crossing a gradient: every frame differs and is easy to check after decoding."""
+    w, h = size
+    grad = np.linspace(40, 200, w, dtype=np.float32)[None, :, None] * np.ones((h, 1, 3), np.float32)
+    grad[..., 2] = 255 - grad[..., 2]
+    base = grad.astype(np.uint8)
+    frames = []
+    for i in range(n):
+        f = base.copy()
+        x = int((i * 7 + seed * 50) % (w - 40))
+        f[h // 2 - 20:h // 2 + 20, x:x + 40] = (250, 250, 60)
+        frames.append(f)
+    return frames
+
+
+@pytest.fixture(scope="module")
+def encoded(tmp_path_factory):
+    frames = _moving_frames(60)
+    samples, _ = speechlike(2.4, seed=4)
+    path = tmp_path_factory.mktemp("enc") / "clip.mp4"
+    return frames, samples, encode_frames(frames, fps=FPS, size=SIZE, audio=(samples, SR), path=path)
+
+
+def test_encode_frames_writes_h264_aac_with_the_right_numbers(encoded):
+    frames, samples, result = encoded
+    assert result.frame_count == 60 and result.duration_s == pytest.approx(2.4)
+    assert result.has_audio and result.size_bytes == os.path.getsize(result.path)
+    info = probe(result.path)
+    assert (info.width, info.height, info.fps, info.frame_count) == (320, 240, 25.0, 60)
+    assert info.video_codec == "h264" and info.pix_fmt == "yuv420p"
+    assert info.audio_codec == "aac" and info.audio_sample_rate == SR and info.has_audio
+    assert info.duration_s == pytest.approx(2.4, abs=1 / FPS)
+
+
+def test_decoded_frames_and_audio_match_the_input(encoded):
+    frames, samples, result = encoded
+    decoded = list(read_frames(result.path))
+    assert len(decoded) == 60 and decoded[0].shape == (240, 320, 3)
+    assert max(np.abs(d.astype(int) - f).mean() for d, f in zip(decoded, frames)) < 4
+    audio = read_audio(result.path, sr=SR)
+    assert len(audio) / SR == pytest.approx(2.4, abs=1 / FPS)
+    # AAC at 160k keeps the waveform's energy profile.
+    assert np.sqrt(np.mean(audio**2)) == pytest.approx(np.sqrt(np.mean(samples**2)), rel=0.1)
+
+
+def test_read_frames_every_nth_and_resize(encoded):
+    _, _, result = encoded
+    small = list(read_frames(result.path, every_nth=5, size=(160, 120)))
+    assert len(small) == 12 and small[0].shape == (120, 160, 3)
+    gray = next(read_frames(result.path, size=(160, 120), gray=True))
+    assert gray.shape == (120, 160)
+
+
+def test_audio_is_fitted_to_the_frames_also_for_generators(tmp_path):
+    samples, _ = speechlike(3.0, seed=5)  # longer than the 1.6 s of video
+    result = encode_frames((f for f in _moving_frames(40)), fps=FPS, size=SIZE, audio=(samples, SR),
+                           path=tmp_path / "gen.mp4")
+    audio = read_audio(result.path, sr=SR)
+    assert result.frame_count == 40
+    assert len(audio) / SR == pytest.approx(1.6, abs=1 / FPS)
+
+
+def test_poster_frame_from_file_and_from_frames(encoded):
+    frames, _, result = encoded
+    from_file = poster_frame(result.path, 1.0)
+    assert np.abs(from_file.astype(int) - frames[25]).mean() < 4
+    assert poster_frame(frames, 1.0, fps=FPS) is frames[25]
+    assert poster_frame(result.path, 99.0).shape == (240, 320, 3)  # clamped to the last frame
+
+
+def test_encoder_error_leaves_no_file_and_keeps_the_old_one(tmp_path):
+    target = tmp_path / "out.mp4"
+
+    def frames_then_wrong_size():
+        yield from _moving_frames(10)
+        yield np.zeros((100, 100, 3), np.uint8)
+
+    with pytest.raises(ValueError, match="frame must be"):
+        encode_frames(frames_then_wrong_size(), fps=FPS, size=SIZE, audio=None, path=target)
+    assert os.listdir(tmp_path) == []
+
+    good = encode_frames(_moving_frames(10), fps=FPS, size=SIZE, audio=None, path=target)
+    before = target.read_bytes()
+    with pytest.raises(RuntimeError, match="ffmpeg failed"):
+        encode_frames(_moving_frames(10), fps=FPS, size=SIZE, audio=None, path=target, preset="not-a-preset")
+    assert target.read_bytes() == before and good.path == target
+    assert sorted(os.listdir(tmp_path)) == ["out.mp4"]
+
+
+def _two_scenes(size=SIZE):
+    red, blue = flat_background(size, (220, 30, 30)), flat_background(size, (30, 30, 220))
+    return [SceneClip(0.0, 1.2, frames=[red] * 30), SceneClip(1.2, 2.4, frame_at=lambda t: blue)]
+
+
+CAPTION = [(0.4, 0.9, "Hello from the avatar"), (1.6, 2.0, "Second line")]
+
+
+@pytest.fixture(scope="module")
+def stitched(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stitch")
+    samples, _ = speechlike(2.4, seed=6)
+    calls = []
+    with_caps = stitch_scenes(_two_scenes(), fps=FPS, size=SIZE, audio=(samples, SR), captions=CAPTION,
+                              path=root / "caps.mp4", progress=lambda d, t: calls.append((d, t)))
+    plain = stitch_scenes(_two_scenes(), fps=FPS, size=SIZE, audio=(samples, SR), captions=[],
+                          path=root / "plain.mp4")
+    return with_caps, plain, calls, list(read_frames(with_caps.path)), list(read_frames(plain.path))
+
+
+def test_stitch_writes_h264_aac_of_the_scene_length(stitched):
+    with_caps, _, _, frames, _ = stitched
+    info = probe(with_caps.path)
+    assert (info.width, info.height, info.frame_count, info.fps) == (320, 240, 60, 25.0)
+    assert info.video_codec == "h264" and info.audio_codec == "aac" and info.pix_fmt == "yuv420p"
+    assert len(frames) == 60
+    audio = read_audio(with_caps.path, sr=SR)
+    assert len(audio) / SR == pytest.approx(60 / FPS, abs=1 / FPS)
+    assert not [p for p in os.listdir(with_caps.path.parent) if p not in ("caps.mp4", "plain.mp4")]
+
+
+def test_captions_are_burned_only_while_active(stitched):
+    _, _, _, caps, plain = stitched
+    changed = [(np.abs(a.astype(int) - b).max(axis=2) > 40) for a, b in zip(caps, plain)]
+    active = [i for i in range(60) if any(s <= i / FPS < e for s, e, _ in CAPTION)]
+    inactive = [i for i in range(60) if i not in active]
+    assert min(changed[i].sum() for i in active) > 300  # text and box pixels
+    assert max(changed[i].sum() for i in inactive) == 0
+    # Captions sit in the lower part of the frame, horizontally centred.
+    rows, cols = np.nonzero(np.any([changed[i] for i in active], axis=0))
+    assert rows.min() > 240 // 2 and abs((cols.min() + cols.max()) / 2 - 160) < 8
+
+
+def test_crossfade_between_scenes(stitched):
+    _, _, _, _, frames = stitched
+    red, blue = frames[10][5, 5], frames[50][5, 5]
+    assert red[0] > 200 > 60 > red[2] and blue[2] > 200 > 60 > blue[0]
+    mid = frames[30][5, 5].astype(int)  # t = 1.2 s, the cut: half of each
+    assert 90 < mid[0] < 160 and 90 < mid[2] < 160
+    # The fade is gradual: red falls monotonically through the transition window.
+    reds = [int(frames[i][5, 5, 0]) for i in range(26, 35)]
+    assert reds == sorted(reds, reverse=True) and reds[0] - reds[-1] > 100
+
+
+def test_progress_is_reported_about_every_ten_percent(stitched):
+    _, _, calls, _, _ = stitched
+    assert 9 <= len(calls) <= 11
+    assert calls[-1] == (60, 60)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+
+
+def test_scenes_must_tile_the_timeline(tmp_path):
+    red = flat_background(SIZE, (200, 0, 0))
+    with pytest.raises(ValueError, match="contiguous"):
+        stitch_scenes([SceneClip(0, 1, frames=[red]), SceneClip(1.5, 2, frames=[red])], fps=FPS, size=SIZE,
+                      audio=None, path=tmp_path / "x.mp4")
+    with pytest.raises(ValueError, match="uint8"):
+        stitch_scenes([SceneClip(0, 1, frames=[flat_background((64, 64))])], fps=FPS, size=SIZE, audio=None,
+                      path=tmp_path / "y.mp4")
+    assert os.listdir(tmp_path) == []
+
+
+def test_caller_frames_are_not_modified(tmp_path):
+    frame = flat_background(SIZE, (10, 200, 10))
+    keep = frame.copy()
+    stitch_scenes([SceneClip(0, 0.4, frames=[frame] * 10)], fps=FPS, size=SIZE, audio=None,
+                  captions=[(0, 0.4, "over the top")], path=tmp_path / "c.mp4")
+    assert np.array_equal(frame, keep)
+
+
+@pytest.mark.parametrize(
+    ("size", "fit"), [((1080, 1920), "cover"), ((1080, 1080), "pad"), ((1920, 1080), "cover")]
+)
+def test_transcode_for_platform_gives_exact_dimensions(tmp_path, size, fit):
+    frames = _moving_frames(15, size=(320, 180))
+    samples, _ = speechlike(0.6, seed=7)
+    src = encode_frames(frames, fps=FPS, size=(320, 180), audio=(samples, SR), path=tmp_path / "src.mp4")
+    out = transcode_for_platform(src.path, width=size[0], height=size[1], path=tmp_path / "out.mp4", fit=fit)
+    info = probe(out.path)
+    assert (info.width, info.height) == size == (out.width, out.height)
+    assert info.video_codec == "h264" and info.audio_codec == "aac" and info.frame_count == 15
+    first = next(read_frames(out.path))
+    if fit == "pad":
+        # 16:9 into 1:1: black bars above and below, picture in the middle.
+        assert first[:100].max() < 20 and first[540].mean() > 40
+    else:
+        assert first[:20].mean() > 30  # cover: no bars
+
+
+def test_ken_burns_moves_slowly_within_the_image():
+    frame_at = ken_burns(astronaut(), SIZE, 2.0)
+    first, mid, last = frame_at(0.0), frame_at(1.0), frame_at(2.0)
+    assert first.shape == (240, 320, 3)
+    assert np.abs(first.astype(int) - last).mean() > 5
+    # Slow: neighbouring frames barely move.
+    assert np.abs(frame_at(1.0).astype(int) - frame_at(1.0 + 1 / FPS)).mean() < 4
+    assert np.array_equal(frame_at(5.0), last) and mid.dtype == np.uint8

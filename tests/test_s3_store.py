@@ -1,0 +1,265 @@
+"""S3 mode against a real S3 API server (moto on 127.0.0.1): the store's primitives, content addressing,
+the record IO manager, and a whole identity run with `AVATAR_STORAGE=s3://bucket/prefix`."""
+
+
+import hashlib
+import json
+import re
+import uuid
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster_aws.s3 import S3Resource
+
+from avatar_assets.caching import media_refs
+from avatar_assets.contracts import Consent, MediaRef, VoiceProfileRecord
+from resources.media_store import S3MediaStore, media_key, sha256_bytes
+from resources.records import RecordIOManager, parse_record, record_key
+from tests.servers import build_sample, clean_env, moto_s3_server, upload_and_process
+
+IDENTITY_ASSETS = [
+    "source_upload",
+    "validated_inputs",
+    "neutral_image",
+    "character_sheet",
+    "voice_profile",
+    "identity_bundle",
+]
+MEDIA_KEY = re.compile(r"^media/([0-9a-f]{2})/([0-9a-f]{64})\.[a-z0-9]{1,5}$")
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    with moto_s3_server() as server:
+        yield server
+
+
+@pytest.fixture
+def bucket(s3_server) -> str:
+    name = f"avatars-{uuid.uuid4().hex[:12]}"
+    s3_server.client().create_bucket(Bucket=name)
+    return name
+
+
+def make_store(s3_server, bucket: str, prefix: str, cache_dir: Path) -> S3MediaStore:
+    return S3MediaStore(
+        s3=S3Resource(
+            endpoint_url=s3_server.endpoint_url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        ),
+        bucket=bucket,
+        prefix=prefix,
+        cache_dir=str(cache_dir),
+    )
+
+
+@pytest.fixture
+def store(s3_server, bucket, tmp_path) -> S3MediaStore:
+    return make_store(s3_server, bucket, "tenant-a/media-store", tmp_path / "cache")
+
+
+def bucket_keys(s3_server, bucket: str, prefix: str = "") -> list[str]:
+    pages = s3_server.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+
+
+def test_put_read_exists_delete_list(store, s3_server, bucket):
+    data = b"\x89PNG not really, but bytes"
+    ref = store.put_bytes(data, "png", "image/png")
+
+    digest = hashlib.sha256(data).hexdigest()
+    assert ref.sha256 == digest and ref.size == len(data) and ref.media_type == "image/png"
+    assert ref.uri == f"s3://{bucket}/tenant-a/media-store/media/{digest[:2]}/{digest}.png"
+    assert bucket_keys(s3_server, bucket) == [f"tenant-a/media-store/media/{digest[:2]}/{digest}.png"]
+    assert store.key_of(ref.uri) == media_key(digest, "png")
+
+    assert store.exists(ref) and store.exists(ref.uri)
+    assert store.read(ref) == data and store.read(ref.uri) == data
+    assert list(store.list_keys("media/")) == [media_key(digest, "png")]
+    assert list(store.list_keys("records/")) == []
+
+    store.write_text("records/avatars/a1/x.json", '{"a": 1}')
+    assert store.read_text("records/avatars/a1/x.json") == '{"a": 1}'
+    assert store.read_text("records/avatars/a1/missing.json") is None
+    assert sorted(store.list_keys("")) == sorted([media_key(digest, "png"), "records/avatars/a1/x.json"])
+
+    store.delete(ref)
+    assert not store.exists(ref)
+    store.delete_key("records/avatars/a1/x.json")
+    assert store.read_text("records/avatars/a1/x.json") is None
+    assert bucket_keys(s3_server, bucket) == []
+
+
+def test_same_bytes_same_key_not_uploaded_twice(store, s3_server, bucket, tmp_path, monkeypatch):
+    writes: list[str] = []
+    original = S3MediaStore._write
+
+    def counting_write(self, key, source):
+        writes.append(key)
+        return original(self, key, source)
+
+    monkeypatch.setattr(S3MediaStore, "_write", counting_write)
+    data = bytes(range(256)) * 64
+    first = store.put_bytes(data, "bin", "application/octet-stream")
+    head = s3_server.client().head_object(Bucket=bucket, Key=f"tenant-a/media-store/{store.key_of(first.uri)}")
+    second = store.put_bytes(data, "bin", "application/octet-stream")
+    path = tmp_path / "same.bin"
+    path.write_bytes(data)
+    third = store.put_file(path, "bin", "application/octet-stream")
+
+    assert first == second == third
+    assert writes == [store.key_of(first.uri)], "identical content must be uploaded exactly once"
+    again = s3_server.client().head_object(Bucket=bucket, Key=f"tenant-a/media-store/{store.key_of(first.uri)}")
+    assert again["ETag"] == head["ETag"] and again["LastModified"] == head["LastModified"]
+
+    other = store.put_bytes(data + b"!", "bin", "application/octet-stream")
+    assert other.uri != first.uri and len(writes) == 2
+    assert len(bucket_keys(s3_server, bucket)) == 2
+
+
+def test_put_file_and_local_path(store, s3_server, bucket, tmp_path):
+    source = tmp_path / "clip.wav"
+    source.write_bytes(b"RIFF" + bytes(4096))
+    ref = store.put_file(source, "wav", "audio/wav")
+    assert ref.sha256 == sha256_bytes(source.read_bytes()) and ref.size == source.stat().st_size
+
+    local = store.local_path(ref.uri)
+    assert local.is_file() and local.read_bytes() == source.read_bytes()
+    assert local.is_relative_to(tmp_path / "cache")
+    assert not list(local.parent.glob("*.part")), "the download is renamed into place, no partial file left"
+
+    # A content-addressed blob never changes, so the cached copy is served without another download.
+    s3_server.client().delete_object(Bucket=bucket, Key=f"tenant-a/media-store/{store.key_of(ref.uri)}")
+    assert store.local_path(ref.uri) == local and local.read_bytes() == source.read_bytes()
+
+
+def test_prefixes_are_isolated(s3_server, bucket, tmp_path):
+    tenant_a = make_store(s3_server, bucket, "tenant-a", tmp_path / "a")
+    tenant_b = make_store(s3_server, bucket, "/tenant-b/", tmp_path / "b")
+    no_prefix = make_store(s3_server, bucket, "", tmp_path / "c")
+    ref_a = tenant_a.put_bytes(b"a", "txt", "text/plain")
+    ref_b = tenant_b.put_bytes(b"b", "txt", "text/plain")
+
+    assert ref_b.uri.startswith(f"s3://{bucket}/tenant-b/media/")
+    assert list(tenant_a.list_keys("media/")) == [tenant_a.key_of(ref_a.uri)]
+    assert list(tenant_b.list_keys("media/")) == [tenant_b.key_of(ref_b.uri)]
+    assert sorted(no_prefix.list_keys("tenant-")) == sorted(
+        [f"tenant-a/{tenant_a.key_of(ref_a.uri)}", f"tenant-b/{tenant_b.key_of(ref_b.uri)}"]
+    )
+    with pytest.raises(ValueError):
+        tenant_a.key_of(ref_b.uri)
+    with pytest.raises(ValueError):
+        tenant_a.key_of("file:///etc/passwd")
+
+
+def _consent() -> Consent:
+    return Consent(
+        subject="test subject",
+        granted_by="tester",
+        granted_at="2025-01-01T00:00:00Z",
+        scopes=["voice"],
+        evidence_sha256="0" * 64,
+    )
+
+
+def test_records_through_the_io_manager(store, s3_server, bucket):
+    partitions = dg.StaticPartitionsDefinition(["ava-1", "ava-2"])
+
+    @dg.asset(partitions_def=partitions, io_manager_key="records")
+    def upstream_profile(context: dg.AssetExecutionContext) -> VoiceProfileRecord:
+        sample = store.put_bytes(f"voice of {context.partition_key}".encode(), "wav", "audio/wav")
+        return VoiceProfileRecord(
+            avatar_id=context.partition_key, sample=sample, problem=None, metrics=None,
+            embedding=None, consent=_consent(), waveform_sha256=None, provider=None,
+        )
+
+    @dg.asset(partitions_def=partitions, io_manager_key="records")
+    def downstream_profile(upstream_profile: VoiceProfileRecord) -> VoiceProfileRecord:
+        assert isinstance(upstream_profile, VoiceProfileRecord)
+        assert store.read(upstream_profile.sample) == f"voice of {upstream_profile.avatar_id}".encode()
+        return upstream_profile.model_copy(update={"problem": "checked"})
+
+    result = dg.materialize(
+        [upstream_profile, downstream_profile],
+        partition_key="ava-2",
+        resources={"records": RecordIOManager(store=store)},
+    )
+    assert result.success
+
+    prefix = "tenant-a/media-store/"
+    keys = bucket_keys(s3_server, bucket, prefix + "records/")
+    assert keys == [
+        f"{prefix}records/avatars/ava-2/downstream_profile.json",
+        f"{prefix}records/avatars/ava-2/upstream_profile.json",
+    ]
+    stored = parse_record(store.read_text(record_key("downstream_profile", "ava-2")))
+    assert isinstance(stored, VoiceProfileRecord) and stored.problem == "checked"
+    document = json.loads(store.read_text(record_key("upstream_profile", "ava-2")))
+    assert document["kind"] == "voice_profile" and document["record"]["avatar_id"] == "ava-2"
+
+    materialization = result.asset_materializations_for_node("upstream_profile")[0]
+    assert materialization.metadata["record"].value == f"s3://{bucket}/{prefix}records/avatars/ava-2/upstream_profile.json"
+
+
+def test_identity_run_with_s3_storage(s3_server, tmp_path):
+    bucket = f"avatar-prod-{uuid.uuid4().hex[:8]}"
+    s3_server.client().create_bucket(Bucket=bucket)
+    prefix = "studio/eu"
+    home = tmp_path / "home"
+    env = clean_env(
+        AVATAR_HOME=home,
+        AVATAR_STORAGE=f"s3://{bucket}/{prefix}",
+        AVATAR_UPLOAD_SETTLE_SECONDS="0",
+        **s3_server.env,
+    )
+    bundle = build_sample(tmp_path / "bundle" / "astronaut")
+
+    report = upload_and_process(bundle, env=env)
+
+    assert report["ok"], json.dumps(report, indent=2)
+    runs = [r for r in report["runs"] if r["job"] == "build_identity" and r["partition"] == "astronaut"]
+    assert runs and runs[0]["success"] and not runs[0]["failed_checks"], json.dumps(report, indent=2)
+
+    client = s3_server.client()
+    keys = bucket_keys(s3_server, bucket)
+    assert keys and all(key.startswith(f"{prefix}/") for key in keys), keys
+    relative = [key[len(prefix) + 1 :] for key in keys]
+
+    # Every blob is content addressed: its name is the sha256 of the bytes in it.
+    blobs = [key for key in relative if key.startswith("media/")]
+    assert len(blobs) >= 6, relative
+    for key in blobs:
+        match = MEDIA_KEY.match(key)
+        assert match, f"{key} is not media/<sha[:2]>/<sha>.<ext>"
+        body = client.get_object(Bucket=bucket, Key=f"{prefix}/{key}")["Body"].read()
+        assert hashlib.sha256(body).hexdigest() == match.group(2) and match.group(1) == match.group(2)[:2]
+
+    # One record per identity asset, each pointing at blobs that are in the bucket.
+    for asset in IDENTITY_ASSETS:
+        key = f"records/avatars/astronaut/{asset}.json"
+        assert key in relative, f"{key} missing from the bucket: {relative}"
+        body = client.get_object(Bucket=bucket, Key=f"{prefix}/{key}")["Body"].read().decode()
+        record = parse_record(body)
+        refs: list[MediaRef] = list(media_refs(record))
+        for ref in refs:
+            assert ref.uri.startswith(f"s3://{bucket}/{prefix}/media/"), ref.uri
+            assert ref.uri.removeprefix(f"s3://{bucket}/{prefix}/") in blobs
+    assert any(key.startswith("cache/") for key in relative), "content-key cache entries live in the store too"
+
+    # Nothing went to the local media or record folders.
+    assert not (home / "media").exists() or not any((home / "media").rglob("*"))
+    assert not (home / "records").exists() or not any((home / "records").rglob("*"))
+
+    # The instance (local SQLite here) points at the S3 records.
+    instance = dg.DagsterInstance.from_config(str(home / "dagster"))
+    try:
+        for asset in IDENTITY_ASSETS:
+            event = instance.get_latest_materialization_event(dg.AssetKey(asset))
+            assert event is not None and event.dagster_event.partition == "astronaut"
+            metadata = event.asset_materialization.metadata
+            assert metadata["record"].value == f"s3://{bucket}/{prefix}/records/avatars/astronaut/{asset}.json"
+    finally:
+        instance.dispose()
