@@ -158,3 +158,179 @@ def demo() -> None:
     from avatar_assets.demo import run_demo
 
     sys.exit(run_demo(echo=click.echo))
+
+
+def _decide(decision: str, asset: str, avatar: str, output: str | None, job_type: str | None, by: str, note: str,
+            content_hash: str | None, run_id: str | None) -> None:
+    from avatar_assets import approvals
+    from resources.wiring import media_store
+
+    instance, _ = load_instance_and_defs()
+    job_type = job_type or approvals.ASSET_JOB_TYPE.get(asset) or ("video_asset_approval" if output else None)
+    if job_type is None:
+        click.echo(f"error: say which --job-type this {decision} is for", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    try:
+        approval = approvals.record_decision(
+            media_store(), instance, job_type=job_type, asset=asset, avatar_id=avatar, output=output,
+            decision=decision, by=by, note=note, content_hash=content_hash, run_id=run_id,
+        )
+    except approvals.ApprovalError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    click.echo(f"{decision}d {asset} {approval.content_hash[:12]} of {avatar}/{output} as {approval.approval_id}")
+    click.echo("the approval sensor acts on it (or run: avatarops process)")
+
+
+def decision_options(fn):
+    for option in reversed([
+        click.argument("asset"),
+        click.option("--avatar", required=True),
+        click.option("--output", default=None, help="Output slug (video stages)."),
+        click.option("--job-type", default=None, help="Default: the gate of ASSET (script_approval, ...)."),
+        click.option("--by", default=lambda: os.environ.get("USER", "operator"), show_default="$USER"),
+        click.option("--hash", "content_hash", default=None, help="Content hash you reviewed (refused if it changed)."),
+        click.option("--run-id", default=None, help="Failed run, for --job-type retry_from_stage."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+@main.command()
+@decision_options
+@click.option("--note", default="")
+def approve(asset, avatar, output, job_type, by, content_hash, run_id, note) -> None:
+    """Approve ASSET of an avatar/output at its current (or --hash) content."""
+    _decide("approve", asset, avatar, output, job_type, by, note, content_hash, run_id)
+
+
+@main.command()
+@decision_options
+@click.option("--note", required=True, help="What should change (a rejection needs one).")
+def reject(asset, avatar, output, job_type, by, content_hash, run_id, note) -> None:
+    """Reject ASSET with a note; the stage is regenerated with a new seed."""
+    _decide("reject", asset, avatar, output, job_type, by, note, content_hash, run_id)
+
+
+@main.command()
+@click.argument("asset")
+@click.option("--avatar", required=True)
+@click.option("--output", default=None, help="Output slug, for video stages.")
+@click.option("--seed", default=None, type=int, help="New seed (recorded); default keeps the configured one.")
+def regenerate(asset, avatar, output, seed) -> None:
+    """Re-materialize one asset partition, then refresh exactly its existing downstream partitions."""
+    import dagster as dg
+
+    from avatar_assets.lifecycle import SEED_TAG
+    from avatar_assets.runner import execute, process as run_process
+
+    instance, defs = load_instance_and_defs()
+    graph = defs.resolve_asset_graph()
+    key = dg.AssetKey(asset)
+    if not graph.has(key):
+        click.echo(f"error: no asset {asset}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    is_video = isinstance(graph.get(key).partitions_def, dg.MultiPartitionsDefinition)
+    if not instance.has_dynamic_partition("avatars", avatar):
+        click.echo(f"error: avatar {avatar} does not exist", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    if is_video and (not output or not instance.has_dynamic_partition("outputs", output)):
+        click.echo(f"error: {asset} is a video stage: give an existing --output slug", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    partition = f"{avatar}|{output}" if is_video else avatar
+    tags = {"avatar": avatar, "avatarops/regenerate": asset, **({SEED_TAG: str(seed)} if seed is not None else {})}
+    outcome = execute(defs, instance, job_name=None, asset_keys=[key], partition_key=partition, tags=tags, origin="regenerate")
+    click.echo(f"{'ok' if outcome.success else 'FAILED'} {asset} [{partition}] run {outcome.run_id[:8]}")
+    report = run_process(defs, instance, echo=click.echo)
+    for run in report.runs:
+        click.echo(f"  refreshed {run.job} [{run.partition}] {'ok' if run.success and not run.failed_checks else 'FAILED'}")
+    sys.exit(0 if outcome.success and report.ok else 1)
+
+
+@main.command()
+@click.argument("run_id")
+def retry(run_id) -> None:
+    """Re-execute a failed run from its failed stage; finished stages are not run again."""
+    from avatar_assets.retry import retry_from_failure
+
+    instance, _ = load_instance_and_defs()
+    try:
+        result = retry_from_failure(instance, run_id)
+    except ValueError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    click.echo(f"{'ok' if result.success else 'FAILED'} re-execution {result.run_id} of {run_id}")
+    sys.exit(0 if result.success else 1)
+
+
+@main.command()
+@click.argument("avatar")
+@click.option("--reason", required=True)
+@click.option("--by", default=lambda: os.environ.get("USER", "operator"), show_default="$USER")
+@click.option("--wait", "wait_s", default=120.0, show_default=True, help="Seconds to wait for running renders to stop.")
+def revoke(avatar, reason, by, wait_s) -> None:
+    """Delete everything derived from AVATAR, keep a tombstone, refuse new requests for it."""
+    from avatar_assets import revoke as revocation
+    from resources.wiring import media_store
+
+    instance, defs = load_instance_and_defs()
+    try:
+        stone = revocation.revoke(instance, defs, media_store(), avatar, by=by, reason=reason, wait_s=wait_s)
+    except revocation.RevokeError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    click.echo(
+        f"revoked {avatar}: {len(stone.deleted_blobs)} blobs and {len(stone.deleted_records)} records deleted, "
+        f"{len(stone.kept_shared_blobs)} shared blobs kept; tombstone at tombstones/{avatar}.json"
+    )
+
+
+@main.group()
+def events() -> None:
+    """Lifecycle events in the outbox and their webhook delivery."""
+
+
+@events.command("list")
+@click.option("--limit", default=50, show_default=True)
+def events_list(limit) -> None:
+    from avatar_assets import events as outbox
+    from resources.wiring import media_store
+
+    store = media_store()
+    state = outbox.DeliveryState.load(store)
+    for event_id in outbox.pending_ids(store, None)[-limit:]:
+        event = json.loads(store.read_text(f"{outbox.OUTBOX}{event_id}.json"))
+        mark = "delivered" if state.last_delivered and event_id <= state.last_delivered else "pending"
+        where = "/".join(p for p in (event["avatar_id"], event.get("output")) if p)
+        click.echo(f"{event_id} {mark:9} {event['type']:9} {where} {event.get('asset') or ''}")
+
+
+@events.command("deliver")
+@click.option("--url", default=lambda: os.environ.get("AVATAR_WEBHOOK_URL", ""), show_default="$AVATAR_WEBHOOK_URL")
+@click.option("--follow", is_flag=True, help="Keep delivering (with backoff) until interrupted.")
+def events_deliver(url, follow) -> None:
+    import time
+
+    from avatar_assets import events as outbox
+    from resources.wiring import media_store
+
+    if not url:
+        click.echo("error: no webhook URL (--url or AVATAR_WEBHOOK_URL)", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    store = media_store()
+    while True:
+        report = outbox.deliver(store, url)
+        click.echo(f"delivered {report.delivered}, pending {report.pending}" + (f" ({report.error})" if report.error else ""))
+        if not follow:
+            sys.exit(0 if not report.pending else 1)
+        time.sleep(max(1.0, (report.waiting_until or 0) - time.time()) if report.pending else 2.0)
+
+
+@events.command("replay")
+@click.option("--since", "since_event_id", default=None, help="Event id to replay from (inclusive); default all.")
+def events_replay(since_event_id) -> None:
+    from avatar_assets import events as outbox
+    from resources.wiring import media_store
+
+    count = outbox.replay(media_store(), since_event_id)
+    click.echo(f"{count} event(s) will be delivered again")

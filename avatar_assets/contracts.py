@@ -282,7 +282,10 @@ class OutputRequest(Strict):
     platforms: list[Platform] = Field(default_factory=list)
     voice: VoiceSettings = VoiceSettings()
     pronunciations: dict[str, str] = Field(default_factory=dict, max_length=100)
-    approvals_required: list[str] = Field(default_factory=list)
+    approvals_required: list[
+        Literal["full_output_generation", "script_approval", "storyboard_approval", "background_approval",
+                "video_asset_approval"]
+    ] = Field(default_factory=list)
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
 
     @field_validator("script")
@@ -291,6 +294,13 @@ class OutputRequest(Strict):
         if not value.strip():
             raise ValueError("script is empty")
         return value
+
+    def gates(self) -> list[str]:
+        """Approval gates in force: those asked for, plus the video gate of the approval_gated route."""
+        gates = list(self.approvals_required)
+        if self.route == "approval_gated" and "video_asset_approval" not in gates:
+            gates.append("video_asset_approval")
+        return gates
 
     def renditions(self) -> list[str]:
         """Aspect ratios to package: those asked for, plus those the platforms need, in order."""
@@ -483,3 +493,58 @@ class OutputPackageRecord(Record):
     captions_vtt: MediaRef
     rights_manifest: MediaRef
     folder: str
+
+
+# --------------------------------------------------------------------------- lifecycle, approvals, revoke
+
+EventType = Literal["accepted", "started", "progress", "completed", "failed"]
+JobType = Literal[
+    "full_output_generation",
+    "retry_from_stage",
+    "script_approval",
+    "storyboard_approval",
+    "background_regeneration",
+    "background_approval",
+    "video_asset_approval",
+]
+
+
+class LifecycleEvent(Strict):
+    event_id: str
+    type: EventType
+    at: datetime
+    avatar_id: str
+    output: str | None = None
+    asset: str | None = None
+    run_id: str | None = None
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class Approval(Strict):
+    """A person's decision on one asset partition at one content hash. Durable and never edited."""
+
+    approval_id: str
+    job_type: JobType
+    asset: str
+    avatar_id: PartitionId
+    output: PartitionId | None = None
+    content_hash: Sha256
+    decision: Literal["approve", "reject"]
+    by: str = Field(min_length=1, max_length=200)
+    at: datetime
+    note: str = Field(default="", max_length=2000)
+    run_id: str | None = None
+
+
+class Tombstone(Strict):
+    """What remains of a revoked avatar: who, when, why, and the hashes of what was deleted."""
+
+    avatar_id: str
+    status: Literal["revoking", "revoked"]
+    revoked_at: datetime
+    by: str
+    reason: str
+    deleted_blobs: list[Sha256] = Field(default_factory=list)
+    deleted_records: list[str] = Field(default_factory=list)
+    kept_shared_blobs: list[Sha256] = Field(default_factory=list)
+    outputs: list[str] = Field(default_factory=list)

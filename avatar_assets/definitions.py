@@ -7,8 +7,11 @@ from avatar_assets.checks.identity import IDENTITY_CHECKS
 from avatar_assets.checks.video import VIDEO_CHECKS
 from avatar_assets.identity.assets import IDENTITY_ASSETS
 from avatar_assets.jobs import identity_job, video_job
+from avatar_assets.operations import OPERATION_JOBS
 from avatar_assets.video.assets import VIDEO_ASSETS
 from resources.wiring import build_resources
+from sensors.approvals import build_approval_sensor
+from sensors.events import build_delivery_sensor
 from sensors.requests import build_request_sensor
 from sensors.uploads import build_upload_sensor
 
@@ -23,7 +26,15 @@ automation = dg.AutomationConditionSensorDefinition(
 defs = dg.Definitions(
     assets=[*IDENTITY_ASSETS, *VIDEO_ASSETS],
     asset_checks=[*IDENTITY_CHECKS, *VIDEO_CHECKS],
-    jobs=[identity_job, video_job],
-    sensors=[build_upload_sensor(identity_job), build_request_sensor(video_job), automation],
+    jobs=[identity_job, video_job, *OPERATION_JOBS],
+    sensors=[
+        build_upload_sensor(identity_job),
+        build_request_sensor(video_job),
+        build_approval_sensor([identity_job, video_job]),
+        build_delivery_sensor(),
+        automation,
+    ],
     resources=build_resources(),
+    # One process per run: models and caches stay loaded across a run's steps.
+    executor=dg.in_process_executor,
 )

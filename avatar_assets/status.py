@@ -41,7 +41,8 @@ def collect_status(defs: dg.Definitions, instance: dg.DagsterInstance) -> dict:
     for avatar_id in instance.get_dynamic_partitions("avatars"):
         assets = {}
         for key in graph.get_all_asset_keys():
-            if graph.get(key).partitions_def is None or graph.get(key).partitions_def.name != "avatars":
+            # Only avatar-partitioned assets (video cells are multi-partitioned and have no `name`).
+            if getattr(graph.get(key).partitions_def, "name", None) != "avatars":
                 continue
             events = instance.fetch_materializations(
                 dg.AssetRecordsFilter(asset_key=key, asset_partitions=[avatar_id]), limit=1

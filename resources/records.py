@@ -45,6 +45,9 @@ class RecordIOManager(dg.ConfigurableIOManager):
         if not isinstance(obj, Record):
             raise TypeError(f"{context.asset_key.to_user_string()} returned {type(obj).__name__}, not a Record")
         key = record_key(context.asset_key.path[-1], context.asset_partition_key)
+        avatar_id = str(context.asset_partition_key).split("|", 1)[0]
+        if self.store.read_text(f"tombstones/{avatar_id}.json") is not None:
+            raise dg.Failure(f"avatar {avatar_id} was revoked; its records are not written", allow_retries=False)
         self.store.write_text(key, dump_record(obj))
         context.add_output_metadata({"record": dg.MetadataValue.path(self.store.uri(key))})
 

@@ -13,9 +13,10 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from avatar_assets import requests, settings
+from avatar_assets import approvals, events, requests, revoke, settings
 from avatar_assets.intake import atomic_write_text
 from partitions import cell_key, outputs
+from resources.wiring import media_store
 
 REQUEST_SENSOR = "output_request_sensor"
 IDENTITY_GATED = {
@@ -23,16 +24,11 @@ IDENTITY_GATED = {
     "neutral_image": ["neutral_face_geometry"],
     "voice_profile": ["voice_sample_quality"],
 }
-STAGES_BEFORE_APPROVAL = ["script", "storyboard", "speech", "backgrounds", "scene_assets", "lip_sync"]
-
-
-def tombstone_path(avatar_id: str):
-    return settings.avatar_home() / "tombstones" / f"{avatar_id}.json"
 
 
 def identity_blocker(instance: dg.DagsterInstance, avatar_id: str) -> str | None:
     """Why an avatar cannot be rendered yet, or None when its identity exists and passed its gates."""
-    if tombstone_path(avatar_id).exists():
+    if revoke.is_revoked(avatar_id):
         return f"avatar {avatar_id} was revoked; new requests are refused"
     if not instance.has_dynamic_partition("avatars", avatar_id):
         return f"avatar {avatar_id} does not exist (no upload has been taken for it)"
@@ -96,6 +92,7 @@ def hold(scanned: requests.ScannedRequest, reason: str) -> None:
 def evaluate_requests(instance: dg.DagsterInstance, log) -> dg.SensorResult:
     run_requests, new_slugs = [], []
     known_slugs = set(instance.get_dynamic_partitions("outputs"))
+    store = media_store()
     for scanned in requests.scan_requests():
         if scanned.request is None:
             log.warning(f"quarantined request {scanned.path}: {'; '.join(scanned.problems)} -> {quarantine_request(scanned)}")
@@ -109,12 +106,23 @@ def evaluate_requests(instance: dg.DagsterInstance, log) -> dg.SensorResult:
         if scanned.slug not in known_slugs and scanned.slug not in new_slugs:
             new_slugs.append(scanned.slug)
         sha = hashlib.sha256(scanned.raw).hexdigest()
-        gated = scanned.request.route == "approval_gated"
+        events.emit(
+            store, "accepted", avatar_id=scanned.avatar_id, output=scanned.slug, asset="script",
+            dedupe_key=f"{scanned.avatar_id}|{scanned.slug}:{sha}", route=scanned.request.route,
+        )
+        if "full_output_generation" in scanned.request.gates() and not approvals.is_approved(
+            store, scanned.avatar_id, scanned.slug, "script", sha
+        ):
+            hold(scanned, f"waiting for approval: full_output_generation of request {sha[:12]} "
+                          f"(avatarops approve script --avatar {scanned.avatar_id} --output {scanned.slug} "
+                          "--job-type full_output_generation)")
+            continue
+        segment = approvals.next_segment(scanned.request, None)
         run_requests.append(
             dg.RunRequest(
                 run_key=f"{scanned.avatar_id}|{scanned.slug}:{sha}",
                 partition_key=cell_key(scanned.avatar_id, scanned.slug),
-                asset_selection=[dg.AssetKey(stage) for stage in STAGES_BEFORE_APPROVAL] if gated else None,
+                asset_selection=[dg.AssetKey(stage) for stage in segment] if len(segment) < len(approvals.VIDEO_STAGES) else None,
                 tags={"avatar": scanned.avatar_id, "output": scanned.slug, "request_sha256": sha,
                       "route": scanned.request.route},
             )

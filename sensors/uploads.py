@@ -11,8 +11,9 @@ import json
 
 import dagster as dg
 
-from avatar_assets import intake, settings
+from avatar_assets import events, intake, revoke, settings
 from partitions import avatars
+from resources.wiring import media_store
 
 UPLOAD_SENSOR = "avatar_upload_sensor"
 
@@ -40,7 +41,15 @@ def evaluate_uploads(cursor: str | None, *, settle_seconds: float, log) -> dg.Se
             target = intake.quarantine(bundle, scan.problems, settings.quarantine_dir())
             log.warning(f"quarantined {bundle.name}: {'; '.join(scan.problems)} -> {target}")
             continue
+        if revoke.is_revoked(scan.avatar_id):
+            problems = [f"avatar {scan.avatar_id} was revoked; a revoked avatar id cannot be uploaded again"]
+            log.warning(f"quarantined {bundle.name}: {problems[0]} -> {intake.quarantine(bundle, problems, settings.quarantine_dir())}")
+            continue
         new_avatars.append(scan.avatar_id)
+        events.emit(
+            media_store(), "accepted", avatar_id=scan.avatar_id, asset="source_upload",
+            dedupe_key=f"{scan.avatar_id}:{scan.sha256}", bundle_sha256=scan.sha256,
+        )
         run_requests.append(
             dg.RunRequest(
                 run_key=f"{scan.avatar_id}:{scan.sha256}",

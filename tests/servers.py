@@ -351,3 +351,112 @@ def upload_and_process(bundle: Path, *, env: Mapping[str, str], timeout: float =
     start = processed.stdout.find("{")
     assert start >= 0, f"no JSON report from avatarops process:\n{processed.stdout}\n{processed.stderr[-4000:]}"
     return json.loads(processed.stdout[start:])
+
+
+# --------------------------------------------------------------------------- headless Chromium
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--hide-scrollbars",
+    "--window-size=1400,1000",
+]
+
+
+def chromium_binary() -> str | None:
+    """AVATAR_CHROMIUM, else Debian's /usr/bin/chromium (scripts/install-browser.sh), else one on PATH."""
+    import shutil
+
+    candidates = [os.environ.get("AVATAR_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"),
+                  shutil.which("chromium-browser"), shutil.which("google-chrome")]
+    return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
+
+
+def run_chromium(binary: str, profile: Path, args: list[str], *, timeout: float = 90) -> subprocess.CompletedProcess:
+    """One-shot Chromium (--dump-dom, --screenshot) with a fresh profile; its process group dies with it."""
+    profile.mkdir(parents=True, exist_ok=True)
+    popen = subprocess.Popen(
+        [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    process = ManagedProcess(name="chromium", popen=popen, log_path=profile / "none.log")
+    try:
+        stdout, stderr = popen.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        terminate_group(process, grace=5)
+        raise
+    terminate_group(process, grace=5)  # helpers (zygote, GPU/network services) go with it
+    return subprocess.CompletedProcess(popen.args, popen.returncode, stdout.decode(errors="replace"),
+                                       stderr.decode(errors="replace"))
+
+
+class CdpPage:
+    """Just enough of the Chrome DevTools Protocol to drive one page: navigate, evaluate, screenshot.
+
+    The websocket client is `websockets`, which dagster-webserver already depends on (uvicorn[standard]).
+    """
+
+    def __init__(self, websocket):
+        self._ws = websocket
+        self._ids = 0
+
+    def call(self, method: str, **params) -> dict:
+        self._ids += 1
+        message_id = self._ids
+        self._ws.send(json.dumps({"id": message_id, "method": method, "params": params}))
+        while True:
+            message = json.loads(self._ws.recv(timeout=60))
+            if message.get("id") == message_id:
+                if "error" in message:
+                    raise RuntimeError(f"{method}: {message['error']}")
+                return message["result"]
+
+    def evaluate(self, expression: str) -> Any:
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"JavaScript error: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def navigate(self, url: str) -> None:
+        self.call("Page.navigate", url=url)
+
+    def screenshot(self, path: Path) -> Path:
+        import base64
+
+        path.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"]))
+        return path
+
+
+@contextlib.contextmanager
+def chromium_page(binary: str, profile: Path, *, log_path: Path, width: int = 1400, height: int = 1000) -> Iterator[CdpPage]:
+    """Headless Chromium with DevTools on a kernel-chosen loopback port; yields its first page."""
+    from websockets.sync.client import connect
+
+    profile.mkdir(parents=True, exist_ok=True)
+    args = [
+        binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
+        "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0", "about:blank",
+    ]
+    with managed_process("chromium", args, env=os.environ, log_path=log_path) as process:
+        port_file = profile / "DevToolsActivePort"
+        port = wait_until(
+            lambda: port_file.is_file() and int(port_file.read_text().split()[0]),
+            timeout=30, interval=0.1, what="Chromium's DevTools port", process=process,
+        )
+        _, listing = http_get(f"http://{LOOPBACK}:{port}/json/list")
+        target = next(t for t in json.loads(listing) if t["type"] == "page")
+        with connect(target["webSocketDebuggerUrl"], max_size=None, open_timeout=30) as websocket:
+            page = CdpPage(websocket)
+            page.call("Page.enable")
+            page.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
+            yield page

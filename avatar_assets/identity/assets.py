@@ -26,23 +26,27 @@ from avatar_assets.contracts import (
     VoiceProfileRecord,
 )
 from avatar_assets.caching import media_refs
+from avatar_assets.lifecycle import emits_lifecycle, seed_override
 from partitions import avatars, refresh_existing
 from resources.media_store import MediaStore, sha256_bytes
 from resources.providers import FaceAnalyzer, ImageGenerator, SpeakerEncoder
 
 GROUP = "identity"
+PROVIDER_RETRIES = dg.RetryPolicy(max_retries=2, delay=1, backoff=dg.Backoff.EXPONENTIAL)
 CODE_VERSION = "1"
 PHOTO_TYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 
 
 def identity_asset(**kwargs):
-    return dg.asset(
+    asset = dg.asset(
         partitions_def=avatars,
         group_name=GROUP,
         io_manager_key="records",
         code_version=CODE_VERSION,
+        retry_policy=PROVIDER_RETRIES,
         **kwargs,
     )
+    return lambda fn: asset(emits_lifecycle(fn))
 
 
 def recorded(record: Record, metadata: dict) -> dg.Output:
@@ -64,11 +68,11 @@ def source_upload(context: dg.AssetExecutionContext, store: MediaStore) -> dg.Ou
     avatar_id = context.partition_key
     bundle = settings.inbox_dir() / "avatars" / avatar_id
     if not (bundle / intake.MANIFEST).is_file():
-        raise dg.Failure(f"no upload bundle for {avatar_id} at {bundle}")
+        raise dg.Failure(f"no upload bundle for {avatar_id} at {bundle}", allow_retries=False)
     manifest, problems = intake.read_manifest(bundle)
     problems += intake.check_files(bundle, manifest) if manifest else []
     if problems or manifest is None:
-        raise dg.Failure(f"upload bundle {bundle} is not valid: {'; '.join(problems)}")
+        raise dg.Failure(f"upload bundle {bundle} is not valid: {'; '.join(problems)}", allow_retries=False)
 
     contents = {path: (bundle / path).read_bytes() for path in [intake.MANIFEST, *manifest.referenced_paths()]}
     bundle_sha = intake.contents_sha256(contents)
@@ -230,14 +234,14 @@ def neutral_image(
     from avatar_assets.media.images import decode_image, encode_png, thumbnail_markdown
 
     if validated_inputs.best_photo is None:
-        raise dg.Failure(f"{validated_inputs.avatar_id} has no usable photo; see validated_inputs")
+        raise dg.Failure(f"{validated_inputs.avatar_id} has no usable photo; see validated_inputs", allow_retries=False)
     photo = next(p for p in source_upload.photos if p.path == validated_inputs.best_photo)
 
     def compute() -> NeutralImageRecord:
         rgb = decode_image(store.read(photo.upright))
         found = detect_faces(rgb)
         if not found:
-            raise dg.Failure(f"no face found again in {photo.path}")
+            raise dg.Failure(f"no face found again in {photo.path}", allow_retries=False)
         context.log.info(f"aligning {photo.path} ({rgb.shape[1]}x{rgb.shape[0]})")
         portrait, provider = images.neutral_portrait(rgb, found[0])
         mask_ref = store.put_bytes(encode_png(np.dstack([portrait.mask] * 3)), "png", "image/png")
@@ -260,6 +264,8 @@ def neutral_image(
         "neutral_image", CODE_VERSION, {"photo": photo.upright.sha256, "provider": images.model_dump()}
     )
     record, _ = reuse_or_compute(store, "neutral_image", key, compute, context.log)
+    # The cache is keyed by content, so a hit may come from another avatar that uploaded the same photo.
+    record = record.model_copy(update={"avatar_id": source_upload.avatar_id, "source_photo": photo.path})
     rgb = decode_image(store.read(record.image))
     return recorded(
         record,
@@ -315,7 +321,7 @@ def character_sheet(
 ) -> dg.Output[CharacterSheetRecord]:
     from avatar_assets.media.images import decode_image, encode_png, thumbnail_markdown
 
-    seed = images.seed
+    seed = seed_override(context, images.seed)
 
     def compute() -> CharacterSheetRecord:
         portrait = stored_portrait(store, neutral_image)
@@ -333,9 +339,11 @@ def character_sheet(
         )
 
     key = content_key(
-        "character_sheet", CODE_VERSION, {"neutral": neutral_image.image.sha256, "provider": images.model_dump()}
+        "character_sheet", CODE_VERSION,
+        {"neutral": neutral_image.image.sha256, "provider": images.model_dump(), "seed": seed}
     )
     record, _ = reuse_or_compute(store, "character_sheet", key, compute, context.log)
+    record = record.model_copy(update={"avatar_id": neutral_image.avatar_id})  # a hit may be another avatar's
     return recorded(
         record,
         {
@@ -418,6 +426,7 @@ def voice_profile(
     automation_condition=refresh_existing,
 )
 def identity_bundle(
+    context: dg.AssetExecutionContext,
     source_upload: SourceUploadRecord,
     validated_inputs: ValidatedInputsRecord,
     neutral_image: NeutralImageRecord,

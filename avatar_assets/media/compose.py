@@ -99,10 +99,15 @@ def composite_shot(
     mask = avatar_mask if avatar_mask.ndim == 2 else avatar_mask[..., 0]
     mask = cv2.erode(mask, np.ones((3, 3), np.uint8))
     mask = cv2.GaussianBlur(mask, (0, 0), sigmaX=1.2, borderType=cv2.BORDER_REPLICATE)
-    m = np.array([[scale, 0, dx], [0, scale, dy]], np.float32)
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    person = cv2.warpAffine(avatar_rgb, m, out_size, flags=interp, borderMode=cv2.BORDER_REPLICATE)
-    alpha = cv2.warpAffine(mask, m, out_size, flags=interp, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    person_src, sx, sy = avatar_rgb, scale, scale
+    if scale < 1:  # warpAffine has no area filter: shrink first so small shots of big photos do not alias
+        nw, nh = max(1, round(aw * scale)), max(1, round(ah * scale))
+        person_src = cv2.resize(avatar_rgb, (nw, nh), interpolation=cv2.INTER_AREA)
+        mask = cv2.resize(mask, (nw, nh), interpolation=cv2.INTER_AREA)
+        sx, sy = scale * aw / nw, scale * ah / nh
+    m = np.array([[sx, 0, dx], [0, sy, dy]], np.float32)
+    person = cv2.warpAffine(person_src, m, out_size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    alpha = cv2.warpAffine(mask, m, out_size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     a = alpha.astype(np.float32) / 255.0
     frame = cv2.blendLinear(person, bg, a, 1.0 - a)
     mouth = mouth_box if mouth_box is not None else mouth_box_from_face(face_box)

@@ -114,18 +114,24 @@ def _fps_arg(fps: float) -> str:
 
 
 @contextlib.contextmanager
+def _scratch(directory: Path, prefix: str, suffix: str) -> Iterator[Path]:
+    """A unique temp file in `directory` (same filesystem as the output), always removed afterwards."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=directory)
+    os.close(fd)
+    try:
+        yield Path(name)
+    finally:
+        Path(name).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
 def _atomic_target(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temp path beside `path`; rename it over `path` only if the block finishes cleanly."""
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".part{final.suffix}", dir=final.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with _scratch(final.parent, f".{final.stem}.", f".part{final.suffix}") as tmp:
         yield tmp
         os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -138,13 +144,9 @@ def _temp_wav(audio: Audio | None, directory: Path, n_samples: int | None) -> It
     samples, sr = _mono_float(audio)
     if n_samples is not None:
         samples = fit_length(samples, n_samples)
-    fd, name = tempfile.mkstemp(prefix=".audio.", suffix=".wav", dir=directory)
-    os.close(fd)
-    try:
-        sf.write(name, samples, sr, subtype="FLOAT")
-        yield Path(name)
-    finally:
-        Path(name).unlink(missing_ok=True)
+    with _scratch(directory, ".audio.", ".wav") as wav:
+        sf.write(wav, samples, sr, subtype="FLOAT")
+        yield wav
 
 
 def _mono_float(audio: Audio) -> Audio:
@@ -205,26 +207,45 @@ def encode_frames(
 ) -> EncodeResult:
     """Pipe RGB frames straight into libx264 (+ AAC audio): the fastest path and the stitching baseline.
 
-    The frames decide the length: audio is cut or padded with silence to match, sample-exact when
-    `frames` has a length, otherwise by ffmpeg (apad + shortest, which can end up to one AAC frame short).
+    The frames decide the length and the audio is cut or padded with silence to match, sample-exact.
+    When `frames` has a length that happens in one ffmpeg pass; for a plain iterator the frame count is
+    only known at the end, so the video is encoded first and the audio muxed in by a second, copy pass.
     """
     started = time.perf_counter()
     final = Path(path)
-    w, h = size
     known = len(frames) if isinstance(frames, Sized) else None
-    n_samples = round(known / fps * audio[1]) if known is not None and audio is not None else None
-    with _atomic_target(final) as tmp, _temp_wav(audio, final.parent, n_samples) as wav:
-        cmd = [FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-               "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", _fps_arg(fps), "-i", "-"]
-        if wav is not None:
-            cmd += ["-i", str(wav), "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", AUDIO_BITRATE]
-            if known is None:
-                cmd += ["-af", "apad", "-shortest"]
-        cmd += [*_x264_args(crf, preset, pix_fmt), "-movflags", "+faststart", "-f", "mp4", str(tmp)]
-        count = _pipe_frames(cmd, frames, size)
+    with _atomic_target(final) as tmp:
+        if audio is None or known is not None:
+            n_samples = round(known / fps * audio[1]) if audio is not None and known is not None else None
+            with _temp_wav(audio, final.parent, n_samples) as wav:
+                count = _pipe_frames(_encode_cmd(size, fps, wav, tmp, crf, preset, pix_fmt), frames, size)
+        else:
+            with _scratch(final.parent, f".{final.stem}.", ".video.mp4") as video_only:
+                count = _pipe_frames(_encode_cmd(size, fps, None, video_only, crf, preset, pix_fmt), frames, size)
+                with _temp_wav(audio, final.parent, round(count / fps * audio[1])) as wav:
+                    _ffmpeg([FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", str(video_only),
+                             "-i", str(wav), "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac",
+                             "-b:a", AUDIO_BITRATE, "-movflags", "+faststart", "-f", "mp4", str(tmp)], "mux")
         if count == 0:
             raise ValueError("encode_frames got no frames")
-    return _result(final, size, fps, count, wav is not None, started)
+    return _result(final, size, fps, count, audio is not None, started)
+
+
+def _encode_cmd(size: Size, fps: float, wav: Path | None, out: Path, crf: int, preset: str, pix_fmt: str) -> list[str]:
+    """Raw RGB on stdin (+ an optional WAV) to H.264/AAC MP4."""
+    w, h = size
+    cmd = [FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+           "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", _fps_arg(fps), "-i", "-"]
+    if wav is not None:
+        cmd += ["-i", str(wav), "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", AUDIO_BITRATE]
+    return [*cmd, *_x264_args(crf, preset, pix_fmt), "-movflags", "+faststart", "-f", "mp4", str(out)]
+
+
+def _ffmpeg(cmd: list[str], what: str) -> None:
+    """Run a one-shot ffmpeg command; RuntimeError with its stderr tail on failure."""
+    out = _run(cmd)
+    if out.returncode != 0:
+        raise RuntimeError(f"ffmpeg {what} failed: {out.stderr.decode(errors='replace')[-2000:]}")
 
 
 def _pipe_frames(cmd: list[str], frames: Iterable[np.ndarray], size: Size) -> int:
@@ -265,6 +286,7 @@ class CaptionPatch:
     inv_alpha: np.ndarray
 
     def burn(self, frame: np.ndarray) -> None:
+        """Alpha-blend into `frame` in place; only the patch region is touched."""
         h, w = self.rgb.shape[:2]
         roi = frame[self.y:self.y + h, self.x:self.x + w]
         roi[:] = cv2.blendLinear(self.rgb, roi, self.alpha, self.inv_alpha)
@@ -305,9 +327,9 @@ def render_caption(text: str, size: Size) -> CaptionPatch:
     font = load_font(px)
     wrapped = _wrap(text, font, int(0.84 * w))
     stroke = max(1, px // 14)
-    probe = ImageDraw.Draw(Image.new("L", (1, 1)))
+    measure = ImageDraw.Draw(Image.new("L", (1, 1)))
     left, top, right, bottom = (math.floor(v) if i < 2 else math.ceil(v) for i, v in enumerate(
-        probe.multiline_textbbox((0, 0), wrapped, font=font, stroke_width=stroke, align="center")))
+        measure.multiline_textbbox((0, 0), wrapped, font=font, stroke_width=stroke, align="center")))
     pad = px // 2
     pw, ph = min(w, right - left + 2 * pad), min(h, bottom - top + 2 * pad)
     patch = Image.new("RGBA", (pw, ph), (0, 0, 0, 0))
@@ -316,11 +338,10 @@ def render_caption(text: str, size: Size) -> CaptionPatch:
     draw.multiline_text((pad - left, pad - top), wrapped, font=font, fill=(255, 255, 255, 255),
                         stroke_width=stroke, stroke_fill=(0, 0, 0, 255), align="center")
     arr = np.asarray(patch)
-    alpha = arr[..., 3:4].astype(np.float32).repeat(3, axis=2) / 255.0
+    alpha = arr[..., 3].astype(np.float32) / 255.0
     margin = (0.16 if h > w else 0.07) * h
-    y = int(max(0, h - margin - ph))
-    return CaptionPatch(x=(w - pw) // 2, y=y, rgb=np.ascontiguousarray(arr[..., :3]),
-                         alpha=np.ascontiguousarray(alpha[..., 0]), inv_alpha=np.ascontiguousarray(1.0 - alpha[..., 0]))
+    return CaptionPatch(x=(w - pw) // 2, y=int(max(0, h - margin - ph)), rgb=np.ascontiguousarray(arr[..., :3]),
+                        alpha=alpha, inv_alpha=1.0 - alpha)
 
 
 @dataclass(frozen=True)
@@ -380,14 +401,16 @@ def stitch_scenes(
     path: str | os.PathLike[str],
     crf: int = 20,
     preset: str = "veryfast",
-    pix_fmt: str = "yuv420p",
     progress: Callable[[int, int], None] | None = None,
 ) -> EncodeResult:
     """Assemble scenes with crossfades and burned captions into one H.264/AAC MP4 through moviepy.
 
     One `VideoClip` whose frame function looks up a precomputed plan: no compositing clips, no per-frame
     resizing, captions rendered once per cue. The scenes define the length; audio is fitted to it.
+    Output is yuv420p (moviepy forces it for libx264), so both dimensions must be even.
     """
+    if size[0] % 2 or size[1] % 2:
+        raise ValueError(f"yuv420p needs even dimensions, got {size[0]}x{size[1]}")
     started = time.perf_counter()
     duration = _check_scenes(scenes, fps)
     n = max(1, round(duration * fps))
@@ -416,18 +439,20 @@ def stitch_scenes(
     # Duration a hair over n frames: moviepy renders int(duration * fps) frames, which float error
     # could otherwise make n - 1.
     clip = VideoClip(frame_function=frame_function, duration=(n + 0.5) / fps)
-    if audio is not None:
-        samples, sr = _mono_float(audio)
-        samples = fit_length(samples, round(n / fps * sr))
-        # moviepy's AudioArrayClip assumes stereo when sampling arrays, so give it two channels.
-        clip = clip.with_audio(AudioArrayClip(np.repeat(samples[:, None], 2, axis=1), fps=sr))
     logger = _ProgressLogger(progress, n) if progress is not None else None
-    with _atomic_target(final) as tmp:
+    with _atomic_target(final) as tmp, _scratch(final.parent, ".audio.", ".wav") as wav:
+        if audio is not None:
+            samples, sr = _mono_float(audio)
+            samples = fit_length(samples, round(n / fps * sr))
+            # moviepy's AudioArrayClip samples arrays as stereo, so give it two channels (-ac 1 below
+            # folds them back). It goes out as PCM so the AAC encode runs inside the video ffmpeg,
+            # alongside x264, instead of as a separate pass before it.
+            AudioArrayClip(np.repeat(samples[:, None], 2, axis=1), fps=sr).write_audiofile(
+                str(wav), fps=sr, codec="pcm_s16le", logger=None)
         clip.write_videofile(
-            str(tmp), fps=fps, codec="libx264", audio_codec="aac", audio_bitrate=AUDIO_BITRATE,
-            audio_fps=audio[1] if audio is not None else 44100, preset=preset,
-            ffmpeg_params=["-crf", str(crf), "-pix_fmt", pix_fmt, "-movflags", "+faststart"],
-            temp_audiofile_path=str(final.parent), logger=logger,
+            str(tmp), fps=fps, codec="libx264", audio=str(wav) if audio is not None else False,
+            audio_codec="aac", preset=preset, logger=logger,
+            ffmpeg_params=["-crf", str(crf), "-b:a", AUDIO_BITRATE, "-ac", "1", "-movflags", "+faststart"],
         )
     return _result(final, size, fps, n, audio is not None, started)
 
@@ -483,7 +508,7 @@ def probe(path: str | os.PathLike[str]) -> VideoProbe:
         height=int(video.group(4)),
         fps=float(fps_match.group(1)) if fps_match else 0.0,
         frame_count=int(frames[-1]) if frames else 0,
-        duration_s=(int(duration.group(1)) * 3600 + int(duration.group(2)) * 60 + float(duration.group(3))) if duration else 0.0,
+        duration_s=int(duration[1]) * 3600 + int(duration[2]) * 60 + float(duration[3]) if duration else 0.0,
         video_codec=video.group(1),
         pix_fmt=video.group(2),
         audio_codec=audio.group(1) if audio else None,
@@ -609,11 +634,9 @@ def transcode_for_platform(
     started = time.perf_counter()
     final = Path(path)
     with _atomic_target(final) as tmp:
-        out = _run([FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", str(src_path),
-                    "-map", "0:v:0", "-map", "0:a:0?", "-vf", f"{vf},setsar=1", *_x264_args(crf, preset, "yuv420p"),
-                    "-c:a", "aac", "-b:a", AUDIO_BITRATE, "-movflags", "+faststart", "-f", "mp4", str(tmp)])
-        if out.returncode != 0:
-            raise RuntimeError(f"transcode failed: {out.stderr.decode(errors='replace')[-2000:]}")
+        _ffmpeg([FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", str(src_path),
+                 "-map", "0:v:0", "-map", "0:a:0?", "-vf", f"{vf},setsar=1", *_x264_args(crf, preset, "yuv420p"),
+                 "-c:a", "aac", "-b:a", AUDIO_BITRATE, "-movflags", "+faststart", "-f", "mp4", str(tmp)], "transcode")
     info = probe(final)
     return _result(final, (info.width, info.height), info.fps, info.frame_count, info.has_audio, started)
 

@@ -1,9 +1,10 @@
 """Delivery checks on a finished MP4: decode every frame (at reduced size) and every audio sample.
 
-Black and frozen runs are measured on area-downscaled luma. "Frozen" means no pixel of the small
-luma image moves by more than a few levels from the previous frame: a talking head whose only motion
-is the mouth changes few pixels, so a mean-difference test would call it frozen, but those pixels
-change a lot, which the per-pixel maximum sees.
+Black and frozen runs are measured on area-downscaled luma. A frame is frozen when both its mean
+difference from the previous frame is tiny and no pixel moved by more than compression noise: a
+talking head whose only motion is the mouth has a near-zero mean difference, but the mouth pixels
+change a lot, which the per-pixel maximum sees; a slow fade changes every pixel a little, which the
+mean sees.
 """
 
 from __future__ import annotations
@@ -69,13 +70,15 @@ def analyse_video(
     expected_fps: float | None = None,
     expected_size: tuple[int, int] | None = None,
     black_threshold: float = 0.06,
-    freeze_threshold: float = 0.025,
+    freeze_threshold: float = 0.002,
+    freeze_max_diff: float = 0.014,
     max_black_s: float = 0.5,
     max_frozen_s: float = 1.0,
 ) -> VideoQA:
     """Fully decode `path` and report size, fps, frame count, audio/video durations, loudness, the
-    longest black run (mean luma < `black_threshold`) and the longest frozen run (largest per-pixel
-    luma change < `freeze_threshold`, both as fractions of full scale)."""
+    longest black run (mean luma < `black_threshold`) and the longest frozen run (mean luma change
+    < `freeze_threshold` and largest per-pixel change < `freeze_max_diff`). Levels are fractions of
+    full scale."""
     info = probe(path)
     qa_w = min(QA_WIDTH, info.width)
     qa_h = max(2, round(info.height * qa_w / info.width / 2) * 2)
@@ -94,7 +97,7 @@ def analyse_video(
         prev = cur
     n = len(rows)
     black = np.array([r["mean_luma"] < black_threshold for r in rows], bool)
-    still = np.array([r["max_diff"] < freeze_threshold for r in rows[1:]], bool)
+    still = np.array([r["mean_diff"] < freeze_threshold and r["max_diff"] < freeze_max_diff for r in rows[1:]], bool)
     frozen_run = _longest_run(still)
     duration = n / info.fps if info.fps else 0.0
 

@@ -1,5 +1,6 @@
 """Video stages. Thin wiring: load records, call providers and media functions, store, describe."""
 
+import functools
 import hashlib
 import io
 import json
@@ -10,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 
-from avatar_assets import settings
+from avatar_assets import approvals, settings
 from avatar_assets.caching import content_key, reuse_or_compute
 from avatar_assets.contracts import (
     ASPECT_SIZE,
@@ -39,24 +40,56 @@ from avatar_assets.contracts import (
     VoiceProfileRecord,
     WordTimingModel,
 )
-from avatar_assets.requests import read_request
+from avatar_assets.lifecycle import emits_lifecycle, progress, seed_override
+from avatar_assets.requests import RequestError, read_request
 from partitions import identity_to_video, refresh_existing, video_cells
 from resources.media_store import MediaStore, sha256_bytes
 from resources.providers import Enhancer, ImageGenerator, LipSyncer, SpeechSynthesizer, VideoSettings
 
 GROUP = "video"
+PROVIDER_RETRIES = dg.RetryPolicy(max_retries=2, delay=1, backoff=dg.Backoff.EXPONENTIAL)
 CODE_VERSION = "1"
 
 
 def video_asset(*, refresh: bool = True, **kwargs):
-    return dg.asset(
+    asset = dg.asset(
         partitions_def=video_cells,
         group_name=GROUP,
         io_manager_key="records",
         code_version=CODE_VERSION,
         automation_condition=refresh_existing if refresh else None,
+        retry_policy=PROVIDER_RETRIES,
         **kwargs,
     )
+    return lambda fn: asset(emits_lifecycle(approval_guard(fn)))
+
+
+def approval_guard(fn):
+    """A stage behind a human gate runs only when that gate's current content is approved."""
+    gate = approvals.GUARDED_BY.get(fn.__name__)
+    if gate is None:
+        return fn
+
+    @functools.wraps(fn)
+    def guarded(context, *args, **kwargs):
+        from resources.records import read_record
+        from resources.wiring import media_store
+
+        avatar_id, slug = cell(context)
+        store = media_store()
+        script_record = read_record(store, "script", f"{avatar_id}|{slug}")
+        if script_record is not None and gate in approvals.gate_assets(script_record.request):
+            gated = read_record(store, gate, f"{avatar_id}|{slug}")
+            content = gated.content_hash() if gated else "missing"
+            if gated is None or not approvals.is_approved(store, avatar_id, slug, gate, content):
+                raise dg.Failure(
+                    f"waiting for approval of {gate} {content[:12]} for {avatar_id}/{slug}: "
+                    f"avatarops approve {gate} --avatar {avatar_id} --output {slug}",
+                    allow_retries=False,
+                )
+        return fn(context, *args, **kwargs)
+
+    return guarded
 
 
 def identity_input() -> dg.AssetIn:
@@ -74,13 +107,6 @@ def recorded(record: Record, metadata: dict) -> dg.Output:
         return dg.Output(record, data_version=dg.DataVersion(record.content_hash()), metadata=metadata)
 
 
-def progress_logger(context: dg.AssetExecutionContext, what: str):
-    def report(done: int, total: int) -> None:
-        context.log.info(f"{what}: {done}/{total} frames")
-
-    return report
-
-
 def scratch_dir() -> tempfile.TemporaryDirectory:
     root = settings.avatar_home() / "tmp"
     root.mkdir(parents=True, exist_ok=True)
@@ -95,11 +121,14 @@ def script(context: dg.AssetExecutionContext, store: MediaStore) -> dg.Output[Sc
     from avatar_assets.media.script import ScriptError, estimated_duration_s, parse_script, to_ssml
 
     avatar_id, slug = cell(context)
-    request, raw = read_request(avatar_id, slug)
+    try:
+        request, raw = read_request(avatar_id, slug)
+    except RequestError as error:
+        raise dg.Failure(str(error), allow_retries=False) from error
     try:
         parsed = parse_script(request.script, pronunciations=request.pronunciations)
     except ScriptError as error:
-        raise dg.Failure(f"script for {avatar_id}/{slug} cannot be spoken: {error}") from error
+        raise dg.Failure(f"script for {avatar_id}/{slug} cannot be spoken: {error}", allow_retries=False) from error
     record = ScriptRecord(
         avatar_id=avatar_id,
         slug=slug,
@@ -267,7 +296,7 @@ def backgrounds(
     from avatar_assets.media.images import encode_png, thumbnail_markdown
 
     prompts = [scene.background_prompt for scene in storyboard.scenes]
-    seeds = [script.request.seed + scene.index for scene in storyboard.scenes]
+    seeds = [seed_override(context, script.request.seed) + scene.index for scene in storyboard.scenes]
     size = tuple(storyboard.master_size)
 
     def compute() -> BackgroundsRecord:
@@ -401,7 +430,7 @@ def lip_sync(
         with scratch_dir() as tmp:
             path = Path(tmp) / "lip_sync.mp4"
             encode_frames(
-                render_frames(tracks, openness, fps, progress=progress_logger(context, "lip sync")),
+                render_frames(tracks, openness, fps, progress=progress(context, "lip sync")),
                 fps=fps, size=tuple(scene_assets.master_size), audio=(audio.samples, audio.sample_rate),
                 path=path, crf=video.crf, preset=video.preset,
             )
@@ -530,7 +559,7 @@ def stitched_video(
             stitch_scenes(
                 clips, fps=lip_sync.fps, size=tuple(scene_assets.master_size), audio=(audio.samples, audio.sample_rate),
                 captions=captions, transition_s=video.transition_s, path=path, crf=video.crf, preset=video.preset,
-                progress=progress_logger(context, "stitching"),
+                progress=progress(context, "stitching"),
             )
             qa = measure_video(path, scene_assets.master_size, lip_sync.fps, speech.duration_s)
             ref = store.put_file(path, "mp4", "video/mp4")
@@ -576,7 +605,7 @@ def enhanced_video(
         audio = read_audio(source, sr=48000)
         levelled = normalize_loudness(audio, 48000, target_lufs=enhancer.target_lufs)
         total = stitched_video.qa.frame_count
-        report = progress_logger(context, "enhancing")
+        report = progress(context, "enhancing")
 
         def frames():
             for index, frame in enumerate(read_frames(source)):

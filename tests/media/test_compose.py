@@ -40,6 +40,17 @@ def test_mid_shot_is_lower_centre_and_reaches_the_bottom(size):
     assert np.array_equal(s.frame[2, 2], bg[2, 2])
 
 
+def test_large_photo_in_a_small_frame_is_shrunk_cleanly():
+    big = cv2.resize(astronaut(), (2048, 2048), interpolation=cv2.INTER_CUBIC)
+    big_mask = cv2.resize(astronaut_mask(), (2048, 2048), interpolation=cv2.INTER_NEAREST)
+    big_face = tuple(v * 4 for v in FACE_BOX)
+    s = composite_shot(flat_background((320, 240)), big, big_mask, shot="wide", out_size=(320, 240), face_box=big_face)
+    small = shot((320, 240), "wide")
+    assert s.face_box == small.face_box
+    assert np.abs(np.subtract(s.mouth_box, small.mouth_box)).max() <= 1  # rounding in avatar pixels
+    assert np.abs(s.frame.astype(int) - small.frame).mean() < 3
+
+
 def test_mouth_box_lands_on_the_mouth():
     s = shot((640, 640), "close_up")
     x, y, w, h = s.mouth_box

@@ -72,13 +72,17 @@ def test_read_frames_every_nth_and_resize(encoded):
     assert gray.shape == (120, 160)
 
 
-def test_audio_is_fitted_to_the_frames_also_for_generators(tmp_path):
-    samples, _ = speechlike(3.0, seed=5)  # longer than the 1.6 s of video
-    result = encode_frames((f for f in _moving_frames(40)), fps=FPS, size=SIZE, audio=(samples, SR),
-                           path=tmp_path / "gen.mp4")
+@pytest.mark.parametrize("audio_s", [3.0, 1.0])
+@pytest.mark.parametrize("as_generator", [True, False])
+def test_audio_is_cut_or_padded_to_the_frames(tmp_path, audio_s, as_generator):
+    samples, _ = speechlike(audio_s, seed=5)
+    frames = _moving_frames(40)  # 1.6 s
+    result = encode_frames((f for f in frames) if as_generator else frames, fps=FPS, size=SIZE,
+                           audio=(samples, SR), path=tmp_path / "fit.mp4")
     audio = read_audio(result.path, sr=SR)
-    assert result.frame_count == 40
-    assert len(audio) / SR == pytest.approx(1.6, abs=1 / FPS)
+    assert result.frame_count == 40 and probe(result.path).frame_count == 40
+    assert len(audio) / SR == pytest.approx(1.6, abs=0.002)
+    assert sorted(os.listdir(tmp_path)) == ["fit.mp4"]
 
 
 def test_poster_frame_from_file_and_from_frames(encoded):
@@ -133,6 +137,7 @@ def test_stitch_writes_h264_aac_of_the_scene_length(stitched):
     info = probe(with_caps.path)
     assert (info.width, info.height, info.frame_count, info.fps) == (320, 240, 60, 25.0)
     assert info.video_codec == "h264" and info.audio_codec == "aac" and info.pix_fmt == "yuv420p"
+    assert info.audio_channels == 1 and info.audio_sample_rate == SR
     assert len(frames) == 60
     audio = read_audio(with_caps.path, sr=SR)
     assert len(audio) / SR == pytest.approx(60 / FPS, abs=1 / FPS)
@@ -178,6 +183,21 @@ def test_scenes_must_tile_the_timeline(tmp_path):
         stitch_scenes([SceneClip(0, 1, frames=[flat_background((64, 64))])], fps=FPS, size=SIZE, audio=None,
                       path=tmp_path / "y.mp4")
     assert os.listdir(tmp_path) == []
+
+
+def test_stitch_failing_midway_leaves_nothing_behind(tmp_path):
+    red = flat_background(SIZE, (200, 0, 0))
+
+    def breaks_after_a_second(t):
+        if t > 1.0:
+            raise RuntimeError("renderer crashed")
+        return red
+
+    samples, _ = speechlike(2.0, seed=8)
+    with pytest.raises(RuntimeError, match="renderer crashed"):
+        stitch_scenes([SceneClip(0, 2.0, frame_at=breaks_after_a_second)], fps=FPS, size=SIZE, audio=(samples, SR),
+                      captions=[(0.1, 1.5, "never shown")], path=tmp_path / "broken.mp4")
+    assert os.listdir(tmp_path) == []  # no partial video, no temp audio
 
 
 def test_caller_frames_are_not_modified(tmp_path):

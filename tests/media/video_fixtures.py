@@ -48,7 +48,9 @@ def shot(size: tuple[int, int], kind: str = "close_up", background: np.ndarray |
     return composite_shot(bg, astronaut(), astronaut_mask(), shot=kind, out_size=size, face_box=FACE_BOX)
 
 
-def speechlike(duration_s: float, *, seed: int = 0, pauses: bool = True) -> tuple[np.ndarray, list[tuple[float, float, str]]]:
+def speechlike(
+    duration_s: float, *, seed: int = 0, pauses: bool = True
+) -> tuple[np.ndarray, list[tuple[float, float, str]]]:
     """Voiced syllables (harmonic buzz under a sine envelope) grouped into words; pauses between words
     are either short (bridged, < 150 ms) or long (mouth must close). Returns samples and word timings."""
     rng = np.random.default_rng(seed)

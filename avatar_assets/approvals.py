@@ -1,0 +1,143 @@
+"""Human approvals: durable decisions on one asset partition at one content hash.
+
+A request can require people to approve its script, storyboard, backgrounds or lip-synced video (the
+`approval_gated` route always requires the last), or the whole generation before anything runs. A
+render stops at each gate; an approval launches the next segment, a rejection (with a note)
+regenerates the gated stage with a new seed. Decisions are written twice, atomically: to the avatar's
+audit trail and to a queue that the approval sensor drains.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from avatar_assets import revoke
+from avatar_assets.contracts import Approval, JobType, OutputRequest
+from resources.media_store import MediaStore
+from resources.records import read_record
+
+VIDEO_STAGES = ["script", "storyboard", "speech", "backgrounds", "scene_assets", "lip_sync",
+                "stitched_video", "enhanced_video", "output_package"]
+GATE_ASSET = {
+    "script_approval": "script",
+    "storyboard_approval": "storyboard",
+    "background_approval": "backgrounds",
+    "video_asset_approval": "lip_sync",
+}
+ASSET_JOB_TYPE = {asset: job for job, asset in GATE_ASSET.items()}
+GUARDED_BY = {"storyboard": "script", "speech": "storyboard", "backgrounds": "storyboard",
+              "scene_assets": "backgrounds", "stitched_video": "lip_sync"}
+QUEUE = "approvals/queue/"
+
+
+class ApprovalError(ValueError):
+    """A decision that cannot be recorded; the message says why."""
+
+
+def gate_assets(request: OutputRequest) -> list[str]:
+    return [GATE_ASSET[g] for g in request.gates() if g in GATE_ASSET]
+
+
+def next_segment(request: OutputRequest, after: str | None) -> list[str]:
+    """Stages to run after `after` (None: from the start), stopping at the next gated stage, inclusive."""
+    start = 0 if after is None else VIDEO_STAGES.index(after) + 1
+    gates = gate_assets(request)
+    segment = []
+    for stage in VIDEO_STAGES[start:]:
+        segment.append(stage)
+        if stage in gates:
+            break
+    return segment
+
+
+def audit_prefix(avatar_id: str, output: str | None, asset: str) -> str:
+    return f"approvals/avatars/{avatar_id}/{output or '_identity'}/{asset}/"
+
+
+def decisions(store: MediaStore, avatar_id: str, output: str | None, asset: str) -> list[Approval]:
+    keys = sorted(store.list_keys(audit_prefix(avatar_id, output, asset)))
+    return [Approval.model_validate_json(store.read_text(key) or "{}") for key in keys]
+
+
+def is_approved(store: MediaStore, avatar_id: str, output: str | None, asset: str, content_hash: str) -> bool:
+    """Approved when the newest decision on this exact content is an approval."""
+    relevant = [d for d in decisions(store, avatar_id, output, asset) if d.content_hash == content_hash]
+    return bool(relevant) and relevant[-1].decision == "approve"
+
+
+def current_hash(store: MediaStore, job_type: str, asset: str, avatar_id: str, output: str | None) -> str:
+    from avatar_assets.requests import read_request
+
+    if job_type == "full_output_generation":
+        _, raw = read_request(avatar_id, output or "")
+        return hashlib.sha256(raw).hexdigest()
+    partition = f"{avatar_id}|{output}" if output else avatar_id
+    record = read_record(store, asset, partition)
+    if record is None:
+        raise ApprovalError(f"there is no {asset} for {partition} to decide on")
+    return record.content_hash()
+
+
+def record_decision(
+    store: MediaStore,
+    instance: dg.DagsterInstance,
+    *,
+    job_type: JobType,
+    asset: str,
+    avatar_id: str,
+    output: str | None,
+    decision: str,
+    by: str,
+    note: str = "",
+    content_hash: str | None = None,
+    run_id: str | None = None,
+) -> Approval:
+    if revoke.is_revoked(avatar_id, store):
+        raise ApprovalError(f"avatar {avatar_id} was revoked; nothing of it can be approved")
+    if not instance.has_dynamic_partition("avatars", avatar_id):
+        raise ApprovalError(f"avatar {avatar_id} does not exist")
+    if decision == "reject" and not note.strip():
+        raise ApprovalError("a rejection needs a note saying what to change")
+    if job_type in GATE_ASSET and asset != GATE_ASSET[job_type]:
+        raise ApprovalError(f"{job_type} decides on {GATE_ASSET[job_type]}, not {asset}")
+    if job_type == "retry_from_stage" and not run_id:
+        raise ApprovalError("retry_from_stage needs the failed run's id")
+    current = current_hash(store, job_type, asset, avatar_id, output)
+    if content_hash and content_hash != current:
+        raise ApprovalError(
+            f"{asset} of {avatar_id}/{output} changed since it was reviewed "
+            f"(reviewed {content_hash[:12]}, now {current[:12]}); review the new version"
+        )
+    for earlier in decisions(store, avatar_id, output, asset):
+        if earlier.content_hash == current and earlier.job_type == job_type and earlier.decision == decision:
+            raise ApprovalError(
+                f"{asset} {current[:12]} of {avatar_id}/{output} was already {decision}d "
+                f"by {earlier.by} at {earlier.at:%Y-%m-%d %H:%M:%S}Z"
+            )
+    now = datetime.now(UTC)
+    approval = Approval(
+        approval_id=f"{now:%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(3)}",
+        job_type=job_type, asset=asset, avatar_id=avatar_id, output=output, content_hash=current,
+        decision=decision, by=by, at=now, note=note, run_id=run_id,
+    )
+    document = approval.model_dump_json(indent=2)
+    store.write_text(f"{audit_prefix(avatar_id, output, asset)}{approval.approval_id}.json", document)
+    store.write_text(f"{QUEUE}{approval.approval_id}.json", document)
+    return approval
+
+
+def queued(store: MediaStore) -> list[Approval]:
+    return [Approval.model_validate_json(store.read_text(key) or "{}") for key in sorted(store.list_keys(QUEUE))]
+
+
+def dequeue(store: MediaStore, approval: Approval) -> None:
+    store.delete_key(f"{QUEUE}{approval.approval_id}.json")
+
+
+def reseed(approval: Approval) -> int:
+    """A new, reproducible seed for a regeneration asked for by this decision."""
+    return int(hashlib.sha256(approval.approval_id.encode()).hexdigest()[:7], 16)

@@ -1,0 +1,174 @@
+"""Revoke an avatar: delete every blob and record derived from it, keep an auditable tombstone.
+
+Order matters: the tombstone (status `revoking`) is written first, so sensors, approvals and record
+writes refuse the avatar from then on; in-progress runs are cancelled and waited for; only then is
+everything swept, so no run can leave orphan files behind. Blobs that another avatar's records also
+reference (content addressing shares identical bytes, e.g. a background two avatars render for the
+same campaign slug) are kept and listed as shared.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from avatar_assets import settings
+from avatar_assets.caching import media_refs
+from avatar_assets.contracts import Tombstone
+from resources.media_store import MediaStore
+from resources.records import parse_record
+
+ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+          dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+
+
+class RevokeError(RuntimeError):
+    """Revocation could not complete; the message says what to do."""
+
+
+def tombstone_key(avatar_id: str) -> str:
+    return f"tombstones/{avatar_id}.json"
+
+
+def _store(store: MediaStore | None) -> MediaStore:
+    if store is not None:
+        return store
+    from resources.wiring import media_store
+
+    return media_store()
+
+
+def tombstone(avatar_id: str, store: MediaStore | None = None) -> Tombstone | None:
+    text = _store(store).read_text(tombstone_key(avatar_id))
+    return Tombstone.model_validate_json(text) if text else None
+
+
+def is_revoked(avatar_id: str, store: MediaStore | None = None) -> bool:
+    return tombstone(avatar_id, store) is not None
+
+
+def runs_touching(instance: dg.DagsterInstance, avatar_id: str, exclude_run_id: str | None = None) -> list[dg.DagsterRun]:
+    runs = instance.get_runs(dg.RunsFilter(statuses=ACTIVE))
+    mine = []
+    for run in runs:
+        if run.run_id == exclude_run_id:
+            continue
+        partition = run.tags.get("dagster/partition", "")
+        if run.tags.get("avatar") == avatar_id or partition == avatar_id or partition.startswith(f"{avatar_id}|"):
+            mine.append(run)
+    return mine
+
+
+def stop_runs(instance: dg.DagsterInstance, avatar_id: str, wait_s: float, exclude_run_id: str | None = None) -> None:
+    for run in runs_touching(instance, avatar_id, exclude_run_id):
+        if run.status != dg.DagsterRunStatus.CANCELING:
+            instance.run_coordinator.cancel_run(run.run_id)
+    deadline = time.monotonic() + wait_s
+    while (left := runs_touching(instance, avatar_id, exclude_run_id)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if left:
+        raise RevokeError(
+            f"run(s) {', '.join(r.run_id for r in left)} of {avatar_id} are still running; the avatar is already "
+            "refused everywhere; run revoke again once they have stopped"
+        )
+
+
+def _documents(store: MediaStore, prefix: str):
+    for key in store.list_keys(prefix):
+        if key.endswith(".json"):
+            try:
+                yield key, parse_record(store.read_text(key) or "")
+            except (KeyError, ValueError):
+                continue
+
+
+def sweep(store: MediaStore, avatar_id: str) -> tuple[list[str], list[str], list[str]]:
+    """Delete the avatar's records, cache entries, packages and approvals, then its unshared blobs."""
+    mine, shared_with_others, keys = {}, set(), []
+    for key, record in _documents(store, "records/avatars/"):
+        owner = key.split("/")[2]
+        for ref in media_refs(record):
+            if owner == avatar_id:
+                mine[ref.sha256] = ref
+            else:
+                shared_with_others.add(ref.sha256)
+        if owner == avatar_id:
+            keys.append(key)
+    for key, record in _documents(store, "cache/"):
+        if getattr(record, "avatar_id", None) == avatar_id:
+            keys.append(key)
+            mine |= {ref.sha256: ref for ref in media_refs(record)}
+        else:
+            shared_with_others |= {ref.sha256 for ref in media_refs(record)}
+    keys += list(store.list_keys(f"packages/{avatar_id}/")) + list(store.list_keys(f"approvals/avatars/{avatar_id}/"))
+    for key in keys:
+        store.delete_key(key)
+    deleted, kept = [], []
+    for sha, ref in sorted(mine.items()):
+        if sha in shared_with_others:
+            kept.append(sha)
+        else:
+            store.delete(ref)
+            deleted.append(sha)
+    return deleted, kept, keys
+
+
+def remove_local_inputs(avatar_id: str) -> None:
+    """The upload and its requests carry the likeness and voice too: revocation removes them."""
+    inbox = settings.inbox_dir()
+    shutil.rmtree(inbox / "avatars" / avatar_id, ignore_errors=True)
+    shutil.rmtree(inbox / "outputs" / avatar_id, ignore_errors=True)
+    for path in (settings.avatar_home() / "archive" / "uploads").glob(f"{avatar_id}-*"):
+        shutil.rmtree(path, ignore_errors=True)
+    for path in (settings.avatar_home() / "requests" / "held").glob(f"{avatar_id}--*.json"):
+        path.unlink(missing_ok=True)
+
+
+def forget_partitions(instance: dg.DagsterInstance, defs: dg.Definitions, avatar_id: str) -> None:
+    """Wipe the avatar's materializations (their metadata holds thumbnails) and its partition keys."""
+    cells = [f"{avatar_id}|{slug}" for slug in instance.get_dynamic_partitions("outputs")]
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        definition = graph.get(key).partitions_def
+        if definition is None:
+            continue
+        partitions = [avatar_id] if isinstance(definition, dg.DynamicPartitionsDefinition) else cells
+        instance.wipe_asset_partitions(key, partitions)
+    if instance.has_dynamic_partition("avatars", avatar_id):
+        instance.delete_dynamic_partition("avatars", avatar_id)
+
+
+def revoke(
+    instance: dg.DagsterInstance,
+    defs: dg.Definitions,
+    store: MediaStore,
+    avatar_id: str,
+    *,
+    by: str,
+    reason: str,
+    wait_s: float = 120.0,
+    exclude_run_id: str | None = None,
+) -> Tombstone:
+    if not reason.strip():
+        raise RevokeError("a revocation needs a reason")
+    previous = tombstone(avatar_id, store)
+    if previous is None and not instance.has_dynamic_partition("avatars", avatar_id):
+        raise RevokeError(f"avatar {avatar_id} does not exist")
+    if previous is not None and previous.status == "revoked":
+        return previous
+    started = Tombstone(avatar_id=avatar_id, status="revoking", revoked_at=datetime.now(UTC), by=by, reason=reason)
+    store.write_text(tombstone_key(avatar_id), started.model_dump_json(indent=2))
+    stop_runs(instance, avatar_id, wait_s, exclude_run_id)
+    deleted, kept, keys = sweep(store, avatar_id)
+    remove_local_inputs(avatar_id)
+    forget_partitions(instance, defs, avatar_id)
+    slugs = sorted({key.split("/")[4] for key in keys if key.startswith(f"records/avatars/{avatar_id}/outputs/")})
+    done = started.model_copy(
+        update={"status": "revoked", "deleted_blobs": deleted, "kept_shared_blobs": kept,
+                "deleted_records": keys, "outputs": slugs}
+    )
+    store.write_text(tombstone_key(avatar_id), done.model_dump_json(indent=2))
+    return done
