@@ -8,7 +8,7 @@ export AVATAR_HOME ?= $(CURDIR)/.avatar_home
 export DAGSTER_HOME ?= $(AVATAR_HOME)/dagster
 PYTEST_ARGS ?=
 
-.PHONY: setup demo dev test test-fast bench clean
+.PHONY: setup browser demo dev test test-fast bench clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ $(STAMP): pyproject.toml requirements.lock
 
 setup: $(STAMP)
 
+# Debian's Chromium for the UI test (no-op when present; prints what to run without root).
+browser:
+	./scripts/install-browser.sh
+
 demo: setup
 	$(BIN)/avatarops demo
 
@@ -28,7 +32,7 @@ dev: setup
 	test -f "$(DAGSTER_HOME)/dagster.yaml" || printf 'telemetry:\n  enabled: false\n' > "$(DAGSTER_HOME)/dagster.yaml"
 	$(BIN)/dagster dev -w workspace.yaml
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: setup

@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+from resources.records import record_key
+
 from avatar_assets import settings
 
 CHECK_HISTORY_LIMIT = 5000
@@ -40,7 +42,7 @@ def collect_status(defs: dg.Definitions, instance: dg.DagsterInstance) -> dict:
     avatars = {}
     for avatar_id in instance.get_dynamic_partitions("avatars"):
         assets = {}
-        for key in graph.get_all_asset_keys():
+        for key in graph.toposorted_asset_keys:
             # Only avatar-partitioned assets (video cells are multi-partitioned and have no `name`).
             if getattr(graph.get(key).partitions_def, "name", None) != "avatars":
                 continue
@@ -58,12 +60,40 @@ def collect_status(defs: dg.Definitions, instance: dg.DagsterInstance) -> dict:
             "gates": gates,
             "blocked_by": blocked,
         }
+    for avatar_id, entry in avatars.items():
+        entry["outputs"] = output_status(instance, avatar_id)
+    held = []
+    held_root = settings.avatar_home() / "requests" / "held"
+    for path in sorted(held_root.glob("*.json")) if held_root.is_dir() else []:
+        held.append({"request": path.stem.replace("--", "/"), **json.loads(path.read_text())})
     quarantined = []
     root = settings.quarantine_dir()
     for reason_file in sorted(root.glob("*/reason.json")) if root.is_dir() else []:
         reason = json.loads(reason_file.read_text())
         quarantined.append({"path": str(reason_file.parent), "avatar_id": reason["avatar_id"], "problems": reason["problems"]})
-    return {"home": str(settings.avatar_home()), "avatars": avatars, "quarantined": quarantined}
+    return {"home": str(settings.avatar_home()), "avatars": avatars, "held": held, "quarantined": quarantined}
+
+
+def output_status(instance: dg.DagsterInstance, avatar_id: str) -> dict:
+    """Per output slug of the avatar: the furthest stage materialized, and whether a person must act."""
+    from avatar_assets.approvals import VIDEO_STAGES
+    from resources.records import read_record
+    from resources.wiring import media_store
+
+    store = media_store()
+    cells = {}
+    for slug in instance.get_dynamic_partitions("outputs"):
+        partition = f"{avatar_id}|{slug}"
+        done = [stage for stage in VIDEO_STAGES if store.read_text(record_key(stage, partition)) is not None]
+        if not done:
+            continue
+        lip_sync = read_record(store, "lip_sync", partition) if "lip_sync" in done else None
+        waiting = bool(lip_sync and lip_sync.awaiting_approval and "stitched_video" not in done)
+        cells[slug] = {
+            "stages": done,
+            "state": "packaged" if "output_package" in done else ("waiting for approval of lip_sync" if waiting else "in progress"),
+        }
+    return cells
 
 
 def format_status(report: dict) -> str:
@@ -77,6 +107,10 @@ def format_status(report: dict) -> str:
         for name, verdict in sorted(entry["gates"].items()):
             mark = "pass" if verdict["passed"] else ("FAIL" if verdict["severity"] == "ERROR" else "warn")
             lines.append(f"  [{mark}] {name}: {verdict['description'] or ''}")
+        for slug, cell in entry.get("outputs", {}).items():
+            lines.append(f"  output {slug}: {cell['state']} (last stage {cell['stages'][-1]})")
+    for item in report.get("held", []):
+        lines.append(f"held request {item['request']}: {item['reason']}")
     for item in report["quarantined"]:
         lines.append(f"quarantined {item['avatar_id']} at {item['path']}:")
         lines.extend(f"  - {problem}" for problem in item["problems"])

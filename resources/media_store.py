@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import dagster as dg
 from dagster_aws.s3 import S3Resource
@@ -171,7 +172,7 @@ class LocalMediaStore(MediaStore):
     def key_of(self, uri: str) -> str:
         if not uri.startswith("file://"):
             raise ValueError(f"{uri!r} is not a local media URI")
-        path = Path(uri.removeprefix("file://"))
+        path = Path(unquote(urlparse(uri).path))  # as_uri() percent-encodes (a space is %20)
         return path.resolve().relative_to(self._root).as_posix()
 
     def local_path(self, uri: str) -> Path:

@@ -31,10 +31,16 @@ class FaceAnalyzer(dg.ConfigurableResource):
 
 
 class ImageGenerator(dg.ConfigurableResource):
-    """Neutral portrait and character sheet. `classical` needs no model; see issue-5 for diffusers."""
+    """Neutral portrait, character sheet and backgrounds. `classical` needs no model; the diffusers
+    provider (resources/diffusion_provider.py) subclasses this one. `preset` names the avatar's style
+    preset (avatar_assets/styles.py): generative providers use it, the classical one ignores it."""
 
     provider: str = "classical"
     seed: int = 0
+
+    def cache_parts(self, preset: str | None = None) -> dict:
+        """What decides this provider's output, for content keys (the classical output ignores presets)."""
+        return self.model_dump()
 
     def info(self, capability: str, seed: int, **settings) -> ProviderInfo:
         return ProviderInfo(
@@ -46,17 +52,17 @@ class ImageGenerator(dg.ConfigurableResource):
             settings=settings,
         )
 
-    def neutral_portrait(self, rgb: np.ndarray, face, *, size: int = 1024):
+    def neutral_portrait(self, rgb: np.ndarray, face, *, size: int = 1024, preset: str | None = None):
         from avatar_assets.media.portrait import make_neutral_portrait
 
         return make_neutral_portrait(rgb, face, size=size), self.info("neutral_image", self.seed, size=size)
 
-    def character_sheet(self, portrait, *, seed: int):
+    def character_sheet(self, portrait, *, seed: int, preset: str | None = None):
         from avatar_assets.media.sheet import make_character_sheet
 
         return make_character_sheet(portrait, seed=seed), self.info("character_sheet", seed)
 
-    def backgrounds(self, prompts: list[str], size: tuple[int, int], seeds: list[int]):
+    def backgrounds(self, prompts: list[str], size: tuple[int, int], seeds: list[int], *, preset: str | None = None):
         from avatar_assets.media.backgrounds import classical_background
 
         images = [classical_background(p, size[0], size[1], seed=s) for p, s in zip(prompts, seeds)]

@@ -31,13 +31,28 @@ def media_store() -> MediaStore:
         raise ValueError(f"AVATAR_STORAGE={url!r}: expected s3://bucket/prefix or nothing")
     return S3MediaStore(
         s3=S3Resource(
-            endpoint_url=dg.EnvVar("AVATAR_S3_ENDPOINT_URL").get_value(),
-            region_name=dg.EnvVar("AWS_REGION").get_value() or "us-east-1",
+            # An empty AVATAR_S3_ENDPOINT_URL (a blank line in an env file) means AWS itself, not "".
+            endpoint_url=os.environ.get("AVATAR_S3_ENDPOINT_URL", "").strip() or None,
+            region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
         ),
         bucket=parsed.netloc,
         prefix=parsed.path.strip("/"),
         cache_dir=str(settings.avatar_home() / "s3-cache"),
     )
+
+
+def image_generator() -> ImageGenerator:
+    """`AVATAR_IMAGE_PROVIDER`: `classical` (default, no model) or `diffusers` (local weights; the
+    AVATAR_DIFFUSERS_* variables are read by DiffusersImageGenerator.from_env, see docs/diffusers.md).
+    The diffusers provider is imported only when chosen; neither imports torch at load."""
+    provider = os.environ.get("AVATAR_IMAGE_PROVIDER", "").strip() or "classical"
+    if provider == "classical":
+        return ImageGenerator()
+    if provider == "diffusers":
+        from resources.diffusion_provider import DiffusersImageGenerator
+
+        return DiffusersImageGenerator.from_env()
+    raise ValueError(f"AVATAR_IMAGE_PROVIDER={provider!r}: expected 'classical' or 'diffusers'")
 
 
 def build_resources() -> dict:
@@ -46,7 +61,7 @@ def build_resources() -> dict:
         "store": store,
         "records": RecordIOManager(store=store),
         "faces": FaceAnalyzer(),
-        "images": ImageGenerator(),
+        "images": image_generator(),
         "speaker": SpeakerEncoder(),
         "tts": SpeechSynthesizer(),
         "lipsync": LipSyncer(),

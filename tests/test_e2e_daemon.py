@@ -91,7 +91,7 @@ def test_daemon_runs_identity_for_a_dropped_bundle(tmp_path):
                 done = [run for run in runs if run.status == dg.DagsterRunStatus.SUCCESS]
                 return done[0] if done else None
 
-            run = wait_until(finished_run, timeout=180, interval=1, what="the identity run to succeed", process=daemon)
+            run = wait_until(finished_run, timeout=240, interval=1, what="the identity run to succeed", process=daemon)
 
             assert run.job_name == "build_identity"
             assert run.tags["dagster/partition"] == AVATAR and run.tags["avatar"] == AVATAR

@@ -8,7 +8,6 @@ Without a reachable server the Postgres tests skip, unless AVATAR_REQUIRE_POSTGR
 import os
 import shutil
 import uuid
-from pathlib import Path
 
 import dagster as dg
 import pytest

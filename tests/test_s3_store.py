@@ -14,7 +14,7 @@ from dagster_aws.s3 import S3Resource
 
 from avatar_assets.caching import media_refs
 from avatar_assets.contracts import Consent, MediaRef, VoiceProfileRecord
-from resources.media_store import S3MediaStore, media_key, sha256_bytes
+from resources.media_store import LocalMediaStore, S3MediaStore, media_key, sha256_bytes
 from resources.records import RecordIOManager, parse_record, record_key
 from tests.servers import build_sample, clean_env, moto_s3_server, upload_and_process
 
@@ -153,6 +153,56 @@ def test_prefixes_are_isolated(s3_server, bucket, tmp_path):
         tenant_a.key_of(ref_b.uri)
     with pytest.raises(ValueError):
         tenant_a.key_of("file:///etc/passwd")
+
+
+@pytest.mark.parametrize("backend", ["local", "s3"])
+def test_backends_agree_on_keys_and_uris(backend, s3_server, bucket, tmp_path):
+    """Same contract on both stores; the local root has a space, which its file:// URIs percent-encode."""
+    if backend == "local":
+        store = LocalMediaStore(root=str(tmp_path / "avatar home"))
+    else:
+        store = make_store(s3_server, bucket, "avatar home", tmp_path / "cache dir")
+    data = b"same contract"
+    ref = store.put_bytes(data, "txt", "text/plain")
+    key = media_key(sha256_bytes(data), "txt")
+
+    assert store.key_of(ref.uri) == key
+    assert store.read(ref) == data and store.exists(ref.uri)
+    assert list(store.list_keys("media/")) == [key]
+    assert store.local_path(ref.uri).read_bytes() == data
+    store.delete(ref)
+    assert not store.exists(ref)
+
+
+def test_wiring_builds_the_s3_store_from_the_environment(s3_server, bucket, tmp_path, monkeypatch):
+    from resources import wiring
+
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AVATAR_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("AVATAR_STORAGE", f"s3://{bucket}/team/eu/")
+    store = wiring.media_store()
+    assert isinstance(store, S3MediaStore)
+    assert (store.bucket, store.prefix) == (bucket, "team/eu")
+    assert store.s3.endpoint_url == s3_server.endpoint_url
+    assert Path(store.cache_dir) == tmp_path / "home" / "s3-cache"
+    ref = store.put_bytes(b"wired", "txt", "text/plain")
+    assert ref.uri.startswith(f"s3://{bucket}/team/eu/media/") and store.read(ref) == b"wired"
+    resources = wiring.build_resources()
+    assert isinstance(resources["records"], RecordIOManager) and isinstance(resources["records"].store, S3MediaStore)
+
+    # Production: no endpoint (an empty line in an env file counts as none), region from the standard variables.
+    monkeypatch.setenv("AVATAR_S3_ENDPOINT_URL", "")
+    monkeypatch.delenv("AWS_REGION")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    store = wiring.media_store()
+    assert store.s3.endpoint_url is None and store.s3.region_name == "eu-west-1"
+
+    monkeypatch.setenv("AVATAR_STORAGE", "gs://elsewhere/x")
+    with pytest.raises(ValueError, match="s3://bucket/prefix"):
+        wiring.media_store()
+    monkeypatch.delenv("AVATAR_STORAGE")
+    assert isinstance(wiring.media_store(), LocalMediaStore)
 
 
 def _consent() -> Consent:

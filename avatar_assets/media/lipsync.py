@@ -78,7 +78,11 @@ def mouth_openness(
     samples: np.ndarray, sr: int, fps: float, words: Sequence[Any] | None = None, n_frames: int | None = None
 ) -> np.ndarray:
     """Per-frame mouth openness 0..1: follows speech loudness, smoothed without lag, and exactly 0
-    in silences and in pauses between words longer than ~150 ms."""
+    in silences and in pauses between words longer than ~150 ms.
+
+    `words` are (start_s, end_s, ...) tuples or objects with start_s/end_s; when given they decide
+    where speech is, otherwise the energy does. `n_frames` pins the length to the video's.
+    """
     env = speech_envelope(samples, sr, fps, n_frames)
     if len(env) == 0:
         return env
