@@ -24,10 +24,10 @@ def _safe_relative_path(value: str) -> str:
     """Bundle paths must stay inside the bundle: a manifest may not point at /etc/passwd or ../.."""
     if not value or "\x00" in value or "\\" in value:
         raise ValueError(f"path {value!r} is empty or contains a NUL or backslash")
-    if value.startswith("/") or (len(value) > 1 and value[1] == ":"):
+    if value.startswith("/") or (len(value) > 2 and value[1] == ":" and value[2] == "/"):
         raise ValueError(f"path {value!r} is absolute; paths must be relative to the bundle")
     normal = posixpath.normpath(value)
-    if normal.startswith("..") or "/../" in f"/{value}/":
+    if normal == ".." or normal.startswith("../") or "/../" in f"/{value}/":
         raise ValueError(f"path {value!r} leaves the bundle (path traversal)")
     return normal
 

@@ -3,6 +3,7 @@
 import dagster as dg
 
 from avatar_assets import settings
+from avatar_assets.checks.consistency import CONSISTENCY_CHECKS
 from avatar_assets.checks.identity import IDENTITY_CHECKS
 from avatar_assets.checks.video import VIDEO_CHECKS
 from avatar_assets.identity.assets import IDENTITY_ASSETS
@@ -25,7 +26,7 @@ automation = dg.AutomationConditionSensorDefinition(
 
 defs = dg.Definitions(
     assets=[*IDENTITY_ASSETS, *VIDEO_ASSETS],
-    asset_checks=[*IDENTITY_CHECKS, *VIDEO_CHECKS],
+    asset_checks=[*IDENTITY_CHECKS, *CONSISTENCY_CHECKS, *VIDEO_CHECKS],
     jobs=[identity_job, video_job, *OPERATION_JOBS],
     sensors=[
         build_upload_sensor(identity_job),

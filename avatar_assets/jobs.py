@@ -1,21 +1,18 @@
-"""Jobs that sensors and the CLI target."""
+"""Jobs that sensors and the CLI target (partitioning comes from the selected assets)."""
 
 import dagster as dg
 
 from avatar_assets.identity.assets import IDENTITY_ASSETS
 from avatar_assets.video.assets import VIDEO_ASSETS
-from partitions import avatars, video_cells
 
 identity_job = dg.define_asset_job(
     "build_identity",
     selection=dg.AssetSelection.assets(*IDENTITY_ASSETS),
-    partitions_def=avatars,
     description="Builds one avatar's identity from its upload, with the QA gates.",
 )
 
 video_job = dg.define_asset_job(
     "render_video",
     selection=dg.AssetSelection.assets(*VIDEO_ASSETS),
-    partitions_def=video_cells,
     description="Renders one video cell (avatar x output) from its request, with the QA gates.",
 )

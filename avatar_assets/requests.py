@@ -47,7 +47,7 @@ def parse_request(raw: bytes, *, avatar_id: str | None = None, slug: str | None 
         request = OutputRequest.model_validate(document)
     except ValidationError as error:
         raise RequestError("; ".join(describe_validation_error(error))) from error
-    problems = []
+    problems = [problem] if (problem := unspeakable(request)) else []
     if avatar_id is not None and request.avatar_id != avatar_id:
         problems.append(f"avatar_id {request.avatar_id!r} does not match its folder {avatar_id!r}")
     if slug is not None and request.slug != slug:
@@ -55,6 +55,23 @@ def parse_request(raw: bytes, *, avatar_id: str | None = None, slug: str | None 
     if problems:
         raise RequestError("; ".join(problems))
     return request
+
+
+def unspeakable(request: OutputRequest) -> str | None:
+    """Why the script cannot become the requested video (nothing left to say after cleaning, too many
+    words, too few words for the route's scenes), found before any run is launched; None when it can."""
+    from avatar_assets.media.script import ScriptError, parse_script
+    from avatar_assets.media.storyboard import plan_scenes
+
+    try:
+        parsed = parse_script(request.script, pronunciations=request.pronunciations)
+    except ScriptError as error:
+        return f"script: {error}"
+    try:
+        plan_scenes(request.route, [len(sentence) for sentence in parsed.sentences], list(request.background_prompts))
+    except ValueError as error:
+        return f"route: {error}"
+    return None
 
 
 def scan_requests() -> list[ScannedRequest]:

@@ -193,7 +193,7 @@ def _img2img_steps(steps: int, strength: float) -> int:
 
 
 def _multiple_of_8(value: float) -> int:
-    return max(8, int(round(value / 8.0)) * 8)
+    return max(8, int(value / 8.0 + 0.5) * 8)  # half up (round() would go to even: 36 -> 32)
 
 
 def _working_size(size: tuple[int, int], long_side: int) -> tuple[int, int]:
@@ -386,9 +386,11 @@ class DiffusersImageGenerator(ImageGenerator):
         except ModelUnavailable as error:
             return f"unavailable: {error}"
 
-    def cache_parts(self, preset: str | None = None) -> dict:
+    def cache_parts(self, preset: str | None = None, seed: int | None = None) -> dict:
         style, _ = resolve_preset(preset)
-        return {**self.model_dump(), "model_id": self.weights_id(), "preset": style.as_dict()}
+        operational = {"retries", "retry_backoff_s", "fallback"}  # decide whether, not what, is generated
+        config = {k: v for k, v in self.model_dump().items() if k not in operational}
+        return {**config, "model_id": self.weights_id(), "preset": style.as_dict(), "seed_override": seed}
 
     # ----------------------------------------------------------------- settings
 
@@ -465,10 +467,17 @@ class DiffusersImageGenerator(ImageGenerator):
 
     # ----------------------------------------------------------------- capabilities
 
-    def neutral_portrait(self, rgb: np.ndarray, face, *, size: int = 1024, preset: str | None = None):
+    def neutral_portrait(
+        self, rgb: np.ndarray, face, *, size: int = 1024, preset: str | None = None, seed: int | None = None
+    ):
+        import cv2
+
+        # GrabCut draws from OpenCV's per-thread RNG, which advances with every call: pin it so the init
+        # image (and so the generated image) is the same on every call, as in a fresh process.
+        cv2.setRNGSeed(0)
         classical, classical_info = super().neutral_portrait(rgb, face, size=size)
         style, found = resolve_preset(preset)
-        seed = style.seed + self.seed
+        seed = style.seed + (self.seed if seed is None else seed)
         settings = self._img2img_settings(style, style.portrait(), style.portrait_strength, seed)
         try:
             generator, (generated,) = self._attempt(

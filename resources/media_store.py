@@ -13,12 +13,9 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import unquote, urlparse
 
 import dagster as dg
-from dagster_aws.s3 import S3Resource
-from pydantic import PrivateAttr
 
 from avatar_assets.contracts import MediaRef
 
@@ -177,72 +174,3 @@ class LocalMediaStore(MediaStore):
 
     def local_path(self, uri: str) -> Path:
         return self._path(self.key_of(uri))
-
-
-class S3MediaStore(MediaStore):
-    """S3 (or any S3 API server) through dagster-aws' S3Resource; objects are put whole."""
-
-    s3: S3Resource
-    bucket: str
-    prefix: str = ""
-    cache_dir: str = "/tmp/avatar-media-cache"
-
-    _client: Any = PrivateAttr(default=None)
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = self.s3.get_client()
-        return self._client
-
-    def _object(self, key: str) -> str:
-        return f"{self.prefix.strip('/')}/{key}" if self.prefix.strip("/") else key
-
-    def _write(self, key: str, source: bytes | Path) -> None:
-        if isinstance(source, Path):
-            # upload_file may go multipart; S3 shows the object only once it is complete.
-            self.client.upload_file(str(source), self.bucket, self._object(key))
-        else:
-            self.client.put_object(Bucket=self.bucket, Key=self._object(key), Body=source)
-
-    def _read(self, key: str) -> bytes:
-        return self.client.get_object(Bucket=self.bucket, Key=self._object(key))["Body"].read()
-
-    def _exists(self, key: str) -> bool:
-        try:
-            self.client.head_object(Bucket=self.bucket, Key=self._object(key))
-        except self.client.exceptions.ClientError as error:
-            if error.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
-                return False
-            raise
-        return True
-
-    def _delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self._object(key))
-
-    def list_keys(self, prefix: str) -> Iterator[str]:
-        strip = len(self._object(""))
-        paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._object(prefix)):
-            for item in page.get("Contents", []):
-                yield item["Key"][strip:]
-
-    def uri(self, key: str) -> str:
-        return f"s3://{self.bucket}/{self._object(key)}"
-
-    def key_of(self, uri: str) -> str:
-        head = f"s3://{self.bucket}/{self._object('')}"
-        if not uri.startswith(head):
-            raise ValueError(f"{uri!r} is not in s3://{self.bucket}/{self.prefix}")
-        return uri[len(head) :]
-
-    def local_path(self, uri: str) -> Path:
-        key = self.key_of(uri)
-        target = Path(self.cache_dir) / key
-        if not target.is_file():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(dir=target.parent, suffix=".part")
-            os.close(fd)
-            self.client.download_file(self.bucket, self._object(key), tmp_name)
-            os.replace(tmp_name, target)
-        return target

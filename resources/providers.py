@@ -38,7 +38,7 @@ class ImageGenerator(dg.ConfigurableResource):
     provider: str = "classical"
     seed: int = 0
 
-    def cache_parts(self, preset: str | None = None) -> dict:
+    def cache_parts(self, preset: str | None = None, seed: int | None = None) -> dict:
         """What decides this provider's output, for content keys (the classical output ignores presets)."""
         return self.model_dump()
 
@@ -52,7 +52,9 @@ class ImageGenerator(dg.ConfigurableResource):
             settings=settings,
         )
 
-    def neutral_portrait(self, rgb: np.ndarray, face, *, size: int = 1024, preset: str | None = None):
+    def neutral_portrait(
+        self, rgb: np.ndarray, face, *, size: int = 1024, preset: str | None = None, seed: int | None = None
+    ):
         from avatar_assets.media.portrait import make_neutral_portrait
 
         return make_neutral_portrait(rgb, face, size=size), self.info("neutral_image", self.seed, size=size)

@@ -5,11 +5,9 @@ from __future__ import annotations
 import os
 from urllib.parse import urlparse
 
-import dagster as dg
-from dagster_aws.s3 import S3Resource
 
 from avatar_assets import settings
-from resources.media_store import LocalMediaStore, MediaStore, S3MediaStore
+from resources.media_store import LocalMediaStore, MediaStore
 from resources.providers import (
     Enhancer,
     FaceAnalyzer,
@@ -29,6 +27,10 @@ def media_store() -> MediaStore:
     parsed = urlparse(url)
     if parsed.scheme != "s3" or not parsed.netloc:
         raise ValueError(f"AVATAR_STORAGE={url!r}: expected s3://bucket/prefix or nothing")
+    from dagster_aws.s3 import S3Resource
+
+    from resources.s3_store import S3MediaStore
+
     return S3MediaStore(
         s3=S3Resource(
             # An empty AVATAR_S3_ENDPOINT_URL (a blank line in an env file) means AWS itself, not "".

@@ -34,7 +34,11 @@ def evaluate_uploads(cursor: str | None, *, settle_seconds: float, log) -> dg.Se
             continue
         scan = intake.scan_bundle(bundle, settle_seconds=settle_seconds)
         if scan.status == "pending":
-            oldest_pending = min(oldest_pending or scan.fingerprint, scan.fingerprint)
+            # A folder without a manifest need not hold the watermark back (which would re-hash every
+            # newer bundle on every tick until someone removes it): writing its manifest later moves
+            # its change time past the watermark. A settling bundle with a manifest must hold it.
+            if (bundle / intake.MANIFEST).is_file():
+                oldest_pending = min(oldest_pending or scan.fingerprint, scan.fingerprint)
             continue
         newest_handled = max(newest_handled, scan.fingerprint)
         if scan.status == "bad":

@@ -16,7 +16,6 @@ import io
 import json
 import os
 import shutil
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -87,11 +86,6 @@ def write_bundle(
     )
     (bundle / "manifest.json").write_text(json.dumps(document, indent=2))
     return bundle
-
-
-def age_bundle(bundle: Path, seconds: float = 0.05) -> None:
-    """Let a freshly written bundle's change time fall strictly behind `now` (ctime cannot be set)."""
-    time.sleep(seconds)
 
 
 # --------------------------------------------------------------------------- real photos
@@ -279,7 +273,8 @@ def avatar_home(root: Path, **env: str) -> Iterator[Home]:
         patch.setenv("AVATAR_HOME", str(root))
         patch.setenv("DAGSTER_HOME", str(dagster_home))
         patch.setenv("AVATAR_UPLOAD_SETTLE_SECONDS", "0")
-        patch.delenv("AVATAR_STORAGE", raising=False)
+        for name in ("AVATAR_STORAGE", "AVATAR_IMAGE_PROVIDER"):  # local store, classical images
+            patch.delenv(name, raising=False)
         for name, value in env.items():
             patch.setenv(name, value)
         defs = reload_definitions()
@@ -295,17 +290,6 @@ def avatar_home(root: Path, **env: str) -> Iterator[Home]:
 def home(tmp_path: Path) -> Iterator[Home]:
     with avatar_home(tmp_path / "home") as value:
         yield value
-
-
-@pytest.fixture
-def bundle_factory(tmp_path: Path):
-    """Write bundles outside the inbox (the user's own folder), returning their paths."""
-    parent = tmp_path / "user"
-
-    def make(avatar_id: str, photos: dict[str, bytes], voice: bytes | None = None, **kwargs) -> Path:
-        return write_bundle(parent, avatar_id, photos, voice, **kwargs)
-
-    return make
 
 
 def deep_update(document: dict, changes: dict) -> dict:

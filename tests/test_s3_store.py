@@ -14,7 +14,8 @@ from dagster_aws.s3 import S3Resource
 
 from avatar_assets.caching import media_refs
 from avatar_assets.contracts import Consent, MediaRef, VoiceProfileRecord
-from resources.media_store import LocalMediaStore, S3MediaStore, media_key, sha256_bytes
+from resources.media_store import LocalMediaStore, media_key, sha256_bytes
+from resources.s3_store import S3MediaStore
 from resources.records import RecordIOManager, parse_record, record_key
 from tests.servers import build_sample, clean_env, moto_s3_server, upload_and_process
 

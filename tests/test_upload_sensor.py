@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -113,12 +112,12 @@ def test_settling_bundle_is_not_taken_until_it_settles(home, sample_bundle):
 
 def test_settling_bundle_does_not_hide_a_ready_one(home, sample_bundle):
     copy_sample(sample_bundle, home.inbox, "aaa-ready")
-    time.sleep(1.0)
+    time.sleep(1.5)
     copy_sample(sample_bundle, home.inbox, "zzz-arriving")
-    first = scan(None, settle=0.5)
+    first = scan(None, settle=1.0)
     assert [r.partition_key for r in first.run_requests] == ["aaa-ready"]
-    time.sleep(0.6)
-    second = scan(first.cursor, settle=0.5)
+    time.sleep(1.1)
+    second = scan(first.cursor, settle=1.0)
     assert [r.partition_key for r in second.run_requests] == ["zzz-arriving"]
 
 
@@ -207,3 +206,22 @@ def test_bundle_without_manifest_is_never_quarantined(home, sample_photo, settle
     result = scan(None, settle=settle)
     assert result.run_requests == []
     assert (home.inbox / "half-copied").is_dir() and not home.quarantine.exists()
+
+
+def test_folder_without_manifest_does_not_hold_the_cursor_back(home, sample_bundle, sample_photo):
+    (home.inbox / "half-copied" / "photos").mkdir(parents=True)
+    (home.inbox / "half-copied" / "photos" / "a.jpg").write_bytes(sample_photo)
+    time.sleep(0.02)
+    copy_sample(sample_bundle, home.inbox, "ada-01")
+    time.sleep(0.01)
+    first = scan()
+    assert [r.partition_key for r in first.run_requests] == ["ada-01"]
+    # The next tick re-scans (and re-hashes) nothing that was handled.
+    assert scan(first.cursor).run_requests == []
+    # When the manifest finally arrives, the folder is picked up.
+    time.sleep(0.02)
+    (home.inbox / "half-copied" / "manifest.json").write_text(
+        json.dumps(manifest_for("half-copied", ["photos/a.jpg"], None))
+    )
+    time.sleep(0.01)
+    assert [r.partition_key for r in scan(first.cursor).run_requests] == ["half-copied"]

@@ -7,16 +7,16 @@ import dagster as dg
 from avatar_assets import qa
 from avatar_assets.checks.gates import partitioned_gate
 from avatar_assets.contracts import (
+    ASPECT_SIZE,
     LipSyncRecord,
     OutputPackageRecord,
     RightsManifest,
-    ScriptRecord,
     SpeechRecord,
     VideoRecord,
 )
 from avatar_assets.video.assets import enhanced_video, lip_sync, output_package, speech, stitched_video
 from partitions import video_cells
-from resources.media_store import MediaStore, sha256_file
+from resources.media_store import MediaStore, sha256_bytes, sha256_file
 
 ERROR = dg.AssetCheckSeverity.ERROR
 
@@ -95,8 +95,9 @@ def package_problems(store: MediaStore, package: OutputPackageRecord) -> tuple[l
         path = store.local_path(rendition.video.uri)
         info = probe(path)
         sizes[rendition.aspect_ratio] = f"{info.width}x{info.height}"
-        if (info.width, info.height) != (rendition.width, rendition.height):
-            problems.append(f"{rendition.aspect_ratio} is {info.width}x{info.height}, not {rendition.width}x{rendition.height}")
+        width, height = ASPECT_SIZE[rendition.aspect_ratio]
+        if (info.width, info.height) != (width, height) or (rendition.width, rendition.height) != (width, height):
+            problems.append(f"{rendition.aspect_ratio} is {info.width}x{info.height}, not {width}x{height}")
         if info.video_codec != "h264" or info.audio_codec != "aac":
             problems.append(f"{rendition.aspect_ratio} is {info.video_codec}/{info.audio_codec}, not h264/aac")
         if sha256_file(path) != rendition.video.sha256:
@@ -112,7 +113,30 @@ def package_problems(store: MediaStore, package: OutputPackageRecord) -> tuple[l
             problems.append(f"rights manifest hash for {name} does not match the file")
         elif store.exists(ref) and sha256_file(store.local_path(ref.uri)) != ref.sha256:
             problems.append(f"{name} content does not match its hash")
-    return problems, sizes
+    return problems + delivered_folder_problems(store, package, manifest), sizes
+
+
+def delivered_folder_problems(store: MediaStore, package: OutputPackageRecord, manifest: RightsManifest) -> list[str]:
+    """The package folder is what is delivered: each file there must be the one the manifest hashes,
+    its rights_manifest.json the recorded one, and nothing else may lie in it."""
+    problems = []
+    folder = store.key_of(package.folder)
+    for name, sha in manifest.outputs.items():
+        key = f"{folder}/{name}"
+        if not store.exists(store.uri(key)):
+            problems.append(f"package folder is missing {name}")
+        elif sha256_bytes(store.read(store.uri(key))) != sha:  # read, not local_path: folder keys are mutable
+            problems.append(f"package file {name} does not match its rights-manifest hash (modified after packaging)")
+    manifest_key = f"{folder}/rights_manifest.json"
+    if not store.exists(store.uri(manifest_key)):
+        problems.append("package folder is missing rights_manifest.json")
+    elif store.read(store.uri(manifest_key)) != store.read(package.rights_manifest):
+        problems.append("rights_manifest.json in the package folder differs from the recorded rights manifest")
+    expected = {*manifest.outputs, "rights_manifest.json"}
+    stray = sorted(k.removeprefix(f"{folder}/") for k in store.list_keys(f"{folder}/") if k.removeprefix(f"{folder}/") not in expected)
+    if stray:
+        problems.append(f"package folder holds files the rights manifest does not list: {', '.join(stray)}")
+    return problems
 
 
 @cell_gate(output_package, "Every bundle present at exact size, H.264/AAC; the rights manifest validates and its hashes match.")

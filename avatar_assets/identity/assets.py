@@ -14,7 +14,6 @@ from avatar_assets.contracts import (
     CharacterSheetRecord,
     IdentityBundleRecord,
     IdentityPart,
-    MediaRef,
     NeutralImageRecord,
     PhotoRow,
     Record,
@@ -29,6 +28,7 @@ from avatar_assets.caching import media_refs
 from avatar_assets.lifecycle import emits_lifecycle, seed_override
 from partitions import avatars, refresh_existing
 from resources.media_store import MediaStore, sha256_bytes
+from resources.diffusion_provider import reuse_or_generate
 from resources.providers import FaceAnalyzer, ImageGenerator, SpeakerEncoder
 
 GROUP = "identity"
@@ -222,6 +222,7 @@ def photo_table_markdown(rows: list[PhotoRow]) -> str:
 @identity_asset(
     description="Best photo aligned by the eyes, 1024 px head-and-shoulders crop, neutral backdrop.",
     automation_condition=refresh_existing,
+    pool="gpu",  # always, whichever provider: the graph must not change shape with an env var (docs/diffusers.md)
 )
 def neutral_image(
     context: dg.AssetExecutionContext,
@@ -236,6 +237,8 @@ def neutral_image(
     if validated_inputs.best_photo is None:
         raise dg.Failure(f"{validated_inputs.avatar_id} has no usable photo; see validated_inputs", allow_retries=False)
     photo = next(p for p in source_upload.photos if p.path == validated_inputs.best_photo)
+    preset = source_upload.manifest.style.preset
+    seed = seed_override(context, images.seed)
 
     def compute() -> NeutralImageRecord:
         rgb = decode_image(store.read(photo.upright))
@@ -243,7 +246,7 @@ def neutral_image(
         if not found:
             raise dg.Failure(f"no face found again in {photo.path}", allow_retries=False)
         context.log.info(f"aligning {photo.path} ({rgb.shape[1]}x{rgb.shape[0]})")
-        portrait, provider = images.neutral_portrait(rgb, found[0])
+        portrait, provider = images.neutral_portrait(rgb, found[0], preset=preset, seed=seed)
         mask_ref = store.put_bytes(encode_png(np.dstack([portrait.mask] * 3)), "png", "image/png")
         face = portrait.face
         return NeutralImageRecord(
@@ -261,9 +264,9 @@ def neutral_image(
         )
 
     key = content_key(
-        "neutral_image", CODE_VERSION, {"photo": photo.upright.sha256, "provider": images.model_dump()}
+        "neutral_image", CODE_VERSION, {"photo": photo.upright.sha256, "provider": images.cache_parts(preset, seed)}
     )
-    record, _ = reuse_or_compute(store, "neutral_image", key, compute, context.log)
+    record, _ = reuse_or_generate(store, "neutral_image", key, compute, context.log)
     # The cache is keyed by content, so a hit may come from another avatar that uploaded the same photo.
     record = record.model_copy(update={"avatar_id": source_upload.avatar_id, "source_photo": photo.path})
     rgb = decode_image(store.read(record.image))
@@ -277,6 +280,8 @@ def neutral_image(
             "centre_offset": record.centre_offset if record.centre_offset is not None else -1.0,
             "eye_angle_deg": record.eye_angle_deg if record.eye_angle_deg is not None else 0.0,
             "provider": record.provider.provider,
+            "model_id": record.provider.model_id,
+            "fallback_from": record.provider.fallback_from or "none",
             "seed": record.provider.seed if record.provider.seed is not None else 0,
         },
     )
@@ -315,6 +320,7 @@ def stored_portrait(store: MediaStore, record: NeutralImageRecord):
 @identity_asset(
     description="Neutral image plus consistent variants and a palette strip, with face geometry JSON.",
     automation_condition=refresh_existing,
+    pool="gpu",
 )
 def character_sheet(
     context: dg.AssetExecutionContext, store: MediaStore, images: ImageGenerator, neutral_image: NeutralImageRecord
@@ -322,10 +328,11 @@ def character_sheet(
     from avatar_assets.media.images import decode_image, encode_png, thumbnail_markdown
 
     seed = seed_override(context, images.seed)
+    preset = neutral_image.provider.settings.get("preset")  # generative providers record the avatar's preset
 
     def compute() -> CharacterSheetRecord:
         portrait = stored_portrait(store, neutral_image)
-        sheet, provider = images.character_sheet(portrait, seed=seed)
+        sheet, provider = images.character_sheet(portrait, seed=seed, preset=preset)
         context.log.info(f"rendered {len(sheet.variants)} variants")
         return CharacterSheetRecord(
             avatar_id=neutral_image.avatar_id,
@@ -340,9 +347,9 @@ def character_sheet(
 
     key = content_key(
         "character_sheet", CODE_VERSION,
-        {"neutral": neutral_image.image.sha256, "provider": images.model_dump(), "seed": seed}
+        {"neutral": neutral_image.image.sha256, "provider": images.cache_parts(preset, seed), "seed": seed}
     )
-    record, _ = reuse_or_compute(store, "character_sheet", key, compute, context.log)
+    record, _ = reuse_or_generate(store, "character_sheet", key, compute, context.log)
     record = record.model_copy(update={"avatar_id": neutral_image.avatar_id})  # a hit may be another avatar's
     return recorded(
         record,

@@ -19,6 +19,9 @@ PARAGRAPH_PAUSE_MS = 600
 _TAG = re.compile(r"</?[A-Za-z!?][^<>]*>")
 _PAUSE = re.compile(r"\[pause\s+(\d+(?:\.\d+)?)\s*(ms|s)\]", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"[.!?…]+[\"')\]]*$")
+# `*one word*` or `*several words*`: asterisks hugging text, not part of a word on either side.
+_EMPHASIS = re.compile(r"(?<![\w*])\*(?=[^\s*])([^*\n]*?[^\s*])\*(?![\w*])")
+_EMPHASIS_MARK = "\x01"  # control characters are gone by now, so this one cannot come from the user
 
 
 class ScriptError(ValueError):
@@ -54,7 +57,18 @@ def _is_dropped_char(char: str) -> bool:
         return False
     if category.startswith("C"):  # control, format, surrogate, private use, unassigned
         return True
-    return category == "So" or 0x1F000 <= ord(char) <= 0x1FAFF
+    code = ord(char)
+    # Emoji and their leftovers: variation selectors (the U+FE0F of "❤️") and the keycap mark would
+    # otherwise stay behind as invisible "words" once the symbol itself is gone.
+    return (category == "So" or 0x1F000 <= code <= 0x1FAFF or 0xFE00 <= code <= 0xFE0F
+            or 0xE0100 <= code <= 0xE01EF or code == 0x20E3)
+
+
+def _cleaned_char(char: str) -> str:
+    """Dropped characters vanish; a control character (NUL, BEL, CR...) separates words like a space."""
+    if not _is_dropped_char(char):
+        return char
+    return " " if unicodedata.category(char) == "Cc" else ""
 
 
 def normalise(raw: str) -> tuple[str, list[str]]:
@@ -70,8 +84,9 @@ def normalise(raw: str) -> tuple[str, list[str]]:
     dropped = [c for c in text if _is_dropped_char(c)]
     if dropped:
         cleaned.append(f"removed {len(dropped)} control character(s) or emoji")
-        text = "".join(c for c in text if not _is_dropped_char(c))
+        text = "".join(_cleaned_char(c) for c in text)
     text = re.sub(r"[ \t]+", " ", text)
+    text = re.sub(r" ?\n ?", "\n", text)
     text = re.sub(r" +([.,!?;:])", r"\1", text)
     text = re.sub(r"\n\s*\n+", "\n\n", text).strip()
     return text, cleaned
@@ -82,14 +97,19 @@ def parse_script(raw: str, *, pronunciations: dict[str, str] | None = None, max_
     overrides = {k.lower(): v for k, v in (pronunciations or {}).items()}
     sentences: list[list[ScriptToken]] = []
     current: list[ScriptToken] = []
+    stray = 0
     for paragraph in text.split("\n\n"):
         pieces = _PAUSE.split(paragraph)
         # split() interleaves text, number, unit, text, ...
         for index in range(0, len(pieces), 3):
-            for word in pieces[index].split():
-                emphasis = word.startswith("*") and word.rstrip(".,;:!?\"')").endswith("*") and len(word) > 2
-                display = word.replace("*", "") if emphasis else word
-                if not display.strip("*"):
+            marked = _EMPHASIS.sub(lambda m: " ".join(_EMPHASIS_MARK + w for w in m.group(1).split()), pieces[index])
+            for word in marked.split():
+                emphasis = word.startswith(_EMPHASIS_MARK)
+                display = word.removeprefix(_EMPHASIS_MARK)
+                if display.startswith("*") or display.endswith("*"):  # an unmatched mark is not read aloud
+                    stray += len(display) - len(display.strip("*"))
+                    display = display.strip("*")
+                if not display:
                     continue
                 lead, bare, trail = re.fullmatch(r"(\W*)(.*?)(\W*)", display).groups()
                 spoken = f"{lead}{overrides[bare.lower()]}{trail}" if bare.lower() in overrides else display
@@ -112,6 +132,8 @@ def parse_script(raw: str, *, pronunciations: dict[str, str] | None = None, max_
             current = []
         if sentences:
             sentences[-1][-1] = _with_pause(sentences[-1][-1], PARAGRAPH_PAUSE_MS)
+    if stray:
+        cleaned.append(f"removed {stray} unmatched '*' (emphasis is *word* or *several words*)")
     parsed = ParsedScript(text=text, sentences=sentences, cleaned=cleaned)
     if not parsed.tokens:
         raise ScriptError("script has no speakable words after cleaning" + (f" ({'; '.join(cleaned)})" if cleaned else ""))
@@ -126,13 +148,53 @@ def _with_pause(token: ScriptToken, pause_ms: int) -> ScriptToken:
 
 def to_ssml(sentences: list[list[ScriptToken]]) -> str:
     """SSML built from escaped words: user text never reaches the synthesiser as markup."""
-    parts = []
+    return ssml_with_spans(sentences)[0]
+
+
+def ssml_with_spans(sentences: list[list[ScriptToken]]) -> tuple[str, list[tuple[int, int]]]:
+    """`to_ssml` and, per token, the [start, end) of its escaped spoken text in that SSML: the synthesiser
+    reports word timings by text offset, which is how they are mapped back onto the script's tokens."""
+    out, spans = "<speak>", []
+    first = True
     for token in (t for sentence in sentences for t in sentence):
         word = escape(token.spoken)
-        parts.append(f"<emphasis>{word}</emphasis>" if token.emphasis else word)
+        out += "" if first else " "
+        first = False
+        opening = "<emphasis>" if token.emphasis else ""
+        start = len(out) + len(opening)
+        out += f"{opening}{word}</emphasis>" if token.emphasis else word
+        spans.append((start, start + len(word)))
         if token.pause_after_ms:
-            parts.append(f'<break time="{token.pause_after_ms}ms"/>')
-    return "<speak>" + " ".join(parts) + "</speak>"
+            out += f' <break time="{token.pause_after_ms}ms"/>'
+    return out + "</speak>", spans
+
+
+# Writing systems the default (English) voice can only spell letter by letter, and the espeak-ng voice
+# that reads them. Keyed by the first word of the Unicode character name.
+SCRIPT_VOICES = {
+    "CYRILLIC": "ru", "GREEK": "el", "ARABIC": "ar", "HEBREW": "he", "DEVANAGARI": "hi", "BENGALI": "bn",
+    "TAMIL": "ta", "THAI": "th", "GEORGIAN": "ka", "ARMENIAN": "hy", "HANGUL": "ko", "HIRAGANA": "ja",
+    "KATAKANA": "ja", "CJK": "cmn",
+}
+
+
+def voice_language(text: str) -> str | None:
+    """The espeak-ng voice for a script written mostly (more than half its letters) in a non-Latin
+    writing system that voice reads; None for Latin text and for writing systems without a voice."""
+    counts: dict[str, int] = {}
+    letters = 0
+    for char in text:
+        if not unicodedata.category(char).startswith("L"):
+            continue
+        letters += 1
+        system = unicodedata.name(char, "").split(" ")[0]
+        if system in SCRIPT_VOICES:
+            counts[SCRIPT_VOICES[system]] = counts.get(SCRIPT_VOICES[system], 0) + 1
+    if not counts or sum(counts.values()) * 2 <= letters:
+        return None
+    if counts.get("ja") and "cmn" in counts:  # kanji inside Japanese text
+        counts["ja"] += counts.pop("cmn")
+    return max(counts, key=counts.get)
 
 
 def estimated_duration_s(parsed: ParsedScript, wpm: float = 150.0) -> float:

@@ -28,8 +28,11 @@ def _split_points(sentence_lengths: list[int], scenes: int) -> list[int]:
     if len(boundaries) >= scenes:
         targets = [round(total * i / scenes) for i in range(scenes)]
         chosen = [0]
-        for target in targets[1:]:
+        for index, target in enumerate(targets[1:], start=1):
+            # Leave one boundary for each scene still to come, or a greedy early pick runs out of them.
+            later = scenes - 1 - index
             candidates = [b for b in boundaries if b > chosen[-1]]
+            candidates = candidates[: len(candidates) - later]
             chosen.append(min(candidates, key=lambda b: abs(b - target)))
         return chosen
     return [round(total * i / scenes) for i in range(scenes)]

@@ -3,7 +3,6 @@
 import functools
 import hashlib
 import io
-import json
 import tempfile
 import warnings
 from pathlib import Path
@@ -105,6 +104,13 @@ def recorded(record: Record, metadata: dict) -> dg.Output:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.BetaWarning)
         return dg.Output(record, data_version=dg.DataVersion(record.content_hash()), metadata=metadata)
+
+
+def for_cell(record: Record, **fields) -> Record:
+    """A reused record re-addressed to this cell: the content key shares bytes between cells (same script,
+    same prompts), never the cell a record names, its watermark or its approval state."""
+    changed = {name: value for name, value in fields.items() if getattr(record, name) != value}
+    return record.model_copy(update=changed) if changed else record
 
 
 def scratch_dir() -> tempfile.TemporaryDirectory:
@@ -209,19 +215,28 @@ def speech(
     voice_profile: VoiceProfileRecord,
 ) -> dg.Output[SpeechRecord]:
     from avatar_assets.media.audio import clipping_fraction, encode_wav, integrated_lufs, longest_silence_s
-    from avatar_assets.media.captions import cues, to_srt, to_vtt
+    from avatar_assets.media.captions import to_srt, to_vtt
     from avatar_assets.media.tts import WordTiming
+
+    from avatar_assets.media.script import ssml_with_spans, voice_language
+    from avatar_assets.media.tts import voice_for_f0
 
     settings_ = script.request.voice
     median_f0 = voice_profile.metrics.median_f0_hz if voice_profile.metrics else None
-    voice, pitch = tts.voice_and_pitch(median_f0, settings_.voice, settings_.pitch_shift)
+    requested = settings_.voice
+    language = None if requested else voice_language(script.text)
+    if language:  # a Cyrillic (Greek, Arabic...) script read by the English voice is spelled letter by letter
+        requested = voice_for_f0(median_f0, language) if median_f0 else language
+        context.log.info(f"script is written mostly for the {language!r} voice: speaking it with {requested}")
+    voice, pitch = tts.voice_and_pitch(median_f0, requested, settings_.pitch_shift)
     provider = tts.info(voice, pitch, settings_.rate_wpm)
 
     def compute() -> SpeechRecord:
         context.log.info(f"synthesising {script.word_count} words with {voice} at pitch {pitch}")
         synthesis = tts.synthesize(script.ssml, voice=voice, pitch=pitch, rate_wpm=settings_.rate_wpm)
         tokens = [token for sentence in script.sentences for token in sentence]
-        words = display_timings(tokens, synthesis.words)
+        _, spans = ssml_with_spans([tokens])
+        words = display_timings(tokens, synthesis.words, spans)
         duration = len(synthesis.samples) / synthesis.sample_rate
         scene_times = scene_boundaries(storyboard.scenes, words, duration)
         caption_words = [WordTiming(w.word, w.start_s, w.end_s, 0) for w in words]
@@ -244,9 +259,11 @@ def speech(
     key = content_key(
         "speech",
         CODE_VERSION,
-        {"ssml": script.ssml, "scenes": [s.tokens for s in storyboard.scenes], "provider": provider.model_dump()},
+        {"ssml": script.ssml, "scenes": [s.tokens for s in storyboard.scenes], "provider": provider.model_dump(),
+         "words": "by-text-offset"},
     )
     record, _ = reuse_or_compute(store, "speech", key, compute, context.log)
+    record = for_cell(record, avatar_id=script.avatar_id, slug=script.slug)
     return recorded(
         record,
         {
@@ -261,8 +278,22 @@ def speech(
     )
 
 
-def display_timings(tokens: list[Token], spoken_words) -> list[WordTimingModel]:
-    """Map the synthesiser's spoken words back onto the script's display words (overrides may span words)."""
+def display_timings(tokens: list[Token], spoken_words, spans: list[tuple[int, int]] | None = None) -> list[WordTimingModel]:
+    """Map the synthesiser's spoken words back onto the script's display words (overrides may span words).
+
+    With `spans` (each token's place in the SSML) words are matched by text offset: a token gets the
+    words that start inside it, and a token the synthesiser folded into the word before it ("Tom &",
+    "Hello —") shares that word's timing, so every display word keeps its own place in the captions.
+    """
+    if spans is not None and spoken_words:
+        timings = []
+        for token, (start, end) in zip(tokens, spans):
+            inside = [w for w in spoken_words if start <= w.text_offset < end]
+            if not inside:
+                before = [w for w in spoken_words if w.text_offset < start]
+                inside = [before[-1] if before else spoken_words[0]]
+            timings.append(WordTimingModel(word=token.display, start_s=inside[0].start_s, end_s=inside[-1].end_s))
+        return timings
     timings, cursor = [], 0
     for token in tokens:
         count = max(1, len(token.spoken.split()))
@@ -288,19 +319,25 @@ def scene_boundaries(scenes: list[Scene], words: list[WordTimingModel], duration
 # --------------------------------------------------------------------------- backgrounds
 
 
-@video_asset(description="One backdrop per scene from its prompt, deterministic by seed.")
+@video_asset(
+    description="One backdrop per scene from its prompt in the avatar's style preset, deterministic by seed.",
+    ins={"source_upload": identity_input()},  # the style preset lives in the avatar's manifest
+    pool="gpu",  # always, whichever provider (docs/diffusers.md)
+)
 def backgrounds(
     context: dg.AssetExecutionContext, store: MediaStore, images: ImageGenerator, storyboard: StoryboardRecord,
-    script: ScriptRecord,
+    script: ScriptRecord, source_upload: SourceUploadRecord,
 ) -> dg.Output[BackgroundsRecord]:
     from avatar_assets.media.images import encode_png, thumbnail_markdown
+    from resources.diffusion_provider import reuse_or_generate
 
+    preset = source_upload.manifest.style.preset
     prompts = [scene.background_prompt for scene in storyboard.scenes]
     seeds = [seed_override(context, script.request.seed) + scene.index for scene in storyboard.scenes]
     size = tuple(storyboard.master_size)
 
     def compute() -> BackgroundsRecord:
-        generated, provider = images.backgrounds(prompts, size, seeds)
+        generated, provider = images.backgrounds(prompts, size, seeds, preset=preset)
         context.log.info(f"generated {len(generated)} backgrounds at {size[0]}x{size[1]}")
         return BackgroundsRecord(
             avatar_id=storyboard.avatar_id,
@@ -311,8 +348,9 @@ def backgrounds(
             provider=provider,
         )
 
-    key = content_key("backgrounds", CODE_VERSION, {"prompts": prompts, "seeds": seeds, "size": size, "provider": images.model_dump()})
-    record, _ = reuse_or_compute(store, "backgrounds", key, compute, context.log)
+    key = content_key("backgrounds", CODE_VERSION, {"prompts": prompts, "seeds": seeds, "size": size, "provider": images.cache_parts(preset)})
+    record, _ = reuse_or_generate(store, "backgrounds", key, compute, context.log)
+    record = for_cell(record, avatar_id=storyboard.avatar_id, slug=storyboard.slug)
     from avatar_assets.media.images import decode_image
 
     previews = [thumbnail_markdown(decode_image(store.read(ref)), max_side=128, alt=p) for ref, p in zip(record.images, prompts)]
@@ -336,7 +374,6 @@ def scene_assets(
     character_sheet: CharacterSheetRecord,
 ) -> dg.Output[SceneAssetsRecord]:
     from avatar_assets.media.compose import composite_shot, contact_sheet
-    from avatar_assets.media.faces import detect_faces
     from avatar_assets.media.images import decode_image, encode_png, thumbnail_markdown
 
     def compute() -> SceneAssetsRecord:
@@ -416,7 +453,6 @@ def lip_sync(
     script: ScriptRecord,
 ) -> dg.Output[LipSyncRecord]:
     from avatar_assets.media.audio import load_wav
-    from avatar_assets.media.lipsync import estimate_lag_frames, mouth_motion, speech_envelope
     from avatar_assets.media.talking_head import frame_count, render_frames
     from avatar_assets.media.video import encode_frames, read_frames
 
@@ -434,27 +470,26 @@ def lip_sync(
                 fps=fps, size=tuple(scene_assets.master_size), audio=(audio.samples, audio.sample_rate),
                 path=path, crf=video.crf, preset=video.preset,
             )
-            motion = measured_mouth_motion(read_frames(path), scene_assets, total, fps)
+            lag, in_silence, in_speech = lip_sync_measurements(
+                read_frames(path), scene_assets, speech.words, audio.samples, audio.sample_rate, fps, total
+            )
             ref = store.put_file(path, "mp4", "video/mp4")
-        envelope = speech_envelope(audio.samples, audio.sample_rate, fps, total)
-        talking = ~np.isnan(motion)
-        silent = talking & (openness == 0)
-        speaking = talking & (openness > 0.2)
         buffer = io.BytesIO()
         np.save(buffer, openness.astype(np.float32))
         return LipSyncRecord(
             avatar_id=scene_assets.avatar_id, slug=scene_assets.slug, video=ref,
             openness=store.put_bytes(buffer.getvalue(), "npy", "application/x-npy"),
             fps=fps, frames=total,
-            lag_frames=estimate_lag_frames(np.nan_to_num(motion), np.where(talking, envelope, 0.0)),
-            motion_in_silence=float(np.mean(motion[silent])) if silent.any() else 0.0,
-            motion_in_speech=float(np.mean(motion[speaking])) if speaking.any() else 0.0,
+            lag_frames=lag, motion_in_silence=in_silence, motion_in_speech=in_speech,
             provider=lipsync.info(),
             awaiting_approval=script.request.route == "approval_gated",
         )
 
-    key = content_key("lip_sync", CODE_VERSION, {"scenes": scene_assets.content_hash(), "audio": speech.audio.sha256, "video": video.model_dump()})
+    key = content_key("lip_sync", CODE_VERSION, {"scenes": scene_assets.content_hash(), "audio": speech.audio.sha256,
+                                                 "video": video.model_dump(), "silence": "from-word-timings"})
     record, _ = reuse_or_compute(store, "lip_sync", key, compute, context.log)
+    record = for_cell(record, avatar_id=scene_assets.avatar_id, slug=scene_assets.slug,
+                      awaiting_approval=script.request.route == "approval_gated")
     if record.awaiting_approval:
         context.log.info(
             f"route approval_gated: {record.avatar_id}/{record.slug} waits for approval of lip_sync before "
@@ -481,6 +516,32 @@ def scene_tracks(store: MediaStore, scene_assets: SceneAssetsRecord):
         SceneTrack(start_s=s.start_s, end_s=s.end_s, keyframe=decode_image(store.read(s.keyframe)), mouth_box=s.mouth_box)
         for s in scene_assets.scenes
     ]
+
+
+SILENCE_MARGIN_S = 0.1  # frames this close to a word are neither speech nor silence (coarticulation)
+
+
+def lip_sync_measurements(frames, scene_assets: SceneAssetsRecord, words, samples, sample_rate: int, fps: float,
+                          total: int) -> tuple[int, float, float]:
+    """(lag in frames, mouth motion in silences, mouth motion in speech) of rendered frames, measured
+    against the audio: speech and silence come from the word timings, never from the openness that drove
+    the mouth, so a mouth that moves in a pause is seen moving in silence."""
+    from avatar_assets.media.lipsync import estimate_lag_frames, speech_envelope
+
+    motion = measured_mouth_motion(frames, scene_assets, total, fps)
+    envelope = speech_envelope(samples, sample_rate, fps, total)
+    centres = (np.arange(total) + 0.5) / fps
+    spoken, near = np.zeros(total, bool), np.zeros(total, bool)
+    for word in words:
+        spoken |= (centres >= word.start_s) & (centres < word.end_s)
+        near |= (centres >= word.start_s - SILENCE_MARGIN_S) & (centres < word.end_s + SILENCE_MARGIN_S)
+    talking = ~np.isnan(motion)
+    silent, speaking = talking & ~near, talking & spoken
+    return (
+        estimate_lag_frames(np.nan_to_num(motion), np.where(talking, envelope, 0.0)),
+        float(np.mean(motion[silent])) if silent.any() else 0.0,
+        float(np.mean(motion[speaking])) if speaking.any() else 0.0,
+    )
 
 
 def measured_mouth_motion(frames, scene_assets: SceneAssetsRecord, total: int, fps: float) -> np.ndarray:
@@ -626,7 +687,9 @@ def enhanced_video(
             audio_duration_s=speech.duration_s, provider=enhancer.info(), watermark=payload.hex(),
         )
 
-    key = content_key("enhanced_video", CODE_VERSION, {"stitched": stitched_video.video.sha256, "enhancer": enhancer.model_dump(), "video": video.model_dump()})
+    # The watermark names the cell, so two cells with identical stitched bytes still get their own file.
+    key = content_key("enhanced_video", CODE_VERSION, {"stitched": stitched_video.video.sha256, "watermark": payload.hex(),
+                                                       "enhancer": enhancer.model_dump(), "video": video.model_dump()})
     record, _ = reuse_or_compute(store, "enhanced_video", key, compute, context.log)
     return recorded(record, {**video_metadata(record, store), "watermark": record.watermark or ""})
 
@@ -711,6 +774,11 @@ def output_package(
     )
     manifest_ref = store.put_bytes(manifest.model_dump_json(indent=2).encode(), "json", "application/json")
     store.copy_to(manifest_ref, f"{folder}/rights_manifest.json")
+    # A re-render that drops a rendition (the request changed) must not leave the old file in the folder.
+    keep = {f"{folder}/{name}" for name in [*manifest.outputs, "rights_manifest.json"]}
+    for stale in [key for key in store.list_keys(f"{folder}/") if key not in keep]:
+        context.log.info(f"removing {stale}: no longer part of the package")
+        store.delete_key(stale)
     record = OutputPackageRecord(
         avatar_id=script.avatar_id, slug=script.slug, renditions=renditions, poster=poster,
         captions_srt=speech.captions_srt, captions_vtt=speech.captions_vtt, rights_manifest=manifest_ref,

@@ -1,0 +1,76 @@
+"""Diffusers: image generation through `bench/diffusers_bench.py`, tiny offline model or a real one.
+
+Runs `bench.diffusers_bench.bench_diffusers(model_path, device)` when that module exists: by default on
+CPU with the tiny random-weight Stable Diffusion pipeline that `tests/media/tiny_sd.build_tiny_sd`
+saves to a temp dir (offline, seconds); `--model PATH` points it at a real local model folder and
+`--gpu` passes device="cuda". Without the module it is skipped with a message.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+from bench import common
+from bench.common import say
+
+NAME = "diffusers"
+MODULE = "bench.diffusers_bench"
+ABSENT = "diffusers bench module not present"
+
+
+def _skipped(message: str, **parameters: Any) -> dict[str, Any]:
+    print(message, flush=True)
+    return {"status": "skipped", "parameters": parameters, "figures": {}, "targets": {}, "notes": [message],
+            "summary": [message]}
+
+
+def run(opts) -> dict[str, Any]:
+    device = "cuda" if opts.gpu else "cpu"
+    params: dict[str, Any] = {"device": device, "model": str(opts.model) if opts.model else "tiny random-weight SD (tests/media/tiny_sd)"}
+    if importlib.util.find_spec(MODULE) is None:
+        return _skipped(ABSENT, **params)
+    if opts.gpu:
+        import torch
+
+        if not torch.cuda.is_available():
+            return _skipped(f"--gpu given but torch {torch.__version__} sees no CUDA device", **params)
+    bench_diffusers = importlib.import_module(MODULE).bench_diffusers
+    with common.workdir(NAME, keep=opts.keep) as work:
+        if opts.model is not None:
+            model_path, build_s = Path(opts.model).expanduser().resolve(), 0.0
+            if not model_path.is_dir():
+                raise FileNotFoundError(f"--model {model_path}: no such folder")
+        else:
+            from tests.media.tiny_sd import build_tiny_sd
+
+            say("building the tiny Stable Diffusion pipeline")
+            build_s, model_path = common.timed(lambda: build_tiny_sd(work / "tiny-sd"))
+        say(f"bench_diffusers({model_path}, {device!r})")
+        call_s, result = common.timed(lambda: bench_diffusers(str(model_path), device))
+    figures = dict(result) if isinstance(result, dict) else {"result": repr(result)}
+    figures.setdefault("call_s", call_s)
+    figures.setdefault("model_build_s", build_s)
+    return {"parameters": params, "figures": figures, "targets": dict(figures.pop("targets", {}) or {}),
+            "baseline": figures.pop("baseline", "as defined by bench/diffusers_bench.py")}
+
+
+def summary(result: dict[str, Any]) -> list[str]:
+    p, f = result["parameters"], result["figures"]
+    lines = [f"model: {p['model']} on {p['device']}; bench_diffusers took {f.get('call_s', float('nan')):.1f} s "
+             f"(model build {f.get('model_build_s', 0.0):.1f} s)"]
+    shown = {"call_s", "model_build_s"}
+    if {"load_s", "text2img", "avatars"} <= f.keys():  # the fields bench/diffusers_bench.py returns today
+        t, a = f["text2img"], f["avatars"]
+        lines += [
+            f"{f.get('model_id')} {f.get('dtype')} at {f.get('side')} px, {f.get('steps')} steps, {f.get('threads')} "
+            f"threads: import {f.get('import_s')} s, first load {f['load_s']} s, repeat load {f.get('load_repeat_s')} s",
+            "text2img: " + ", ".join(f"{k} {v}" for k, v in t.items()),
+            "avatars: " + ", ".join(f"{k} {v}" for k, v in a.items()),
+        ]
+        shown |= {"model_id", "dtype", "side", "steps", "threads", "import_s", "load_s", "load_repeat_s", "text2img",
+                  "avatars"}
+    lines += [f"{key}: {value}" for key, value in f.items() if key not in shown]
+    return lines

@@ -1,0 +1,205 @@
+"""Identity build: wall time by stage, and what Dagster costs over the same media functions in a loop.
+
+Subject: `avatarops process` in a subprocess on a fresh AVATAR_HOME with N upload bundles in the
+inbox (copies of the sample bundle with distinct avatar ids and re-encoded photos, so no content key
+is shared), timed end to end. Baseline, same run: `python -m bench.identity_plain` on the same N
+bundles (the media functions in a plain loop in one process, same PNG encodes), also timed end to end
+from outside. Both pay interpreter start and their imports; repeats alternate the order (ABBA).
+The stage split comes from the Dagster event log of the subject's runs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench import common
+from bench.common import median, ratio, say
+
+NAME = "identity"
+TARGET_OVERHEAD = 1.3
+IDENTITY_ASSETS = {"source_upload", "validated_inputs", "neutral_image", "character_sheet", "voice_profile",
+                   "identity_bundle"}
+
+
+def parameters(quick: bool) -> dict[str, Any]:
+    return {
+        "avatars": 2 if quick else 5,
+        "repeats": 1 if quick else 2,
+        "import_repeats": 1 if quick else 3,
+        "upload_settle_s": 0,
+        "photo_variants": "sample photo re-encoded as JPEG at quality 95, 94, ... (one per avatar)",
+    }
+
+
+def _dagster_pass(bundles: list[Path], root: Path) -> dict[str, Any]:
+    import dagster as dg
+
+    home = common.prepare_home(root)
+    common.copy_into_inbox(bundles, home)
+    env = common.home_env(home)
+    wall, out = common.run_timed([str(common.VENV_BIN / "avatarops"), "process", "--json"], env)
+    common.check_ok(out, "avatarops process")
+    report = json.loads(out.stdout[out.stdout.index("{"):])
+    if not report["ok"] or len(report["runs"]) != len(bundles):
+        raise RuntimeError(f"identity build did not succeed for every avatar: {json.dumps(report)[:3000]}")
+    instance = dg.DagsterInstance.from_config(str(home / "dagster"))
+    try:
+        runs = [common.run_step_timings(instance, r["run_id"]) for r in report["runs"]]
+    finally:
+        instance.dispose()
+    # The same command again with nothing to do: start-up, imports, instance, one round of sensors
+    # and one automation evaluation - the fixed cost every `avatarops process` pays.
+    noop_s, out = common.run_timed([str(common.VENV_BIN / "avatarops"), "process", "--json"], env)
+    common.check_ok(out, "avatarops process (nothing to do)")
+    return {"wall_s": wall, "runs": runs, "noop_s": noop_s}
+
+
+def _plain_pass(bundles: list[Path], out_json: Path) -> dict[str, Any]:
+    env = common.home_env(out_json.parent / "plain-home")
+    cmd = [sys.executable, "-m", "bench.identity_plain", "--json-out", str(out_json), *map(str, bundles)]
+    wall, out = common.run_timed(cmd, env)
+    common.check_ok(out, "bench.identity_plain")
+    return {"wall_s": wall, **json.loads(out_json.read_text())}
+
+
+def _import_seconds(code: str, env: dict[str, str], repeats: int) -> float:
+    return median([common.run_timed([sys.executable, "-c", code], env)[0] for _ in range(repeats)])
+
+
+def run(opts) -> dict[str, Any]:
+    params = parameters(opts.quick)
+    n, repeats = params["avatars"], params["repeats"]
+    with common.workdir(NAME, keep=opts.keep) as work:
+        common.activate_home(work / "setup-home")
+        say("building the sample bundle and its variants")
+        sample = common.sample_bundle(work / "sample" / "astronaut")
+        bundles = common.bundle_variants(sample, work / "bundles", [f"bench-id-{i}" for i in range(n)])
+
+        say("timing imports")
+        env = common.home_env(common.prepare_home(work / "import-home"))
+        python_start_s = _import_seconds("pass", env, params["import_repeats"])
+        import_defs_s = _import_seconds("import avatar_assets.definitions", env, params["import_repeats"])
+        import_dagster_s = _import_seconds("import dagster", env, params["import_repeats"])
+
+        dagster_passes, plain_passes = [], []
+        for rep in range(repeats):
+            order = ["plain", "dagster"] if rep % 2 == 0 else ["dagster", "plain"]
+            for which in order:
+                say(f"repeat {rep + 1}/{repeats}: {which} identity build of {n} avatars")
+                if which == "dagster":
+                    dagster_passes.append(_dagster_pass(bundles, work / f"home-{rep}"))
+                    say(f"  avatarops process: {dagster_passes[-1]['wall_s']:.1f} s")
+                else:
+                    plain_passes.append(_plain_pass(bundles, work / f"plain-{rep}.json"))
+                    say(f"  plain loop: {plain_passes[-1]['wall_s']:.1f} s")
+
+    dagster_wall = median([p["wall_s"] for p in dagster_passes])
+    plain_wall = median([p["wall_s"] for p in plain_passes])
+    overhead = ratio(dagster_wall, plain_wall)
+
+    # Where the subject's time went, from its event logs (median over repeats).
+    def breakdown(p: dict[str, Any]) -> dict[str, float]:
+        asset_s = check_s = run_s = 0.0
+        for r in p["runs"]:
+            assets, checks = common.split_steps(r["steps"], IDENTITY_ASSETS)
+            asset_s += sum(assets.values())
+            check_s += sum(checks.values())
+            run_s += r["run_s"]
+        return {
+            "asset_steps_s": asset_s,
+            "check_steps_s": check_s,
+            "in_runs_outside_steps_s": run_s - asset_s - check_s,
+            "outside_runs_s": p["wall_s"] - run_s,  # interpreter, imports, instance, sensors, automation
+        }
+
+    parts = [breakdown(p) for p in dagster_passes]
+    dagster_breakdown = {k: median([b[k] for b in parts]) for k in parts[0]}
+
+    first_run = dagster_passes[0]["runs"][0]
+    warm_runs = [r for p in dagster_passes for r in p["runs"][1:]]
+    steps = list(first_run["steps"])  # in the order they finished
+    per_stage = {
+        step: {
+            "cold_s": first_run["steps"][step],
+            "warm_median_s": median([r["steps"][step] for r in warm_runs if step in r["steps"]]) if warm_runs else None,
+            "kind": "asset" if step in IDENTITY_ASSETS else "check",
+        }
+        for step in steps
+    }
+    plain_first = plain_passes[0]["bundles"][0]["stages"]
+    plain_warm = [b["stages"] for p in plain_passes for b in p["bundles"][1:]]
+    plain_stages = {
+        stage: {
+            "cold_s": plain_first[stage],
+            "warm_median_s": median([s[stage] for s in plain_warm]) if plain_warm else None,
+        }
+        for stage in plain_first
+    }
+    figures = {
+        "avatarops_process_wall_s": dagster_wall,
+        "plain_loop_wall_s": plain_wall,
+        "overhead_ratio": overhead,
+        "per_avatar_dagster_s": dagster_wall / n,
+        "per_avatar_plain_s": plain_wall / n,
+        "all_dagster_walls_s": [p["wall_s"] for p in dagster_passes],
+        "all_plain_walls_s": [p["wall_s"] for p in plain_passes],
+        "identity_run_cold_s": first_run["run_s"],
+        "identity_run_warm_median_s": median([r["run_s"] for r in warm_runs]) if warm_runs else None,
+        "stages_dagster": per_stage,
+        "stages_plain": plain_stages,
+        "dagster_breakdown_s": dagster_breakdown,
+        "plain_breakdown_s": {
+            "imports_s": median([p["import_s"] for p in plain_passes]),
+            "compute_s": median([p["compute_s"] for p in plain_passes]),
+            "interpreter_and_rest_s": median([p["wall_s"] - p["import_s"] - p["compute_s"] for p in plain_passes]),
+        },
+        "noop_process_s": median([p["noop_s"] for p in dagster_passes]),
+        "python_startup_s": python_start_s,
+        "import_dagster_s": import_dagster_s,
+        "import_definitions_s": import_defs_s,
+        "import_definitions_share_of_process": ratio(import_defs_s, dagster_wall),
+        "overhead_ratio_without_definitions_import": ratio(dagster_wall - import_defs_s, plain_wall - python_start_s),
+    }
+    return {
+        "parameters": params,
+        "figures": figures,
+        "targets": {"overhead_ratio": {"op": "<=", "limit": TARGET_OVERHEAD, "value": overhead,
+                                       "met": overhead <= TARGET_OVERHEAD}},
+        "baseline": "the same media functions in a plain loop in one process (python -m bench.identity_plain), "
+                    "same bundles, same run, timed end to end from outside like the subject",
+    }
+
+
+def summary(result: dict[str, Any]) -> list[str]:
+    f, p = result["figures"], result["parameters"]
+    b = f["dagster_breakdown_s"]
+    lines = [
+        f"{p['avatars']} avatars, {p['repeats']} repeat(s), medians:",
+        f"`avatarops process` {f['avatarops_process_wall_s']:.1f} s vs plain loop {f['plain_loop_wall_s']:.1f} s "
+        f"-> overhead ratio **{f['overhead_ratio']:.2f}** (target <= {TARGET_OVERHEAD})",
+        f"per avatar: {f['per_avatar_dagster_s']:.1f} s with Dagster, {f['per_avatar_plain_s']:.1f} s plain; "
+        f"one identity run {f['identity_run_cold_s']:.1f} s cold, "
+        f"{(f['identity_run_warm_median_s'] or float('nan')):.1f} s warm",
+        f"subject's time: asset steps {b['asset_steps_s']:.1f} s, QA check steps {b['check_steps_s']:.1f} s, "
+        f"run machinery between steps {b['in_runs_outside_steps_s']:.1f} s, outside runs (start-up, imports, "
+        f"sensors, automation) {b['outside_runs_s']:.1f} s",
+        f"`avatarops process` with nothing to do: {f['noop_process_s']:.1f} s (start-up, imports, one sensor "
+        f"round and one automation tick)",
+        f"imports: python start {f['python_startup_s']:.2f} s, `import dagster` {f['import_dagster_s']:.2f} s, "
+        f"`import avatar_assets.definitions` {f['import_definitions_s']:.2f} s "
+        f"({100 * f['import_definitions_share_of_process']:.0f} % of the process); ratio without it "
+        f"{f['overhead_ratio_without_definitions_import']:.2f}",
+        "stage (Dagster step, cold / warm median) vs plain loop (cold / warm median), seconds:",
+    ]
+    plain = f["stages_plain"]
+    for step, s in f["stages_dagster"].items():
+        warm = s["warm_median_s"]
+        line = f"  {step:48} {s['cold_s']:6.2f} / {warm if warm is not None else float('nan'):6.2f}"
+        if step in plain:
+            pw = plain[step]["warm_median_s"]
+            line += f"   plain {plain[step]['cold_s']:6.2f} / {pw if pw is not None else float('nan'):6.2f}"
+        lines.append(line)
+    return lines

@@ -1,0 +1,120 @@
+"""The identity build without Dagster: the same `media/` functions in a plain loop, one process.
+
+`python -m bench.identity_plain --json-out OUT BUNDLE...` is the baseline of the `identity` benchmark.
+Per bundle it does the media work the identity assets do (decode, metrics, face, neutral portrait,
+character sheet, voice analysis and speaker embedding) and the same PNG encodes, on arrays in memory:
+no media store, no records, no QA gates, no Dagster. It writes its own timings (imports, per stage).
+"""
+
+from __future__ import annotations
+
+import time
+
+_STARTED = time.perf_counter()
+
+import argparse  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+
+def build_identity(bundle: Path, timings: dict[str, float]) -> dict:
+    """One avatar: what source_upload, validated_inputs, neutral_image, character_sheet and
+    voice_profile compute, stage by stage (stage names are the asset names)."""
+    import numpy as np
+
+    from avatar_assets.media.audio import load_wav
+    from avatar_assets.media.faces import detect_faces, photo_metrics
+    from avatar_assets.media.images import encode_png, load_photo
+    from avatar_assets.media.portrait import make_neutral_portrait
+    from avatar_assets.media.sheet import make_character_sheet
+    from avatar_assets.media.voice import analyse_voice, speaker_embedding
+
+    def stage(name: str, fn):
+        started = time.perf_counter()
+        value = fn()
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - started
+        return value
+
+    manifest = json.loads((bundle / "manifest.json").read_text())
+
+    def source_upload():
+        photo = load_photo((bundle / manifest["photos"][0]).read_bytes())
+        encode_png(photo.rgb)  # the upright copy the upload stores
+        return photo.rgb, (bundle / manifest["voice_sample"]).read_bytes()
+
+    rgb, voice_bytes = stage("source_upload", source_upload)
+    metrics = stage("validated_inputs", lambda: photo_metrics(rgb))
+
+    def neutral_image():
+        face = detect_faces(rgb)[0]
+        portrait = make_neutral_portrait(rgb, face)
+        encode_png(np.dstack([portrait.mask] * 3))
+        encode_png(portrait.rgb)
+        detect_faces(portrait.rgb)  # the recorded face_count
+        return portrait
+
+    portrait = stage("neutral_image", neutral_image)
+
+    def character_sheet():
+        sheet = make_character_sheet(portrait, seed=0)
+        encode_png(sheet.sheet_rgb)
+        for variant in sheet.variants.values():
+            encode_png(variant)
+        return sheet
+
+    sheet = stage("character_sheet", character_sheet)
+
+    def voice_profile():
+        loaded = load_wav(voice_bytes)
+        voice = analyse_voice(loaded)
+        embedding = speaker_embedding(loaded.samples, loaded.sample_rate)
+        np.save(io.BytesIO(), embedding.astype(np.float32))
+        return voice, embedding
+
+    voice, _ = stage("voice_profile", voice_profile)
+    return {
+        "avatar_id": manifest["avatar_id"],
+        "face_count": metrics.face_count,
+        "variants": len(sheet.variants),
+        "median_f0_hz": voice.median_f0_hz,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json-out", type=Path, required=True)
+    parser.add_argument("bundles", nargs="+", type=Path)
+    args = parser.parse_args(argv)
+
+    import_started = time.perf_counter()
+    import avatar_assets.media.audio  # noqa: F401
+    import avatar_assets.media.faces  # noqa: F401
+    import avatar_assets.media.images  # noqa: F401
+    import avatar_assets.media.portrait  # noqa: F401
+    import avatar_assets.media.sheet  # noqa: F401
+    import avatar_assets.media.voice  # noqa: F401
+
+    import_s = time.perf_counter() - import_started
+    per_bundle = []
+    for bundle in args.bundles:
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        summary = build_identity(bundle, timings)
+        per_bundle.append({**summary, "total_s": time.perf_counter() - started, "stages": timings})
+    args.json_out.write_text(
+        json.dumps(
+            {
+                "import_s": import_s,
+                "compute_s": sum(b["total_s"] for b in per_bundle),
+                "in_process_s": time.perf_counter() - _STARTED,
+                "bundles": per_bundle,
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,136 @@
+"""Video end to end: a ~20 s multi_scene video at 720 short side on the CPU defaults, by stage.
+
+Through `runner.process` (what `avatarops process` does) on a fresh AVATAR_HOME, in this process:
+first the sample avatar's identity (reported separately), then one multi_scene request like the
+demo's (three backgrounds, three platform renditions). Stage times come from the Dagster event log.
+The real-time factor is seconds of video per second of wall time for the render.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench import common
+from bench.common import ratio, say
+
+NAME = "video_e2e"
+VIDEO_ASSETS = ["script", "storyboard", "speech", "backgrounds", "scene_assets", "lip_sync", "stitched_video",
+                "enhanced_video", "output_package"]
+IDENTITY_ASSETS = {"source_upload", "validated_inputs", "neutral_image", "character_sheet", "voice_profile",
+                   "identity_bundle"}
+# The demo script without its last sentence: about 20 s of speech at the default rate.
+SCRIPT = (
+    "Hi! I'm the demo avatar, built from one public domain photo and a synthetic voice. "
+    "Everything you see was made step by step, as Dagster assets with quality gates. [pause 400ms] "
+    "First my identity, then this video: a script, a storyboard, speech, backgrounds and lip sync."
+)
+QUICK_SCRIPT = "Hi! I'm the demo avatar. [pause 300ms] This is a quick benchmark video."
+
+
+def parameters(quick: bool) -> dict[str, Any]:
+    return {
+        "route": "multi_scene",
+        "master_short_side": 240 if quick else 720,
+        "fps": 25,
+        "script": QUICK_SCRIPT if quick else SCRIPT,
+        "background_prompts": ["soft studio backdrop", "city at dusk", "calm ocean sunset"],
+        "platforms": ["tiktok"] if quick else ["tiktok", "instagram_feed", "youtube"],
+        "executor": "in_process (the code location's default)",
+    }
+
+
+def _stages(instance, outcomes) -> tuple[dict[str, float], float]:
+    steps: dict[str, float] = {}
+    run_s = 0.0
+    for outcome in outcomes:
+        timing = common.run_step_timings(instance, outcome.run_id)
+        run_s += timing["run_s"]
+        for step, seconds in timing["steps"].items():
+            steps[step] = steps.get(step, 0.0) + seconds
+    return steps, run_s
+
+
+def run(opts) -> dict[str, Any]:
+    params = parameters(opts.quick)
+    with common.workdir(NAME, keep=opts.keep) as work:
+        home = work / "home"
+        common.activate_home(home, AVATAR_MASTER_SHORT_SIDE=str(params["master_short_side"]), AVATAR_FPS=str(params["fps"]))
+        import dagster as dg
+
+        from avatar_assets.contracts import OutputRequest
+        from avatar_assets.requests import write_request
+        from avatar_assets.runner import process
+        from resources.records import read_record
+        from resources.wiring import media_store
+
+        say("building the sample bundle")
+        sample = common.sample_bundle(work / "sample" / "bench-e2e")
+        bundles = common.bundle_variants(sample, work / "bundles", ["bench-e2e"])
+        definitions_s, defs = common.timed(common.load_definitions)
+        instance = dg.DagsterInstance.get()
+        try:
+            common.copy_into_inbox(bundles, home)
+            say("identity")
+            identity_s, identity = common.timed(lambda: process(defs, instance, echo=lambda _: None))
+            if not identity.ok or not identity.runs:
+                raise RuntimeError(f"identity build failed: {identity.as_dict()}")
+            identity_steps, identity_run_s = _stages(instance, identity.runs)
+            say(f"identity: {identity_s:.1f} s; rendering the video")
+            write_request(
+                OutputRequest(avatar_id="bench-e2e", slug="bench-video", route=params["route"], script=params["script"],
+                              background_prompts=params["background_prompts"], platforms=params["platforms"])
+            )
+            video_s, video = common.timed(lambda: process(defs, instance, echo=lambda _: None))
+            if not video.ok or not video.runs:
+                raise RuntimeError(f"video render failed: {video.as_dict()}")
+            video_steps, video_run_s = _stages(instance, video.runs)
+            store = media_store()
+            speech = read_record(store, "speech", "bench-e2e|bench-video")
+            package = read_record(store, "output_package", "bench-e2e|bench-video")
+            stitched = read_record(store, "stitched_video", "bench-e2e|bench-video")
+            duration = speech.duration_s
+            say(f"video: {video_s:.1f} s for {duration:.1f} s of video")
+        finally:
+            instance.dispose()
+
+    asset_steps = {k: v for k, v in video_steps.items() if k in VIDEO_ASSETS}
+    check_steps = {k: v for k, v in video_steps.items() if k not in VIDEO_ASSETS}
+    figures = {
+        "video_duration_s": duration,
+        "master_size": list(stitched.expected_size),
+        "renditions": [f"{r.aspect_ratio} {r.width}x{r.height}" for r in package.renditions],
+        "video_process_s": video_s,
+        "video_runs": [f"{r.job} [{r.partition}] ({r.origin})" for r in video.runs],
+        "video_run_s": video_run_s,
+        "realtime_factor": ratio(duration, video_s),
+        "video_stages_s": {k: asset_steps[k] for k in VIDEO_ASSETS if k in asset_steps},
+        "video_check_steps_s": check_steps,
+        "video_assets_sum_s": sum(asset_steps.values()),
+        "video_checks_sum_s": sum(check_steps.values()),
+        "video_outside_steps_s": video_s - sum(video_steps.values()),
+        "identity_process_s": identity_s,
+        "identity_run_s": identity_run_s,
+        "identity_stages_s": {k: v for k, v in identity_steps.items() if k in IDENTITY_ASSETS},
+        "identity_check_steps_s": {k: v for k, v in identity_steps.items() if k not in IDENTITY_ASSETS},
+        "definitions_load_s": definitions_s,
+        "end_to_end_s": identity_s + video_s,
+    }
+    return {"parameters": params, "figures": figures, "targets": {},
+            "baseline": "none (absolute times); the stage split is the comparison"}
+
+
+def summary(result: dict[str, Any]) -> list[str]:
+    f, p = result["figures"], result["parameters"]
+    lines = [
+        f"{f['video_duration_s']:.1f} s {p['route']} video, master {f['master_size'][0]}x{f['master_size'][1]} "
+        f"@ {p['fps']} fps, renditions {', '.join(f['renditions'])}",
+        f"identity {f['identity_process_s']:.1f} s (run {f['identity_run_s']:.1f} s); video {f['video_process_s']:.1f} s "
+        f"(runs {f['video_run_s']:.1f} s) -> real-time factor **{f['realtime_factor']:.2f}x** "
+        f"(end to end {f['end_to_end_s']:.1f} s)",
+        f"video: asset steps {f['video_assets_sum_s']:.1f} s, QA checks {f['video_checks_sum_s']:.1f} s, "
+        f"outside steps (sensors, automation, run setup) {f['video_outside_steps_s']:.1f} s",
+        "video stages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in f["video_stages_s"].items()),
+        "video checks (s): " + ", ".join(f"{k} {v:.2f}" for k, v in f["video_check_steps_s"].items()),
+        "identity stages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in f["identity_stages_s"].items()),
+    ]
+    return lines

@@ -1,0 +1,328 @@
+"""Helpers for the issue-4 tests: regeneration, staleness, approvals, retry, revoke and lifecycle events.
+
+The expensive part of these tests is a rendered "world": three avatars (copies of the sample bundle under
+different ids) with two video cells each, at a small master size. It is built once per test session by
+the real sensors and runs (`avatar_assets.runner.process`) and snapshotted; each test restores the
+snapshot at the same path (records hold absolute `file://` URIs) and gets its own Dagster instance on it.
+Nothing is mocked: the instance is SQLite on disk, media are real files, the webhook is real HTTP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import dagster as dg
+
+from tests.conftest import Home, avatar_home, copy_sample
+
+SHORT_SIDE = "160"
+AVATARS = ("ava", "bob", "cal")
+SLUGS = ("s1", "s2")
+SCRIPT = "Hello there."
+VIDEO_STAGES = ["script", "storyboard", "speech", "backgrounds", "scene_assets", "lip_sync",
+                "stitched_video", "enhanced_video", "output_package"]
+IDENTITY_ASSETS = ["source_upload", "validated_inputs", "neutral_image", "character_sheet", "voice_profile",
+                   "identity_bundle"]
+# What re-materializing neutral_image of one avatar must refresh: its own identity descendants and, in each
+# of its cells, the stages that read neutral_image / character_sheet / identity_bundle and their descendants.
+NEUTRAL_IDENTITY_DOWNSTREAM = ["character_sheet", "identity_bundle"]
+NEUTRAL_CELL_DOWNSTREAM = ["scene_assets", "lip_sync", "stitched_video", "enhanced_video", "output_package"]
+ENV = {"AVATAR_MASTER_SHORT_SIDE": SHORT_SIDE}
+
+_WORLDS: dict[str, tuple[Path, Path]] = {}
+
+
+def cell(avatar_id: str, slug: str) -> str:
+    return f"{avatar_id}|{slug}"
+
+
+def expected_after_neutral_image(avatar_id: str, slugs=SLUGS) -> Counter:
+    expected = Counter({(asset, avatar_id): 1 for asset in NEUTRAL_IDENTITY_DOWNSTREAM})
+    for slug in slugs:
+        expected.update({(asset, cell(avatar_id, slug)): 1 for asset in NEUTRAL_CELL_DOWNSTREAM})
+    return expected
+
+
+# --------------------------------------------------------------------------- the rendered world
+
+
+def submit(avatar_id: str, slug: str, script: str = SCRIPT, **fields):
+    """Write `<inbox>/outputs/<avatar>/<slug>.json` as `avatarops request` does (atomic)."""
+    from avatar_assets.contracts import OutputRequest
+    from avatar_assets.requests import write_request
+
+    request = OutputRequest(avatar_id=avatar_id, slug=slug, script=script, **fields)
+    write_request(request)
+    return request
+
+
+def _build_world(root: Path, sample_bundle: Path) -> None:
+    with avatar_home(root, **ENV) as home:
+        for avatar_id in AVATARS:
+            copy_sample(sample_bundle, home.inbox, avatar_id)
+        report = home.process()
+        assert report.ok and sorted(r.partition for r in report.runs) == sorted(AVATARS), report.as_dict()
+        for avatar_id in AVATARS:
+            for slug in SLUGS:
+                submit(avatar_id, slug)
+        report = home.process()
+        assert report.ok, report.as_dict()
+        assert sorted(r.partition for r in report.runs) == sorted(cell(a, s) for a in AVATARS for s in SLUGS)
+
+
+def world_snapshot(tmp_path_factory, sample_bundle: Path) -> tuple[Path, Path]:
+    """(root, snapshot): built once per session, whichever test module asks first."""
+    if "world" not in _WORLDS:
+        base = tmp_path_factory.getbasetemp() / "regen-world"
+        root, snapshot = base / "home", base / "snapshot"
+        shutil.rmtree(base, ignore_errors=True)
+        started = time.monotonic()
+        _build_world(root, sample_bundle)
+        shutil.copytree(root, snapshot, symlinks=True)
+        _WORLDS["world"] = (root, snapshot)
+        print(f"[regen world built in {time.monotonic() - started:.1f} s]")
+    return _WORLDS["world"]
+
+
+@contextlib.contextmanager
+def restored_world(tmp_path_factory, sample_bundle: Path, **env: str) -> Iterator[Home]:
+    """A fresh copy of the rendered world (3 avatars x 2 cells), with its own instance and definitions."""
+    root, snapshot = world_snapshot(tmp_path_factory, sample_bundle)
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.copytree(snapshot, root, symlinks=True)
+    with avatar_home(root, **{**ENV, **env}) as home:
+        yield home
+
+
+def world_env(home: Home, **extra: str) -> dict[str, str]:
+    """The environment a CLI or daemon subprocess needs to work on `home`."""
+    from tests.servers import clean_env
+
+    return clean_env(
+        AVATAR_HOME=home.root,
+        DAGSTER_HOME=home.root / "dagster",
+        AVATAR_UPLOAD_SETTLE_SECONDS="0",
+        **ENV,
+        **extra,
+    )
+
+
+def avatarops(home: Home, *args: str, timeout: float = 300, **extra_env: str):
+    from tests.servers import avatarops as run
+
+    return run(*args, env=world_env(home, **extra_env), timeout=timeout)
+
+
+# --------------------------------------------------------------------------- the instance's history
+
+
+def last_storage_id(instance: dg.DagsterInstance) -> int:
+    records = instance.get_event_records(
+        dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_MATERIALIZATION), limit=1, ascending=False
+    )
+    return records[0].storage_id if records else 0
+
+
+def materializations_after(instance: dg.DagsterInstance, storage_id: int) -> Counter:
+    """(asset, partition) -> materializations recorded after `storage_id`."""
+    records = instance.get_event_records(
+        dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_MATERIALIZATION, after_cursor=storage_id),
+        limit=100_000,
+    )
+    counts: Counter = Counter()
+    for entry in records:
+        event = entry.event_log_entry.dagster_event
+        counts[(event.asset_key.to_user_string(), str(event.partition))] += 1
+    return counts
+
+
+def materialization_records_after(instance: dg.DagsterInstance, storage_id: int):
+    return instance.get_event_records(
+        dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_MATERIALIZATION, after_cursor=storage_id),
+        limit=100_000,
+    )
+
+
+def step_events(instance: dg.DagsterInstance, run_id: str, kind: str) -> list[str]:
+    """Step keys of the run's events of one type (STEP_START, STEP_UP_FOR_RETRY, ...), in order."""
+    return [
+        entry.dagster_event.step_key
+        for entry in instance.all_logs(run_id)
+        if entry.dagster_event is not None and entry.dagster_event.event_type_value == kind
+    ]
+
+
+def run_messages(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    return [entry.user_message or "" for entry in instance.all_logs(run_id)]
+
+
+def materialize_only(home: Home, asset: str, partition: str, tags: dict[str, str] | None = None):
+    """Execute just this asset partition (what the UI's 'Materialize' does); automation is not run."""
+    job = home.defs.resolve_implicit_job_def_def_for_assets([dg.AssetKey(asset)])
+    result = job.execute_in_process(
+        instance=home.instance, partition_key=partition, asset_selection=[dg.AssetKey(asset)],
+        tags=tags or {}, raise_on_error=False,
+    )
+    assert result.success, f"{asset}[{partition}] failed"
+    return result
+
+
+# --------------------------------------------------------------------------- blobs and references
+
+
+def blob_keys(store) -> set[str]:
+    """Every content-addressed blob in the media store (`media/<sha[:2]>/<sha>.<ext>`)."""
+    return set(store.list_keys("media/"))
+
+
+def referenced_blob_keys(store, prefixes=("records/", "cache/")) -> dict[str, set[str]]:
+    """Blob key -> the record / cache documents that reference it (every MediaRef inside them)."""
+    from avatar_assets.caching import media_refs
+    from resources.records import parse_record
+
+    refs: dict[str, set[str]] = {}
+    for prefix in prefixes:
+        for key in store.list_keys(prefix):
+            if not key.endswith(".json"):
+                continue
+            record = parse_record(store.read_text(key) or "")
+            for ref in media_refs(record):
+                refs.setdefault(store.key_of(ref.uri), set()).add(key)
+    return refs
+
+
+def orphan_blobs(store) -> set[str]:
+    """Blobs that no remaining record or cache entry references."""
+    return blob_keys(store) - set(referenced_blob_keys(store))
+
+
+def blobs_of_avatar(store, avatar_id: str) -> set[str]:
+    """Blob keys that the avatar's records (identity and every cell) reference."""
+    refs = referenced_blob_keys(store, prefixes=(f"records/avatars/{avatar_id}/",))
+    return set(refs)
+
+
+# --------------------------------------------------------------------------- staleness
+
+
+def stale_partitions(home: Home, graph=None) -> dict[tuple[str, str], list[str]]:
+    """(asset, partition) -> stale causes, over every materialized partition of every asset."""
+    from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+    from dagster._core.loader import LoadingContextForTest
+
+    graph = graph or home.defs.resolve_asset_graph()
+    resolver = CachingStaleStatusResolver(home.instance, graph, LoadingContextForTest(home.instance))
+    stale = {}
+    avatars = home.instance.get_dynamic_partitions("avatars")
+    outputs = home.instance.get_dynamic_partitions("outputs")
+    for key in graph.get_all_asset_keys():
+        partitions_def = graph.get(key).partitions_def
+        if isinstance(partitions_def, dg.MultiPartitionsDefinition):
+            partitions = [dg.MultiPartitionKey({"avatar": a, "output": o}) for a in avatars for o in outputs]
+        else:
+            partitions = list(avatars)
+        for partition in partitions:
+            status = resolver.get_status(key, partition)
+            if status == StaleStatus.STALE:
+                stale[(key.to_user_string(), str(partition))] = [
+                    f"{cause.dependency.to_user_string() if cause.dependency else ''}: {cause.reason}"
+                    for cause in resolver.get_stale_causes(key, partition)
+                ]
+    return stale
+
+
+# --------------------------------------------------------------------------- a real webhook receiver
+
+
+class Webhook:
+    """An HTTP endpoint on 127.0.0.1 that records every POST (event id header and body) in arrival order.
+
+    `mode`: "ok" answers 204, "error" answers 500; `delay_s` slows every answer; `stop()` closes the port
+    (connection refused) and `start()` opens the same port again.
+    """
+
+    def __init__(self, port: int = 0):
+        self.received: list[tuple[str, dict]] = []
+        self.attempts = 0
+        self.mode = "ok"
+        self.delay_s = 0.0
+        self.lock = threading.Lock()
+        self.port = port
+        self.server: ThreadingHTTPServer | None = None
+        self.thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    @property
+    def ids(self) -> list[str]:
+        with self.lock:
+            return [event_id for event_id, _ in self.received]
+
+    def _handler(self):
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with hook.lock:
+                    hook.attempts += 1
+                    mode, delay = hook.mode, hook.delay_s
+                if delay:
+                    time.sleep(delay)
+                if mode == "error":
+                    self.send_response(500)
+                    self.end_headers()
+                    return
+                with hook.lock:
+                    hook.received.append((self.headers["X-Avatar-Event-Id"], json.loads(body)))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        return Handler
+
+    def start(self) -> Webhook:
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.thread.join(timeout=10)
+            self.server = None
+
+
+@contextlib.contextmanager
+def webhook() -> Iterator[Webhook]:
+    hook = Webhook().start()
+    try:
+        yield hook
+    finally:
+        hook.stop()
+
+
+def outbox_ids(store) -> list[str]:
+    from avatar_assets import events
+
+    return events.pending_ids(store, None)
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "") not in {"", "0", "false"}

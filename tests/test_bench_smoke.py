@@ -1,0 +1,56 @@
+"""The benchmark package runs: `python -m bench --quick --only video_assembly` in a subprocess writes a
+result file with sane figures and a summary. Performance itself is measured by `make bench`, never
+asserted here. Results go to a temp dir (AVATAR_BENCH_RESULTS), not over a real run's files.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def bench_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AVATAR_", "DAGSTER_"))}
+    env.update(AVATAR_BENCH_RESULTS=str(tmp_path / "results"), AVATAR_BENCH_TMP=str(tmp_path), PYTHONUNBUFFERED="1")
+    return env
+
+
+def test_unknown_benchmark_is_refused(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "bench", "--only", "nope"], cwd=REPO_ROOT, env=bench_env(tmp_path),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert "unknown benchmark" in out.stderr and "video_assembly" in out.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_quick_video_assembly_writes_sane_results(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "bench", "--quick", "--only", "video_assembly"], cwd=REPO_ROOT,
+                         env=bench_env(tmp_path), capture_output=True, text=True, timeout=170)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+
+    result = json.loads((tmp_path / "results" / "video_assembly.json").read_text())
+    assert result["status"] == "ok" and result["quick"] is True
+    machine = result["machine"]
+    assert machine["cpu_count"] >= 1 and machine["python"] and machine["dagster"]
+    params, figures = result["parameters"], result["figures"]
+    assert params["size"] == [1280, 720] and params["fps"] == 25
+    assert figures["frames"] == round(params["duration_s"] * params["fps"])
+    for writer in ("raw_pipe", "stitch_scenes", "stitch_scenes_bare"):
+        assert figures["fps"][writer] > 0 and figures["realtime_factor"][writer] > 0
+        assert figures["outputs"][writer]["frames"] == figures["frames"]
+        assert figures["outputs"][writer]["has_audio"]
+    assert figures["stitch_vs_raw_ratio"] > 0
+    target = result["targets"]["stitch_vs_raw_ratio"]
+    assert target["limit"] == 0.7 and target["met"] == (target["value"] >= 0.7)
+
+    summary = (tmp_path / "results" / "summary.md").read_text()
+    assert "## video_assembly" in summary and "stitch_vs_raw_ratio" in summary
+    assert "stitch_scenes" in out.stdout  # the summary is printed too
+    assert not list((REPO_ROOT / "bench" / "results").glob("*.part"))
+    assert not list(tmp_path.glob("avatar-bench-*")), "temporary homes are removed"
