@@ -69,9 +69,14 @@ def is_approved(store: MediaStore, avatar_id: str, output: str | None, asset: st
     return bool(relevant) and relevant[-1].decision == "approve"
 
 
-def current_hash(store: MediaStore, job_type: str, asset: str, avatar_id: str, output: str | None) -> str:
+def current_hash(
+    store: MediaStore, job_type: str, asset: str, avatar_id: str, output: str | None, run_id: str | None = None
+) -> str:
     from avatar_assets.requests import read_request
 
+    if job_type == "retry_from_stage":
+        # The decision is about a failed run, whose failed stage usually has no record yet.
+        return hashlib.sha256(f"run:{run_id}".encode()).hexdigest()
     if job_type == "full_output_generation":
         _, raw = read_request(avatar_id, output or "")
         return hashlib.sha256(raw).hexdigest()
@@ -104,9 +109,15 @@ def record_decision(
         raise ApprovalError("a rejection needs a note saying what to change")
     if job_type in GATE_ASSET and asset != GATE_ASSET[job_type]:
         raise ApprovalError(f"{job_type} decides on {GATE_ASSET[job_type]}, not {asset}")
-    if job_type == "retry_from_stage" and not run_id:
-        raise ApprovalError("retry_from_stage needs the failed run's id")
-    current = current_hash(store, job_type, asset, avatar_id, output)
+    if job_type == "retry_from_stage":
+        run = instance.get_run_by_id(run_id) if run_id else None
+        if run is None:
+            raise ApprovalError(f"retry_from_stage needs the id of a failed run of {avatar_id} (got {run_id!r})")
+        if run.tags.get("dagster/partition", "").split("|")[0] != avatar_id:
+            raise ApprovalError(f"run {run_id} is not a run of {avatar_id}")
+        if run.status != dg.DagsterRunStatus.FAILURE:
+            raise ApprovalError(f"run {run_id} is {run.status.value.lower()}; only a failed run is retried")
+    current = current_hash(store, job_type, asset, avatar_id, output, run_id)
     if content_hash and content_hash != current:
         raise ApprovalError(
             f"{asset} of {avatar_id}/{output} changed since it was reviewed "

@@ -136,7 +136,11 @@ def process(as_json: bool) -> None:
             click.echo(f"{verdict:6} {run.job} [{run.partition}] run {run.run_id[:8]} ({run.origin})")
             for reason in [*run.failed_checks, *([run.error] if run.error else [])]:
                 click.echo(f"       - {reason}")
-        if not report.runs:
+        for item in report.quarantined:
+            click.echo(f"QUARANTINED {item['path']}")
+            for problem in item["problems"]:
+                click.echo(f"       - {problem}")
+        if not report.runs and not report.quarantined:
             click.echo("nothing to do")
     sys.exit(0 if report.ok else 1)
 

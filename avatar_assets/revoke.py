@@ -127,16 +127,66 @@ def remove_local_inputs(avatar_id: str) -> None:
         path.unlink(missing_ok=True)
 
 
-def forget_partitions(instance: dg.DagsterInstance, defs: dg.Definitions, avatar_id: str) -> None:
-    """Wipe the avatar's materializations (their metadata holds thumbnails) and its partition keys."""
+def runs_of_avatar(instance: dg.DagsterInstance, avatar_id: str, exclude_run_id: str | None = None) -> list[str]:
+    """Every run that worked on the avatar: its identity runs, its cells' runs, decisions tagged with it."""
+    run_ids = []
+    for run in instance.get_runs():
+        if run.run_id == exclude_run_id:
+            continue
+        partition = run.tags.get("dagster/partition", "")
+        if run.tags.get("avatar") == avatar_id or partition == avatar_id or partition.startswith(f"{avatar_id}|"):
+            run_ids.append(run.run_id)
+    return run_ids
+
+
+def _forget_cached_asset_rows(instance: dg.DagsterInstance, keys: list[dg.AssetKey], run_ids: list[str]) -> None:
+    """SQL event logs cache each asset's latest materialization (with its metadata: thumbnails) on the asset
+    row, and check executions in their own table; drop what points at the deleted runs."""
+    from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable, AssetKeyTable
+    from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
+
+    storage = instance.event_log_storage
+    if not isinstance(storage, SqlEventLogStorage) or not run_ids:
+        return
+    with storage.index_connection() as conn:
+        conn.execute(
+            AssetKeyTable.update()
+            .where(AssetKeyTable.c.asset_key.in_([key.to_string() for key in keys]))
+            .where(AssetKeyTable.c.last_run_id.in_(run_ids))
+            .values(last_materialization=None, last_run_id=None)
+        )
+        if storage.has_table("asset_check_executions"):
+            conn.execute(AssetCheckExecutionsTable.delete().where(AssetCheckExecutionsTable.c.run_id.in_(run_ids)))
+    for key in keys:
+        storage.wipe_asset_cached_status(key)
+
+
+def forget_partitions(
+    instance: dg.DagsterInstance, defs: dg.Definitions, avatar_id: str, exclude_run_id: str | None = None
+) -> None:
+    """Wipe the avatar's materializations (their metadata holds thumbnails) and its partition keys.
+
+    Open-source event logs (SQLite, Postgres) do not implement partition wipes (dagster 1.13 raises
+    NotImplementedError), so the avatar's runs are deleted with their events: materializations, check
+    evaluations and logs, all of which can carry its likeness.
+    """
     cells = [f"{avatar_id}|{slug}" for slug in instance.get_dynamic_partitions("outputs")]
     graph = defs.resolve_asset_graph()
+    keys = []
     for key in graph.get_all_asset_keys():
         definition = graph.get(key).partitions_def
         if definition is None:
             continue
+        keys.append(key)
         partitions = [avatar_id] if isinstance(definition, dg.DynamicPartitionsDefinition) else cells
-        instance.wipe_asset_partitions(key, partitions)
+        try:
+            instance.wipe_asset_partitions(key, partitions)
+        except NotImplementedError:
+            pass
+    run_ids = runs_of_avatar(instance, avatar_id, exclude_run_id)
+    for run_id in run_ids:
+        instance.delete_run(run_id)
+    _forget_cached_asset_rows(instance, keys, run_ids)
     if instance.has_dynamic_partition("avatars", avatar_id):
         instance.delete_dynamic_partition("avatars", avatar_id)
 
@@ -164,7 +214,7 @@ def revoke(
     stop_runs(instance, avatar_id, wait_s, exclude_run_id)
     deleted, kept, keys = sweep(store, avatar_id)
     remove_local_inputs(avatar_id)
-    forget_partitions(instance, defs, avatar_id)
+    forget_partitions(instance, defs, avatar_id, exclude_run_id)
     slugs = sorted({key.split("/")[4] for key in keys if key.startswith(f"records/avatars/{avatar_id}/outputs/")})
     done = started.model_copy(
         update={"status": "revoked", "deleted_blobs": deleted, "kept_shared_blobs": kept,

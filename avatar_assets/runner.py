@@ -38,13 +38,20 @@ class RunOutcome:
 class ProcessReport:
     runs: list[RunOutcome] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    quarantined: list[dict] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return all(run.success and not run.failed_checks for run in self.runs)
+        return not self.quarantined and all(run.success and not run.failed_checks for run in self.runs)
 
     def as_dict(self) -> dict:
-        return {"ok": self.ok, "runs": [asdict(r) for r in self.runs], "skipped": self.skipped}
+        return {"ok": self.ok, "runs": [asdict(r) for r in self.runs], "skipped": self.skipped,
+                "quarantined": self.quarantined}
+
+
+def quarantine_entries() -> set[str]:
+    root = settings.quarantine_dir()
+    return {path.name for path in root.iterdir()} if root.is_dir() else set()
 
 
 class CliState:
@@ -211,6 +218,7 @@ def process(defs: dg.Definitions, instance: dg.DagsterInstance, echo=print) -> P
     state = CliState(settings.dagster_home() / "avatarops_state.json")
     report = ProcessReport()
     settle = settings.upload_settle_seconds()
+    before = quarantine_entries()
     for _ in range(MAX_ROUNDS):
         launched = run_sensors(defs, instance, state, report, echo)
         launched += run_automation(defs, instance, state, report, echo)
@@ -221,4 +229,8 @@ def process(defs: dg.Definitions, instance: dg.DagsterInstance, echo=print) -> P
             break
         echo(f"waiting {settle:.0f} s for {len(settling)} upload(s) to settle")
         time.sleep(settle)
+    for name in sorted(quarantine_entries() - before):
+        reason = settings.quarantine_dir() / name / "reason.json"
+        problems = json.loads(reason.read_text()).get("problems", []) if reason.is_file() else []
+        report.quarantined.append({"path": str(settings.quarantine_dir() / name), "problems": problems})
     return report

@@ -126,7 +126,7 @@ def bench_diffusers(
     )
     peak_memory_gb = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
     info = generator.info()
-    del generator
+    generator = None  # release the first pipelines before the per-avatar loads
     _release(device)
 
     separate_loads, separate_calls = [], []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +45,13 @@ def run(opts) -> dict[str, Any]:
             if not model_path.is_dir():
                 raise FileNotFoundError(f"--model {model_path}: no such folder")
         else:
-            from tests.media.tiny_sd import build_tiny_sd
-
+            # In a child process, so that bench_diffusers still measures torch/diffusers imports itself.
+            model_path = work / "tiny-sd"
             say("building the tiny Stable Diffusion pipeline")
-            build_s, model_path = common.timed(lambda: build_tiny_sd(work / "tiny-sd"))
+            code = "import sys; from tests.media.tiny_sd import build_tiny_sd; build_tiny_sd(sys.argv[1])"
+            build_s, out = common.run_timed([sys.executable, "-c", code, str(model_path)],
+                                            common.home_env(work / "home"), timeout=600)
+            common.check_ok(out, "build_tiny_sd")
         say(f"bench_diffusers({model_path}, {device!r})")
         call_s, result = common.timed(lambda: bench_diffusers(str(model_path), device))
     figures = dict(result) if isinstance(result, dict) else {"result": repr(result)}

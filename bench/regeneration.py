@@ -85,7 +85,7 @@ def _build(home, bundles, slugs, params):
     return seconds, defs, instance, report
 
 
-def _regenerate(defs, instance, avatar: str) -> tuple[float, list[tuple[str, str]], int]:
+def _regenerate(defs, instance, avatar: str) -> tuple[float, list[tuple[str, str]], dict[str, Any]]:
     import dagster as dg
 
     from avatar_assets.runner import execute, process
@@ -99,10 +99,19 @@ def _regenerate(defs, instance, avatar: str) -> tuple[float, list[tuple[str, str
         report = process(defs, instance, echo=lambda _: None)
         if not outcome.success or not report.ok:
             raise RuntimeError(f"regeneration failed: {outcome} {report.as_dict()}")
-        return 1 + len(report.runs)
+        return [outcome, *report.runs]
 
-    seconds, runs = common.timed(go)
-    return seconds, common.materializations_after(instance, marker), runs
+    seconds, outcomes = common.timed(go)
+    timings = [common.run_step_timings(instance, o.run_id) for o in outcomes]
+    steps = sum(sum(t["steps"].values()) for t in timings)
+    runs_s = sum(t["run_s"] for t in timings)
+    where = {
+        "runs": [f"{o.job} [{o.partition}] ({o.origin})" for o in outcomes],
+        "step_s": steps,
+        "in_runs_outside_steps_s": runs_s - steps,
+        "outside_runs_s": seconds - runs_s,  # sensor rounds and automation ticks of runner.process
+    }
+    return seconds, common.materializations_after(instance, marker), where
 
 
 def run(opts) -> dict[str, Any]:
@@ -161,10 +170,10 @@ def run(opts) -> dict[str, Any]:
         "full_rebuild_warm_s": full_s,
         "full_rebuild_materializations": len(full_mats),
         "regenerate_cached_s": cached_s,
-        "regenerate_cached_runs": cached_runs,
+        "regenerate_cached_where": cached_runs,
         "regenerate_cached": cached,
         "regenerate_recompute_s": forced_s,
-        "regenerate_recompute_runs": forced_runs,
+        "regenerate_recompute_where": forced_runs,
         "regenerate_recompute": forced,
         "ratio_cached_vs_full": ratio(cached_s, full_s),
         "ratio_recompute_vs_full": ratio(forced_s, full_s),
@@ -182,17 +191,21 @@ def run(opts) -> dict[str, Any]:
 def summary(result: dict[str, Any]) -> list[str]:
     f, p = result["figures"], result["parameters"]
     c, r = f["regenerate_cached"], f["regenerate_recompute"]
+    cw, rw = f["regenerate_cached_where"], f["regenerate_recompute_where"]
     lines = [
         f"{p['avatars']} avatars x {p['outputs_per_avatar']} outputs at {p['master_short_side']} short side; "
         f"regenerated {f['regenerated']}",
         f"followers expected {f['expected_followers']}: got {c['followers']} (cached, exact={c['exact']}) and "
         f"{r['followers']} (recompute, exact={r['exact']})",
-        f"regenerate with content cache {f['regenerate_cached_s']:.1f} s ({f['regenerate_cached_runs']} runs), "
+        f"regenerate with content cache {f['regenerate_cached_s']:.1f} s ({len(cw['runs'])} runs), "
         f"with cache emptied {f['regenerate_recompute_s']:.1f} s vs full rebuild {f['full_rebuild_warm_s']:.1f} s "
         f"({f['full_rebuild_materializations']} materializations) -> ratios "
         f"**{f['ratio_cached_vs_full']:.2f}** (cached) / **{f['ratio_recompute_vs_full']:.2f}** (recompute); "
         f"the lineage is {100 * f['lineage_share_of_partitions']:.0f} % of the partitions",
         f"initial build (cold process) {f['initial_build_cold_s']:.1f} s",
+        f"where the regeneration time went (cached / recompute): steps {cw['step_s']:.1f} / {rw['step_s']:.1f} s, "
+        f"run machinery {cw['in_runs_outside_steps_s']:.1f} / {rw['in_runs_outside_steps_s']:.1f} s, sensor rounds "
+        f"and automation ticks {cw['outside_runs_s']:.1f} / {rw['outside_runs_s']:.1f} s",
         "followers: " + ", ".join(f["expected_followers_list"]),
     ]
     for label, v in (("cached", c), ("recompute", r)):

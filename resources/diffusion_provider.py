@@ -53,7 +53,12 @@ from avatar_assets.media.diffusion import (
     GenerationSettings,
     ModelUnavailable,
 )
-from avatar_assets.styles import FRONTAL_VARIANTS, SHEET_VARIANTS, StylePreset, resolve_preset
+from avatar_assets.styles import (
+    FRONTAL_VARIANTS,
+    SHEET_VARIANTS,
+    StylePreset,
+    resolve_preset,
+)
 from resources.providers import ImageGenerator
 
 PROVIDER = "diffusers"
@@ -470,11 +475,6 @@ class DiffusersImageGenerator(ImageGenerator):
     def neutral_portrait(
         self, rgb: np.ndarray, face, *, size: int = 1024, preset: str | None = None, seed: int | None = None
     ):
-        import cv2
-
-        # GrabCut draws from OpenCV's per-thread RNG, which advances with every call: pin it so the init
-        # image (and so the generated image) is the same on every call, as in a fresh process.
-        cv2.setRNGSeed(0)
         classical, classical_info = super().neutral_portrait(rgb, face, size=size)
         style, found = resolve_preset(preset)
         seed = style.seed + (self.seed if seed is None else seed)

@@ -12,6 +12,7 @@ import json
 from datetime import UTC, datetime
 
 import dagster as dg
+from dagster._core.event_api import PartitionKeyFilter
 
 from avatar_assets import approvals, events, requests, revoke, settings
 from avatar_assets.intake import atomic_write_text
@@ -32,32 +33,27 @@ def identity_blocker(instance: dg.DagsterInstance, avatar_id: str) -> str | None
         return f"avatar {avatar_id} was revoked; new requests are refused"
     if not instance.has_dynamic_partition("avatars", avatar_id):
         return f"avatar {avatar_id} does not exist (no upload has been taken for it)"
+    # Failed gates first: an identity that failed one is never built, and "not built yet" would hide why.
+    # Check evaluations do not fill the event log's asset-key/partition columns (dagster 1.13), so an
+    # EventRecordsFilter on them finds nothing: ask the asset-check execution table instead.
+    keys = [dg.AssetCheckKey(dg.AssetKey(asset), check) for asset, checks in IDENTITY_GATED.items() for check in checks]
+    latest_runs = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        keys, partition_filter=PartitionKeyFilter(key=avatar_id)
+    )
+    for key in keys:
+        execution = latest_runs.get(key)
+        entry = execution.event if execution is not None else None
+        evaluated = entry is not None and entry.dagster_event is not None and entry.dagster_event.event_type == (
+            dg.DagsterEventType.ASSET_CHECK_EVALUATION)  # not a planned (still running) one
+        latest = entry.dagster_event.event_specific_data if evaluated else None
+        if latest is not None and not latest.passed and latest.severity == dg.AssetCheckSeverity.ERROR:
+            asset, check = key.asset_key.to_user_string(), key.name
+            return f"identity of {avatar_id} is blocked by {asset}:{check}: {latest.description}"
     built = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=dg.AssetKey("identity_bundle"), asset_partitions=[avatar_id]), limit=1
     ).records
     if not built:
         return f"identity of {avatar_id} is not built yet"
-    for asset, checks in IDENTITY_GATED.items():
-        for check in checks:
-            records = instance.get_event_records(
-                dg.EventRecordsFilter(
-                    event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION,
-                    asset_key=dg.AssetKey(asset),
-                    asset_partitions=[avatar_id],
-                ),
-                limit=50,
-                ascending=False,
-            )
-            latest = next(
-                (
-                    r.event_log_entry.dagster_event.event_specific_data
-                    for r in records
-                    if r.event_log_entry.dagster_event.event_specific_data.check_name == check
-                ),
-                None,
-            )
-            if latest is not None and not latest.passed and latest.severity == dg.AssetCheckSeverity.ERROR:
-                return f"identity of {avatar_id} is blocked by {asset}:{check}: {latest.description}"
     return None
 
 

@@ -234,7 +234,7 @@ def stale_partitions(home: Home, graph=None) -> dict[tuple[str, str], list[str]]
             status = resolver.get_status(key, partition)
             if status == StaleStatus.STALE:
                 stale[(key.to_user_string(), str(partition))] = [
-                    f"{cause.dependency.to_user_string() if cause.dependency else ''}: {cause.reason}"
+                    f"{cause.dependency.asset_key.to_user_string() if cause.dependency else ''}: {cause.reason}"
                     for cause in resolver.get_stale_causes(key, partition)
                 ]
     return stale

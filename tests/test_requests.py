@@ -257,6 +257,28 @@ def test_request_for_an_avatar_that_does_not_exist_is_held_then_runs_once_it_is_
 
 
 @pytest.mark.slow
+def test_request_for_an_avatar_whose_identity_failed_a_gate_is_held_with_the_gate_s_reason(
+    studio, sample_bundle, voices, tmp_path
+):
+    home = studio
+    mute, slug = "req-mute", "hello"
+    bundle = copy_sample(sample_bundle, tmp_path, mute)
+    (bundle / "voice" / "sample.wav").write_bytes(voices["silent"])
+    copy_sample(bundle, home.inbox, mute)
+    result = avatarops(home.root, "request", mute, slug, script="Hello there, nice to meet you.", tmp=tmp_path)
+    assert result.returncode == 0, result.stderr
+
+    report = home.process()
+    assert [(r.origin, r.partition) for r in report.runs] == [("avatar_upload_sensor", mute)]
+    assert any("voice_sample_quality" in failure for failure in report.runs[0].failed_checks)
+    reason = held_reason(home.root, mute, slug)
+    assert reason is not None and reason.startswith(f"identity of {mute} is blocked by voice_profile:voice_sample_quality: ")
+    assert "speech" in reason  # the gate's own words: what is wrong with the voice
+    assert not home.instance.has_dynamic_partition("outputs", slug) or not runs_for(home.instance, cell(mute, slug))
+    assert home.process().runs == []  # held, not retried into a failing render
+
+
+@pytest.mark.slow
 def test_request_for_a_revoked_avatar_is_held_with_a_revoked_reason(studio, tmp_path):
     home = studio
     gone, slug = "req-gone", "farewell"

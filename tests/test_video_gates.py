@@ -328,15 +328,16 @@ def rendition_variant(home, package, tmp: Path, *ffmpeg_args: str, name: str):
 
     source = home.store.local_path(rec(home, "enhanced_video").video.uri)
     path = tmp / name
-    subprocess.run([FFMPEG, "-nostdin", "-loglevel", "error", "-y", "-i", str(source), *ffmpeg_args, str(path)], check=True)
+    subprocess.run([FFMPEG, "-nostdin", "-loglevel", "error", "-y", "-i", str(source), "-t", "1", *ffmpeg_args,
+                    str(path)], check=True)
     ref = home.store.put_file(path, "mp4", "video/mp4")
     [rendition] = package.renditions
     return package.model_copy(update={"renditions": [rendition.model_copy(update={"video": ref})]})
 
 
 def test_package_gate_catches_a_rendition_of_the_wrong_size(rendered, package, tmp_path):
-    faulty = rendition_variant(rendered, package, tmp_path, "-vf", "scale=1080:1916", "-c:v", "libx264", "-c:a", "aac",
-                               name="small.mp4")
+    faulty = rendition_variant(rendered, package, tmp_path, "-vf", "scale=1080:1916", "-c:v", "libx264", "-preset", "ultrafast",
+                               "-c:a", "aac", name="small.mp4")
     problems, sizes = package_problems(rendered.store, faulty)
     assert sizes == {"9:16": "1080x1916"}
     assert "9:16 is 1080x1916, not 1080x1920" in problems
@@ -347,8 +348,8 @@ def test_package_gate_catches_a_rendition_that_is_not_h264_aac(rendered, package
                                name="mpeg4.mp4")
     problems, _ = package_problems(rendered.store, faulty)
     assert "9:16 is mpeg4/mp3, not h264/aac" in problems
-    silent = rendition_variant(rendered, package, tmp_path, "-vf", "scale=1080:1920", "-c:v", "libx264", "-an",
-                               name="silent.mp4")
+    silent = rendition_variant(rendered, package, tmp_path, "-vf", "scale=1080:1920", "-c:v", "libx264", "-preset", "ultrafast",
+                               "-an", name="silent.mp4")
     assert "9:16 is h264/None, not h264/aac" in package_problems(rendered.store, silent)[0]
 
 

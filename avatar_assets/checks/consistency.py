@@ -21,7 +21,12 @@ import warnings
 
 import dagster as dg
 
-from avatar_assets.contracts import CharacterSheetRecord, NeutralImageRecord, SourceUploadRecord, ValidatedInputsRecord
+from avatar_assets.contracts import (
+    CharacterSheetRecord,
+    NeutralImageRecord,
+    SourceUploadRecord,
+    ValidatedInputsRecord,
+)
 from avatar_assets.identity.assets import character_sheet, neutral_image
 from partitions import avatars
 from resources.media_store import MediaStore

@@ -203,6 +203,9 @@ def replace_background(
     bgd_model = np.zeros((1, 65), np.float64)
     fgd_model = np.zeros((1, 65), np.float64)
     bgr = cv2.cvtColor(small, cv2.COLOR_RGB2BGR)
+    # GrabCut's GMM initialisation draws from OpenCV's global RNG: pin it so the same photo gives the
+    # same bytes in any process, however many portraits were made before (content keys rely on it).
+    cv2.setRNGSeed(0)
     cv2.grabCut(bgr, labels, None, bgd_model, fgd_model, iterations, cv2.GC_INIT_WITH_MASK)
     foreground = ((labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)).astype(np.uint8)
     person = _clean_foreground(foreground, seeds).astype(np.float32)
