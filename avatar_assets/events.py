@@ -104,6 +104,19 @@ class DeliveryReport:
     error: str | None
 
 
+def settled(event_ids: list[str], settle_s: float) -> list[str]:
+    """The leading ids at least `settle_s` old. An id is taken (from the clock) before its file is written,
+    so a writer in another process can still land an *earlier* id after a later one is visible; moving the
+    cursor past it would lose it. Waiting out the write time keeps delivery in order and loses nothing."""
+    horizon = (time.time() - settle_s) * 1e9
+    ready = []
+    for event_id in event_ids:
+        if int(event_id.split("-", 1)[0]) > horizon:
+            break
+        ready.append(event_id)
+    return ready
+
+
 def deliver(
     store: MediaStore,
     url: str,
@@ -111,6 +124,7 @@ def deliver(
     base_backoff_s: float = 2.0,
     max_backoff_s: float = 300.0,
     limit: int = 1000,
+    settle_s: float = 2.0,
     now=time.time,
 ) -> DeliveryReport:
     """Deliver pending events in order until one fails; then back off and leave the rest for later."""
@@ -119,7 +133,7 @@ def deliver(
     if state.failures and now() < state.next_attempt_at:
         return DeliveryReport(0, len(pending), state.next_attempt_at, state.last_error)
     delivered = 0
-    for event_id in pending[:limit]:
+    for event_id in settled(pending, settle_s)[:limit]:
         text = store.read_text(f"{OUTBOX}{event_id}.json")
         try:
             post(url, text, event_id)

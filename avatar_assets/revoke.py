@@ -2,7 +2,8 @@
 
 Order matters: the tombstone (status `revoking`) is written first, so sensors, approvals and record
 writes refuse the avatar from then on; in-progress runs are cancelled and waited for; only then is
-everything swept, so no run can leave orphan files behind. Blobs that another avatar's records also
+everything swept, so no run can leave orphan files behind; blobs that nothing references any more
+(requests, earlier package versions, a stopped run's partial output) are collected too. Blobs that another avatar's records also
 reference (content addressing shares identical bytes, e.g. a background two avatars render for the
 same campaign slug) are kept and listed as shared.
 """
@@ -116,6 +117,48 @@ def sweep(store: MediaStore, avatar_id: str) -> tuple[list[str], list[str], list
     return deleted, kept, keys
 
 
+def _written_at(store: MediaStore, key: str) -> float | None:
+    """When a blob was stored (local mtime, S3 LastModified); None when the store cannot say."""
+    from resources.media_store import LocalMediaStore
+
+    if isinstance(store, LocalMediaStore):
+        return store._path(key).stat().st_mtime
+    client, bucket = getattr(store, "client", None), getattr(store, "bucket", None)
+    if client is not None and bucket is not None:
+        return client.head_object(Bucket=bucket, Key=store._object(key))["LastModified"].timestamp()
+    return None
+
+
+def collect_unreferenced(store: MediaStore, instance: dg.DagsterInstance, exclude_run_id: str | None = None) -> list[str]:
+    """Delete blobs that no record or cache entry references any more; return their hashes.
+
+    Such blobs are what no sweep by reference can find: the raw request a script stage stored, the
+    renditions and manifests of a package that was rebuilt, what a stopped run wrote before its record.
+    They still hold the likeness, so revocation removes them. A run that is still going (another
+    avatar's) may have written a blob whose record is not written yet: blobs newer than the oldest
+    active run are left alone.
+    """
+    referenced = set()
+    for prefix in ("records/", "cache/"):
+        for _, record in _documents(store, prefix):
+            referenced |= {store.key_of(ref.uri) for ref in media_refs(record)}
+    starts = [
+        record.create_timestamp.timestamp()
+        for record in instance.get_run_records(dg.RunsFilter(statuses=ACTIVE))
+        if record.dagster_run.run_id != exclude_run_id
+    ]
+    cutoff = min(starts) - 5.0 if starts else None
+    deleted = []
+    for key in sorted(set(store.list_keys("media/")) - referenced):
+        if cutoff is not None:
+            written = _written_at(store, key)
+            if written is None or written >= cutoff:
+                continue
+        store.delete_key(key)
+        deleted.append(key.rsplit("/", 1)[-1].split(".", 1)[0])
+    return deleted
+
+
 def remove_local_inputs(avatar_id: str) -> None:
     """The upload and its requests carry the likeness and voice too: revocation removes them."""
     inbox = settings.inbox_dir()
@@ -213,6 +256,7 @@ def revoke(
     store.write_text(tombstone_key(avatar_id), started.model_dump_json(indent=2))
     stop_runs(instance, avatar_id, wait_s, exclude_run_id)
     deleted, kept, keys = sweep(store, avatar_id)
+    deleted += [sha for sha in collect_unreferenced(store, instance, exclude_run_id) if sha not in deleted]
     remove_local_inputs(avatar_id)
     forget_partitions(instance, defs, avatar_id, exclude_run_id)
     slugs = sorted({key.split("/")[4] for key in keys if key.startswith(f"records/avatars/{avatar_id}/outputs/")})

@@ -343,7 +343,7 @@ def bench_backend(instance, defs, params: dict[str, Any], reopen=None) -> dict[s
                 frontier.append(child)
     # Measured changes first; then the what-ifs (not the product as configured): the same change tick with
     # get_dynamic_partitions memoized, and on Postgres with pooled connections.
-    variants = ["measured"] * params["changes"] + ["memoized"] + (["pooled"] if reopen is not None else [])
+    variants = ["measured"] * params["changes"] + ["memoized"] + (["pooled", "pooled+memoized"] if reopen is not None else [])
     step = max(1, len(avatars) // (len(variants) + 1))
     changes, what_ifs = [], {}
     for n, variant in enumerate(variants):
@@ -352,7 +352,7 @@ def bench_backend(instance, defs, params: dict[str, Any], reopen=None) -> dict[s
         expected |= {(k.to_user_string(), str(cell_key(avatar, s))) for k in downstream if k in multi for s in cells[avatar]}
         report_change(instance, avatar, check_keys)
         extra: dict[str, Any] = {}
-        if variant == "memoized":
+        if variant.endswith("memoized"):
             with memoized_dynamic_partitions(instance) as memo:
                 seconds, result = tick(cursor)
                 warm_s, warm_result = tick(result.cursor)
@@ -377,7 +377,8 @@ def bench_backend(instance, defs, params: dict[str, Any], reopen=None) -> dict[s
             **extra,
         }
         label = {"measured": "", "memoized": " (what-if: dynamic partitions memoized)",
-                 "pooled": " (what-if: pooled connections)"}[variant]
+                 "pooled": " (what-if: pooled connections)",
+                 "pooled+memoized": " (what-if: pooled connections and dynamic partitions memoized)"}[variant]
         say(f"  change of {avatar}{label}: tick {seconds:.2f} s, requested {len(got)} (expected {len(expected)}, "
             f"exact={got == expected})")
         if variant == "measured":
@@ -407,7 +408,16 @@ def bench_backend(instance, defs, params: dict[str, Any], reopen=None) -> dict[s
 
 def run(opts) -> dict[str, Any]:
     params = parameters(opts.quick)
-    notes = []
+    notes = [
+        f"SQLite instance under {params['sqlite_dir']}: SQLite fsyncs every event write (~35 ms per event on this "
+        "VM's disk), which would make seeding take ~17 min; the ticks read from the page cache either way.",
+        "Check evaluations are seeded with target_materialization_data naming the checked materialization: "
+        "partitioned check state counts a check as passed only when it targets the latest storage id.",
+        "The change's check evaluations carry a run id: a second run-less evaluation of the same check and "
+        "partition violates the unique index on asset_check_executions (asset_key, check_name, run_id, partition).",
+        "Postgres seeding runs on pooled connections (harness speed-up); ticks run on a fresh instance with the "
+        "storage default (NullPool), as the daemon's instance has. what_if entries are not the product as configured.",
+    ]
     backends: dict[str, Any] = {}
     with common.workdir(NAME, keep=opts.keep) as work:
         common.activate_home(work / "home")
@@ -423,15 +433,17 @@ def run(opts) -> dict[str, Any]:
         else:
             notes.append(f"PostgreSQL not measured: {why_not}")
             say(notes[-1])
-    worst = max(b["change_tick_max_s"] for b in backends.values())
     exact = all(b["all_changes_exact"] for b in backends.values())
+    targets = {
+        f"change_tick_s_{name}": {"op": "<=", "limit": TARGET_TICK_S, "value": b["change_tick_max_s"],
+                                  "met": b["change_tick_max_s"] <= TARGET_TICK_S}
+        for name, b in backends.items()
+    }
+    targets["requests_exactly_downstream"] = {"op": "==", "limit": True, "value": exact, "met": exact}
     return {
         "parameters": params,
-        "figures": {"backends": backends, "worst_change_tick_s": worst},
-        "targets": {
-            "change_tick_s": {"op": "<=", "limit": TARGET_TICK_S, "value": worst, "met": worst <= TARGET_TICK_S},
-            "requests_exactly_downstream": {"op": "==", "limit": True, "value": exact, "met": exact},
-        },
+        "figures": {"backends": backends},
+        "targets": targets,
         "baseline": "warm tick with nothing changed, same instance, same run",
         "notes": notes,
     }
@@ -458,9 +470,11 @@ def summary(result: dict[str, Any]) -> list[str]:
                 f"  what-if, get_dynamic_partitions memoized per tick ({w['get_dynamic_partitions_calls_per_tick']:.0f} "
                 f"calls/tick otherwise hit storage): change tick {w['seconds']:.2f} s, warm tick {w['warm_tick_s']:.2f} s "
                 f"({'exact' if w['exact'] else 'NOT exact'})")
-        w = b.get("what_if", {}).get("pooled")
-        if w:
-            lines.append(
-                f"  what-if, pooled connections (optimize_for_webserver) instead of NullPool: change tick "
-                f"{w['seconds']:.2f} s, warm tick {w['warm_tick_s']:.2f} s ({'exact' if w['exact'] else 'NOT exact'})")
+        for variant, what in (("pooled", "pooled connections (optimize_for_webserver) instead of NullPool"),
+                              ("pooled+memoized", "both")):
+            w = b.get("what_if", {}).get(variant)
+            if w:
+                lines.append(
+                    f"  what-if, {what}: change tick {w['seconds']:.2f} s, warm tick {w['warm_tick_s']:.2f} s "
+                    f"({'exact' if w['exact'] else 'NOT exact'})")
     return lines

@@ -138,6 +138,22 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - started, value
 
 
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process and of its finished, waited-for children (ffmpeg,
+    subprocesses). Other tenants of a shared machine stretch wall time far more than CPU time."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def timed_cpu(fn: Callable[[], Any]) -> tuple[float, float, Any]:
+    """(wall seconds, CPU seconds, value) of `fn()`."""
+    cpu, started = cpu_seconds(), time.perf_counter()
+    value = fn()
+    return time.perf_counter() - started, cpu_seconds() - cpu, value
+
+
 def say(message: str) -> None:
     """Progress lines go to stdout, unbuffered, prefixed with the time since the process started."""
     print(f"[{time.perf_counter() - _T0:7.1f}s] {message}", flush=True)
@@ -248,9 +264,15 @@ def load_definitions():
 def run_timed(cmd: Sequence[str], env: dict[str, str], *, timeout: float = 1800, cwd: Path = REPO_ROOT
               ) -> tuple[float, subprocess.CompletedProcess[str]]:
     """Run a command to completion; wall seconds and the completed process (output captured)."""
-    started = time.perf_counter()
-    out = subprocess.run(list(cmd), env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
-    return time.perf_counter() - started, out
+    wall, _, out = run_timed_cpu(cmd, env, timeout=timeout, cwd=cwd)
+    return wall, out
+
+
+def run_timed_cpu(cmd: Sequence[str], env: dict[str, str], *, timeout: float = 1800, cwd: Path = REPO_ROOT
+                  ) -> tuple[float, float, subprocess.CompletedProcess[str]]:
+    """Like run_timed, plus the CPU seconds of the command and everything it waited for."""
+    return timed_cpu(lambda: subprocess.run(list(cmd), env=env, cwd=cwd, capture_output=True, text=True,
+                                            timeout=timeout))
 
 
 def check_ok(out: subprocess.CompletedProcess[str], what: str) -> None:
@@ -334,6 +356,7 @@ def run_step_timings(instance, run_id: str) -> dict[str, Any]:
         "run_id": run_id,
         "events_span_s": last - first,
         "run_s": (run_end - run_start) if run_start is not None and run_end is not None else last - first,
+        "events": len(records),
         "steps": steps,
     }
 

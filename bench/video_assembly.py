@@ -35,7 +35,7 @@ def parameters(quick: bool) -> dict[str, Any]:
         "duration_s": 4.0 if quick else 20.0,
         "size": list(SIZE),
         "fps": FPS,
-        "repeats": 1 if quick else 3,
+        "repeats": 1 if quick else 7,
         "codec": "libx264 + AAC 160k",
         "crf": 20,
         "preset": "veryfast",
@@ -104,6 +104,7 @@ def run(opts) -> dict[str, Any]:
 
     writers = {"raw_pipe": raw, "stitch_scenes": stitched, "stitch_scenes_bare": stitched_bare}
     seconds: dict[str, list[float]] = {name: [] for name in writers}
+    cpu: dict[str, list[float]] = {name: [] for name in writers}
     outputs: dict[str, dict[str, Any]] = {}
     names = list(writers)
     with common.workdir(NAME, keep=opts.keep) as work:
@@ -111,9 +112,10 @@ def run(opts) -> dict[str, Any]:
             order = names[rep % len(names):] + names[:rep % len(names)]
             for name in order:
                 path = work / f"{name}-{rep}.mp4"
-                elapsed, _ = common.timed(lambda: writers[name](path))
+                elapsed, cpu_s, _ = common.timed_cpu(lambda: writers[name](path))
                 seconds[name].append(elapsed)
-                say(f"repeat {rep + 1}/{repeats} {name}: {elapsed:.2f} s ({n / elapsed:.1f} fps)")
+                cpu[name].append(cpu_s)
+                say(f"repeat {rep + 1}/{repeats} {name}: {elapsed:.2f} s ({n / elapsed:.1f} fps), CPU {cpu_s:.2f} s")
                 if rep == 0:
                     info = probe(path)
                     outputs[name] = {"frames": info.frame_count, "size": [info.width, info.height],
@@ -133,6 +135,11 @@ def run(opts) -> dict[str, Any]:
         "fps": fps,
         "stitch_vs_raw_ratio": speed_ratio,
         "bare_stitch_vs_raw_ratio": ratio(fps["stitch_scenes_bare"], fps["raw_pipe"]),
+        "cpu_s": cpu,
+        "cpu_median_s": {name: median(values) for name, values in cpu.items()},
+        # CPU seconds of the raw pipe / of stitch_scenes for the same frames: the throughput ratio the
+        # writers would reach on a machine with nobody else on it (ffmpeg + Python, all threads).
+        "stitch_vs_raw_cpu_ratio": ratio(median(cpu["raw_pipe"]), median(cpu["stitch_scenes"])),
         "realtime_factor": {name: duration / median(values) for name, values in seconds.items()},
         "realtime_factor_with_frame_render": duration / (median(seconds["stitch_scenes"]) + render_s),
         "outputs": outputs,
@@ -156,6 +163,10 @@ def summary(result: dict[str, Any]) -> list[str]:
         f"crf {p['crf']} {p['preset']}, {p['repeats']} repeat(s), medians:",
         f"stitch_scenes {f['fps']['stitch_scenes']:.1f} fps vs raw pipe {f['fps']['raw_pipe']:.1f} fps -> "
         f"ratio **{f['stitch_vs_raw_ratio']:.2f}** (target >= {TARGET_RATIO})",
+        f"CPU seconds: stitch {f['cpu_median_s']['stitch_scenes']:.2f}, raw {f['cpu_median_s']['raw_pipe']:.2f}, "
+        f"bare {f['cpu_median_s']['stitch_scenes_bare']:.2f} -> CPU-based ratio {f['stitch_vs_raw_cpu_ratio']:.2f}; "
+        f"wall seconds stitch " + ", ".join(f"{x:.1f}" for x in f["seconds"]["stitch_scenes"]) + "; raw "
+        + ", ".join(f"{x:.1f}" for x in f["seconds"]["raw_pipe"]),
         f"stitch_scenes without transitions/captions {f['fps']['stitch_scenes_bare']:.1f} fps "
         f"(ratio {f['bare_stitch_vs_raw_ratio']:.2f})",
         f"real-time factor (video s per wall s): stitch {rt['stitch_scenes']:.2f}x, raw pipe {rt['raw_pipe']:.2f}x, "

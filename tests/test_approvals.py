@@ -76,7 +76,8 @@ def test_video_asset_approval_resumes_the_render_stopped_after_lip_sync(tmp_path
         )
         assert not forced.success
         assert step_events(instance, forced.run_id, "STEP_UP_FOR_RETRY") == []  # a human gate is not retried
-        assert any("waiting for approval of lip_sync" in (e.message or "") for e in forced.all_events)
+        failures = [e.step_failure_data for e in forced.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+        assert len(failures) == 1 and "waiting for approval of lip_sync" in failures[0].user_failure_data.description
         assert home.record("stitched_video", cell("ava", "gated")) is None
 
         # A reviewer who looked at another version is refused; then the approval is recorded once.

@@ -319,9 +319,10 @@ def _wrap(text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, max_w: 
     return "\n".join(lines)
 
 
-def render_caption(text: str, size: Size) -> CaptionPatch:
+def render_caption(text: str, size: Size, avoid: Sequence[tuple[int, int, int, int]] = ()) -> CaptionPatch:
     """White bold text with an outline on a translucent box, bottom-centred; higher up on vertical
-    video so platform UI (buttons, descriptions) does not cover it."""
+    video so platform UI (buttons, descriptions) does not cover it. When the bottom place would cover
+    a box in `avoid` (the avatar's mouth), the caption goes near the top instead."""
     w, h = size
     px = max(10, round(0.05 * min(w, h)))
     font = load_font(px)
@@ -340,8 +341,14 @@ def render_caption(text: str, size: Size) -> CaptionPatch:
     arr = np.asarray(patch)
     alpha = arr[..., 3].astype(np.float32) / 255.0
     margin = (0.16 if h > w else 0.07) * h
-    return CaptionPatch(x=(w - pw) // 2, y=int(max(0, h - margin - ph)), rgb=np.ascontiguousarray(arr[..., :3]),
-                        alpha=alpha, inv_alpha=1.0 - alpha)
+    x, y = (w - pw) // 2, int(max(0, h - margin - ph))
+    if any(_overlaps((x, y, pw, ph), box) for box in avoid):
+        y = int(0.08 * h)
+    return CaptionPatch(x=x, y=y, rgb=np.ascontiguousarray(arr[..., :3]), alpha=alpha, inv_alpha=1.0 - alpha)
+
+
+def _overlaps(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
 
 
 @dataclass(frozen=True)
@@ -402,6 +409,7 @@ def stitch_scenes(
     crf: int = 20,
     preset: str = "veryfast",
     progress: Callable[[int, int], None] | None = None,
+    caption_avoid: Sequence[tuple[int, int, int, int]] = (),
 ) -> EncodeResult:
     """Assemble scenes with crossfades and burned captions into one H.264/AAC MP4 through moviepy.
 
@@ -415,7 +423,7 @@ def stitch_scenes(
     duration = _check_scenes(scenes, fps)
     n = max(1, round(duration * fps))
     cues = [_cue_fields(c) for c in captions]
-    patches = [render_caption(text, size) for _, _, text in cues]
+    patches = [render_caption(text, size, caption_avoid) for _, _, text in cues]
     plan = _plan(scenes, cues, n, fps, transition_s)
 
     def frame_function(t: float) -> np.ndarray:

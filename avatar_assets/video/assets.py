@@ -457,6 +457,8 @@ def lip_sync(
     from avatar_assets.media.video import encode_frames, read_frames
 
     fps = scene_assets.fps
+    # approval_gated always waits here; any request can ask for the same gate (video_asset_approval).
+    awaiting = "lip_sync" in approvals.gate_assets(script.request)
 
     def compute() -> LipSyncRecord:
         audio = load_wav(store.read(speech.audio))
@@ -482,18 +484,18 @@ def lip_sync(
             fps=fps, frames=total,
             lag_frames=lag, motion_in_silence=in_silence, motion_in_speech=in_speech,
             provider=lipsync.info(),
-            awaiting_approval=script.request.route == "approval_gated",
+            awaiting_approval=awaiting,
         )
 
     key = content_key("lip_sync", CODE_VERSION, {"scenes": scene_assets.content_hash(), "audio": speech.audio.sha256,
                                                  "video": video.model_dump(), "silence": "from-word-timings"})
     record, _ = reuse_or_compute(store, "lip_sync", key, compute, context.log)
     record = for_cell(record, avatar_id=scene_assets.avatar_id, slug=scene_assets.slug,
-                      awaiting_approval=script.request.route == "approval_gated")
+                      awaiting_approval=awaiting)
     if record.awaiting_approval:
         context.log.info(
-            f"route approval_gated: {record.avatar_id}/{record.slug} waits for approval of lip_sync before "
-            "stitched_video (avatarops approve lip_sync --avatar ... --output ...)"
+            f"{record.avatar_id}/{record.slug} waits for approval of lip_sync before stitched_video "
+            f"(avatarops approve lip_sync --avatar {record.avatar_id} --output {record.slug})"
         )
     return recorded(
         record,
@@ -621,6 +623,7 @@ def stitched_video(
                 clips, fps=lip_sync.fps, size=tuple(scene_assets.master_size), audio=(audio.samples, audio.sample_rate),
                 captions=captions, transition_s=video.transition_s, path=path, crf=video.crf, preset=video.preset,
                 progress=progress(context, "stitching"),
+                caption_avoid=[tuple(s.mouth_box) for s in scene_assets.scenes if s.mouth_box],
             )
             qa = measure_video(path, scene_assets.master_size, lip_sync.fps, speech.duration_s)
             ref = store.put_file(path, "mp4", "video/mp4")

@@ -1,0 +1,120 @@
+"""Retry: a provider that fails transiently is retried by the assets' RetryPolicy with exponential backoff
+(the run succeeds, no finished step runs again), and a failed run is resumed from its failed stage with
+`avatarops retry RUN_ID` (Dagster re-execution from failure), reusing every finished stage.
+
+Providers are real resources subclassed to fail; the definitions are a copy of the code location's with
+that one resource replaced, executed on the real instance.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+
+from tests.regen_helpers import avatarops, cell, restored_world, step_events, submit
+
+pytestmark = pytest.mark.slow  # renders a cell
+
+CALLS = {"synthesize": 0}
+
+
+def definitions_with(home, **resources) -> dg.Definitions:
+    from avatar_assets.jobs import video_job
+    from resources.wiring import build_resources
+
+    return dg.Definitions(
+        assets=home.defs.assets, asset_checks=home.defs.asset_checks, jobs=[video_job],
+        resources={**build_resources(), **resources}, executor=dg.in_process_executor,
+    )
+
+
+def event_times(instance, run_id: str, kind: str, step: str) -> list[float]:
+    return [
+        entry.timestamp for entry in instance.all_logs(run_id)
+        if entry.dagster_event is not None and entry.dagster_event.event_type_value == kind and entry.step_key == step
+    ]
+
+
+def test_transient_tts_failure_is_retried_with_exponential_backoff(tmp_path_factory, sample_bundle):
+    from avatar_assets import events
+    from resources.providers import SpeechSynthesizer
+
+    class FlakySpeech(SpeechSynthesizer):
+        """The speech service answers its third call; the first two fail like a dropped connection."""
+
+        def synthesize(self, ssml, **kwargs):
+            CALLS["synthesize"] += 1
+            if CALLS["synthesize"] <= 2:
+                raise ConnectionError(f"speech service unavailable (call {CALLS['synthesize']})")
+            return super().synthesize(ssml, **kwargs)
+
+    with restored_world(tmp_path_factory, sample_bundle) as home:
+        instance, key = home.instance, cell("ava", "flaky")
+        submit("ava", "flaky", script="A sentence nobody has synthesised yet.")  # no content-cache hit for speech
+        instance.add_dynamic_partitions("outputs", ["flaky"])
+        CALLS["synthesize"] = 0
+        result = definitions_with(home, tts=FlakySpeech()).resolve_job_def("render_video").execute_in_process(
+            instance=instance, partition_key=key, raise_on_error=False
+        )
+        assert result.success
+        assert CALLS["synthesize"] == 3
+        assert step_events(instance, result.run_id, "STEP_UP_FOR_RETRY") == ["speech", "speech"]
+        assert step_events(instance, result.run_id, "STEP_RESTARTED") == ["speech", "speech"]
+        started = step_events(instance, result.run_id, "STEP_START")
+        assert len(started) == len(set(started)), started  # no other step ran twice
+        # RetryPolicy(max_retries=2, delay=1, backoff=EXPONENTIAL): waits (2**n - 1) * 1 s = 1 s, then 3 s.
+        failures = event_times(instance, result.run_id, "STEP_UP_FOR_RETRY", "speech")
+        restarts = event_times(instance, result.run_id, "STEP_RESTARTED", "speech")
+        waits = [restart - failure for failure, restart in zip(failures, restarts)]
+        assert waits[0] >= 1.0 and waits[1] >= 3.0 and waits[1] > waits[0], waits
+        assert home.record("speech", key).provider.provider == "espeak-ng"
+        assert home.record("output_package", key) is not None
+
+        # Each attempt reported itself in the outbox: two failures with their retry number, then completed.
+        store = home.store
+        speech_events = [
+            events.LifecycleEvent.model_validate_json(store.read_text(f"{events.OUTBOX}{event_id}.json"))
+            for event_id in events.pending_ids(store, None)
+        ]
+        mine = [(e.type, e.detail.get("retry_number")) for e in speech_events
+                if e.run_id == result.run_id and e.asset == "speech"]
+        assert mine == [("started", 0), ("failed", 0), ("started", 1), ("failed", 1), ("started", 2), ("completed", None)]
+
+
+def test_avatarops_retry_resumes_a_failed_run_from_its_failed_stage(tmp_path_factory, sample_bundle):
+    from resources.providers import Enhancer
+
+    class EnhancerDown(Enhancer):
+        outage: bool = True  # part of the content key: never served from the cache
+
+        def info(self):
+            raise dg.Failure("enhancement service is down", allow_retries=False)
+
+    with restored_world(tmp_path_factory, sample_bundle) as home:
+        instance, key = home.instance, cell("bob", "resume")
+        submit("bob", "resume")
+        instance.add_dynamic_partitions("outputs", ["resume"])
+        failed = definitions_with(home, enhancer=EnhancerDown()).resolve_job_def("render_video").execute_in_process(
+            instance=instance, partition_key=key, raise_on_error=False
+        )
+        assert not failed.success
+        finished = set(step_events(instance, failed.run_id, "STEP_SUCCESS"))
+        assert {"script", "storyboard", "speech", "backgrounds", "scene_assets", "lip_sync", "stitched_video"} <= finished
+        assert step_events(instance, failed.run_id, "STEP_FAILURE") == ["enhanced_video"]
+
+        not_failed = avatarops(home, "retry", instance.get_runs(limit=50)[-1].run_id)
+        assert not_failed.returncode == 2 and "only failed runs are retried" in not_failed.stderr, not_failed.stderr
+        done = avatarops(home, "retry", failed.run_id)
+        assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+
+        [retry] = instance.get_runs(dg.RunsFilter(tags={"avatarops/retry_of": failed.run_id}))
+        assert retry.status == dg.DagsterRunStatus.SUCCESS and retry.parent_run_id == failed.run_id
+        started = step_events(instance, retry.run_id, "STEP_START")
+        assert set(started) == {"enhanced_video", "enhanced_video_enhanced_video_plays", "output_package",
+                                "output_package_package_complete"}, started
+        materialized = {
+            r.event_log_entry.dagster_event.asset_key.to_user_string()
+            for r in instance.get_records_for_run(retry.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+        }
+        assert materialized == {"enhanced_video", "output_package"}
+        assert home.record("output_package", key).slug == "resume"
