@@ -118,7 +118,7 @@ def test_process_with_nothing_to_do(home):
     assert result.stdout.strip() == "nothing to do"
     as_json = invoke("process", "--json")
     assert as_json.exit_code == 0
-    assert json.loads(as_json.stdout) == {"ok": True, "runs": [], "skipped": []}
+    assert json.loads(as_json.stdout) == {"ok": True, "runs": [], "skipped": [], "quarantined": []}
 
 
 def test_process_and_status_report_runs_gates_and_quarantine(home, sample_bundle, photos, tmp_path):
@@ -150,6 +150,8 @@ def test_process_and_status_report_runs_gates_and_quarantine(home, sample_bundle
         "validated_inputs[bob-02] usable_photo_and_consent (ERROR): "
         "no photo with exactly one usable face; photos/a.png: no face found"
     ]
+    [quarantined_now] = report["quarantined"]
+    assert quarantined_now["problems"] == ["avatar_id 'dave-04' does not match the bundle folder name 'carol-03'"]
 
     status = invoke("status", "--json")
     assert status.exit_code == 0
