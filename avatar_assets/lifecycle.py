@@ -1,10 +1,22 @@
 """Every stage reports started / completed / failed (and progress) into the outbox, keyed by partition."""
 
 import functools
+import warnings
 
 import dagster as dg
 
 from avatar_assets import events
+from avatar_assets.contracts import Record
+
+PROVIDER_RETRIES = dg.RetryPolicy(max_retries=2, delay=1, backoff=dg.Backoff.EXPONENTIAL)
+"""Transient provider failures retry with backoff; input problems raise Failure(allow_retries=False)."""
+
+
+def recorded(record: Record, metadata: dict) -> dg.Output:
+    """Every output carries its record's content hash as the data version (drives staleness)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return dg.Output(record, data_version=dg.DataVersion(record.content_hash()), metadata=metadata)
 
 
 def partition_of(context) -> tuple[str, str | None]:

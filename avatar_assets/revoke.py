@@ -185,7 +185,10 @@ def runs_of_avatar(instance: dg.DagsterInstance, avatar_id: str, exclude_run_id:
 def _forget_cached_asset_rows(instance: dg.DagsterInstance, keys: list[dg.AssetKey], run_ids: list[str]) -> None:
     """SQL event logs cache each asset's latest materialization (with its metadata: thumbnails) on the asset
     row, and check executions in their own table; drop what points at the deleted runs."""
-    from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable, AssetKeyTable
+    from dagster._core.storage.event_log.schema import (
+        AssetCheckExecutionsTable,
+        AssetKeyTable,
+    )
     from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
 
     storage = instance.event_log_storage

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import threading
 import time
@@ -145,13 +144,6 @@ def materializations_after(instance: dg.DagsterInstance, storage_id: int) -> Cou
     return counts
 
 
-def materialization_records_after(instance: dg.DagsterInstance, storage_id: int):
-    return instance.get_event_records(
-        dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_MATERIALIZATION, after_cursor=storage_id),
-        limit=100_000,
-    )
-
-
 def step_events(instance: dg.DagsterInstance, run_id: str, kind: str) -> list[str]:
     """Step keys of the run's events of one type (STEP_START, STEP_UP_FOR_RETRY, ...), in order."""
     return [
@@ -216,7 +208,10 @@ def blobs_of_avatar(store, avatar_id: str) -> set[str]:
 
 def stale_partitions(home: Home, graph=None) -> dict[tuple[str, str], list[str]]:
     """(asset, partition) -> stale causes, over every materialized partition of every asset."""
-    from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+    from dagster._core.definitions.data_version import (
+        CachingStaleStatusResolver,
+        StaleStatus,
+    )
     from dagster._core.loader import LoadingContextForTest
 
     graph = graph or home.defs.resolve_asset_graph()
@@ -273,7 +268,7 @@ class Webhook:
         hook = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's naming
+            def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 with hook.lock:
                     hook.attempts += 1
@@ -322,7 +317,3 @@ def outbox_ids(store) -> list[str]:
     from avatar_assets import events
 
     return events.pending_ids(store, None)
-
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "") not in {"", "0", "false"}

@@ -250,10 +250,21 @@ def test_retry_from_stage_approval_resumes_a_failed_render(tmp_path_factory, sam
 
 
 def test_approve_after_revoke_is_refused(tmp_path_factory, sample_bundle):
+    """Revoked from the UI's launchpad (`revoke_avatar` job), then every decision on it is refused."""
     from avatar_assets import revoke
 
     with restored_world(tmp_path_factory, sample_bundle) as home:
-        revoke.revoke(home.instance, home.defs, home.store, "cal", by="legal", reason="consent withdrawn")
+        job = home.defs.resolve_job_def("revoke_avatar")
+        result = job.execute_in_process(
+            instance=home.instance,
+            run_config={"ops": {"revoke_avatar_op": {"config": {"avatar_id": "cal", "by": "legal",
+                                                                "reason": "consent withdrawn"}}}},
+        )
+        assert result.success
+        stone = revoke.tombstone("cal", home.store)
+        assert (stone.status, stone.by, stone.reason) == ("revoked", "legal", "consent withdrawn")
+        assert "cal" not in home.instance.get_dynamic_partitions("avatars")
+        assert home.instance.get_run_by_id(result.run_id) is not None  # the revocation's own run is kept
         refused = decide(home, job_type="video_asset_approval", asset="lip_sync", avatar_id="cal", output="s1", by="rita")
         assert refused == (False, "avatar cal was revoked; nothing of it can be approved")
         cli = avatarops(home, "approve", "lip_sync", "--avatar", "cal", "--output", "s1")

@@ -30,7 +30,6 @@ from tests.regen_helpers import (
 )
 
 
-
 def automation_cursor():
     from avatar_assets import settings
     from avatar_assets.runner import CliState

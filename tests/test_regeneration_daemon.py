@@ -91,6 +91,7 @@ def test_daemon_automation_refreshes_exactly_the_regenerated_avatars_partitions(
                 assert daemon.alive, daemon.log_tail()
 
             materialized = materializations_after(instance, start)
+            print(f"[daemon refresh: {sum(materialized.values())} materializations {sorted(materialized.items())}]")
             assert set(materialized) == set(expected) | {("neutral_image", "ava")}, sorted(materialized)
             assert materialized[("neutral_image", "ava")] == 1
 
@@ -103,6 +104,7 @@ def test_daemon_automation_refreshes_exactly_the_regenerated_avatars_partitions(
                 assert run.tags.get(AUTOMATION_CONDITION_TAG) == "true", run.tags
                 assert run.status == dg.DagsterRunStatus.SUCCESS
             assert {run.tags["dagster/partition"] for run in daemon_runs} == {"ava", "ava|s1", "ava|s2"}
+            print(f"[daemon automation runs: {len(daemon_runs)}]")
             # Runs that materialized a partition of ava's identity or cells, nothing of bob or cal.
             assert not any(p.startswith(("bob", "cal")) for _, p in materialized)
         finally:

@@ -31,7 +31,7 @@ from tests.regen_helpers import (
     submit,
     world_env,
 )
-from tests.servers import VENV_BIN, REPO_ROOT, wait_until
+from tests.servers import REPO_ROOT, VENV_BIN, wait_until
 
 
 def record_keys(store, avatar_id: str) -> list[str]:
@@ -178,9 +178,9 @@ def test_revoke_during_a_running_render_leaves_no_orphans(tmp_path_factory, samp
         cal_only = only_blobs_of(home, "cal")
         blobs_before = blob_keys(store)
         submit("cal", "live", script="A render that is revoked while it runs.")
-        log = open(tmp_path / "process.log", "wb")
-        worker = subprocess.Popen([str(VENV_BIN / "avatarops"), "process"], cwd=REPO_ROOT, env=world_env(home),
-                                  stdout=log, stderr=subprocess.STDOUT)
+        with open(tmp_path / "process.log", "wb") as log:
+            worker = subprocess.Popen([str(VENV_BIN / "avatarops"), "process"], cwd=REPO_ROOT, env=world_env(home),
+                                      stdout=log, stderr=subprocess.STDOUT)
         try:
             def render_started():
                 runs = instance.get_runs(dg.RunsFilter(tags={"dagster/partition": cell("cal", "live")}))
@@ -195,7 +195,7 @@ def test_revoke_during_a_running_render_leaves_no_orphans(tmp_path_factory, samp
         finally:
             if worker.poll() is None:
                 worker.kill()
-            log.close()
+                worker.wait(timeout=30)
         assert stone.status == "revoked" and "live" in stone.outputs
         # The render stopped cleanly (its record write was refused and the run cancelled) or had finished.
         log_text = (tmp_path / "process.log").read_text()

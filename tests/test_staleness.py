@@ -14,7 +14,13 @@ import contextlib
 import dagster as dg
 import pytest
 
-from tests.regen_helpers import AVATARS, cell, materialize_only, restored_world, stale_partitions
+from tests.regen_helpers import (
+    AVATARS,
+    cell,
+    materialize_only,
+    restored_world,
+    stale_partitions,
+)
 
 
 @contextlib.contextmanager

@@ -3,7 +3,6 @@
 
 import io
 import json
-import warnings
 
 import dagster as dg
 import numpy as np
@@ -16,7 +15,6 @@ from avatar_assets.contracts import (
     IdentityPart,
     NeutralImageRecord,
     PhotoRow,
-    Record,
     SourcePhoto,
     SourceUploadRecord,
     SourceVoice,
@@ -25,14 +23,13 @@ from avatar_assets.contracts import (
     VoiceProfileRecord,
 )
 from avatar_assets.caching import media_refs
-from avatar_assets.lifecycle import emits_lifecycle, seed_override
+from avatar_assets.lifecycle import PROVIDER_RETRIES, emits_lifecycle, recorded, seed_override
 from partitions import avatars, refresh_existing
 from resources.media_store import MediaStore, sha256_bytes
 from resources.diffusion_provider import reuse_or_generate
 from resources.providers import FaceAnalyzer, ImageGenerator, SpeakerEncoder
 
 GROUP = "identity"
-PROVIDER_RETRIES = dg.RetryPolicy(max_retries=2, delay=1, backoff=dg.Backoff.EXPONENTIAL)
 CODE_VERSION = "1"
 PHOTO_TYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 
@@ -48,12 +45,6 @@ def identity_asset(**kwargs):
     )
     return lambda fn: asset(emits_lifecycle(fn))
 
-
-def recorded(record: Record, metadata: dict) -> dg.Output:
-    """Every identity output carries its content hash as the data version (drives staleness)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", dg.BetaWarning)
-        return dg.Output(record, data_version=dg.DataVersion(record.content_hash()), metadata=metadata)
 
 
 def _extension(name: str) -> str:

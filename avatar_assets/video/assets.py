@@ -4,7 +4,6 @@ import functools
 import hashlib
 import io
 import tempfile
-import warnings
 from pathlib import Path
 
 import dagster as dg
@@ -39,14 +38,13 @@ from avatar_assets.contracts import (
     VoiceProfileRecord,
     WordTimingModel,
 )
-from avatar_assets.lifecycle import emits_lifecycle, progress, seed_override
+from avatar_assets.lifecycle import PROVIDER_RETRIES, emits_lifecycle, progress, recorded, seed_override
 from avatar_assets.requests import RequestError, read_request
 from partitions import identity_to_video, refresh_existing, video_cells
 from resources.media_store import MediaStore, sha256_bytes
 from resources.providers import Enhancer, ImageGenerator, LipSyncer, SpeechSynthesizer, VideoSettings
 
 GROUP = "video"
-PROVIDER_RETRIES = dg.RetryPolicy(max_retries=2, delay=1, backoff=dg.Backoff.EXPONENTIAL)
 CODE_VERSION = "1"
 
 
@@ -99,11 +97,6 @@ def cell(context: dg.AssetExecutionContext) -> tuple[str, str]:
     keys = context.partition_key.keys_by_dimension
     return keys["avatar"], keys["output"]
 
-
-def recorded(record: Record, metadata: dict) -> dg.Output:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", dg.BetaWarning)
-        return dg.Output(record, data_version=dg.DataVersion(record.content_hash()), metadata=metadata)
 
 
 def for_cell(record: Record, **fields) -> Record:
