@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import subprocess
 import sys
@@ -89,7 +88,7 @@ def run_child(name: str, args: argparse.Namespace) -> int:
         payload.update(result)
         payload.setdefault("status", "ok")
         payload["summary"] = module.summary(result) if payload["status"] == "ok" else result.get("summary", [])
-    except Exception as error:  # noqa: BLE001 - a crashed benchmark is reported, the others still run
+    except Exception as error:  # noqa: BLE001 - a crashed benchmark is reported; the others still run
         traceback.print_exc()
         payload.update(status="error", error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc(),
                        summary=[f"ERROR {type(error).__name__}: {str(error)[:500]}"])
@@ -114,9 +113,9 @@ def write_summary(names: list[str], args: argparse.Namespace, wall_s: float, cra
     lines = [
         "# Benchmark summary",
         "",
-        f"`python -m bench{' --quick' if args.quick else ''}"
+        (f"`python -m bench{' --quick' if args.quick else ''}"
         f"{''.join(' --only ' + n for n in names) if names != list(BENCHMARKS) else ''}` "
-        f"finished {common.now_iso()} in {wall_s / 60:.1f} min.",
+        f"finished {common.now_iso()} in {wall_s / 60:.1f} min."),
     ]
     facts = None
     for name in names:
@@ -140,10 +139,10 @@ def write_summary(names: list[str], args: argparse.Namespace, wall_s: float, cra
             "",
             "## Machine",
             "",
-            f"{facts.get('cpu_count')} CPUs ({facts.get('cpu_model')}), {facts.get('memory_gib')} GiB, "
+            (f"{facts.get('cpu_count')} CPUs ({facts.get('cpu_model')}), {facts.get('memory_gib')} GiB, "
             f"Python {facts.get('python')}, dagster {facts.get('dagster')}, load average at start "
             f"{facts.get('load_average_1m_5m_15m')}, commit {str(facts.get('git_commit'))[:12]}"
-            f"{' (dirty)' if facts.get('git_dirty') else ''}.",
+            f"{' (dirty)' if facts.get('git_dirty') else ''}."),
         ]
     if crashed:
         lines += ["", f"**Crashed:** {', '.join(crashed)} (see their result files for the traceback)."]
@@ -171,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         common.result_path(name).unlink(missing_ok=True)
         cmd = [sys.executable, "-m", "bench", "--child", name, *child_flags(args)]
         try:
-            rc = subprocess.run(cmd, cwd=common.REPO_ROOT, timeout=timeout).returncode
+            rc = subprocess.run(cmd, cwd=common.REPO_ROOT, timeout=timeout, check=False).returncode
         except subprocess.TimeoutExpired:
             rc = -1
             print(f"{name}: timed out after {timeout} s", flush=True)

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # AVATAR_BENCH_RESULTS redirects result files (the smoke test writes to a temp dir, not over a real run).
@@ -95,7 +95,8 @@ def _memory_gib() -> float | None:
 def _git(*args: str) -> str | None:
     """Read-only git queries (rev-parse, status); None outside a checkout."""
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        out = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+        out = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10,
+                             check=False)
         if out.returncode == 0:
             return out.stdout.strip()
     return None
@@ -123,7 +124,7 @@ def ratio(numerator: float, denominator: float) -> float:
 class Stopwatch:
     """`with Stopwatch() as sw: ...` then `sw.seconds`."""
 
-    def __enter__(self) -> Stopwatch:
+    def __enter__(self) -> Self:
         self.started = time.perf_counter()
         self.seconds = float("nan")
         return self
@@ -272,7 +273,7 @@ def run_timed_cpu(cmd: Sequence[str], env: dict[str, str], *, timeout: float = 1
                   ) -> tuple[float, float, subprocess.CompletedProcess[str]]:
     """Like run_timed, plus the CPU seconds of the command and everything it waited for."""
     return timed_cpu(lambda: subprocess.run(list(cmd), env=env, cwd=cwd, capture_output=True, text=True,
-                                            timeout=timeout))
+                                            timeout=timeout, check=False))
 
 
 def check_ok(out: subprocess.CompletedProcess[str], what: str) -> None:

@@ -63,14 +63,14 @@ def run(opts) -> dict[str, Any]:
 
 def summary(result: dict[str, Any]) -> list[str]:
     p, f = result["parameters"], result["figures"]
-    lines = [f"model: {p['model']} on {p['device']}; bench_diffusers took {f.get('call_s', float('nan')):.1f} s "
-             f"(model build {f.get('model_build_s', 0.0):.1f} s)"]
+    lines = [(f"model: {p['model']} on {p['device']}; bench_diffusers took {f.get('call_s', float('nan')):.1f} s "
+             f"(model build {f.get('model_build_s', 0.0):.1f} s)")]
     shown = {"call_s", "model_build_s"}
     if {"load_s", "text2img", "avatars"} <= f.keys():  # the fields bench/diffusers_bench.py returns today
         t, a = f["text2img"], f["avatars"]
         lines += [
-            f"{f.get('model_id')} {f.get('dtype')} at {f.get('side')} px, {f.get('steps')} steps, {f.get('threads')} "
-            f"threads: import {f.get('import_s')} s, first load {f['load_s']} s, repeat load {f.get('load_repeat_s')} s",
+            (f"{f.get('model_id')} {f.get('dtype')} at {f.get('side')} px, {f.get('steps')} steps, {f.get('threads')} "
+            f"threads: import {f.get('import_s')} s, first load {f['load_s']} s, repeat load {f.get('load_repeat_s')} s"),
             "text2img: " + ", ".join(f"{k} {v}" for k, v in t.items()),
             "avatars: " + ", ".join(f"{k} {v}" for k, v in a.items()),
         ]

@@ -187,25 +187,25 @@ def summary(result: dict[str, Any]) -> list[str]:
     b = f["dagster_breakdown_s"]
     lines = [
         f"{p['avatars']} avatars, {p['repeats']} repeat(s), medians:",
-        f"`avatarops process` {f['avatarops_process_wall_s']:.1f} s vs plain loop {f['plain_loop_wall_s']:.1f} s "
+        (f"`avatarops process` {f['avatarops_process_wall_s']:.1f} s vs plain loop {f['plain_loop_wall_s']:.1f} s "
         f"-> overhead ratio **{f['overhead_ratio']:.2f}** (target <= {TARGET_OVERHEAD}); per repeat "
-        f"{', '.join(f'{r:.2f}' for r in f['paired_overhead_ratios'])} (median {f['paired_overhead_ratio_median']:.2f})",
-        f"CPU time (whole process tree): {f['avatarops_process_cpu_s']:.1f} s vs {f['plain_loop_cpu_s']:.1f} s -> "
-        f"CPU overhead ratio {f['cpu_overhead_ratio']:.2f} (less sensitive to other tenants of the machine)",
+        f"{', '.join(f'{r:.2f}' for r in f['paired_overhead_ratios'])} (median {f['paired_overhead_ratio_median']:.2f})"),
+        (f"CPU time (whole process tree): {f['avatarops_process_cpu_s']:.1f} s vs {f['plain_loop_cpu_s']:.1f} s -> "
+        f"CPU overhead ratio {f['cpu_overhead_ratio']:.2f} (less sensitive to other tenants of the machine)"),
         "walls: avatarops " + ", ".join(f"{w:.1f}" for w in f["all_dagster_walls_s"]) + " s; plain "
         + ", ".join(f"{w:.1f}" for w in f["all_plain_walls_s"]) + " s",
-        f"per avatar: {f['per_avatar_dagster_s']:.1f} s with Dagster, {f['per_avatar_plain_s']:.1f} s plain; "
+        (f"per avatar: {f['per_avatar_dagster_s']:.1f} s with Dagster, {f['per_avatar_plain_s']:.1f} s plain; "
         f"one identity run {f['identity_run_cold_s']:.1f} s cold, "
-        f"{(f['identity_run_warm_median_s'] or float('nan')):.1f} s warm",
-        f"subject's time: asset steps {b['asset_steps_s']:.1f} s, QA check steps {b['check_steps_s']:.1f} s, "
+        f"{(f['identity_run_warm_median_s'] or float('nan')):.1f} s warm"),
+        (f"subject's time: asset steps {b['asset_steps_s']:.1f} s, QA check steps {b['check_steps_s']:.1f} s, "
         f"run machinery between steps {b['in_runs_outside_steps_s']:.1f} s, outside runs (start-up, imports, "
-        f"sensors, automation) {b['outside_runs_s']:.1f} s; {f['event_log_records_per_run']:.0f} event-log records per run",
-        f"`avatarops process` with nothing to do: {f['noop_process_s']:.1f} s (start-up, imports, one sensor "
-        f"round and one automation tick)",
-        f"imports: python start {f['python_startup_s']:.2f} s, `import dagster` {f['import_dagster_s']:.2f} s, "
+        f"sensors, automation) {b['outside_runs_s']:.1f} s; {f['event_log_records_per_run']:.0f} event-log records per run"),
+        (f"`avatarops process` with nothing to do: {f['noop_process_s']:.1f} s (start-up, imports, one sensor "
+        f"round and one automation tick)"),
+        (f"imports: python start {f['python_startup_s']:.2f} s, `import dagster` {f['import_dagster_s']:.2f} s, "
         f"`import avatar_assets.definitions` {f['import_definitions_s']:.2f} s "
         f"({100 * f['import_definitions_share_of_process']:.0f} % of the process); ratio without it "
-        f"{f['overhead_ratio_without_definitions_import']:.2f}",
+        f"{f['overhead_ratio_without_definitions_import']:.2f}"),
         "stage (Dagster step, cold / warm median) vs plain loop (cold / warm median), seconds:",
     ]
     plain = f["stages_plain"]

@@ -12,10 +12,10 @@ import time
 
 _STARTED = time.perf_counter()
 
-import argparse  # noqa: E402
-import io  # noqa: E402
-import json  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import io
+import json
+from pathlib import Path
 
 
 def build_identity(bundle: Path, timings: dict[str, float]) -> dict:
@@ -88,11 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import_started = time.perf_counter()
-    import avatar_assets.media.audio  # noqa: F401
-    import avatar_assets.media.faces  # noqa: F401
-    import avatar_assets.media.images  # noqa: F401
-    import avatar_assets.media.portrait  # noqa: F401
-    import avatar_assets.media.sheet  # noqa: F401
+    import avatar_assets.media.audio
+    import avatar_assets.media.faces
+    import avatar_assets.media.images
+    import avatar_assets.media.portrait
+    import avatar_assets.media.sheet
     import avatar_assets.media.voice  # noqa: F401
 
     import_s = time.perf_counter() - import_started

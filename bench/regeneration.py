@@ -193,19 +193,19 @@ def summary(result: dict[str, Any]) -> list[str]:
     c, r = f["regenerate_cached"], f["regenerate_recompute"]
     cw, rw = f["regenerate_cached_where"], f["regenerate_recompute_where"]
     lines = [
-        f"{p['avatars']} avatars x {p['outputs_per_avatar']} outputs at {p['master_short_side']} short side; "
-        f"regenerated {f['regenerated']}",
-        f"followers expected {f['expected_followers']}: got {c['followers']} (cached, exact={c['exact']}) and "
-        f"{r['followers']} (recompute, exact={r['exact']})",
-        f"regenerate with content cache {f['regenerate_cached_s']:.1f} s ({len(cw['runs'])} runs), "
+        (f"{p['avatars']} avatars x {p['outputs_per_avatar']} outputs at {p['master_short_side']} short side; "
+        f"regenerated {f['regenerated']}"),
+        (f"followers expected {f['expected_followers']}: got {c['followers']} (cached, exact={c['exact']}) and "
+        f"{r['followers']} (recompute, exact={r['exact']})"),
+        (f"regenerate with content cache {f['regenerate_cached_s']:.1f} s ({len(cw['runs'])} runs), "
         f"with cache emptied {f['regenerate_recompute_s']:.1f} s vs full rebuild {f['full_rebuild_warm_s']:.1f} s "
         f"({f['full_rebuild_materializations']} materializations) -> ratios "
         f"**{f['ratio_cached_vs_full']:.2f}** (cached) / **{f['ratio_recompute_vs_full']:.2f}** (recompute); "
-        f"the lineage is {100 * f['lineage_share_of_partitions']:.0f} % of the partitions",
+        f"the lineage is {100 * f['lineage_share_of_partitions']:.0f} % of the partitions"),
         f"initial build (cold process) {f['initial_build_cold_s']:.1f} s",
-        f"where the regeneration time went (cached / recompute): steps {cw['step_s']:.1f} / {rw['step_s']:.1f} s, "
+        (f"where the regeneration time went (cached / recompute): steps {cw['step_s']:.1f} / {rw['step_s']:.1f} s, "
         f"run machinery {cw['in_runs_outside_steps_s']:.1f} / {rw['in_runs_outside_steps_s']:.1f} s, sensor rounds "
-        f"and automation ticks {cw['outside_runs_s']:.1f} / {rw['outside_runs_s']:.1f} s",
+        f"and automation ticks {cw['outside_runs_s']:.1f} / {rw['outside_runs_s']:.1f} s"),
         "followers: " + ", ".join(f["expected_followers_list"]),
     ]
     for label, v in (("cached", c), ("recompute", r)):

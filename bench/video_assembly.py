@@ -64,9 +64,9 @@ def render_timeline(duration_s: float):
     portrait = make_neutral_portrait(photo, detect_faces(photo)[0])
     face = portrait.face
     speech = synthesize(TEXT, rate_wpm=150)
-    samples = fit_length(speech.samples, int(round(duration_s * speech.sample_rate)))
+    samples = fit_length(speech.samples, round(duration_s * speech.sample_rate))
     words = [w for w in speech.words if w.end_s <= duration_s]
-    n = int(round(duration_s * FPS))
+    n = round(duration_s * FPS)
     bounds = np.linspace(0.0, duration_s, len(SCENES) + 1)
     tracks = []
     for index, (shot_type, prompt) in enumerate(SCENES):
@@ -112,7 +112,7 @@ def run(opts) -> dict[str, Any]:
             order = names[rep % len(names):] + names[:rep % len(names)]
             for name in order:
                 path = work / f"{name}-{rep}.mp4"
-                elapsed, cpu_s, _ = common.timed_cpu(lambda: writers[name](path))
+                elapsed, cpu_s, _ = common.timed_cpu(lambda write=writers[name], out=path: write(out))
                 seconds[name].append(elapsed)
                 cpu[name].append(cpu_s)
                 say(f"repeat {rep + 1}/{repeats} {name}: {elapsed:.2f} s ({n / elapsed:.1f} fps), CPU {cpu_s:.2f} s")
@@ -159,18 +159,18 @@ def summary(result: dict[str, Any]) -> list[str]:
     f, p = result["figures"], result["parameters"]
     rt = f["realtime_factor"]
     return [
-        f"{p['duration_s']:.0f} s at {p['size'][0]}x{p['size'][1]}, {p['fps']} fps ({f['frames']} frames), "
-        f"crf {p['crf']} {p['preset']}, {p['repeats']} repeat(s), medians:",
-        f"stitch_scenes {f['fps']['stitch_scenes']:.1f} fps vs raw pipe {f['fps']['raw_pipe']:.1f} fps -> "
-        f"ratio **{f['stitch_vs_raw_ratio']:.2f}** (target >= {TARGET_RATIO})",
+        (f"{p['duration_s']:.0f} s at {p['size'][0]}x{p['size'][1]}, {p['fps']} fps ({f['frames']} frames), "
+        f"crf {p['crf']} {p['preset']}, {p['repeats']} repeat(s), medians:"),
+        (f"stitch_scenes {f['fps']['stitch_scenes']:.1f} fps vs raw pipe {f['fps']['raw_pipe']:.1f} fps -> "
+        f"ratio **{f['stitch_vs_raw_ratio']:.2f}** (target >= {TARGET_RATIO})"),
         f"CPU seconds: stitch {f['cpu_median_s']['stitch_scenes']:.2f}, raw {f['cpu_median_s']['raw_pipe']:.2f}, "
         f"bare {f['cpu_median_s']['stitch_scenes_bare']:.2f} -> CPU-based ratio {f['stitch_vs_raw_cpu_ratio']:.2f}; "
         f"wall seconds stitch " + ", ".join(f"{x:.1f}" for x in f["seconds"]["stitch_scenes"]) + "; raw "
         + ", ".join(f"{x:.1f}" for x in f["seconds"]["raw_pipe"]),
-        f"stitch_scenes without transitions/captions {f['fps']['stitch_scenes_bare']:.1f} fps "
-        f"(ratio {f['bare_stitch_vs_raw_ratio']:.2f})",
-        f"real-time factor (video s per wall s): stitch {rt['stitch_scenes']:.2f}x, raw pipe {rt['raw_pipe']:.2f}x, "
+        (f"stitch_scenes without transitions/captions {f['fps']['stitch_scenes_bare']:.1f} fps "
+        f"(ratio {f['bare_stitch_vs_raw_ratio']:.2f})"),
+        (f"real-time factor (video s per wall s): stitch {rt['stitch_scenes']:.2f}x, raw pipe {rt['raw_pipe']:.2f}x, "
         f"bare stitch {rt['stitch_scenes_bare']:.2f}x; stitch incl. frame rendering "
-        f"{f['realtime_factor_with_frame_render']:.2f}x",
+        f"{f['realtime_factor_with_frame_render']:.2f}x"),
         f"frame rendering (talking head over composited keyframes): {f['frame_render_fps']:.1f} fps",
     ]

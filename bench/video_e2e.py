@@ -122,13 +122,13 @@ def run(opts) -> dict[str, Any]:
 def summary(result: dict[str, Any]) -> list[str]:
     f, p = result["figures"], result["parameters"]
     lines = [
-        f"{f['video_duration_s']:.1f} s {p['route']} video, master {f['master_size'][0]}x{f['master_size'][1]} "
-        f"@ {p['fps']} fps, renditions {', '.join(f['renditions'])}",
-        f"identity {f['identity_process_s']:.1f} s (run {f['identity_run_s']:.1f} s); video {f['video_process_s']:.1f} s "
+        (f"{f['video_duration_s']:.1f} s {p['route']} video, master {f['master_size'][0]}x{f['master_size'][1]} "
+        f"@ {p['fps']} fps, renditions {', '.join(f['renditions'])}"),
+        (f"identity {f['identity_process_s']:.1f} s (run {f['identity_run_s']:.1f} s); video {f['video_process_s']:.1f} s "
         f"(runs {f['video_run_s']:.1f} s) -> real-time factor **{f['realtime_factor']:.2f}x** "
-        f"(end to end {f['end_to_end_s']:.1f} s)",
-        f"video: asset steps {f['video_assets_sum_s']:.1f} s, QA checks {f['video_checks_sum_s']:.1f} s, "
-        f"outside steps (sensors, automation, run setup) {f['video_outside_steps_s']:.1f} s",
+        f"(end to end {f['end_to_end_s']:.1f} s)"),
+        (f"video: asset steps {f['video_assets_sum_s']:.1f} s, QA checks {f['video_checks_sum_s']:.1f} s, "
+        f"outside steps (sensors, automation, run setup) {f['video_outside_steps_s']:.1f} s"),
         "video stages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in f["video_stages_s"].items()),
         "video checks (s): " + ", ".join(f"{k} {v:.2f}" for k, v in f["video_check_steps_s"].items()),
         "identity stages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in f["identity_stages_s"].items()),

@@ -62,11 +62,16 @@ def test_transient_tts_failure_is_retried_with_exponential_backoff(tmp_path_fact
         assert step_events(instance, result.run_id, "STEP_RESTARTED") == ["speech", "speech"]
         started = step_events(instance, result.run_id, "STEP_START")
         assert len(started) == len(set(started)), started  # no other step ran twice
-        # RetryPolicy(max_retries=2, delay=1, backoff=EXPONENTIAL): waits (2**n - 1) * 1 s = 1 s, then 3 s.
+        # The stages' RetryPolicy backs off exponentially: (2**n - 1) x delay, i.e. 1 s then 3 s at delay=1.
+        from avatar_assets.lifecycle import PROVIDER_RETRIES
+
+        assert PROVIDER_RETRIES.backoff == dg.Backoff.EXPONENTIAL and PROVIDER_RETRIES.max_retries >= 2
+        expected = [PROVIDER_RETRIES.calculate_delay(attempt) for attempt in (1, 2)]
         failures = event_times(instance, result.run_id, "STEP_UP_FOR_RETRY", "speech")
         restarts = event_times(instance, result.run_id, "STEP_RESTARTED", "speech")
         waits = [restart - failure for failure, restart in zip(failures, restarts)]
-        assert waits[0] >= 1.0 and waits[1] >= 3.0 and waits[1] > waits[0], waits
+        assert expected[1] > expected[0] > 0
+        assert waits[0] >= expected[0] and waits[1] >= expected[1], (waits, expected)
         assert home.record("speech", key).provider.provider == "espeak-ng"
         assert home.record("output_package", key) is not None
 
