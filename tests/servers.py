@@ -46,6 +46,24 @@ DUMMY_AWS_ENV = {
 # Variables that select homes, storage or behaviour; a test's subprocess starts without them.
 _SCRUBBED_PREFIXES = ("AVATAR_", "DAGSTER_", "AWS_")
 
+# What one identity run materializes and checks (shared by the daemon and Postgres tests).
+IDENTITY_ASSETS = [
+    "source_upload",
+    "validated_inputs",
+    "neutral_image",
+    "character_sheet",
+    "voice_profile",
+    "identity_bundle",
+]
+IDENTITY_CHECKS = {
+    ("validated_inputs", "usable_photo_and_consent"),
+    ("neutral_image", "neutral_face_geometry"),
+    ("neutral_image", "neutral_identity_consistency"),
+    ("character_sheet", "sheet_identity_consistency"),
+    ("voice_profile", "voice_sample_quality"),
+}
+
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -11,24 +11,19 @@ import dagster as dg
 import pytest
 from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
 
-from tests.servers import build_sample, clean_env, dagster_daemon, wait_until, write_instance_yaml
+from tests.servers import (
+    IDENTITY_ASSETS,
+    IDENTITY_CHECKS,
+    build_sample,
+    clean_env,
+    dagster_daemon,
+    wait_until,
+    write_instance_yaml,
+)
 
 pytestmark = pytest.mark.slow
 
 AVATAR = "astronaut"
-IDENTITY_ASSETS = [
-    "source_upload",
-    "validated_inputs",
-    "neutral_image",
-    "character_sheet",
-    "voice_profile",
-    "identity_bundle",
-]
-IDENTITY_CHECKS = {
-    ("validated_inputs", "usable_photo_and_consent"),
-    ("neutral_image", "neutral_face_geometry"),
-    ("voice_profile", "voice_sample_quality"),
-}
 INSTANCE_YAML = """\
 sensors:
   use_threads: true

@@ -12,22 +12,16 @@ import uuid
 import dagster as dg
 import pytest
 
-from tests.servers import REPO_ROOT, build_sample, clean_env, upload_and_process
+from tests.servers import (
+    IDENTITY_ASSETS,
+    IDENTITY_CHECKS,
+    REPO_ROOT,
+    build_sample,
+    clean_env,
+    upload_and_process,
+)
 
 DEPLOY = REPO_ROOT / "deploy"
-IDENTITY_ASSETS = [
-    "source_upload",
-    "validated_inputs",
-    "neutral_image",
-    "character_sheet",
-    "voice_profile",
-    "identity_bundle",
-]
-IDENTITY_CHECKS = {
-    ("validated_inputs", "usable_photo_and_consent"),
-    ("neutral_image", "neutral_face_geometry"),
-    ("voice_profile", "voice_sample_quality"),
-}
 
 PG = {
     "host": os.environ.get("AVATAR_TEST_PG_HOST", "127.0.0.1"),
@@ -80,9 +74,9 @@ def pg_env(db_name: str) -> dict[str, str]:
 
 def test_deploy_configs_validate(monkeypatch):
     """deploy/dagster.yaml is a valid 1.13 instance config: storage, ECS launcher, queue, pools, retries."""
+    import yaml
     from dagster._config import process_config, resolve_to_config_type
     from dagster._core.instance.config import dagster_instance_config
-    import yaml
     from dagster_aws.ecs import EcsRunLauncher
     from dagster_aws.s3.compute_log_manager import S3ComputeLogManager
     from dagster_postgres import PostgresRunStorage
@@ -147,7 +141,11 @@ def test_identity_run_is_stored_in_postgres(pg_database, tmp_path, monkeypatch):
 
     for key, value in pg_env(pg_database).items():
         monkeypatch.setenv(key, value)
-    from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
+    from dagster_postgres import (
+        PostgresEventLogStorage,
+        PostgresRunStorage,
+        PostgresScheduleStorage,
+    )
 
     instance = dg.DagsterInstance.from_config(str(dagster_home))
     try:
