@@ -98,7 +98,6 @@ def cell(context: dg.AssetExecutionContext) -> tuple[str, str]:
     return keys["avatar"], keys["output"]
 
 
-
 def for_cell(record: Record, **fields) -> Record:
     """A reused record re-addressed to this cell: the content key shares bytes between cells (same script,
     same prompts), never the cell a record names, its watermark or its approval state."""
