@@ -22,7 +22,8 @@ from resources.wiring import media_store
 REQUEST_SENSOR = "output_request_sensor"
 IDENTITY_GATED = {
     "validated_inputs": ["usable_photo_and_consent"],
-    "neutral_image": ["neutral_face_geometry"],
+    "neutral_image": ["neutral_face_geometry", "neutral_identity_consistency"],
+    "character_sheet": ["sheet_identity_consistency"],
     "voice_profile": ["voice_sample_quality"],
 }
 
