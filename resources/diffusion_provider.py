@@ -35,7 +35,7 @@ import os
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
@@ -44,7 +44,6 @@ from typing import Any
 
 import dagster as dg
 import numpy as np
-from PIL import Image
 
 from avatar_assets.contracts import ProviderInfo, Record
 from avatar_assets.media.diffusion import (
@@ -69,55 +68,7 @@ _BACKDROP_KEY_DISTANCE = 24  # same threshold the pose route uses to key a varia
 
 # --------------------------------------------------------------------------- process-wide model cache
 
-
-class PromptedDiffusionGenerator(DiffusionGenerator):
-    """`DiffusionGenerator` plus img2img with one prompt per image, so differently prompted images
-    (the sheet's variants) share a batch. Same batching, seeding and error wrapping as `img2img`."""
-
-    def img2img_prompts(
-        self,
-        images: Sequence[np.ndarray],
-        prompts: Sequence[str],
-        settings: GenerationSettings,
-        *,
-        seeds: Sequence[int],
-        batch_size: int = 8,
-    ) -> list[np.ndarray]:
-        from avatar_assets.media import diffusion as kernel
-
-        if len(prompts) != len(images) or len(seeds) != len(images):
-            raise ValueError(f"got {len(images)} images, {len(prompts)} prompts and {len(seeds)} seeds")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if int(settings.steps * settings.strength) < 1:
-            raise ValueError(f"steps * strength must give at least one denoising step, got {settings.steps} * {settings.strength}")
-        for index, image in enumerate(images):
-            kernel._check_rgb(image, index)
-        by_size: dict[tuple[int, int], list[int]] = {}
-        for index, image in enumerate(images):
-            by_size.setdefault(kernel._working_size(image, settings), []).append(index)
-        outputs: dict[int, np.ndarray] = {}
-        with self._lock:
-            pipes = self._loaded()
-            for size, indices in by_size.items():
-                for start in range(0, len(indices), batch_size):
-                    batch = indices[start : start + batch_size]
-                    generated = self._call(
-                        pipes.img2img,
-                        kernel._fresh_scheduler(pipes.img2img_scheduler, settings.scheduler),
-                        settings,
-                        prompts=[prompts[i] for i in batch],
-                        seeds=[int(seeds[i]) for i in batch],
-                        context=f"img2img images {batch} at {size[0]}x{size[1]}",
-                        image=[Image.fromarray(kernel._resize(images[i], size)) for i in batch],
-                        strength=settings.strength,
-                    )
-                    for i, image in zip(batch, generated, strict=True):
-                        outputs[i] = kernel._resize(image, (images[i].shape[1], images[i].shape[0]))
-        return [outputs[i] for i in range(len(images))]
-
-
-_cache: OrderedDict[tuple, PromptedDiffusionGenerator] = OrderedDict()
+_cache: OrderedDict[tuple, DiffusionGenerator] = OrderedDict()
 _cache_lock = threading.Lock()
 _loads: Counter[tuple] = Counter()
 
@@ -136,7 +87,7 @@ def shared_generator(
     text2img_path: str | None = None,
     device: str | None = None,
     dtype: str | None = None,
-) -> PromptedDiffusionGenerator:
+) -> DiffusionGenerator:
     """The loaded generator for this configuration, loading it on first use in this process.
 
     A failed load (ModelUnavailable) is not cached: the next asset tries again and gets the same clear
@@ -148,7 +99,7 @@ def shared_generator(
         if generator is not None:
             _cache.move_to_end(key)
             return generator
-        generator = PromptedDiffusionGenerator(
+        generator = DiffusionGenerator(
             key[0], img2img_path=key[1], text2img_path=key[2], device=device, dtype=dtype
         )
         generator.load()
@@ -366,7 +317,7 @@ class DiffusersImageGenerator(ImageGenerator):
 
     # ----------------------------------------------------------------- model
 
-    def generator(self) -> PromptedDiffusionGenerator:
+    def generator(self) -> DiffusionGenerator:
         if not self.model_path:
             raise ModelUnavailable(
                 "AVATAR_DIFFUSERS_MODEL is not set: point it at a local diffusers model folder "
@@ -431,7 +382,7 @@ class DiffusersImageGenerator(ImageGenerator):
 
     # ----------------------------------------------------------------- failure handling
 
-    def _attempt(self, capability: str, call: Callable[[PromptedDiffusionGenerator, int], Any]):
+    def _attempt(self, capability: str, call: Callable[[DiffusionGenerator, int], Any]):
         """(generator, result) of `call(generator, batch_size)`, with retries; _ProviderDown when out of tries."""
         log = dg.get_dagster_logger()
         try:
@@ -529,16 +480,16 @@ class DiffusersImageGenerator(ImageGenerator):
         for variant in SHEET_VARIANTS:
             by_strength.setdefault(style.variant_strength_for(variant), []).append(variant)
 
-        def generate(gen: PromptedDiffusionGenerator, batch: int) -> dict[str, np.ndarray]:
+        def generate(gen: DiffusionGenerator, batch: int) -> dict[str, np.ndarray]:
             out: dict[str, np.ndarray] = {}
             for strength, group in by_strength.items():
                 settings = self._img2img_settings(style, "", strength, fixed_seed)
-                images = gen.img2img_prompts(
+                images = gen.img2img(
                     [inits[v.init] for v in group],
-                    [style.variant_prompt(v) for v in group],
                     settings,
                     seeds=[fixed_seed] * len(group),
                     batch_size=batch,
+                    prompts=[style.variant_prompt(v) for v in group],
                 )
                 out |= {v.name: image for v, image in zip(group, images, strict=True)}
             return out

@@ -321,11 +321,15 @@ class DiffusionGenerator:
         *,
         seeds: Sequence[int] | None = None,
         batch_size: int = 8,
+        prompts: Sequence[str] | None = None,
     ) -> list[np.ndarray]:
-        """Restyle each RGB uint8 image with settings.prompt; outputs keep each input's size.
+        """Restyle each RGB uint8 image with settings.prompt, or with its own entry of `prompts` (so
+        differently prompted images, e.g. a sheet's variants, share a batch); outputs keep each input's size.
 
         Images are batched by working size (inputs of different sizes cannot share a batch).
         """
+        if prompts is not None and len(prompts) != len(images):
+            raise ValueError(f"got {len(prompts)} prompts for {len(images)} images")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if int(settings.steps * settings.strength) < 1:
@@ -350,7 +354,7 @@ class DiffusionGenerator:
                         pipes.img2img,
                         _fresh_scheduler(pipes.img2img_scheduler, settings.scheduler),
                         settings,
-                        prompts=[settings.prompt] * len(batch),
+                        prompts=[settings.prompt if prompts is None else prompts[i] for i in batch],
                         seeds=[all_seeds[i] for i in batch],
                         context=f"img2img images {batch} at {size[0]}x{size[1]}",
                         image=[Image.fromarray(_resize(images[i], size)) for i in batch],

@@ -157,6 +157,20 @@ def test_pipeline_failure_raises_generation_error_with_context(
         generator.text2img(["a cat", "a dog"], SETTINGS)
 
 
+def test_img2img_with_one_prompt_per_image_equals_one_by_one(generator: DiffusionGenerator) -> None:
+    sources = [photo(64, 64, seed=i) for i in range(3)]
+    prompts = ["a smiling face", "a face in profile", "a face, cool light"]
+    batched = generator.img2img(sources, SETTINGS, seeds=[5, 5, 5], batch_size=3, prompts=prompts)
+    single = [generator.img2img([x], replace(SETTINGS, prompt=p), seeds=[5])[0] for x, p in zip(sources, prompts, strict=True)]
+    for a, b in zip(batched, single, strict=True):
+        assert np.abs(a.astype(np.int16) - b).max() <= 1
+    # The prompt really is per image: the same source under two prompts gives two pictures.
+    same_source = generator.img2img([sources[0]] * 2, SETTINGS, seeds=[5, 5], prompts=prompts[:2])
+    assert np.abs(same_source[0].astype(np.int16) - same_source[1]).mean() > 0.5
+    with pytest.raises(ValueError, match="prompts"):
+        generator.img2img(sources, SETTINGS, prompts=prompts[:2])
+
+
 def test_invalid_inputs_are_rejected_before_generation(generator: DiffusionGenerator) -> None:
     with pytest.raises(ValueError, match="RGB uint8"):
         generator.img2img([np.zeros((64, 64), dtype=np.uint8)], SETTINGS)
