@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 
 import dagster as dg
 
@@ -27,6 +26,7 @@ from avatar_assets.contracts import (
     SourceUploadRecord,
     ValidatedInputsRecord,
 )
+from avatar_assets.checks.gates import partitioned_gate
 from avatar_assets.identity.assets import character_sheet, neutral_image
 from partitions import avatars
 from resources.media_store import MediaStore
@@ -43,20 +43,8 @@ def min_similarity() -> float:
 
 
 def consistency_gate(asset, description: str):
-    """A blocking partitioned check that also reads the source photo (partitioned checks are a 1.13 preview)."""
-
-    def decorate(fn):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", dg.PreviewWarning)
-            return dg.asset_check(
-                asset=asset,
-                blocking=True,
-                partitions_def=avatars,
-                description=description,
-                additional_ins=SOURCE_INS,
-            )(fn)
-
-    return decorate
+    """A blocking partitioned gate that also reads the source photo."""
+    return partitioned_gate(asset, description, avatars, additional_ins=SOURCE_INS)
 
 
 def _not_generated(provider) -> dg.AssetCheckResult:
@@ -103,8 +91,22 @@ def measure(rgb, source, expected_box=None) -> dict:
     return {"face_count": len(faces), "face_box": box, "similarity": identity_similarity(rgb, box, source_rgb, source_box)}
 
 
-def _generation_metadata(provider) -> dict:
-    return {"generated": True, "provider": provider.provider, "model_id": provider.model_id, "seed": provider.seed or 0}
+def _reference(store: MediaStore, provider, source_upload: SourceUploadRecord, validated_inputs: ValidatedInputsRecord):
+    """What both gates start from: (early verdict or None, threshold, metadata, source face)."""
+    from avatar_assets.media.face_identity import DESCRIPTOR_NAME
+
+    if provider.provider not in GENERATIVE_PROVIDERS:
+        return _not_generated(provider), None, None, None
+    threshold = min_similarity()
+    metadata = {
+        "generated": True, "provider": provider.provider, "model_id": provider.model_id, "seed": provider.seed or 0,
+        "threshold": threshold, "descriptor": DESCRIPTOR_NAME,
+    }
+    source, problem = _source_face(store, source_upload, validated_inputs)
+    if source is None:
+        failed = dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.ERROR, description=problem, metadata=metadata)
+        return failed, threshold, metadata, None
+    return None, threshold, metadata, source
 
 
 @consistency_gate(
@@ -118,17 +120,11 @@ def neutral_identity_consistency(
     source_upload: SourceUploadRecord,
     validated_inputs: ValidatedInputsRecord,
 ) -> dg.AssetCheckResult:
-    from avatar_assets.media.face_identity import DESCRIPTOR_NAME
     from avatar_assets.media.images import decode_image
 
-    provider = neutral_image.provider
-    if provider.provider not in GENERATIVE_PROVIDERS:
-        return _not_generated(provider)
-    threshold = min_similarity()
-    metadata = {**_generation_metadata(provider), "threshold": threshold, "descriptor": DESCRIPTOR_NAME}
-    source, problem = _source_face(store, source_upload, validated_inputs)
-    if source is None:
-        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.ERROR, description=problem, metadata=metadata)
+    verdict, threshold, metadata, source = _reference(store, neutral_image.provider, source_upload, validated_inputs)
+    if verdict is not None:
+        return verdict
     measured = measure(decode_image(store.read(neutral_image.image)), source, neutral_image.face_box)
     similarity = measured["similarity"]
     if similarity is None:
@@ -161,18 +157,12 @@ def sheet_identity_consistency(
     source_upload: SourceUploadRecord,
     validated_inputs: ValidatedInputsRecord,
 ) -> dg.AssetCheckResult:
-    from avatar_assets.media.face_identity import DESCRIPTOR_NAME
     from avatar_assets.media.images import decode_image
     from avatar_assets.styles import FRONTAL_VARIANTS
 
-    provider = character_sheet.provider
-    if provider.provider not in GENERATIVE_PROVIDERS:
-        return _not_generated(provider)
-    threshold = min_similarity()
-    metadata = {**_generation_metadata(provider), "threshold": threshold, "descriptor": DESCRIPTOR_NAME}
-    source, problem = _source_face(store, source_upload, validated_inputs)
-    if source is None:
-        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.ERROR, description=problem, metadata=metadata)
+    verdict, threshold, metadata, source = _reference(store, character_sheet.provider, source_upload, validated_inputs)
+    if verdict is not None:
+        return verdict
     geometry = json.loads(store.read(character_sheet.geometry))
     generated = geometry.get("generated") or [name for name in character_sheet.variants if name in FRONTAL_VARIANTS]
     gated = [name for name in geometry.get("frontal", FRONTAL_VARIANTS) if name in generated]
