@@ -46,6 +46,18 @@ DUMMY_AWS_ENV = {
 # Variables that select homes, storage or behaviour; a test's subprocess starts without them.
 _SCRUBBED_PREFIXES = ("AVATAR_", "DAGSTER_", "AWS_")
 
+# For write_instance_yaml: sensors tick in threads, runs dequeue every second (both daemon tests).
+DAEMON_INSTANCE_YAML = """\
+sensors:
+  use_threads: true
+  num_workers: 2
+run_coordinator:
+  module: dagster._core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    dequeue_interval_seconds: 1
+"""
+
 # What one identity run materializes and checks (shared by the daemon and Postgres tests).
 IDENTITY_ASSETS = [
     "source_upload",

@@ -12,6 +12,7 @@ import pytest
 from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
 
 from tests.servers import (
+    DAEMON_INSTANCE_YAML,
     IDENTITY_ASSETS,
     IDENTITY_CHECKS,
     build_sample,
@@ -24,16 +25,6 @@ from tests.servers import (
 pytestmark = pytest.mark.slow
 
 AVATAR = "astronaut"
-INSTANCE_YAML = """\
-sensors:
-  use_threads: true
-  num_workers: 2
-run_coordinator:
-  module: dagster._core.run_coordinator
-  class: QueuedRunCoordinator
-  config:
-    dequeue_interval_seconds: 1
-"""
 FAILED = {dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED, dg.DagsterRunStatus.CANCELING}
 
 
@@ -53,7 +44,7 @@ def run_failure_summary(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str
 def test_daemon_runs_identity_for_a_dropped_bundle(tmp_path):
     avatar_home = tmp_path / "avatar-home"
     dagster_home = tmp_path / "dagster-home"
-    write_instance_yaml(dagster_home, INSTANCE_YAML)
+    write_instance_yaml(dagster_home, DAEMON_INSTANCE_YAML)
     env = clean_env(
         AVATAR_HOME=avatar_home,
         DAGSTER_HOME=dagster_home,
@@ -144,7 +135,7 @@ def test_daemon_process_group_is_gone_after_exit(tmp_path):
     from tests.servers import _group_alive
 
     dagster_home = tmp_path / "dagster-home"
-    write_instance_yaml(dagster_home, INSTANCE_YAML)
+    write_instance_yaml(dagster_home, DAEMON_INSTANCE_YAML)
     env = clean_env(AVATAR_HOME=tmp_path / "avatar-home", DAGSTER_HOME=dagster_home)
     instance = dg.DagsterInstance.from_config(str(dagster_home))
     try:

@@ -23,22 +23,10 @@ from tests.regen_helpers import (
     restored_world,
     world_env,
 )
-from tests.servers import dagster_daemon, wait_until
+from tests.servers import DAEMON_INSTANCE_YAML, dagster_daemon, wait_until, write_instance_yaml
 
 pytestmark = pytest.mark.slow
 
-INSTANCE_YAML = """\
-telemetry:
-  enabled: false
-sensors:
-  use_threads: true
-  num_workers: 2
-run_coordinator:
-  module: dagster._core.run_coordinator
-  class: QueuedRunCoordinator
-  config:
-    dequeue_interval_seconds: 1
-"""
 AUTOMATION_SENSOR = "avatar_automation"
 DONE = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 
@@ -56,7 +44,7 @@ def finished_ticks(instance: dg.DagsterInstance) -> int:
 
 def test_daemon_automation_refreshes_exactly_the_regenerated_avatars_partitions(tmp_path_factory, sample_bundle, tmp_path):
     with restored_world(tmp_path_factory, sample_bundle) as home:
-        (home.root / "dagster" / "dagster.yaml").write_text(INSTANCE_YAML)
+        write_instance_yaml(home.root / "dagster", DAEMON_INSTANCE_YAML)
         instance = dg.DagsterInstance.from_config(str(home.root / "dagster"))
         try:
             env = world_env(home, AVATAR_SENSOR_INTERVAL_SECONDS="1")
