@@ -42,16 +42,32 @@ def media_refs(value: Any) -> Iterator[MediaRef]:
             yield from media_refs(item)
 
 
+def cached(store: MediaStore, asset_name: str, key: str, log) -> Record | None:
+    """The stored result for this content key, if every blob it points at still exists."""
+    text = store.read_text(_cache_path(asset_name, key))
+    if text is None:
+        return None
+    record = parse_record(text)
+    if not all(store.exists(ref) for ref in media_refs(record)):
+        return None
+    log.info(f"cache hit for {asset_name} (content key {key[:12]}): reused the stored result")
+    return record
+
+
+def remember(store: MediaStore, asset_name: str, key: str, record: Record) -> None:
+    store.write_text(_cache_path(asset_name, key), dump_record(record))
+
+
 def reuse_or_compute(
     store: MediaStore, asset_name: str, key: str, compute: Callable[[], Record], log
 ) -> tuple[Record, bool]:
-    cache_key = f"cache/{asset_name}/{key}.json"
-    text = store.read_text(cache_key)
-    if text is not None:
-        record = parse_record(text)
-        if all(store.exists(ref) for ref in media_refs(record)):
-            log.info(f"cache hit for {asset_name} (content key {key[:12]}): reused the stored result")
-            return record, True
+    record = cached(store, asset_name, key, log)
+    if record is not None:
+        return record, True
     record = compute()
-    store.write_text(cache_key, dump_record(record))
+    remember(store, asset_name, key, record)
     return record, False
+
+
+def _cache_path(asset_name: str, key: str) -> str:
+    return f"cache/{asset_name}/{key}.json"

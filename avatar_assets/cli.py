@@ -252,6 +252,58 @@ def regenerate(asset, avatar, output, seed) -> None:
 
 
 @main.command()
+@click.argument("assets", nargs=-1, required=True)
+@click.option("--avatar", "avatar_ids", multiple=True, help="Avatar to include (repeatable).")
+@click.option("--all", "all_avatars", is_flag=True, help="Every avatar.")
+@click.option("--seed", default=None, type=int, help="New seed (recorded); default keeps the configured one.")
+def backfill(assets, avatar_ids, all_avatars, seed) -> None:
+    """Re-materialize identity ASSETS for many avatars in batched runs, then refresh their existing downstream.
+
+    neutral_image and character_sheet run up to 8 avatars per run, so a model is loaded once per run
+    and generates for all of them in batches; each avatar's gates are judged on their own.
+    """
+    import dagster as dg
+
+    from avatar_assets.lifecycle import SEED_TAG
+    from avatar_assets.runner import backfill as run_backfill, process as run_process
+    from partitions import avatars
+
+    instance, defs = load_instance_and_defs()
+    graph = defs.resolve_asset_graph()
+    keys = [dg.AssetKey(name) for name in assets]
+    for key in keys:
+        if not graph.has(key) or graph.get(key).partitions_def != avatars:
+            click.echo(f"error: {key.to_user_string()} is not an identity asset (partitioned by avatar)", err=True)
+            sys.exit(EXIT_BAD_INPUT)
+    if bool(avatar_ids) == all_avatars:
+        click.echo("error: give --avatar (one or more) or --all", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    known = instance.get_dynamic_partitions("avatars")
+    unknown = sorted(set(avatar_ids) - set(known))
+    if unknown:
+        click.echo(f"error: no such avatar: {', '.join(unknown)}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    tags = {"avatarops/backfill": ",".join(assets), **({SEED_TAG: str(seed)} if seed is not None else {})}
+    try:
+        outcomes = run_backfill(defs, instance, keys, list(avatar_ids) or known, tags=tags, echo=click.echo)
+    except ValueError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    for outcome in outcomes:
+        state = "ok" if outcome.success and not outcome.failed_checks else "FAILED"
+        click.echo(f"{state} [{outcome.partition}] run {outcome.run_id[:8]}")
+        for failure in outcome.failed_checks:
+            click.echo(f"  gate: {failure}")
+        if outcome.error:
+            click.echo(f"  error: {outcome.error}")
+    report = run_process(defs, instance, echo=click.echo)
+    for run in report.runs:
+        click.echo(f"  refreshed {run.job} [{run.partition}] {'ok' if run.success and not run.failed_checks else 'FAILED'}")
+    ok = all(o.success and not o.failed_checks for o in outcomes) and report.ok
+    sys.exit(0 if ok else 1)
+
+
+@main.command()
 @click.argument("run_id")
 def retry(run_id) -> None:
     """Re-execute a failed run from its failed stage; finished stages are not run again."""

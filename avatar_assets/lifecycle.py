@@ -1,6 +1,8 @@
 """Every stage reports started / completed / failed (and progress) into the outbox, keyed by partition."""
 
 import functools
+import inspect
+import typing
 import warnings
 
 import dagster as dg
@@ -19,11 +21,59 @@ def recorded(record: Record, metadata: dict) -> dg.Output:
         return dg.Output(record, data_version=dg.DataVersion(record.content_hash()), metadata=metadata)
 
 
-def partition_of(context) -> tuple[str, str | None]:
-    key = context.partition_key
-    if isinstance(key, dg.MultiPartitionKey):
-        return key.keys_by_dimension["avatar"], key.keys_by_dimension["output"]
-    return str(key), None
+def partition_keys(context) -> list[str]:
+    """The avatars of this step: one, or several in a ranged run (`BackfillPolicy.multi_run`)."""
+    return list(context.partition_keys) if context.has_partition_key_range else [str(context.partition_key)]
+
+
+def per_partition(value, keys: list[str]) -> dict:
+    """An input as {partition: record}: the record IO manager hands ranged inputs over as such a dict."""
+    return value if isinstance(value, dict) else {keys[0]: value}
+
+
+def recorded_partitions(context, records: dict[str, Record], metadata: dict[str, dict]) -> dg.Output:
+    """`recorded` for one or many partitions. A ranged output is one Output for all its partitions, so
+    each partition's metadata goes on its own materialization event, and Dagster derives the (shared)
+    data version from the code version and the inputs' versions instead of the content hash."""
+    if len(records) == 1:
+        (key, record), = records.items()
+        return recorded(record, metadata[key])
+    for key, entries in metadata.items():
+        context.add_asset_metadata({**entries, "batch_partitions": len(records)}, partition_key=key)
+    return dg.Output(records)
+
+
+def accepts_partition_ranges(wrapper):
+    """Dagster type-checks inputs and outputs by annotation, and in a ranged run a record input or
+    output is a {partition: record} dict: show Dagster the signature without the record annotations.
+    Context and resource parameters keep theirs (Dagster finds resources by annotation)."""
+    original = inspect.unwrap(wrapper)
+    hints = typing.get_type_hints(original)
+    kept = (dg.ConfigurableResource, dg.AssetExecutionContext, dg.OpExecutionContext, dg.AssetCheckExecutionContext)
+
+    def keep(name: str) -> bool:
+        hint = hints.get(name)
+        return isinstance(hint, type) and issubclass(hint, kept)
+
+    signature = inspect.signature(original)
+    wrapper.__signature__ = signature.replace(
+        parameters=[
+            param.replace(annotation=hints[name] if keep(name) else inspect.Parameter.empty)
+            for name, param in signature.parameters.items()
+        ],
+        return_annotation=inspect.Signature.empty,
+    )
+    return wrapper
+
+
+def _partitions(context) -> list[tuple[str, str | None]]:
+    found = []
+    for key in ([context.partition_key] if not context.has_partition_key_range else context.partition_keys):
+        if isinstance(key, dg.MultiPartitionKey):
+            found.append((key.keys_by_dimension["avatar"], key.keys_by_dimension["output"]))
+        else:
+            found.append((str(key), None))
+    return found
 
 
 def _store():
@@ -32,12 +82,24 @@ def _store():
     return media_store()
 
 
-def emit_for(context, type: events.EventType, **detail) -> None:
-    avatar_id, output = partition_of(context)
-    events.emit(
-        _store(), type, avatar_id=avatar_id, output=output, asset=context.asset_key.to_user_string(),
-        run_id=context.run_id, **detail,
-    )
+def emit_for(context, type: events.EventType, *, versions: dict[str, str] | None = None, **detail) -> None:
+    """One event per partition of the step; `versions` gives each partition its own data version."""
+    store = _store()
+    for avatar_id, output in _partitions(context):
+        extra = {"data_version": versions.get(avatar_id)} if versions is not None else {}
+        events.emit(
+            store, type, avatar_id=avatar_id, output=output, asset=context.asset_key.to_user_string(),
+            run_id=context.run.run_id, **detail, **extra,
+        )
+
+
+def _versions(context, result) -> dict[str, str | None]:
+    """Each partition's data version for its 'completed' event: its record's content hash."""
+    value = getattr(result, "value", None)
+    if isinstance(value, dict):  # a ranged output: {avatar: record}
+        return {key: record.content_hash() for key, record in value.items()}
+    version = getattr(result, "data_version", None)
+    return {avatar_id: version and version.value for avatar_id, _ in _partitions(context)}
 
 
 def emits_lifecycle(fn):
@@ -51,7 +113,7 @@ def emits_lifecycle(fn):
         except Exception as error:
             emit_for(context, "failed", error=str(error)[:2000], retry_number=context.retry_number)
             raise
-        emit_for(context, "completed", data_version=getattr(result, "data_version", None) and result.data_version.value)
+        emit_for(context, "completed", versions=_versions(context, result))
         return result
 
     return wrapper

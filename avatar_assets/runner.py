@@ -16,7 +16,12 @@ from pathlib import Path
 
 import dagster as dg
 from dagster._core.definitions.asset_daemon_cursor import AssetDaemonCursor
-from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    RUN_KEY_TAG,
+    SENSOR_NAME_TAG,
+)
 from dagster_shared.serdes import deserialize_value, serialize_value
 
 from avatar_assets import intake, settings
@@ -121,11 +126,15 @@ def execute(
     partition_key: str | None,
     tags: dict[str, str],
     origin: str,
+    partition_range: list[str] | None = None,
 ) -> RunOutcome:
+    """One run in this process. `partition_range` (consecutive partitions) makes it a ranged run."""
     if job_name:
         job = defs.resolve_job_def(job_name)
     else:
         job = defs.resolve_implicit_job_def_def_for_assets(asset_keys)
+    if partition_range:
+        tags = {**tags, ASSET_PARTITION_RANGE_START_TAG: partition_range[0], ASSET_PARTITION_RANGE_END_TAG: partition_range[-1]}
     result = job.execute_in_process(
         instance=instance,
         run_config={"loggers": {"console": {"config": {"log_level": settings.console_log_level()}}}},
@@ -139,7 +148,7 @@ def execute(
         run_id=result.run_id,
         origin=origin,
         job=job.name,
-        partition=str(partition_key),
+        partition=f"{partition_range[0]}...{partition_range[-1]}" if partition_range else str(partition_key),
         success=result.success,
         failed_checks=failed,
         error=_run_error(result),
@@ -233,6 +242,58 @@ def run_automation(defs: dg.Definitions, instance: dg.DagsterInstance, state: Cl
             execute(defs, instance, job_name=None, asset_keys=keys, partition_key=partition, tags={}, origin="automation")
         )
     return len(by_partition)
+
+
+def batches(ordered: list[str], selected: set[str], size: int) -> list[list[str]]:
+    """Runs of consecutive selected partitions, at most `size` each: a ranged run materializes every
+    partition between its two ends, so a gap in the selection starts a new run."""
+    found: list[list[str]] = []
+    current: list[str] = []
+    for key in ordered:
+        if key not in selected or len(current) == size:
+            if current:
+                found.append(current)
+            current = []
+        if key in selected:
+            current.append(key)
+    if current:
+        found.append(current)
+    return found
+
+
+def backfill(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    asset_keys: list[dg.AssetKey],
+    avatar_ids: list[str],
+    *,
+    tags: dict[str, str],
+    echo=print,
+) -> list[RunOutcome]:
+    """What a backfill launched from the UI does, in this process: the assets' backfill policy decides
+    how many avatars share a run (the model-backed images: `IMAGE_BATCH_PARTITIONS`), others run one
+    avatar per run."""
+    graph = defs.resolve_asset_graph()
+    policies = {graph.get(key).backfill_policy for key in asset_keys}
+    if len(policies) != 1:
+        raise ValueError("assets with different backfill policies cannot share a run: backfill them separately")
+    policy = policies.pop()
+    if policy is None:
+        size = 1
+    else:
+        size = policy.max_partitions_per_run or len(avatar_ids)
+    outcomes = []
+    for batch in batches(instance.get_dynamic_partitions("avatars"), set(avatar_ids), size):
+        names = ", ".join(key.to_user_string() for key in asset_keys)
+        echo(f"backfill: {names} for {batch[0]}" + (f" ... {batch[-1]} ({len(batch)} avatars, one run)" if len(batch) > 1 else ""))
+        outcomes.append(
+            execute(
+                defs, instance, job_name=None, asset_keys=asset_keys, tags=tags, origin="backfill",
+                partition_key=batch[0] if len(batch) == 1 else None,
+                partition_range=batch if len(batch) > 1 else None,
+            )
+        )
+    return outcomes
 
 
 def process(defs: dg.Definitions, instance: dg.DagsterInstance, echo=print) -> ProcessReport:

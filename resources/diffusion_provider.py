@@ -36,7 +36,7 @@ import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -58,7 +58,7 @@ from avatar_assets.styles import (
     StylePreset,
     resolve_preset,
 )
-from resources.providers import ImageGenerator
+from resources.providers import ImageGenerator, PortraitJob, SheetJob
 
 PROVIDER = "diffusers"
 FALLBACKS = ("classical",)
@@ -202,17 +202,13 @@ def _torch_version() -> str:
         return "unknown"
 
 
-def reuse_or_generate(store, asset_name: str, key: str, compute: Callable[[], Record], log) -> tuple[Record, bool]:
-    """`reuse_or_compute`, except that a cached result made by a fallback provider is not reused.
-
-    A fallback stands in while the configured provider is down; reusing it would keep serving the
+def _drop_fallback_result(store, asset_name: str, key: str, log) -> None:
+    """A fallback stands in while the configured provider is down; reusing it would keep serving the
     stand-in after the model is back. Recomputing a fallback is cheap (classical) and, being
-    deterministic, gives the same record (no spurious staleness).
-    """
-    from avatar_assets.caching import reuse_or_compute
+    deterministic, gives the same record (no spurious staleness)."""
     from resources.records import parse_record
 
-    cache_key = f"cache/{asset_name}/{key}.json"  # the layout reuse_or_compute uses
+    cache_key = f"cache/{asset_name}/{key}.json"  # the layout avatar_assets.caching uses
     text = store.read_text(cache_key)
     if text is not None:
         provider = getattr(parse_record(text), "provider", None)
@@ -222,10 +218,36 @@ def reuse_or_generate(store, asset_name: str, key: str, compute: Callable[[], Re
                 f"trying {provider.fallback_from!r} again"
             )
             store.delete_key(cache_key)
+
+
+def reuse_or_generate(store, asset_name: str, key: str, compute: Callable[[], Record], log) -> tuple[Record, bool]:
+    """`reuse_or_compute`, except that a cached result made by a fallback provider is not reused."""
+    from avatar_assets.caching import reuse_or_compute
+
+    _drop_fallback_result(store, asset_name, key, log)
     return reuse_or_compute(store, asset_name, key, compute, log)
 
 
-# --------------------------------------------------------------------------- the provider
+def reuse_or_generate_many(
+    store, asset_name: str, keys: Mapping[str, str], generate: Callable[[list[str]], dict[str, Record]], log
+) -> dict[str, Record]:
+    """`reuse_or_generate` for many partitions ({partition: content key}): the misses are generated in
+    ONE call, so a generative provider batches them. `generate` may leave out partitions it could not
+    make; the caller reports those."""
+    from avatar_assets.caching import cached, remember
+
+    records: dict[str, Record] = {}
+    for partition, key in keys.items():
+        _drop_fallback_result(store, asset_name, key, log)
+        hit = cached(store, asset_name, key, log)
+        if hit is not None:
+            records[partition] = hit
+    missing = [partition for partition in keys if partition not in records]
+    if missing:
+        for partition, record in generate(missing).items():
+            remember(store, asset_name, keys[partition], record)
+            records[partition] = record
+    return records
 
 
 def _env_int(environ: Mapping[str, str], name: str, default: int | None) -> int | None:
@@ -251,6 +273,22 @@ def _env_float(environ: Mapping[str, str], name: str, default: float | None) -> 
 def _env_path(environ: Mapping[str, str], name: str) -> str | None:
     raw = environ.get(name, "").strip()
     return str(Path(raw).expanduser().absolute()) if raw else None
+
+
+# --------------------------------------------------------------------------- the provider
+
+
+@dataclass(frozen=True)
+class _SheetPlan:
+    """One avatar's sheet before the model runs: classical variants as inits, masks, style and seed."""
+
+    classical: Any
+    classical_info: ProviderInfo
+    style: StylePreset
+    found: bool
+    seed: int
+    inits: dict[str, np.ndarray]
+    masks: dict[str, np.ndarray]
 
 
 class DiffusersImageGenerator(ImageGenerator):
@@ -426,85 +464,132 @@ class DiffusersImageGenerator(ImageGenerator):
     def neutral_portrait(
         self, rgb: np.ndarray, face, *, size: int = 1024, preset: str | None = None, seed: int | None = None
     ):
-        classical, classical_info = super().neutral_portrait(rgb, face, size=size)
-        style, found = resolve_preset(preset)
-        seed = style.seed + (self.seed if seed is None else seed)
-        settings = self._img2img_settings(style, style.portrait(), style.portrait_strength, seed)
+        return self.neutral_portraits([PortraitJob(rgb, face, preset, seed)], size=size)[0]
+
+    def neutral_portraits(self, jobs: list[PortraitJob], *, size: int = 1024):
+        """img2img of each classical aligned crop; avatars of one preset share the model's batches."""
+        classical = [ImageGenerator.neutral_portrait(self, job.rgb, job.face, size=size) for job in jobs]
+        plans = []
+        for job in jobs:
+            style, found = resolve_preset(job.preset)
+            seed = style.seed + (self.seed if job.seed is None else job.seed)
+            plans.append((style, found, seed, self._img2img_settings(style, style.portrait(), style.portrait_strength, seed)))
+        by_preset: dict[str, list[int]] = {}
+        for index, (style, *_rest) in enumerate(plans):
+            by_preset.setdefault(style.name, []).append(index)
+
+        def generate(gen: DiffusionGenerator, batch: int) -> list[np.ndarray]:
+            out: list[np.ndarray] = [None] * len(jobs)  # type: ignore[list-item]
+            for indices in by_preset.values():
+                images = gen.img2img(
+                    [classical[i][0].rgb for i in indices],
+                    plans[indices[0]][3],
+                    seeds=[plans[i][2] for i in indices],
+                    batch_size=batch,
+                )
+                for i, image in zip(indices, images, strict=True):
+                    out[i] = image
+            return out
+
         try:
-            generator, (generated,) = self._attempt(
-                "neutral_image",
-                lambda gen, batch: gen.img2img([classical.rgb], settings, seeds=[seed], batch_size=batch),
-            )
+            generator, generated = self._attempt("neutral_image", generate)
         except _ProviderDown as down:
-            return self._fall_back(down, classical, classical_info, style)
-        composite = _onto_backdrop(generated, classical.mask, classical.backdrop_rgb)
-        redetected = _nearest_face(composite, classical.face, min_size=size // 8)
-        portrait = replace(classical, rgb=composite, face=redetected or classical.face, face_redetected=redetected is not None)
-        info = ProviderInfo(
-            capability="neutral_image",
-            provider=PROVIDER,
-            model_id=generator.model_id,
-            version=generator.version,
-            seed=seed,
-            settings={
-                **self._common_settings(generator, style, preset, found),
-                "mode": "img2img",
-                "init": "classical aligned crop",
-                "prompt": settings.prompt,
-                "negative_prompt": settings.negative_prompt,
-                "steps": settings.steps,
-                "guidance_scale": settings.guidance_scale,
-                "strength": settings.strength,
-                "scheduler": settings.scheduler,
-                "working_size": [settings.width, settings.height],
-                "size": size,
-                "face_redetected": redetected is not None,
-            },
-        )
-        return portrait, info
+            return [self._fall_back(down, c, info, plan[0]) for (c, info), plan in zip(classical, plans, strict=True)]
+        results = []
+        for job, (base, _), (style, found, seed, settings), image in zip(jobs, classical, plans, generated, strict=True):
+            composite = _onto_backdrop(image, base.mask, base.backdrop_rgb)
+            redetected = _nearest_face(composite, base.face, min_size=size // 8)
+            portrait = replace(base, rgb=composite, face=redetected or base.face, face_redetected=redetected is not None)
+            info = ProviderInfo(
+                capability="neutral_image",
+                provider=PROVIDER,
+                model_id=generator.model_id,
+                version=generator.version,
+                seed=seed,
+                settings={
+                    **self._common_settings(generator, style, job.preset, found),
+                    "mode": "img2img",
+                    "init": "classical aligned crop",
+                    "prompt": settings.prompt,
+                    "negative_prompt": settings.negative_prompt,
+                    "steps": settings.steps,
+                    "guidance_scale": settings.guidance_scale,
+                    "strength": settings.strength,
+                    "scheduler": settings.scheduler,
+                    "working_size": [settings.width, settings.height],
+                    "size": size,
+                    "face_redetected": redetected is not None,
+                },
+            )
+            results.append((portrait, info))
+        return results
 
     def character_sheet(self, portrait, *, seed: int, preset: str | None = None):
-        import cv2
+        return self.character_sheets([SheetJob(portrait, seed, preset)])[0]
 
-        from avatar_assets.media.faces import detect_faces
-        from avatar_assets.media.sheet import VARIANT_SIZE, CharacterSheet, _layout
+    def character_sheets(self, jobs: list[SheetJob]):
+        """Six img2img variants per avatar with one fixed seed each; variants of every avatar that share
+        a preset and a strength go through the model together, each with its own prompt."""
+        plans = [self._sheet_plan(job) for job in jobs]
+        groups: dict[tuple[str, float], list[tuple[int, Any]]] = {}
+        for index, plan in enumerate(plans):
+            for variant in SHEET_VARIANTS:
+                strength = plan.style.variant_strength_for(variant)
+                groups.setdefault((plan.style.name, strength), []).append((index, variant))
 
-        classical, classical_info = super().character_sheet(portrait, seed=seed)
-        style, found = resolve_preset(preset)
-        fixed_seed = style.seed + seed
-        backdrop = portrait.backdrop_rgb
-        side = (VARIANT_SIZE, VARIANT_SIZE)
-        inits = {"base": cv2.resize(portrait.rgb, side, interpolation=cv2.INTER_AREA), **classical.variants}
-        masks = {"base": cv2.resize(portrait.mask, side, interpolation=cv2.INTER_AREA)}
-        by_strength: dict[float, list] = {}
-        for variant in SHEET_VARIANTS:
-            by_strength.setdefault(style.variant_strength_for(variant), []).append(variant)
-
-        def generate(gen: DiffusionGenerator, batch: int) -> dict[str, np.ndarray]:
-            out: dict[str, np.ndarray] = {}
-            for strength, group in by_strength.items():
-                settings = self._img2img_settings(style, "", strength, fixed_seed)
+        def generate(gen: DiffusionGenerator, batch: int) -> list[dict[str, np.ndarray]]:
+            out: list[dict[str, np.ndarray]] = [{} for _ in jobs]
+            for (_, strength), members in groups.items():
+                first = plans[members[0][0]]
                 images = gen.img2img(
-                    [inits[v.init] for v in group],
-                    settings,
-                    seeds=[fixed_seed] * len(group),
+                    [plans[i].inits[v.init] for i, v in members],
+                    self._img2img_settings(first.style, "", strength, first.seed),
+                    seeds=[plans[i].seed for i, _ in members],
                     batch_size=batch,
-                    prompts=[style.variant_prompt(v) for v in group],
+                    prompts=[plans[i].style.variant_prompt(v) for i, v in members],
                 )
-                out |= {v.name: image for v, image in zip(group, images, strict=True)}
+                for (i, variant), image in zip(members, images, strict=True):
+                    out[i][variant.name] = image
             return out
 
         try:
             generator, generated = self._attempt("character_sheet", generate)
         except _ProviderDown as down:
-            return self._fall_back(down, classical, classical_info, style)
+            return [self._fall_back(down, p.classical, p.classical_info, p.style) for p in plans]
+        return [
+            self._assembled_sheet(job, plan, images, generator)
+            for job, plan, images in zip(jobs, plans, generated, strict=True)
+        ]
 
+    def _sheet_plan(self, job: SheetJob) -> _SheetPlan:
+        import cv2
+
+        from avatar_assets.media.sheet import VARIANT_SIZE
+
+        classical, classical_info = ImageGenerator.character_sheet(self, job.portrait, seed=job.seed)
+        style, found = resolve_preset(job.preset)
+        side = (VARIANT_SIZE, VARIANT_SIZE)
+        return _SheetPlan(
+            classical=classical,
+            classical_info=classical_info,
+            style=style,
+            found=found,
+            seed=style.seed + job.seed,
+            inits={"base": cv2.resize(job.portrait.rgb, side, interpolation=cv2.INTER_AREA), **classical.variants},
+            masks={"base": cv2.resize(job.portrait.mask, side, interpolation=cv2.INTER_AREA)},
+        )
+
+    def _assembled_sheet(self, job: SheetJob, plan: _SheetPlan, generated: dict[str, np.ndarray], generator):
+        from avatar_assets.media.faces import detect_faces
+        from avatar_assets.media.sheet import VARIANT_SIZE, CharacterSheet, _layout
+
+        backdrop = job.portrait.backdrop_rgb
         variants: dict[str, np.ndarray] = {}
         per_variant: dict[str, Any] = {}
         for variant in SHEET_VARIANTS:
-            mask = masks.get(variant.init)
+            mask = plan.masks.get(variant.init)
             if mask is None:
-                mask = _keyed_mask(inits[variant.init], backdrop)
+                mask = _keyed_mask(plan.inits[variant.init], backdrop)
             image = _onto_backdrop(generated[variant.name], mask, backdrop)
             variants[variant.name] = image
             found_faces = detect_faces(image, min_size=VARIANT_SIZE // 8)
@@ -516,30 +601,30 @@ class DiffusersImageGenerator(ImageGenerator):
             }
         aliases = {v.alias: v.name for v in SHEET_VARIANTS if v.alias}
         geometry = {
-            **classical.geometry,
+            **plan.classical.geometry,
             "variant_names": [v.name for v in SHEET_VARIANTS],
             "variants": per_variant,
             "aliases": aliases,
             "generated": [v.name for v in SHEET_VARIANTS],
             "frontal": list(FRONTAL_VARIANTS),
-            "seed": fixed_seed,
+            "seed": plan.seed,
         }
         sheet = CharacterSheet(
-            sheet_rgb=_layout(portrait.rgb, variants, classical.palette),
+            sheet_rgb=_layout(job.portrait.rgb, variants, plan.classical.palette),
             variants={**variants, **{alias: variants[name] for alias, name in aliases.items()}},
-            palette=classical.palette,
+            palette=plan.classical.palette,
             geometry=geometry,
         )
-        first = next(iter(by_strength))
-        reference = self._img2img_settings(style, "", first, fixed_seed)
+        style = plan.style
+        reference = self._img2img_settings(style, "", style.variant_strength_for(SHEET_VARIANTS[0]), plan.seed)
         info = ProviderInfo(
             capability="character_sheet",
             provider=PROVIDER,
             model_id=generator.model_id,
             version=generator.version,
-            seed=fixed_seed,
+            seed=plan.seed,
             settings={
-                **self._common_settings(generator, style, preset, found),
+                **self._common_settings(generator, style, job.preset, plan.found),
                 "mode": "img2img",
                 "init": "classical character-sheet variants",
                 "negative_prompt": reference.negative_prompt,

@@ -6,7 +6,9 @@ loading the code location stays light.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib.metadata import version as package_version
+from typing import Any
 
 import dagster as dg
 import numpy as np
@@ -14,6 +16,25 @@ import numpy as np
 from avatar_assets.contracts import ProviderInfo
 
 CLASSICAL_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class PortraitJob:
+    """One avatar's neutral portrait in a batch: the upright photo, its face, the style preset and seed."""
+
+    rgb: np.ndarray
+    face: Any
+    preset: str | None = None
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class SheetJob:
+    """One avatar's character sheet in a batch: its neutral portrait, seed and style preset."""
+
+    portrait: Any
+    seed: int
+    preset: str | None = None
 
 
 class FaceAnalyzer(dg.ConfigurableResource):
@@ -63,6 +84,13 @@ class ImageGenerator(dg.ConfigurableResource):
         from avatar_assets.media.sheet import make_character_sheet
 
         return make_character_sheet(portrait, seed=seed), self.info("character_sheet", seed)
+
+    def neutral_portraits(self, jobs: list[PortraitJob], *, size: int = 1024) -> list[tuple[Any, ProviderInfo]]:
+        """Many avatars at once (a ranged run); a generative provider puts them through the model together."""
+        return [self.neutral_portrait(j.rgb, j.face, size=size, preset=j.preset, seed=j.seed) for j in jobs]
+
+    def character_sheets(self, jobs: list[SheetJob]) -> list[tuple[Any, ProviderInfo]]:
+        return [self.character_sheet(j.portrait, seed=j.seed, preset=j.preset) for j in jobs]
 
     def backgrounds(self, prompts: list[str], size: tuple[int, int], seeds: list[int], *, preset: str | None = None):
         from avatar_assets.media.backgrounds import classical_background

@@ -39,24 +39,43 @@ def read_record(store: MediaStore, asset_name: str, partition_key: str) -> Recor
 
 
 class RecordIOManager(dg.ConfigurableIOManager):
+    """One JSON record per partition. A ranged run (`BackfillPolicy.multi_run`) hands over and receives
+    {partition: record} dicts that cover exactly the run's partitions."""
+
     store: MediaStore
 
-    def handle_output(self, context: dg.OutputContext, obj: Record) -> None:
-        if not isinstance(obj, Record):
-            raise TypeError(f"{context.asset_key.to_user_string()} returned {type(obj).__name__}, not a Record")
-        key = record_key(context.asset_key.path[-1], context.asset_partition_key)
-        avatar_id = str(context.asset_partition_key).split("|", 1)[0]
-        if self.store.read_text(f"tombstones/{avatar_id}.json") is not None:
-            raise dg.Failure(f"avatar {avatar_id} was revoked; its records are not written", allow_retries=False)
-        self.store.write_text(key, dump_record(obj))
-        context.add_output_metadata({"record": dg.MetadataValue.path(self.store.uri(key))})
+    def handle_output(self, context: dg.OutputContext, obj: Record | dict[str, Record]) -> None:
+        keys = [str(k) for k in context.asset_partition_keys] if context.has_asset_partitions else []
+        records = obj if isinstance(obj, dict) else {str(context.asset_partition_key): obj}
+        if sorted(records) != sorted(keys):
+            raise ValueError(
+                f"{context.asset_key.to_user_string()} returned records for {sorted(records)}, "
+                f"but the run materializes {sorted(keys)}"
+            )
+        for record in records.values():
+            if not isinstance(record, Record):
+                raise TypeError(f"{context.asset_key.to_user_string()} returned {type(record).__name__}, not a Record")
+        for partition_key in records:
+            avatar_id = partition_key.split("|", 1)[0]
+            if self.store.read_text(f"tombstones/{avatar_id}.json") is not None:
+                raise dg.Failure(f"avatar {avatar_id} was revoked; its records are not written", allow_retries=False)
+        written = {}
+        for partition_key, record in records.items():
+            key = record_key(context.asset_key.path[-1], partition_key)
+            self.store.write_text(key, dump_record(record))
+            written[partition_key] = key
+        if len(written) == 1:
+            context.add_output_metadata({"record": dg.MetadataValue.path(self.store.uri(next(iter(written.values()))))})
 
-    def load_input(self, context: dg.InputContext) -> Record:
+    def load_input(self, context: dg.InputContext) -> Record | dict[str, Record]:
         asset_name = context.upstream_output.asset_key.path[-1]
-        key = record_key(asset_name, context.asset_partition_key)
+        keys = [str(k) for k in context.asset_partition_keys]
+        records = {key: self._load(asset_name, key) for key in keys}
+        return records if len(records) > 1 else records[keys[0]]
+
+    def _load(self, asset_name: str, partition_key: str) -> Record:
+        key = record_key(asset_name, partition_key)
         text = self.store.read_text(key)
         if text is None:
-            raise FileNotFoundError(
-                f"no record for {asset_name} partition {context.asset_partition_key} at {key}"
-            )
+            raise FileNotFoundError(f"no record for {asset_name} partition {partition_key} at {key}")
         return parse_record(text)

@@ -13,7 +13,6 @@ import json
 import shutil
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import dagster as dg
@@ -190,13 +189,15 @@ def test_definitions_with_diffusers_configured_import_no_torch(tiny_model: Path,
     assert json.loads(done.stdout.strip().splitlines()[-1]) == ["DiffusersImageGenerator", []]
 
 
-def test_image_assets_are_in_the_gpu_pool_without_a_multi_run_backfill_policy() -> None:
+def test_image_assets_are_in_the_gpu_pool_and_backfill_eight_avatars_per_run() -> None:
     from avatar_assets.identity.assets import character_sheet, neutral_image
     from avatar_assets.video.assets import backgrounds
 
     for asset in (neutral_image, character_sheet, backgrounds):
         assert asset.op.pool == "gpu"
-        assert asset.backfill_policy is None  # see test_ranged_runs_lose_partitioned_check_results
+    for asset in (neutral_image, character_sheet):
+        assert asset.backfill_policy == dg.BackfillPolicy.multi_run(8)
+    assert backgrounds.backfill_policy is None  # avatar x output cells cannot form a partition range
 
 
 # --------------------------------------------------------------------------- the provider on real pixels
@@ -241,6 +242,47 @@ def test_sheet_variants_batched_equal_one_by_one(tiny_model: Path, neutral_portr
     assert info.seed == PRESETS["natural"].seed and batched.geometry["seed"] == info.seed
     assert set(info.settings["variants"]) == set(names)
     assert info.settings["variants"]["profile"]["strength"] == PRESETS["natural"].profile_strength
+
+
+def test_portraits_of_many_avatars_share_the_model_call_and_equal_one_by_one(
+    tiny_model: Path, astronaut_rgb, astronaut_face, neutral_portrait, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ranged run hands the provider several avatars: one img2img call per preset, same pixels."""
+    from avatar_assets.media.diffusion import DiffusionGenerator
+    from avatar_assets.media.faces import detect_faces
+    from resources.providers import PortraitJob, SheetJob
+
+    mirrored = np.ascontiguousarray(astronaut_rgb[:, ::-1])
+    (mirrored_face,) = detect_faces(mirrored)
+    jobs = [
+        PortraitJob(astronaut_rgb, astronaut_face, "natural", 0),
+        PortraitJob(mirrored, mirrored_face, "natural", 0),
+        PortraitJob(astronaut_rgb, astronaut_face, "studio", 0),
+    ]
+    images = provider(tiny_model)
+    singles = [images.neutral_portrait(j.rgb, j.face, size=256, preset=j.preset, seed=j.seed) for j in jobs]
+    calls: list[int] = []
+    real = DiffusionGenerator.img2img
+
+    def counted(self, inits, *args, **kwargs):
+        calls.append(len(inits))
+        return real(self, inits, *args, **kwargs)
+
+    monkeypatch.setattr(DiffusionGenerator, "img2img", counted)
+    batched = images.neutral_portraits(jobs, size=256)
+    assert sorted(calls) == [1, 2]  # natural: both avatars in one call; studio: its own
+    for (portrait, info), (single, single_info) in zip(batched, singles, strict=True):
+        assert max_difference(portrait.rgb, single.rgb) <= 1
+        assert info == single_info
+    assert not np.array_equal(batched[0][0].rgb, batched[1][0].rgb)
+
+    calls.clear()
+    sheets = images.character_sheets([SheetJob(neutral_portrait, 0, "natural"), SheetJob(neutral_portrait, 1, "natural")])
+    assert sorted(calls) == [2, 10]  # the profiles of both avatars, then the other five variants of both
+    alone, _ = provider(tiny_model).character_sheet(neutral_portrait, seed=1, preset="natural")
+    for name in (v.name for v in SHEET_VARIANTS):
+        assert max_difference(sheets[1][0].variants[name], alone.variants[name]) <= 1, name
+    assert sheets[0][1].seed != sheets[1][1].seed
 
 
 def test_backgrounds_text2img_shapes_seeds_and_prompts(tiny_model: Path) -> None:
@@ -412,52 +454,46 @@ def test_fallback_is_recorded_and_not_reused_once_the_model_is_back(
     assert regenerated.provider.provider == "diffusers"  # the cached fallback was not reused
 
 
-# --------------------------------------------------------------------------- why no multi-run backfill policy
+# --------------------------------------------------------------------------- a ranged run on the model
 
 
-def test_ranged_runs_lose_partitioned_check_results(tmp_path: Path) -> None:
-    """Canary for the decision in docs/diffusers.md: dagster 1.13 runs a partitioned check once per
-    ranged (multi-partition) run and records it with partition=None, so the per-avatar blocking gates
-    of a `BackfillPolicy.multi_run(N>1)` run stay PLANNED and `all_deps_blocking_checks_passed` never
-    holds for those avatars. If this starts failing, dagster fixed it: revisit the backfill policy."""
-    partitions = dg.DynamicPartitionsDefinition(name="canary")
+@pytest.mark.slow  # two avatars through the upstream stages, then one ranged run of the images
+def test_ranged_run_loads_once_generates_in_one_batch_and_gates_each_avatar(
+    tmp_path: Path, sample_bundle: Path, tiny_model: Path, photos, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from avatar_assets.media.diffusion import DiffusionGenerator
+    from avatar_assets.runner import backfill
+    from tests.conftest import write_bundle
 
-    class Memory(dg.ConfigurableIOManager):
-        def handle_output(self, context, obj) -> None:
-            pass
+    avatars = ["batch-a", "batch-b"]
+    clear_generator_cache()
+    calls: list[int] = []
+    real = DiffusionGenerator.img2img
 
-        def load_input(self, context):
-            return None
+    def counted(self, inits, *args, **kwargs):
+        calls.append(len(inits))
+        return real(self, inits, *args, **kwargs)
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-
-        @dg.asset(partitions_def=partitions, io_manager_key="memory", backfill_policy=dg.BackfillPolicy.multi_run(4))
-        def image() -> None:
-            return None
-
-        @dg.asset(partitions_def=partitions, io_manager_key="memory",
-                  automation_condition=dg.AutomationCondition.all_deps_blocking_checks_passed())
-        def downstream(image) -> None:
-            return None
-
-        @dg.asset_check(asset=image, blocking=True, partitions_def=partitions)
-        def gate(image) -> dg.AssetCheckResult:
-            return dg.AssetCheckResult(passed=True)
-
-        defs = dg.Definitions(assets=[image, downstream], asset_checks=[gate], resources={"memory": Memory()})
-        with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
-            instance.add_dynamic_partitions("canary", ["a", "b", "c"])
-            job = defs.resolve_implicit_job_def_def_for_assets([image.key])
-            job.execute_in_process(instance=instance, partition_key="a", asset_selection=[image.key])
-            ranged = job.execute_in_process(
-                instance=instance, asset_selection=[image.key],
-                tags={"dagster/asset_partition_range_start": "b", "dagster/asset_partition_range_end": "c"},
-            )
-            recorded = [e.event_specific_data.partition for e in ranged.all_events
-                        if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION]
-            passed_for = dg.evaluate_automation_conditions(defs=defs, instance=instance).get_requested_partitions(
-                downstream.key
-            )
-    assert recorded == [None]
-    assert sorted(passed_for) == ["a"]
+    monkeypatch.setattr(DiffusionGenerator, "img2img", counted)
+    with avatar_home(tmp_path / "home", **diffusers_env(tiny_model)) as home:
+        for avatar_id, photo in zip(avatars, ("good", "mirrored"), strict=True):
+            write_bundle(home.inbox, avatar_id, {"photos/front.jpg": photos[photo]})
+            home.instance.add_dynamic_partitions("avatars", [avatar_id])
+            assert run_identity(home, avatar_id, ["source_upload", "validated_inputs"]).success
+        (outcome,) = backfill(
+            home.defs, home.instance, [dg.AssetKey("neutral_image"), dg.AssetKey("character_sheet")], avatars,
+            tags={}, echo=lambda _: None,
+        )
+        records = {a: home.record("neutral_image", a) for a in avatars}
+        sheets = {a: home.record("character_sheet", a) for a in avatars}
+    assert load_count(str(tiny_model)) == 1
+    assert calls == [2]  # both portraits in one pipeline call; the sheet never ran
+    assert {r.provider.provider for r in records.values()} == {"diffusers"}
+    assert [r.avatar_id for r in records.values()] == avatars
+    assert records["batch-a"].image.sha256 != records["batch-b"].image.sha256
+    assert sheets == {"batch-a": None, "batch-b": None}  # blocked by the failed gates
+    assert not outcome.success and outcome.partition == "batch-a...batch-b"
+    # Each avatar failed its own gate, named with its partition: the tiny model draws noise.
+    identity = [f for f in outcome.failed_checks if "neutral_identity_consistency" in f]
+    assert sorted(f.split("]")[0] for f in identity) == ["neutral_image[batch-a", "neutral_image[batch-b"]
+    assert all("no face found in the generated neutral image" in f for f in identity)

@@ -1,5 +1,5 @@
 """The asset graph is the contract: keys, deps (and their partition mappings), partitions, checks and
-their blocking flag, automation conditions, groups and code versions are compared with a committed
+their blocking flag, automation conditions, backfill policies, pools, groups and code versions are compared with a committed
 snapshot, so any change to the graph shows up in review.
 
 Regenerate after an intended change:  UPDATE_SNAPSHOTS=1 .venv/bin/python -m pytest tests/test_graph_snapshot.py
@@ -51,6 +51,8 @@ def graph_snapshot(defs: dg.Definitions) -> dict:
             "code_version": node.code_version,
             "partitions": describe_partitions(node.partitions_def),
             "automation_condition": describe_condition(node.automation_condition),
+            "backfill_policy": str(node.backfill_policy) if node.backfill_policy else None,
+            "pools": sorted(node.pools or []),
             "deps": {
                 parent.to_user_string(): describe_mapping(graph.get_partition_mapping(key, parent))
                 for parent in sorted(node.parent_keys, key=lambda k: k.to_user_string())

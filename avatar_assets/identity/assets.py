@@ -3,6 +3,7 @@
 
 import io
 import json
+import warnings
 
 import dagster as dg
 import numpy as np
@@ -23,28 +24,43 @@ from avatar_assets.contracts import (
     VoiceProfileRecord,
 )
 from avatar_assets.caching import media_refs
-from avatar_assets.lifecycle import PROVIDER_RETRIES, emits_lifecycle, recorded, seed_override
+from avatar_assets.lifecycle import (
+    PROVIDER_RETRIES,
+    accepts_partition_ranges,
+    emits_lifecycle,
+    partition_keys,
+    per_partition,
+    recorded,
+    recorded_partitions,
+    seed_override,
+)
 from partitions import avatars, refresh_existing
 from resources.media_store import MediaStore, sha256_bytes
-from resources.diffusion_provider import reuse_or_generate
-from resources.providers import FaceAnalyzer, ImageGenerator, SpeakerEncoder
+from resources.diffusion_provider import reuse_or_generate_many
+from resources.providers import FaceAnalyzer, ImageGenerator, PortraitJob, SheetJob, SpeakerEncoder
 
 GROUP = "identity"
 CODE_VERSION = "1"
+IMAGE_BATCH_PARTITIONS = 8
+IMAGE_BACKFILL = dg.BackfillPolicy.multi_run(max_partitions_per_run=IMAGE_BATCH_PARTITIONS)
+"""A backfill of the model-backed images runs 8 avatars per run: one model load, batched generation."""
 PHOTO_TYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 
 
 def identity_asset(**kwargs):
-    asset = dg.asset(
-        partitions_def=avatars,
-        group_name=GROUP,
-        io_manager_key="records",
-        code_version=CODE_VERSION,
-        retry_policy=PROVIDER_RETRIES,
-        **kwargs,
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)  # backfill_policy, on the model-backed images
+        asset = dg.asset(
+            partitions_def=avatars,
+            group_name=GROUP,
+            io_manager_key="records",
+            code_version=CODE_VERSION,
+            retry_policy=PROVIDER_RETRIES,
+            **kwargs,
+        )
+    if "backfill_policy" in kwargs:  # ranged runs hand over {avatar: record} dicts
+        return lambda fn: asset(accepts_partition_ranges(emits_lifecycle(fn)))
     return lambda fn: asset(emits_lifecycle(fn))
-
 
 
 def _extension(name: str) -> str:
@@ -214,6 +230,7 @@ def photo_table_markdown(rows: list[PhotoRow]) -> str:
     description="Best photo aligned by the eyes, 1024 px head-and-shoulders crop, neutral backdrop.",
     automation_condition=refresh_existing,
     pool="gpu",  # always, whichever provider: the graph must not change shape with an env var (docs/diffusers.md)
+    backfill_policy=IMAGE_BACKFILL,
 )
 def neutral_image(
     context: dg.AssetExecutionContext,
@@ -223,49 +240,53 @@ def neutral_image(
     validated_inputs: ValidatedInputsRecord,
 ) -> dg.Output[NeutralImageRecord]:
     from avatar_assets.media.faces import detect_faces
-    from avatar_assets.media.images import decode_image, encode_png, thumbnail_markdown
+    from avatar_assets.media.images import decode_image, thumbnail_markdown
 
-    if validated_inputs.best_photo is None:
-        raise dg.Failure(f"{validated_inputs.avatar_id} has no usable photo; see validated_inputs", allow_retries=False)
-    photo = next(p for p in source_upload.photos if p.path == validated_inputs.best_photo)
-    preset = source_upload.manifest.style.preset
+    keys = partition_keys(context)
+    uploads, validated = per_partition(source_upload, keys), per_partition(validated_inputs, keys)
     seed = seed_override(context, images.seed)
-
-    def compute() -> NeutralImageRecord:
-        rgb = decode_image(store.read(photo.upright))
-        found = detect_faces(rgb)
-        if not found:
-            raise dg.Failure(f"no face found again in {photo.path}", allow_retries=False)
-        context.log.info(f"aligning {photo.path} ({rgb.shape[1]}x{rgb.shape[0]})")
-        portrait, provider = images.neutral_portrait(rgb, found[0], preset=preset, seed=seed)
-        mask_ref = store.put_bytes(encode_png(np.dstack([portrait.mask] * 3)), "png", "image/png")
-        face = portrait.face
-        return NeutralImageRecord(
-            avatar_id=source_upload.avatar_id,
-            image=store.put_bytes(encode_png(portrait.rgb), "png", "image/png"),
-            mask=mask_ref,
-            source_photo=photo.path,
-            face_box=(face.x, face.y, face.w, face.h) if face else None,
-            left_eye=face.left_eye if face else None,
-            right_eye=face.right_eye if face else None,
-            face_count=len(detect_faces(portrait.rgb)),
-            centre_offset=_centre_offset(face, portrait.rgb.shape) if face else None,
-            eye_angle_deg=face.eye_angle_deg if face else None,
-            provider=provider,
+    problems: dict[str, str] = {}
+    photos, content_keys = {}, {}
+    for avatar_id in keys:
+        best = validated[avatar_id].best_photo
+        if best is None:
+            problems[avatar_id] = f"{avatar_id} has no usable photo; see validated_inputs"
+            continue
+        photos[avatar_id] = next(p for p in uploads[avatar_id].photos if p.path == best)
+        preset = uploads[avatar_id].manifest.style.preset
+        content_keys[avatar_id] = content_key(
+            "neutral_image", CODE_VERSION,
+            {"photo": photos[avatar_id].upright.sha256, "provider": images.cache_parts(preset, seed)},
         )
 
-    key = content_key(
-        "neutral_image", CODE_VERSION, {"photo": photo.upright.sha256, "provider": images.cache_parts(preset, seed)}
-    )
-    record, _ = reuse_or_generate(store, "neutral_image", key, compute, context.log)
-    # The cache is keyed by content, so a hit may come from another avatar that uploaded the same photo.
-    record = record.model_copy(update={"avatar_id": source_upload.avatar_id, "source_photo": photo.path})
-    rgb = decode_image(store.read(record.image))
-    return recorded(
-        record,
-        {
+    def generate(missing: list[str]) -> dict[str, NeutralImageRecord]:
+        jobs = {}
+        for avatar_id in missing:
+            photo = photos[avatar_id]
+            rgb = decode_image(store.read(photo.upright))
+            found = detect_faces(rgb)
+            if not found:
+                problems[avatar_id] = f"no face found again in {photo.path}"
+                continue
+            context.log.info(f"{avatar_id}: aligning {photo.path} ({rgb.shape[1]}x{rgb.shape[0]})")
+            jobs[avatar_id] = PortraitJob(rgb, found[0], uploads[avatar_id].manifest.style.preset, seed)
+        made = images.neutral_portraits(list(jobs.values()))
+        return {
+            avatar_id: _neutral_record(store, avatar_id, photos[avatar_id].path, portrait, provider)
+            for avatar_id, (portrait, provider) in zip(jobs, made, strict=True)
+        }
+
+    made = reuse_or_generate_many(store, "neutral_image", content_keys, generate, context.log)
+    if problems:  # what was made is cached, so the run after the fix reuses it
+        raise dg.Failure("; ".join(problems[k] for k in keys if k in problems), allow_retries=False)
+    records, metadata = {}, {}
+    for avatar_id in keys:
+        # The cache is keyed by content, so a hit may come from another avatar that uploaded the same photo.
+        record = made[avatar_id].model_copy(update={"avatar_id": avatar_id, "source_photo": photos[avatar_id].path})
+        records[avatar_id] = record
+        metadata[avatar_id] = {
             "image": dg.MetadataValue.path(record.image.uri),
-            "preview": dg.MetadataValue.md(thumbnail_markdown(rgb, alt="neutral image")),
+            "preview": dg.MetadataValue.md(thumbnail_markdown(decode_image(store.read(record.image)), alt="neutral image")),
             "source_photo": record.source_photo,
             "face_count": record.face_count,
             "centre_offset": record.centre_offset if record.centre_offset is not None else -1.0,
@@ -274,7 +295,27 @@ def neutral_image(
             "model_id": record.provider.model_id,
             "fallback_from": record.provider.fallback_from or "none",
             "seed": record.provider.seed if record.provider.seed is not None else 0,
-        },
+        }
+    return recorded_partitions(context, records, metadata)
+
+
+def _neutral_record(store: MediaStore, avatar_id: str, source_photo: str, portrait, provider) -> NeutralImageRecord:
+    from avatar_assets.media.faces import detect_faces
+    from avatar_assets.media.images import encode_png
+
+    face = portrait.face
+    return NeutralImageRecord(
+        avatar_id=avatar_id,
+        image=store.put_bytes(encode_png(portrait.rgb), "png", "image/png"),
+        mask=store.put_bytes(encode_png(np.dstack([portrait.mask] * 3)), "png", "image/png"),
+        source_photo=source_photo,
+        face_box=(face.x, face.y, face.w, face.h) if face else None,
+        left_eye=face.left_eye if face else None,
+        right_eye=face.right_eye if face else None,
+        face_count=len(detect_faces(portrait.rgb)),
+        centre_offset=_centre_offset(face, portrait.rgb.shape) if face else None,
+        eye_angle_deg=face.eye_angle_deg if face else None,
+        provider=provider,
     )
 
 
@@ -312,47 +353,58 @@ def stored_portrait(store: MediaStore, record: NeutralImageRecord):
     description="Neutral image plus consistent variants and a palette strip, with face geometry JSON.",
     automation_condition=refresh_existing,
     pool="gpu",
+    backfill_policy=IMAGE_BACKFILL,
 )
 def character_sheet(
     context: dg.AssetExecutionContext, store: MediaStore, images: ImageGenerator, neutral_image: NeutralImageRecord
 ) -> dg.Output[CharacterSheetRecord]:
     from avatar_assets.media.images import decode_image, encode_png, thumbnail_markdown
 
+    keys = partition_keys(context)
+    neutrals = per_partition(neutral_image, keys)
     seed = seed_override(context, images.seed)
-    preset = neutral_image.provider.settings.get("preset")  # generative providers record the avatar's preset
-
-    def compute() -> CharacterSheetRecord:
-        portrait = stored_portrait(store, neutral_image)
-        sheet, provider = images.character_sheet(portrait, seed=seed, preset=preset)
-        context.log.info(f"rendered {len(sheet.variants)} variants")
-        return CharacterSheetRecord(
-            avatar_id=neutral_image.avatar_id,
-            sheet=store.put_bytes(encode_png(sheet.sheet_rgb), "png", "image/png"),
-            geometry=store.put_bytes(json.dumps(sheet.geometry, indent=2).encode(), "json", "application/json"),
-            variants={
-                name: store.put_bytes(encode_png(rgb), "png", "image/png") for name, rgb in sheet.variants.items()
-            },
-            palette=list(sheet.palette_hex),
-            provider=provider,
+    # Generative providers record the avatar's preset on its neutral image.
+    presets = {avatar_id: neutrals[avatar_id].provider.settings.get("preset") for avatar_id in keys}
+    content_keys = {
+        avatar_id: content_key(
+            "character_sheet", CODE_VERSION,
+            {"neutral": neutrals[avatar_id].image.sha256, "provider": images.cache_parts(presets[avatar_id], seed), "seed": seed},
         )
+        for avatar_id in keys
+    }
 
-    key = content_key(
-        "character_sheet", CODE_VERSION,
-        {"neutral": neutral_image.image.sha256, "provider": images.cache_parts(preset, seed), "seed": seed}
-    )
-    record, _ = reuse_or_generate(store, "character_sheet", key, compute, context.log)
-    record = record.model_copy(update={"avatar_id": neutral_image.avatar_id})  # a hit may be another avatar's
-    return recorded(
-        record,
-        {
+    def generate(missing: list[str]) -> dict[str, CharacterSheetRecord]:
+        jobs = [SheetJob(stored_portrait(store, neutrals[a]), seed, presets[a]) for a in missing]
+        made = images.character_sheets(jobs)
+        records = {}
+        for avatar_id, (sheet, provider) in zip(missing, made, strict=True):
+            context.log.info(f"{avatar_id}: rendered {len(sheet.variants)} variants")
+            records[avatar_id] = CharacterSheetRecord(
+                avatar_id=avatar_id,
+                sheet=store.put_bytes(encode_png(sheet.sheet_rgb), "png", "image/png"),
+                geometry=store.put_bytes(json.dumps(sheet.geometry, indent=2).encode(), "json", "application/json"),
+                variants={
+                    name: store.put_bytes(encode_png(rgb), "png", "image/png") for name, rgb in sheet.variants.items()
+                },
+                palette=list(sheet.palette_hex),
+                provider=provider,
+            )
+        return records
+
+    made = reuse_or_generate_many(store, "character_sheet", content_keys, generate, context.log)
+    records, metadata = {}, {}
+    for avatar_id in keys:
+        record = made[avatar_id].model_copy(update={"avatar_id": avatar_id})  # a hit may be another avatar's
+        records[avatar_id] = record
+        metadata[avatar_id] = {
             "sheet": dg.MetadataValue.path(record.sheet.uri),
             "preview": dg.MetadataValue.md(
                 thumbnail_markdown(decode_image(store.read(record.sheet)), max_side=320, alt="character sheet")
             ),
             "variants": ", ".join(record.variants),
             "palette": " ".join(record.palette),
-        },
-    )
+        }
+    return recorded_partitions(context, records, metadata)
 
 
 @identity_asset(
