@@ -17,6 +17,7 @@ import dagster as dg
 
 from avatar_assets import revoke
 from avatar_assets.contracts import Approval, JobType, OutputRequest
+from partitions import run_partition
 from resources.media_store import MediaStore
 from resources.records import read_record
 
@@ -113,7 +114,7 @@ def record_decision(
         run = instance.get_run_by_id(run_id) if run_id else None
         if run is None:
             raise ApprovalError(f"retry_from_stage needs the id of a failed run of {avatar_id} (got {run_id!r})")
-        if run.tags.get("dagster/partition", "").split("|")[0] != avatar_id:
+        if (run_partition(run.tags) or "").split("|")[0] != avatar_id:
             raise ApprovalError(f"run {run_id} is not a run of {avatar_id}")
         if run.status != dg.DagsterRunStatus.FAILURE:
             raise ApprovalError(f"run {run_id} is {run.status.value.lower()}; only a failed run is retried")

@@ -6,6 +6,7 @@ graph that the daemon and the UI evaluate (dagster 1.13), which would widen avat
 
 import re
 import warnings
+from collections.abc import Mapping
 
 import dagster as dg
 
@@ -39,3 +40,18 @@ def is_valid_key(key: str) -> bool:
 
 def cell_key(avatar_id: str, slug: str) -> dg.MultiPartitionKey:
     return dg.MultiPartitionKey({"avatar": avatar_id, "output": slug})
+
+
+def run_partition(tags: Mapping[str, str]) -> str | None:
+    """The one partition a run worked on: its partition tag, or a partition range of one (automation
+    asks for a range whenever the asset has a backfill policy, even for a single avatar)."""
+    from dagster._core.storage.tags import (
+        ASSET_PARTITION_RANGE_END_TAG,
+        ASSET_PARTITION_RANGE_START_TAG,
+        PARTITION_NAME_TAG,
+    )
+
+    start = tags.get(ASSET_PARTITION_RANGE_START_TAG)
+    if start is not None and start == tags.get(ASSET_PARTITION_RANGE_END_TAG):
+        return start
+    return tags.get(PARTITION_NAME_TAG)

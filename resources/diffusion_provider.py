@@ -468,6 +468,8 @@ class DiffusersImageGenerator(ImageGenerator):
 
     def neutral_portraits(self, jobs: list[PortraitJob], *, size: int = 1024):
         """img2img of each classical aligned crop; avatars of one preset share the model's batches."""
+        if not jobs:
+            return []
         classical = [ImageGenerator.neutral_portrait(self, job.rgb, job.face, size=size) for job in jobs]
         plans = []
         for job in jobs:
@@ -530,6 +532,8 @@ class DiffusersImageGenerator(ImageGenerator):
     def character_sheets(self, jobs: list[SheetJob]):
         """Six img2img variants per avatar with one fixed seed each; variants of every avatar that share
         a preset and a strength go through the model together, each with its own prompt."""
+        if not jobs:
+            return []
         plans = [self._sheet_plan(job) for job in jobs]
         groups: dict[tuple[str, float], list[tuple[int, Any]]] = {}
         for index, plan in enumerate(plans):

@@ -13,7 +13,7 @@ from dagster._core.storage.tags import RUN_KEY_TAG
 from avatar_assets import approvals, revoke, settings
 from avatar_assets.contracts import Approval
 from avatar_assets.lifecycle import SEED_TAG
-from partitions import cell_key
+from partitions import cell_key, run_partition
 from resources.records import read_record
 from resources.wiring import media_store
 
@@ -39,7 +39,7 @@ def _retry_selection(instance: dg.DagsterInstance, run_id: str) -> tuple[list[dg
             run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED
         ).records
     }
-    return sorted(planned - done, key=lambda k: k.to_user_string()), run.tags.get("dagster/partition"), run.job_name
+    return sorted(planned - done, key=lambda k: k.to_user_string()), run_partition(run.tags), run.job_name
 
 
 def plan(instance: dg.DagsterInstance, store, approval: Approval, log) -> dg.RunRequest | None:

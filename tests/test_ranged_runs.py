@@ -236,3 +236,34 @@ def test_backfill_cli_batches_a_selection_and_rejects_bad_input(world) -> None:
     ]:
         failed = avatarops(world, "backfill", *args)
         assert failed.returncode == 2 and message in failed.stderr, (args, failed.stderr)
+
+
+@pytest.mark.slow
+def test_revoking_one_avatar_of_a_batch_removes_only_its_events_from_the_shared_run(world) -> None:
+    from avatar_assets import revoke as revocation
+
+    home = world
+    (ranged,) = [run for run in home.instance.get_runs() if RANGE_START in run.tags]
+    kept = [a for a in AVATARS if a != "rng-b"]
+    revocation.revoke(home.instance, home.defs, home.store, "rng-b", by="test", reason="consent withdrawn", wait_s=5)
+
+    assert home.instance.get_run_by_id(ranged.run_id) is not None  # the other avatars' history stays
+    assert {p for _, p in materializations(home.instance, ranged.run_id)} == set(kept)
+    assert {p for _, p in evaluations(home.instance, ranged.run_id)} == set(kept)
+    for run in home.instance.get_runs():  # nothing of rng-b anywhere
+        assert not any(p == "rng-b" for _, p in materializations(home.instance, run.run_id)), run.run_id
+        assert not any(p == "rng-b" for _, p in evaluations(home.instance, run.run_id)), run.run_id
+    for avatar_id in kept:
+        latest = home.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("neutral_image"), asset_partitions=[avatar_id]), limit=1
+        ).records
+        assert latest, avatar_id
+
+
+def test_a_range_of_one_is_that_partitions_run() -> None:
+    from partitions import run_partition
+
+    assert run_partition({"dagster/partition": "ava"}) == "ava"
+    assert run_partition({RANGE_START: "ava", RANGE_END: "ava"}) == "ava"  # automation, multi_run asset
+    assert run_partition({RANGE_START: "ava", RANGE_END: "cal"}) is None  # a batch is nobody's own run
+    assert run_partition({}) is None

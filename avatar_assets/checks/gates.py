@@ -13,10 +13,11 @@ import warnings
 from collections.abc import Iterator
 
 import dagster as dg
-from avatar_assets.lifecycle import accepts_partition_ranges
 from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,
 )
+
+from avatar_assets.lifecycle import accepts_partition_ranges
 
 
 def partitioned_gate(asset, description: str, partitions_def: dg.PartitionsDefinition, **check_kwargs):
@@ -27,20 +28,20 @@ def partitioned_gate(asset, description: str, partitions_def: dg.PartitionsDefin
             warnings.simplefilter("ignore", dg.PreviewWarning)
             return dg.asset_check(
                 asset=asset, blocking=True, partitions_def=partitions_def, description=description, **check_kwargs
-            )(_per_partition_in_ranged_runs(fn, ranged=asset.backfill_policy is not None))
+            )(fn if asset.backfill_policy is None else _per_partition_in_ranged_runs(fn))
 
     return decorate
 
 
-def _per_partition_in_ranged_runs(fn, *, ranged: bool):
+def _per_partition_in_ranged_runs(fn):
     @functools.wraps(fn)
     def gate(*args, **kwargs):
         context = _current_context()
         if context is None or not context.has_partition_key_range:
             return fn(*args, **kwargs)
-        return _ranged(context, fn, kwargs)
+        return _ranged(context, fn, args, kwargs)
 
-    return accepts_partition_ranges(gate) if ranged else gate
+    return accepts_partition_ranges(gate)
 
 
 def _current_context() -> dg.OpExecutionContext | None:
@@ -50,13 +51,13 @@ def _current_context() -> dg.OpExecutionContext | None:
         return None
 
 
-def _ranged(context: dg.OpExecutionContext, fn, inputs: dict) -> Iterator:
+def _ranged(context: dg.OpExecutionContext, fn, args: tuple, inputs: dict) -> Iterator:
     """One evaluation per partition, then the check's own (empty) output, which downstream steps wait on."""
     (check_key,) = context.selected_asset_check_keys
     for partition in context.partition_keys:
         # Ranged inputs arrive as {partition: record} (resources/records.py); resources pass through.
         own = {name: value[partition] if isinstance(value, dict) else value for name, value in inputs.items()}
-        result: dg.AssetCheckResult = fn(**own)
+        result: dg.AssetCheckResult = fn(*args, **own)
         yield dg.AssetCheckEvaluation(
             asset_key=check_key.asset_key,
             check_name=check_key.name,
