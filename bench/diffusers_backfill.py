@@ -4,12 +4,13 @@ Subject: `runner.backfill` (what `avatarops backfill` and the UI's backfill do):
 `BackfillPolicy.multi_run(8)` puts up to 8 avatars in one run, which loads the model once and generates
 their portraits in one batched pipeline call. Baseline, same process: one single-avatar run per avatar
 with the model cache emptied before each, i.e. what N daemon-launched runs (one process each) pay for
-the model. Both passes use a fresh seed, so nothing comes from the content cache; both run the real
-gates (with a tiny random model they fail on its noise, in both passes alike).
+the model. Both passes generate the same images (same seed, the content cache emptied before each) and
+run the real gates on them (with a tiny random model they fail on its noise, in both passes alike).
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -40,26 +41,26 @@ def bench_backfill(model_path: str, device: str, work: Path, *, avatars: int = 1
     process(defs, instance, echo=lambda _: None)  # the tiny model's noise fails the gates: fine, the inputs exist
     neutral = dg.AssetKey("neutral_image")
 
-    def separate() -> list:
-        outcomes = []
+    def separate() -> tuple[list, int]:
+        shutil.rmtree(home / "cache" / "neutral_image", ignore_errors=True)
+        outcomes, loads = [], 0
         for avatar_id in ids:
             clear_generator_cache()  # a daemon-launched run is a process of its own
             outcomes.append(execute(defs, instance, job_name=None, asset_keys=[neutral], partition_key=avatar_id,
                                     tags={SEED_TAG: "101"}, origin="bench"))
-        return outcomes
+            loads += load_count()
+        return outcomes, loads
 
-    def batched() -> list:
+    def batched() -> tuple[list, int]:
+        shutil.rmtree(home / "cache" / "neutral_image", ignore_errors=True)
         clear_generator_cache()
-        return backfill(defs, instance, [neutral], ids, tags={SEED_TAG: "202"}, echo=lambda _: None)
+        outcomes = backfill(defs, instance, [neutral], ids, tags={SEED_TAG: "101"}, echo=lambda _: None)
+        return outcomes, load_count()
 
     say(f"{avatars} single-avatar runs, one model load each")
-    loads = load_count(model_path)
-    separate_s, separate_outcomes = common.timed(separate)
-    separate_loads = load_count(model_path) - loads
+    separate_s, (separate_outcomes, separate_loads) = common.timed(separate)
     say(f"  {separate_s:.1f} s; backfill: ranged runs of up to {IMAGE_BATCH_PARTITIONS} avatars")
-    loads = load_count(model_path)
-    batched_s, batched_outcomes = common.timed(batched)
-    batched_loads = load_count(model_path) - loads
+    batched_s, (batched_outcomes, batched_loads) = common.timed(batched)
     say(f"  {batched_s:.1f} s in {len(batched_outcomes)} run(s)")
     batch_runs = {o.run_id for o in batched_outcomes}
     for avatar_id in ids:
