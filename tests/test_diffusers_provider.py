@@ -77,6 +77,22 @@ def neutral_portrait(astronaut_rgb: np.ndarray, astronaut_face):
     return make_neutral_portrait(astronaut_rgb, astronaut_face, size=512)
 
 
+@pytest.fixture
+def img2img_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of images of every img2img pipeline call made from here on."""
+    from avatar_assets.media.diffusion import DiffusionGenerator
+
+    calls: list[int] = []
+    real = DiffusionGenerator.img2img
+
+    def counted(self, inits, *args, **kwargs):
+        calls.append(len(inits))
+        return real(self, inits, *args, **kwargs)
+
+    monkeypatch.setattr(DiffusionGenerator, "img2img", counted)
+    return calls
+
+
 def diffusers_env(model: Path | str, **extra: str) -> dict[str, str]:
     return {
         "AVATAR_IMAGE_PROVIDER": "diffusers",
@@ -245,10 +261,9 @@ def test_sheet_variants_batched_equal_one_by_one(tiny_model: Path, neutral_portr
 
 
 def test_portraits_of_many_avatars_share_the_model_call_and_equal_one_by_one(
-    tiny_model: Path, astronaut_rgb, astronaut_face, neutral_portrait, monkeypatch: pytest.MonkeyPatch
+    tiny_model: Path, astronaut_rgb, astronaut_face, neutral_portrait, img2img_calls: list[int]
 ) -> None:
     """A ranged run hands the provider several avatars: one img2img call per preset, same pixels."""
-    from avatar_assets.media.diffusion import DiffusionGenerator
     from avatar_assets.media.faces import detect_faces
     from resources.providers import PortraitJob, SheetJob
 
@@ -261,24 +276,17 @@ def test_portraits_of_many_avatars_share_the_model_call_and_equal_one_by_one(
     ]
     images = provider(tiny_model)
     singles = [images.neutral_portrait(j.rgb, j.face, size=256, preset=j.preset, seed=j.seed) for j in jobs]
-    calls: list[int] = []
-    real = DiffusionGenerator.img2img
-
-    def counted(self, inits, *args, **kwargs):
-        calls.append(len(inits))
-        return real(self, inits, *args, **kwargs)
-
-    monkeypatch.setattr(DiffusionGenerator, "img2img", counted)
+    img2img_calls.clear()
     batched = images.neutral_portraits(jobs, size=256)
-    assert sorted(calls) == [1, 2]  # natural: both avatars in one call; studio: its own
+    assert sorted(img2img_calls) == [1, 2]  # natural: both avatars in one call; studio: its own
     for (portrait, info), (single, single_info) in zip(batched, singles, strict=True):
         assert max_difference(portrait.rgb, single.rgb) <= 1
         assert info == single_info
     assert not np.array_equal(batched[0][0].rgb, batched[1][0].rgb)
 
-    calls.clear()
+    img2img_calls.clear()
     sheets = images.character_sheets([SheetJob(neutral_portrait, 0, "natural"), SheetJob(neutral_portrait, 1, "natural")])
-    assert sorted(calls) == [2, 10]  # the profiles of both avatars, then the other five variants of both
+    assert sorted(img2img_calls) == [2, 10]  # the profiles of both avatars, then the other five variants of both
     alone, _ = provider(tiny_model).character_sheet(neutral_portrait, seed=1, preset="natural")
     for name in (v.name for v in SHEET_VARIANTS):
         assert max_difference(sheets[1][0].variants[name], alone.variants[name]) <= 1, name
@@ -459,22 +467,14 @@ def test_fallback_is_recorded_and_not_reused_once_the_model_is_back(
 
 @pytest.mark.slow  # two avatars through the upstream stages, then one ranged run of the images
 def test_ranged_run_loads_once_generates_in_one_batch_and_gates_each_avatar(
-    tmp_path: Path, sample_bundle: Path, tiny_model: Path, photos, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, sample_bundle: Path, tiny_model: Path, photos, img2img_calls: list[int]
 ) -> None:
-    from avatar_assets.media.diffusion import DiffusionGenerator
     from avatar_assets.runner import backfill
     from tests.conftest import write_bundle
 
     avatars = ["batch-a", "batch-b"]
     clear_generator_cache()
-    calls: list[int] = []
-    real = DiffusionGenerator.img2img
-
-    def counted(self, inits, *args, **kwargs):
-        calls.append(len(inits))
-        return real(self, inits, *args, **kwargs)
-
-    monkeypatch.setattr(DiffusionGenerator, "img2img", counted)
+    img2img_calls.clear()
     with avatar_home(tmp_path / "home", **diffusers_env(tiny_model)) as home:
         for avatar_id, photo in zip(avatars, ("good", "mirrored"), strict=True):
             write_bundle(home.inbox, avatar_id, {"photos/front.jpg": photos[photo]})
@@ -487,7 +487,7 @@ def test_ranged_run_loads_once_generates_in_one_batch_and_gates_each_avatar(
         records = {a: home.record("neutral_image", a) for a in avatars}
         sheets = {a: home.record("character_sheet", a) for a in avatars}
     assert load_count(str(tiny_model)) == 1
-    assert calls == [2]  # both portraits in one pipeline call; the sheet never ran
+    assert img2img_calls == [2]  # both portraits in one pipeline call; the sheet never ran
     assert {r.provider.provider for r in records.values()} == {"diffusers"}
     assert [r.avatar_id for r in records.values()] == avatars
     assert records["batch-a"].image.sha256 != records["batch-b"].image.sha256
