@@ -99,16 +99,18 @@ def postgres_instance() -> Iterator[tuple[Any, dict[str, Any]]]:
     with admin.cursor() as cursor:
         cursor.execute(f'CREATE DATABASE "{name}"')
     root = Path(tempfile.mkdtemp(prefix="avatar-bench-tick-pg-"))
+    # The storage deploy/dagster*.yaml configure: dagster-postgres with pooled connections.
     (root / "dagster.yaml").write_text(
-        "telemetry:\n  enabled: false\nstorage:\n  postgres:\n    postgres_db:\n"
-        f"      hostname: {PG['host']}\n      port: {PG['port']}\n      db_name: {name}\n"
-        f"      username: {PG['user']}\n      password: \"{PG['password']}\"\n"
-        "      scheme: postgresql+psycopg2\n"
+        "telemetry:\n  enabled: false\nstorage:\n  custom:\n    module: resources.pooled_postgres\n"
+        "    class: PooledPostgresStorage\n    config:\n      postgres_db:\n"
+        f"        hostname: {PG['host']}\n        port: {PG['port']}\n        db_name: {name}\n"
+        f"        username: {PG['user']}\n        password: \"{PG['password']}\"\n"
+        "        scheme: postgresql+psycopg2\n"
     )
     opened: list[Any] = []
 
     def reopen():
-        """A fresh instance on the same database, with the storage's default engine (NullPool)."""
+        """A fresh instance on the same database, as the daemon opens it."""
         opened.append(dg.DagsterInstance.from_config(str(root)))
         return opened[-1]
 
@@ -258,7 +260,7 @@ def report_change(instance, avatar: str, check_keys) -> None:
 def memoized_dynamic_partitions(instance) -> Iterator[dict[str, int]]:
     """What-if: `instance.get_dynamic_partitions` answered from memory within one tick. Each
     evaluation calls it hundreds of times while serialising the cursor (not through the tick's
-    caching queryer), and on Postgres every call opens a connection (NullPool)."""
+    caching queryer)."""
     original = instance.get_dynamic_partitions
     cache: dict[str, Any] = {}
     calls = {"calls": 0}
@@ -291,15 +293,8 @@ def analyze(instance) -> None:
         conn.execute(db.text("ANALYZE"))
 
 
-def pooled(instance) -> None:
-    """Hold pooled connections instead of one connection per query, as the webserver does
-    (`optimize_for_webserver`); the daemon's instance keeps the storage default (NullPool on Postgres)."""
-    instance.optimize_for_webserver(statement_timeout=0, pool_recycle=3600, max_overflow=20)
-
-
 def bench_backend(instance, defs, params: dict[str, Any], reopen=None) -> dict[str, Any]:
-    """Seed, then tick. With `reopen` (Postgres), seeding runs on pooled connections (a harness speed-up:
-    ~1.3 ms instead of ~10 ms per check evaluation here) and the ticks on a fresh default instance."""
+    """Seed, then tick. With `reopen` (Postgres), the ticks run on a fresh instance after ANALYZE."""
     import dagster as dg
 
     from partitions import cell_key
@@ -315,8 +310,6 @@ def bench_backend(instance, defs, params: dict[str, Any], reopen=None) -> dict[s
     per = params["cells_per_avatar"]
     cells = {a: [slugs[(i * 7 + k * (len(slugs) // per)) % len(slugs)] for k in range(per)] for i, a in enumerate(avatars)}
 
-    if reopen is not None:
-        pooled(instance)
     partitions_s, _ = common.timed(lambda: (instance.add_dynamic_partitions("avatars", avatars),
                                             instance.add_dynamic_partitions("outputs", slugs)))
     # Upstream before downstream, asset by asset (as runs would leave them, and batchable by key).
@@ -330,8 +323,6 @@ def bench_backend(instance, defs, params: dict[str, Any], reopen=None) -> dict[s
     analyze_s = None
     if reopen is not None:
         instance = reopen()
-        mats["method"] += ", pooled connections"
-        checks["method"] += ", pooled connections"
         # A bulk load into a fresh database leaves the planner without statistics (autovacuum has not
         # analysed yet): the check-state query then takes ~0.6 s per check instead of ~10 ms. A database
         # in service is analysed, so the ticks are measured after ANALYZE.
@@ -360,9 +351,9 @@ def bench_backend(instance, defs, params: dict[str, Any], reopen=None) -> dict[s
             if child not in downstream:
                 downstream.add(child)
                 frontier.append(child)
-    # Measured changes first; then the what-ifs (not the product as configured): the same change tick with
-    # get_dynamic_partitions memoized, and on Postgres with pooled connections.
-    variants = ["measured"] * params["changes"] + ["memoized"] + (["pooled", "pooled+memoized"] if reopen is not None else [])
+    # Measured changes first; then the what-if (not the product as configured): the same change tick with
+    # get_dynamic_partitions memoized.
+    variants = ["measured"] * params["changes"] + ["memoized"]
     step = max(1, len(avatars) // (len(variants) + 1))
     changes, what_ifs = [], {}
     for n, variant in enumerate(variants):
@@ -371,15 +362,11 @@ def bench_backend(instance, defs, params: dict[str, Any], reopen=None) -> dict[s
         expected |= {(k.to_user_string(), str(cell_key(avatar, s))) for k in downstream if k in multi for s in cells[avatar]}
         report_change(instance, avatar, check_keys)
         extra: dict[str, Any] = {}
-        if variant.endswith("memoized"):
+        if variant == "memoized":
             with memoized_dynamic_partitions(instance) as memo:
                 seconds, result = tick(cursor)
                 warm_s, warm_result = tick(result.cursor)
             extra["get_dynamic_partitions_calls_per_tick"] = memo["calls"] / 2
-        elif variant == "pooled":
-            pooled(instance)
-            seconds, result = tick(cursor)
-            warm_s, warm_result = tick(result.cursor)
         else:
             seconds, result = tick(cursor)
         cursor = (warm_result if variant != "measured" else result).cursor
@@ -395,9 +382,7 @@ def bench_backend(instance, defs, params: dict[str, Any], reopen=None) -> dict[s
             "other_avatars_requested": sorted({p.split("|")[0] for _, p in got} - {avatar})[:20],
             **extra,
         }
-        label = {"measured": "", "memoized": " (what-if: dynamic partitions memoized)",
-                 "pooled": " (what-if: pooled connections)",
-                 "pooled+memoized": " (what-if: pooled connections and dynamic partitions memoized)"}[variant]
+        label = {"measured": "", "memoized": " (what-if: dynamic partitions memoized)"}[variant]
         say(f"  change of {avatar}{label}: tick {seconds:.2f} s, requested {len(got)} (expected {len(expected)}, "
             f"exact={got == expected})")
         if variant == "measured":
@@ -435,10 +420,10 @@ def run(opts) -> dict[str, Any]:
         "partitioned check state counts a check as passed only when it targets the latest storage id."),
         ("The change's check evaluations carry a run id: a second run-less evaluation of the same check and "
         "partition violates the unique index on asset_check_executions (asset_key, check_name, run_id, partition)."),
-        ("Postgres seeding runs on pooled connections (harness speed-up); ticks run on a fresh instance with the "
-        "storage default (NullPool), as the daemon's instance has, after ANALYZE (without planner statistics "
-        "the check-state query of a freshly bulk-loaded database takes ~0.6 s per check, ~5 s per tick). "
-        "what_if entries are not the product as configured."),
+        ("Postgres uses the deployed storage (resources/pooled_postgres.py: pooled connections); ticks run on a "
+        "fresh instance, as the daemon's, after ANALYZE (without planner statistics the check-state query of a "
+        "freshly bulk-loaded database takes ~0.6 s per check, ~5 s per tick). what_if entries are not the "
+        "product as configured."),
     ]
     backends: dict[str, Any] = {}
     with common.workdir(NAME, keep=opts.keep) as work:
@@ -492,11 +477,4 @@ def summary(result: dict[str, Any]) -> list[str]:
                 f"  what-if, get_dynamic_partitions memoized per tick ({w['get_dynamic_partitions_calls_per_tick']:.0f} "
                 f"calls/tick otherwise hit storage): change tick {w['seconds']:.2f} s, warm tick {w['warm_tick_s']:.2f} s "
                 f"({'exact' if w['exact'] else 'NOT exact'})")
-        for variant, what in (("pooled", "pooled connections (optimize_for_webserver) instead of NullPool"),
-                              ("pooled+memoized", "both")):
-            w = b.get("what_if", {}).get(variant)
-            if w:
-                lines.append(
-                    f"  what-if, {what}: change tick {w['seconds']:.2f} s, warm tick {w['warm_tick_s']:.2f} s "
-                    f"({'exact' if w['exact'] else 'NOT exact'})")
     return lines

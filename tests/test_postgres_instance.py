@@ -100,7 +100,9 @@ def test_deploy_configs_validate(monkeypatch):
         assert entry["class"] == expected.__name__
         result = process_config(resolve_to_config_type(expected.config_type()), entry.get("config") or {})
         assert result.success, f"{section}: {result.errors}"
-    storage = process_config(resolve_to_config_type(PostgresRunStorage.config_type()), config["storage"]["postgres"])
+    custom = config["storage"]["custom"]
+    assert (custom["module"], custom["class"]) == ("resources.pooled_postgres", "PooledPostgresStorage")
+    storage = process_config(resolve_to_config_type(PostgresRunStorage.config_type()), custom["config"])
     assert storage.success, storage.errors
     assert storage.value["postgres_db"]["port"] == 5432
     assert storage.value["postgres_db"]["scheme"] == "postgresql+psycopg2", "SQLAlchemy 2.1 defaults to psycopg 3"
@@ -109,12 +111,12 @@ def test_deploy_configs_validate(monkeypatch):
     assert config["concurrency"]["runs"]["tag_concurrency_limits"]
 
     raw = yaml.safe_load((DEPLOY / "dagster.yaml").read_text())
-    assert raw["storage"]["postgres"]["postgres_db"]["password"] == {"env": "DAGSTER_PG_PASSWORD"}, "no inline secret"
+    assert raw["storage"]["custom"]["config"]["postgres_db"]["password"] == {"env": "DAGSTER_PG_PASSWORD"}, "no inline secret"
     assert "K8sRunLauncher" in (DEPLOY / "dagster.yaml").read_text(), "the Kubernetes alternative is documented inline"
 
     local, _ = dagster_instance_config(str(DEPLOY), "dagster.local-postgres.yaml")
     assert "run_launcher" not in local, "the local Postgres config keeps the default run launcher"
-    assert set(local["storage"]) == {"postgres"}
+    assert local["storage"] == config["storage"] | {"custom": {**custom, "config": local["storage"]["custom"]["config"]}}
 
 
 def test_identity_run_is_stored_in_postgres(pg_database, tmp_path, monkeypatch):
@@ -152,6 +154,10 @@ def test_identity_run_is_stored_in_postgres(pg_database, tmp_path, monkeypatch):
         assert isinstance(instance.run_storage, PostgresRunStorage)
         assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
         assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
+        # resources/pooled_postgres.py: pooled connections outside the webserver too.
+        for storage in (instance.run_storage, instance.event_log_storage, instance.schedule_storage):
+            assert type(storage._engine.pool).__name__ == "QueuePool", type(storage).__name__
+        assert instance.get_ref().storage_data.class_name == "PooledPostgresStorage"  # run workers load the same
 
         stored = instance.get_run_by_id(run["run_id"])
         assert stored is not None and stored.status == dg.DagsterRunStatus.SUCCESS
