@@ -17,16 +17,8 @@ from avatar_assets.contracts import Consent, MediaRef, VoiceProfileRecord
 from resources.media_store import LocalMediaStore, media_key, sha256_bytes
 from resources.s3_store import S3MediaStore
 from resources.records import RecordIOManager, parse_record, record_key
-from tests.servers import build_sample, clean_env, moto_s3_server, upload_and_process
+from tests.servers import IDENTITY_ASSETS, build_sample, clean_env, moto_s3_server, upload_and_process
 
-IDENTITY_ASSETS = [
-    "source_upload",
-    "validated_inputs",
-    "neutral_image",
-    "character_sheet",
-    "voice_profile",
-    "identity_bundle",
-]
 MEDIA_KEY = re.compile(r"^media/([0-9a-f]{2})/([0-9a-f]{64})\.[a-z0-9]{1,5}$")
 
 
