@@ -121,6 +121,30 @@ def avatarops(home: Home, *args: str, timeout: float = 300, **extra_env: str):
     return run(*args, env=world_env(home, **extra_env), timeout=timeout)
 
 
+def definitions_with(home: Home, **resources) -> dg.Definitions:
+    """The home's assets and checks with some resources replaced (a provider that fails, say)."""
+    from avatar_assets.jobs import video_job
+    from resources.wiring import build_resources
+
+    return dg.Definitions(
+        assets=home.defs.assets, asset_checks=home.defs.asset_checks, jobs=[video_job],
+        resources={**build_resources(), **resources}, executor=dg.in_process_executor,
+    )
+
+
+def enhancer_down():
+    """An enhancer whose service is down: enhanced_video fails without retries."""
+    from resources.providers import Enhancer
+
+    class EnhancerDown(Enhancer):
+        outage: bool = True  # part of the content key: never served from the cache
+
+        def info(self):
+            raise dg.Failure("enhancement service is down", allow_retries=False)
+
+    return EnhancerDown()
+
+
 # --------------------------------------------------------------------------- the instance's history
 
 

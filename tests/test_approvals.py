@@ -16,6 +16,8 @@ from tests.regen_helpers import (
     VIDEO_STAGES,
     avatarops,
     cell,
+    definitions_with,
+    enhancer_down,
     last_storage_id,
     materializations_after,
     restored_world,
@@ -207,23 +209,11 @@ def test_background_regeneration_refreshes_only_that_cell(tmp_path_factory, samp
 
 
 def test_retry_from_stage_approval_resumes_a_failed_render(tmp_path_factory, sample_bundle):
-    from avatar_assets.jobs import video_job
-    from resources.providers import Enhancer
-    from resources.wiring import build_resources
-
-    class EnhancerDown(Enhancer):
-        def info(self):
-            raise dg.Failure("enhancement service is down", allow_retries=False)
-
     with restored_world(tmp_path_factory, sample_bundle) as home:
         instance, key = home.instance, cell("ava", "retry")
         submit("ava", "retry")
         instance.add_dynamic_partitions("outputs", ["retry"])
-        broken = dg.Definitions(
-            assets=home.defs.assets, asset_checks=home.defs.asset_checks, jobs=[video_job],
-            resources={**build_resources(), "enhancer": EnhancerDown()}, executor=dg.in_process_executor,
-        )
-        failed = broken.resolve_job_def("render_video").execute_in_process(
+        failed = definitions_with(home, enhancer=enhancer_down()).resolve_job_def("render_video").execute_in_process(
             instance=instance, partition_key=key, raise_on_error=False
         )
         assert not failed.success

@@ -11,21 +11,11 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from tests.regen_helpers import avatarops, cell, restored_world, step_events, submit
+from tests.regen_helpers import avatarops, cell, definitions_with, enhancer_down, restored_world, step_events, submit
 
 pytestmark = pytest.mark.slow  # renders a cell
 
 CALLS = {"synthesize": 0}
-
-
-def definitions_with(home, **resources) -> dg.Definitions:
-    from avatar_assets.jobs import video_job
-    from resources.wiring import build_resources
-
-    return dg.Definitions(
-        assets=home.defs.assets, asset_checks=home.defs.asset_checks, jobs=[video_job],
-        resources={**build_resources(), **resources}, executor=dg.in_process_executor,
-    )
 
 
 def event_times(instance, run_id: str, kind: str, step: str) -> list[float]:
@@ -87,19 +77,11 @@ def test_transient_tts_failure_is_retried_with_exponential_backoff(tmp_path_fact
 
 
 def test_avatarops_retry_resumes_a_failed_run_from_its_failed_stage(tmp_path_factory, sample_bundle):
-    from resources.providers import Enhancer
-
-    class EnhancerDown(Enhancer):
-        outage: bool = True  # part of the content key: never served from the cache
-
-        def info(self):
-            raise dg.Failure("enhancement service is down", allow_retries=False)
-
     with restored_world(tmp_path_factory, sample_bundle) as home:
         instance, key = home.instance, cell("bob", "resume")
         submit("bob", "resume")
         instance.add_dynamic_partitions("outputs", ["resume"])
-        failed = definitions_with(home, enhancer=EnhancerDown()).resolve_job_def("render_video").execute_in_process(
+        failed = definitions_with(home, enhancer=enhancer_down()).resolve_job_def("render_video").execute_in_process(
             instance=instance, partition_key=key, raise_on_error=False
         )
         assert not failed.success
