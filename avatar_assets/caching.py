@@ -44,7 +44,7 @@ def media_refs(value: Any) -> Iterator[MediaRef]:
 
 def cached(store: MediaStore, asset_name: str, key: str, log) -> Record | None:
     """The stored result for this content key, if every blob it points at still exists."""
-    text = store.read_text(_cache_path(asset_name, key))
+    text = store.read_text(cache_path(asset_name, key))
     if text is None:
         return None
     record = parse_record(text)
@@ -55,7 +55,7 @@ def cached(store: MediaStore, asset_name: str, key: str, log) -> Record | None:
 
 
 def remember(store: MediaStore, asset_name: str, key: str, record: Record) -> None:
-    store.write_text(_cache_path(asset_name, key), dump_record(record))
+    store.write_text(cache_path(asset_name, key), dump_record(record))
 
 
 def reuse_or_compute(
@@ -69,5 +69,6 @@ def reuse_or_compute(
     return record, False
 
 
-def _cache_path(asset_name: str, key: str) -> str:
+def cache_path(asset_name: str, key: str) -> str:
+    """Where the cached record of this content key lives in the media store."""
     return f"cache/{asset_name}/{key}.json"

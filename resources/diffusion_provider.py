@@ -206,9 +206,10 @@ def _drop_fallback_result(store, asset_name: str, key: str, log) -> None:
     """A fallback stands in while the configured provider is down; reusing it would keep serving the
     stand-in after the model is back. Recomputing a fallback is cheap (classical) and, being
     deterministic, gives the same record (no spurious staleness)."""
+    from avatar_assets.caching import cache_path
     from resources.records import parse_record
 
-    cache_key = f"cache/{asset_name}/{key}.json"  # the layout avatar_assets.caching uses
+    cache_key = cache_path(asset_name, key)
     text = store.read_text(cache_key)
     if text is not None:
         provider = getattr(parse_record(text), "provider", None)
