@@ -67,13 +67,9 @@ def accepts_partition_ranges(wrapper):
 
 
 def _partitions(context) -> list[tuple[str, str | None]]:
-    found = []
-    for key in ([context.partition_key] if not context.has_partition_key_range else context.partition_keys):
-        if isinstance(key, dg.MultiPartitionKey):
-            found.append((key.keys_by_dimension["avatar"], key.keys_by_dimension["output"]))
-        else:
-            found.append((str(key), None))
-    return found
+    """(avatar, output) of each partition of the step; a video cell key reads "avatar|output"."""
+    cells = (key.partition("|") for key in partition_keys(context))
+    return [(avatar_id, output or None) for avatar_id, _, output in cells]
 
 
 def _store():

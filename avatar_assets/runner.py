@@ -282,9 +282,9 @@ def backfill(
         size = 1
     else:
         size = policy.max_partitions_per_run or len(avatar_ids)
+    names = ", ".join(key.to_user_string() for key in asset_keys)
     outcomes = []
     for batch in batches(instance.get_dynamic_partitions("avatars"), set(avatar_ids), size):
-        names = ", ".join(key.to_user_string() for key in asset_keys)
         echo(f"backfill: {names} for {batch[0]}" + (f" ... {batch[-1]} ({len(batch)} avatars, one run)" if len(batch) > 1 else ""))
         outcomes.append(
             execute(
