@@ -148,6 +148,10 @@ def enhancer_down():
 # --------------------------------------------------------------------------- the instance's history
 
 
+FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
+"""Run statuses after which a run changes no more (what the daemon tests wait for)."""
+
+
 def last_storage_id(instance: dg.DagsterInstance) -> int:
     records = instance.get_event_records(
         dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_MATERIALIZATION), limit=1, ascending=False

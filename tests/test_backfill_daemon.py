@@ -14,13 +14,12 @@ from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
 from dagster._core.storage.tags import BACKFILL_ID_TAG, SENSOR_NAME_TAG
 
 from tests.conftest import avatar_home, write_bundle
-from tests.regen_helpers import last_storage_id, materializations_after, world_env
+from tests.regen_helpers import FINISHED, last_storage_id, materializations_after, world_env
 from tests.servers import DAEMON_INSTANCE_YAML, dagster_daemon, wait_until, write_instance_yaml
 from tests.test_ranged_runs import AVATARS, PHOTOS, RANGE_END, RANGE_START, evaluations
 
 pytestmark = pytest.mark.slow
 
-DONE = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 NEUTRAL_GATES = {"neutral_face_geometry", "neutral_identity_consistency"}
 
 
@@ -60,7 +59,7 @@ def test_daemon_backfill_runs_three_avatars_in_one_run_then_automation_refreshes
                 expected = {(asset, a) for asset in ("neutral_image", "character_sheet", "identity_bundle") for a in AVATARS}
 
                 def refreshed() -> bool:
-                    active = [r for r in instance.get_runs() if r.status not in DONE]
+                    active = [r for r in instance.get_runs() if r.status not in FINISHED]
                     return set(materializations_after(instance, start)) >= expected and not active
 
                 wait_until(refreshed, timeout=300, interval=2, what="automation to refresh the sheets and bundles",

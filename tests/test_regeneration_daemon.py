@@ -17,6 +17,7 @@ from dagster._core.storage.tags import AUTOMATION_CONDITION_TAG, SENSOR_NAME_TAG
 
 from partitions import run_partition
 from tests.regen_helpers import (
+    FINISHED,
     expected_after_neutral_image,
     last_storage_id,
     materializations_after,
@@ -29,7 +30,6 @@ from tests.servers import DAEMON_INSTANCE_YAML, dagster_daemon, wait_until, writ
 pytestmark = pytest.mark.slow
 
 AUTOMATION_SENSOR = "avatar_automation"
-DONE = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 
 
 def automation_ticks(instance: dg.DagsterInstance) -> list:
@@ -67,7 +67,7 @@ def test_daemon_automation_refreshes_exactly_the_regenerated_avatars_partitions(
                     failed = [r for r in new_runs if r.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)]
                     assert not failed, f"daemon run(s) failed: {[r.run_id for r in failed]}\n{daemon.log_tail()}"
                     done = set(materializations_after(instance, start)) >= set(expected) | {("neutral_image", "ava")}
-                    active = [r for r in instance.get_runs() if r.status not in DONE]
+                    active = [r for r in instance.get_runs() if r.status not in FINISHED]
                     return done and not active
 
                 wait_until(refreshed, timeout=420, interval=2, what="the daemon's refresh runs to finish", process=daemon)
@@ -75,7 +75,7 @@ def test_daemon_automation_refreshes_exactly_the_regenerated_avatars_partitions(
                 ticks = finished_ticks(instance)
                 wait_until(lambda: finished_ticks(instance) >= ticks + 3, timeout=120, interval=1,
                            what="three more automation ticks", process=daemon)
-                wait_until(lambda: all(r.status in DONE for r in instance.get_runs()), timeout=240, interval=2,
+                wait_until(lambda: all(r.status in FINISHED for r in instance.get_runs()), timeout=240, interval=2,
                            what="every run to finish", process=daemon)
                 assert daemon.alive, daemon.log_tail()
 
