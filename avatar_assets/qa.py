@@ -6,7 +6,7 @@ from avatar_assets.contracts import PhotoRow, VoiceMetricsModel
 
 FACE_FRACTION = (0.05, 0.80)  # face box height / image height
 MIN_FACE_PIXELS = 48
-MIN_SHARPNESS = 20.0  # Laplacian variance of the face region at a fixed height
+MIN_SHARPNESS = 20.0  # contrast-normalised Laplacian variance of the face region (media.faces._sharpness)
 EXPOSURE = (0.15, 0.85)  # mean luminance
 MAX_CENTRE_OFFSET = 0.10  # of the frame
 MAX_EYE_ANGLE_DEG = 3.0

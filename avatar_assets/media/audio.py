@@ -68,13 +68,25 @@ def _riff_truncation(data: bytes) -> str | None:
     return "no data chunk"
 
 
+def _compressed_audio(data: bytes) -> bool:
+    """FLAC, Ogg (Vorbis, Opus) or MP3: formats libsndfile decodes and people record voices in."""
+    return data[:4] in (b"fLaC", b"OggS") or data[:3] == b"ID3" or (len(data) > 1 and data[0] == 0xFF and data[1] & 0xE0 == 0xE0)
+
+
 def load_wav(data: bytes) -> LoadedAudio:
-    """Decode WAV bytes to mono float32 at the file's own rate; stereo is downmixed by averaging."""
+    """Decode a voice recording to mono float32 at the file's own rate; stereo is downmixed by averaging.
+
+    WAV is the upload contract's format; FLAC, Ogg and MP3 recordings are decoded too (libsndfile), since
+    a person would call them perfectly usable voice samples.
+    """
     if not data:
         raise AudioError("not a readable WAV file: empty file")
-    problem = _riff_truncation(data)
-    if problem:
-        raise AudioError(f"not a readable WAV file: {problem}")
+    if not _compressed_audio(data):
+        problem = _riff_truncation(data)
+        if problem == "missing RIFF/WAVE header":
+            problem += " (nor a FLAC, Ogg or MP3 file)"
+        if problem:
+            raise AudioError(f"not a readable WAV file: {problem}")
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
             frames = f.read(dtype="float32", always_2d=True)

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
+from avatar_assets.media.landmarks import FaceLandmarks
 from avatar_assets.media.lipsync import Box, mouth_box_from_face
 from avatar_assets.media.video import load_font
 
@@ -43,6 +44,7 @@ class Shot:
     frame: np.ndarray
     mouth_box: Box | None
     face_box: Box | None
+    landmarks: np.ndarray | None = None  # (68, 2) in output pixels, when the avatar's were given
 
 
 def cover_resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -73,11 +75,13 @@ def composite_shot(
     out_size: tuple[int, int],
     face_box: Box,
     mouth_box: Box | None = None,
+    landmarks: np.ndarray | None = None,
 ) -> Shot:
     """Frame the avatar (mask 0/255, feathered here) over `background` for `shot`.
 
     `face_box` and the optional `mouth_box` (default: derived from the face) are in avatar image
-    coordinates; the returned boxes are in output coordinates. `broll` is the backdrop alone.
+    coordinates, as are the optional 68 `landmarks` (which then place the mouth box); the returned boxes
+    and landmarks are in output coordinates. `broll` is the backdrop alone.
     """
     w, h = out_size
     bg = cover_resize(background, out_size)
@@ -110,11 +114,18 @@ def composite_shot(
     alpha = cv2.warpAffine(mask, m, out_size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     a = alpha.astype(np.float32) / 255.0
     frame = cv2.blendLinear(person, bg, a, 1.0 - a)
-    mouth = mouth_box if mouth_box is not None else mouth_box_from_face(face_box)
+    placed = None if landmarks is None else np.asarray(landmarks, np.float64) * scale + np.array([dx, dy])
+    if mouth_box is not None:
+        mouth = _transform_box(mouth_box, scale, dx, dy, out_size)
+    elif placed is not None:
+        mouth = _transform_box(FaceLandmarks(placed).mouth_box, 1.0, 0.0, 0.0, out_size)
+    else:
+        mouth = _transform_box(mouth_box_from_face(face_box), scale, dx, dy, out_size)
     return Shot(
         frame=frame,
-        mouth_box=_transform_box(mouth, scale, dx, dy, out_size),
+        mouth_box=mouth,
         face_box=_transform_box(face_box, scale, dx, dy, out_size),
+        landmarks=placed,
     )
 
 

@@ -136,12 +136,13 @@ def animate_mouth(frame: np.ndarray, mouth_box: Box, openness: float) -> np.ndar
     return out
 
 
-def mouth_motion(frames: Iterable[np.ndarray], mouth_box: Box) -> np.ndarray:
+def mouth_motion(frames: Iterable[np.ndarray], mouth_box: Box, rest_from: np.ndarray | None = None) -> np.ndarray:
     """Per-frame deviation of the mouth region from its rest pose, in luma levels.
 
-    The rest pose is the per-pixel bright end over the clip (an open mouth is darker than a closed
-    one), so the signal tracks openness rather than frame-to-frame change and can be correlated
-    with the speech envelope.
+    The rest pose is the per-pixel median of the frames `rest_from` marks (the silences, when the caller
+    knows them from the word timings), else the per-pixel bright end over the clip (an open mouth is
+    darker than a closed one). Either way the signal tracks openness rather than frame-to-frame change
+    and can be correlated with the speech envelope.
     """
     x, y, w, h = mouth_box
     crops = []
@@ -151,7 +152,10 @@ def mouth_motion(frames: Iterable[np.ndarray], mouth_box: Box) -> np.ndarray:
     if not crops:
         return np.zeros(0, np.float32)
     stack = np.stack(crops)
-    rest = np.percentile(stack, 90, axis=0)
+    if rest_from is not None and np.any(rest_from):
+        rest = np.median(stack[np.asarray(rest_from, bool)], axis=0)
+    else:
+        rest = np.percentile(stack, 90, axis=0)
     return np.abs(stack - rest).mean(axis=(1, 2)).astype(np.float32)
 
 

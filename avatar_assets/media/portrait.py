@@ -13,8 +13,10 @@ import cv2
 import numpy as np
 
 from avatar_assets.media.faces import Face, detect_faces
+from avatar_assets.media.landmarks import FaceLandmarks, LandmarksUnavailable, find_landmarks
 
-FACE_WIDTH_RATIO = 0.34  # face box width / crop width: head-and-shoulders framing
+EYE_DISTANCE_RATIO = 0.15  # distance between the eye centres / crop width: one head-and-shoulders scale
+FACE_WIDTH_RATIO = 0.34  # face box width / crop width, when no landmarks are available
 EYE_LINE_RATIO = 0.40  # eye line height from the top of the crop
 DEFAULT_BACKDROP = (200, 203, 208)
 _EYE_LEVEL_IN_BOX = 0.38  # where Haar boxes put the eyes when the eye cascade found none
@@ -63,6 +65,7 @@ class NeutralPortrait:
     scale: float
     crop_box: tuple[float, float, float, float]
     face_redetected: bool
+    landmarks: FaceLandmarks | None = None  # measured on `rgb`; None when the landmark model is missing
 
 
 def _eye_anchor(face: Face) -> tuple[tuple[float, float], float]:
@@ -74,14 +77,23 @@ def _eye_anchor(face: Face) -> tuple[tuple[float, float], float]:
     return mid, angle
 
 
-def align_and_crop(rgb: np.ndarray, face: Face, *, size: int = 1024) -> tuple[np.ndarray, AlignTransform]:
+def align_and_crop(
+    rgb: np.ndarray, face: Face, *, size: int = 1024, landmarks: FaceLandmarks | None = None
+) -> tuple[np.ndarray, AlignTransform]:
     """Level the eyes, then frame head and shoulders in one affine warp (one resampling).
 
-    Edges are replicated rather than reflected where the crop leaves the
-    photo: a reflection next to a face would create a second, mirrored face.
+    With landmarks the eye centres set the angle and the eye distance sets the scale, so the eye line
+    is level by construction and every face appears at the same size; without them the Haar eyes and
+    box do. Edges are replicated rather than reflected where the crop leaves the photo: a reflection
+    next to a face would create a second, mirrored face.
     """
-    (mx, my), angle = _eye_anchor(face)
-    side = face.w / FACE_WIDTH_RATIO
+    if landmarks is not None:
+        (lx, ly), (rx, ry) = landmarks.left_eye, landmarks.right_eye
+        (mx, my), angle = ((lx + rx) / 2.0, (ly + ry) / 2.0), landmarks.eye_angle_deg
+        side = landmarks.eye_distance / EYE_DISTANCE_RATIO
+    else:
+        (mx, my), angle = _eye_anchor(face)
+        side = face.w / FACE_WIDTH_RATIO
     x0, y0 = mx - side / 2.0, my - EYE_LINE_RATIO * side
     scale = size / side
     rotation = cv2.getRotationMatrix2D((mx, my), angle, 1.0)
@@ -224,21 +236,40 @@ def _nearest_face(found: list[Face], expected: Face) -> Face | None:
     return min(close, key=lambda f: math.hypot(f.centre[0] - ex, f.centre[1] - ey), default=None)
 
 
+def source_landmarks(rgb: np.ndarray, face: Face) -> FaceLandmarks | None:
+    """Landmarks of a detected face, or None when the landmark model is not installed."""
+    try:
+        return find_landmarks(rgb, (face.x, face.y, face.w, face.h))
+    except LandmarksUnavailable:
+        return None
+
+
 def make_neutral_portrait(rgb: np.ndarray, face: Face, *, size: int = 1024) -> NeutralPortrait:
-    aligned, transform = align_and_crop(rgb, face, size=size)
+    """The neutral portrait; its landmarks are measured again on the result, as the QA gate does."""
+    landmarks = source_landmarks(rgb, face)
+    aligned, transform = align_and_crop(rgb, face, size=size, landmarks=landmarks)
+    if landmarks is not None:
+        # Landmarks fitted on the upright face are more exact than on a tilted one: measure again on the
+        # aligned crop, carry them back into the photo and align once more from the original pixels.
+        upright = source_landmarks(aligned, transform.map_face(face))
+        inverse = cv2.invertAffineTransform(np.asarray(transform.matrix, np.float64))
+        landmarks = upright.transformed(inverse)
+        aligned, transform = align_and_crop(rgb, face, size=size, landmarks=landmarks)
     expected = transform.map_face(face)
     balanced = normalize_colour(aligned)
     composite, mask = replace_background(balanced, expected)
     redetected = _nearest_face(detect_faces(composite, min_size=size // 8), expected)
+    found = redetected or expected
     return NeutralPortrait(
         rgb=composite,
-        face=redetected or expected,
+        face=found,
         mask=mask,
         backdrop_rgb=DEFAULT_BACKDROP,
         rotation_deg=transform.rotation_deg,
         scale=transform.scale,
         crop_box=transform.crop_box,
         face_redetected=redetected is not None,
+        landmarks=None if landmarks is None else source_landmarks(composite, found),
     )
 
 

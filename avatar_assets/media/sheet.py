@@ -16,6 +16,7 @@ from avatar_assets.media.faces import Face, detect_faces
 from avatar_assets.media.portrait import NeutralPortrait
 
 VARIANT_SIZE = 512
+FRONTAL = ("close_up", "mirrored", "smile", "warm_light", "cool_light")  # variants the identity gate judges
 TILE = 256
 MARGIN = 16
 LABEL_HEIGHT = 28
@@ -269,6 +270,7 @@ def make_character_sheet(portrait: NeutralPortrait, *, seed: int = 0) -> Charact
         "face_box": _box(portrait.face),
         "eyes": {"left": _eye(portrait.face.left_eye), "right": _eye(portrait.face.right_eye)},
         "variant_names": list(variants),
+        "frontal": [name for name in variants if name in FRONTAL],
         "variant_size": VARIANT_SIZE,
         "variants": per_variant,
         "palette": [f"#{r:02x}{g:02x}{b:02x}" for r, g, b in palette],

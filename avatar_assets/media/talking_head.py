@@ -1,7 +1,9 @@
-"""The talking-head timeline: scene keyframes animated by per-frame mouth openness.
+"""The talking-head timeline: scene keyframes animated by per-frame face controls.
 
-Lip sync and stitching both render frames through `frame_source`, so the stitched video shows exactly
-the frames the lip-sync gate measured.
+Controls are a (frames, 8) array for the landmark mesh (`face_motion`), or a (frames,) mouth openness for
+the fallback animation (`lipsync.animate_mouth`, used when a scene has no landmarks). Lip sync and
+stitching both render frames through `scene_frame_source`, so the stitched video shows exactly the frames
+the lip-sync gate measured.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from avatar_assets.media.face_motion import build_rig
 from avatar_assets.media.lipsync import animate_mouth
 from avatar_assets.media.video import ken_burns
 
@@ -36,23 +39,31 @@ class SceneTrack:
     end_s: float
     keyframe: np.ndarray
     mouth_box: Box | None  # None: b-roll, the avatar is not on screen
+    landmarks: np.ndarray | None = None  # (68, 2) in keyframe pixels: animate with the mesh
 
 
 def scene_frame_source(
-    track: SceneTrack, openness: np.ndarray, fps: float
+    track: SceneTrack, controls: np.ndarray, fps: float
 ) -> Callable[[float], np.ndarray]:
-    """`frame_at(local_t)` for one scene: Ken Burns over b-roll, mouth animation otherwise."""
+    """`frame_at(local_t)` for one scene: Ken Burns over b-roll, the face mesh or the fallback mouth otherwise."""
     height, width = track.keyframe.shape[:2]
     duration = track.end_s - track.start_s
     if track.mouth_box is None:
         return ken_burns(track.keyframe, (width, height), duration)
 
+    def index_at(local_t: float) -> int:
+        return min(max(int(round((track.start_s + local_t) * fps)), 0), len(controls) - 1)
+
+    if controls.ndim == 2 and track.landmarks is not None:
+        rig = build_rig(track.keyframe, track.landmarks)
+        return lambda local_t: rig.render(controls[index_at(local_t)])
+
+    openness = controls if controls.ndim == 1 else controls[:, 0]
     x, y, w, h = track.mouth_box
     anchor = (x + w / 2, y + h / 2)
 
     def frame_at(local_t: float) -> np.ndarray:
-        index = min(max(int(round((track.start_s + local_t) * fps)), 0), len(openness) - 1)
-        frame = animate_mouth(track.keyframe, track.mouth_box, float(openness[index]))
+        frame = animate_mouth(track.keyframe, track.mouth_box, float(openness[index_at(local_t)]))
         return push_in(frame, anchor, PUSH_IN * min(max(local_t / duration, 0.0), 1.0) if duration > 0 else 0.0)
 
     return frame_at
@@ -63,11 +74,11 @@ def frame_count(duration_s: float, fps: float) -> int:
 
 
 def render_frames(
-    tracks: Sequence[SceneTrack], openness: np.ndarray, fps: float, *, progress: Callable[[int, int], None] | None = None
+    tracks: Sequence[SceneTrack], controls: np.ndarray, fps: float, *, progress: Callable[[int, int], None] | None = None
 ) -> Iterator[np.ndarray]:
     """Every frame of the timeline in order (hard cuts; transitions are the stitcher's job)."""
     total = frame_count(tracks[-1].end_s, fps)
-    sources = [scene_frame_source(track, openness, fps) for track in tracks]
+    sources = [scene_frame_source(track, controls, fps) for track in tracks]
     scene = 0
     for index in range(total):
         t = index / fps

@@ -24,6 +24,8 @@ _CHARS_UTF8 = 1
 _SSML = 0x10
 _EVENT_LIST_TERMINATED = 0
 _EVENT_WORD = 1
+_EVENT_PHONEME = 7
+_INITIALIZE_PHONEME_EVENTS = 0x0001
 _RATE, _PITCH, _RANGE = 1, 3, 4
 _EE_OK = 0
 
@@ -53,13 +55,23 @@ class WordTiming:
     text_offset: int
 
 
+@dataclass(frozen=True)
+class PhonemeTiming:
+    """One phoneme as espeak-ng names it (its ASCII mnemonic, e.g. "aI") and when it is heard."""
+
+    phoneme: str
+    start_s: float
+    end_s: float
+
+
 @dataclass(frozen=True, eq=False)
 class Synthesis:
-    """Synthesised speech (float32 mono at 24 kHz) and the timing of each input word."""
+    """Synthesised speech (float32 mono at 24 kHz), the timing of each input word and of each phoneme."""
 
     samples: np.ndarray
     sample_rate: int
     words: tuple[WordTiming, ...]
+    phonemes: tuple[PhonemeTiming, ...] = ()
 
 
 class _Event(ctypes.Structure):
@@ -95,13 +107,16 @@ class _Engine:
         ]  # fmt: skip
         # speak_lib.h: `path` is the directory that *contains* espeak-ng-data.
         data_parent = os.path.dirname(espeakng_loader.get_data_path().rstrip(os.sep))
-        rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data_parent.encode(), _INITIALIZE_DONT_EXIT)
+        rate = lib.espeak_Initialize(
+            _AUDIO_OUTPUT_SYNCHRONOUS, 0, data_parent.encode(), _INITIALIZE_DONT_EXIT | _INITIALIZE_PHONEME_EVENTS
+        )
         if rate <= 0:
             raise RuntimeError(f"espeak-ng failed to initialise (data at {data_parent})")
         self.lib = lib
         self.native_rate = int(rate)
         self._chunks: list[bytes] = []
         self._word_events: list[tuple[int, int]] = []
+        self._phoneme_events: list[tuple[str, int]] = []
         self._callback = _SynthCallback(self._on_synth)  # keep a reference: C holds the pointer
         lib.espeak_SetSynthCallback(self._callback)
 
@@ -112,24 +127,28 @@ class _Engine:
         while events[i].type != _EVENT_LIST_TERMINATED:
             if events[i].type == _EVENT_WORD:
                 self._word_events.append((events[i].text_position - 1, events[i].audio_position))
+            elif events[i].type == _EVENT_PHONEME:  # the mnemonic is the char[8] member of the id union
+                raw = ctypes.string_at(ctypes.addressof(events[i]) + _Event.id.offset, 8).split(b"\0")[0]
+                self._phoneme_events.append((raw.decode("ascii", "replace"), events[i].audio_position))
             i += 1
         return 0
 
     def synth(
         self, text: str, flags: int, voice: str, rate_wpm: int, pitch: int, pitch_range: int
-    ) -> tuple[np.ndarray, list[tuple[int, int]]]:
-        """Run one synthesis; returns native-rate int16 samples and (0-based char offset, ms) word events."""
+    ) -> tuple[np.ndarray, list[tuple[int, int]], list[tuple[str, int]]]:
+        """Run one synthesis: native-rate int16 samples, (0-based char offset, ms) word events and
+        (phoneme, ms) phoneme events."""
         if self.lib.espeak_SetVoiceByName(voice.encode()) != _EE_OK:
             raise ValueError(f"unknown espeak-ng voice: {voice!r}")
         for parameter, value in ((_RATE, rate_wpm), (_PITCH, pitch), (_RANGE, pitch_range)):
             self.lib.espeak_SetParameter(parameter, value, 0)
-        self._chunks, self._word_events = [], []
+        self._chunks, self._word_events, self._phoneme_events = [], [], []
         data = text.encode("utf-8")
         status = self.lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, flags, None, None)
         self.lib.espeak_Synchronize()
         if status != _EE_OK:
             raise RuntimeError(f"espeak-ng synthesis failed with status {status}")
-        return np.frombuffer(b"".join(self._chunks), dtype=np.int16), self._word_events
+        return np.frombuffer(b"".join(self._chunks), dtype=np.int16), self._word_events, self._phoneme_events
 
 
 _engine: _Engine | None = None
@@ -258,14 +277,27 @@ def synthesize(
     flags = _CHARS_UTF8 | (_SSML if ssml else 0)
     with _engine_lock:
         engine = _get_engine()
-        pcm, events = engine.synth(text, flags, voice, rate_wpm, pitch, pitch_range)
+        pcm, events, phoneme_events = engine.synth(text, flags, voice, rate_wpm, pitch, pitch_range)
     audio = pcm.astype(np.float32) / 32768.0
     samples = resample(audio, engine.native_rate, SAMPLE_RATE)
     tokens = _tokens(text, ssml)
     words = _word_timings(
         tokens, _word_starts(tokens, events), audio, engine.native_rate, len(samples) / SAMPLE_RATE
     )
-    return Synthesis(samples=samples, sample_rate=SAMPLE_RATE, words=words)
+    return Synthesis(
+        samples=samples, sample_rate=SAMPLE_RATE, words=words,
+        phonemes=_phoneme_timings(phoneme_events, len(samples) / SAMPLE_RATE),
+    )
+
+
+def _phoneme_timings(events: list[tuple[str, int]], duration_s: float) -> tuple[PhonemeTiming, ...]:
+    """Each phoneme lasts until the next one starts; pauses are espeak's own "_" phonemes."""
+    starts = [min(ms / 1000.0, duration_s) for _, ms in events]
+    return tuple(
+        PhonemeTiming(phoneme, start, end)
+        for (phoneme, _), start, end in zip(events, starts, [*starts[1:], duration_s])
+        if end > start
+    )
 
 
 def native_sample_rate() -> int:

@@ -138,3 +138,27 @@ def _issues(r: dict, expected_fps: float | None, expected_size: tuple[int, int] 
     if r["longest_frozen_s"] > max_frozen_s:
         out.append(f"frozen for {r['longest_frozen_s']:.2f}s (max {max_frozen_s}s)")
     return out
+
+
+def seam_ratio(frame: np.ndarray, reference: np.ndarray, *, threshold: float = 10.0) -> float:
+    """Edge energy along the border of what changed between `reference` and `frame`, over the reference's
+    edge energy on the same pixels: ~1 when the change blends in, well above 1 for a pasted patch's seam.
+
+    Changes smaller than `threshold` luma levels (compression noise) are not "changed"; specks are ignored.
+    """
+    import cv2
+
+    grey_f = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    grey_r = cv2.cvtColor(reference, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    changed = (np.abs(cv2.GaussianBlur(grey_f - grey_r, (0, 0), 1.0)) > threshold).astype(np.uint8)
+    changed = cv2.morphologyEx(changed, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    if not changed.any():
+        return 1.0
+    kernel = np.ones((5, 5), np.uint8)
+    border = (cv2.dilate(changed, kernel) - cv2.erode(changed, kernel)).astype(bool)
+
+    def energy(grey: np.ndarray) -> float:
+        gx, gy = cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1)
+        return float(np.hypot(gx, gy)[border].mean())
+
+    return energy(grey_f) / max(energy(grey_r), 1e-6)
