@@ -202,6 +202,7 @@ class NeutralImageRecord(Record):
     centre_offset: float | None
     eye_angle_deg: float | None
     provider: ProviderInfo
+    landmarks: list[tuple[float, float]] | None = None  # 68 dlib points on `image`; None without the model
 
 
 class CharacterSheetRecord(Record):
@@ -254,6 +255,9 @@ class IdentityBundleRecord(Record):
     bundle_sha256: Sha256
     consent: Consent
     parts: list[IdentityPart]
+    # dlib's 128-d embedding of the uploaded face: personal data, kept in this record only (0600,
+    # erased by revoke), never in metadata or events. None when the landmark model is missing.
+    face_embedding: list[float] | None = None
 
 
 
@@ -359,6 +363,14 @@ class WordTimingModel(Strict):
     end_s: float
 
 
+class PhonemeTimingModel(Strict):
+    """A synthesiser phoneme (espeak-ng mnemonic) and when it is heard: drives the visemes."""
+
+    phoneme: str
+    start_s: float
+    end_s: float
+
+
 class SpeechRecord(Record):
     kind: ClassVar[str] = "speech"
     avatar_id: str
@@ -374,6 +386,7 @@ class SpeechRecord(Record):
     clipping_fraction: float
     loudness_lufs: float
     provider: ProviderInfo
+    phonemes: list[PhonemeTimingModel] = Field(default_factory=list)
 
 
 class BackgroundsRecord(Record):
@@ -395,6 +408,7 @@ class SceneAsset(Strict):
     face_box: tuple[int, int, int, int] | None
     start_s: float
     end_s: float
+    landmarks: list[tuple[float, float]] | None = None  # 68 points in keyframe pixels; None for b-roll
 
 
 class SceneAssetsRecord(Record):
@@ -427,7 +441,7 @@ class LipSyncRecord(Record):
     avatar_id: str
     slug: str
     video: MediaRef
-    openness: MediaRef
+    openness: MediaRef  # npy: (frames, 8) face controls (media.face_motion), or (frames,) openness on the fallback
     fps: int
     frames: int
     lag_frames: int

@@ -167,18 +167,39 @@ class SpeechSynthesizer(dg.ConfigurableResource):
 
 
 class LipSyncer(dg.ConfigurableResource):
-    """Mouth animation driven by the speech envelope and word timings (no model)."""
+    """Face animation: a landmark mesh warp driven by visemes (synthesiser phonemes) and the speech envelope,
+    with blinks and idle head motion (seeded). Without the landmark model (or scene landmarks) it falls back
+    to the envelope-driven mouth, and the provider info says so."""
 
-    def info(self) -> ProviderInfo:
+    seed: int = 0
+
+    def landmark_mesh_ready(self) -> bool:
+        from avatar_assets.media.landmarks import landmarks_available
+
+        return landmarks_available()
+
+    def info(self, seed: int, *, fallback_reason: str | None = None) -> ProviderInfo:
+        if fallback_reason is None:
+            from avatar_assets.media.landmarks import LANDMARK_MODEL, model_version
+
+            return ProviderInfo(
+                capability="lip_sync", provider="landmark-mesh", model_id=f"{LANDMARK_MODEL}+espeak-visemes",
+                version=f"{CLASSICAL_VERSION}/{model_version()}", seed=seed,
+            )
         return ProviderInfo(
             capability="lip_sync", provider="envelope-mouth", model_id="audio-envelope+word-timings",
-            version=CLASSICAL_VERSION,
+            version=CLASSICAL_VERSION, seed=seed, fallback_from="landmark-mesh", settings={"reason": fallback_reason},
         )
 
-    def openness(self, samples: np.ndarray, sample_rate: int, fps: float, words, frames: int) -> np.ndarray:
+    def controls(
+        self, samples: np.ndarray, sample_rate: int, fps: float, words, phonemes, frames: int, *, seed: int, mesh: bool
+    ) -> np.ndarray:
+        """(frames, 8) face controls for the mesh (media.face_motion.CONTROL_NAMES); (frames,) openness without it."""
+        from avatar_assets.media.face_motion import face_controls
         from avatar_assets.media.lipsync import mouth_openness
 
-        return mouth_openness(samples, sample_rate, fps, words=words, n_frames=frames)
+        openness = mouth_openness(samples, sample_rate, fps, words=words, n_frames=frames)
+        return face_controls(openness, phonemes, fps, seed=seed) if mesh else openness
 
 
 class Enhancer(dg.ConfigurableResource):

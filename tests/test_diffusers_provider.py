@@ -358,7 +358,7 @@ def test_identity_gate_fails_on_the_tiny_models_noise_and_says_why(generated) ->
         assert not gate.passed and gate.severity == dg.AssetCheckSeverity.ERROR
         assert "no face found in the generated neutral image" in gate.description
         assert gate.metadata["generated"].value is True
-        assert gate.metadata["threshold"].value == pytest.approx(0.80)
+        assert gate.metadata["max_face_distance"].value == pytest.approx(0.6)  # dlib's same-person threshold
         assert not checks["neutral_face_geometry"].passed  # the geometry gate agrees: no face
         assert checks["usable_photo_and_consent"].passed  # the upload itself was fine
 

@@ -18,6 +18,7 @@ from PIL import Image
 
 from avatar_assets import settings
 from avatar_assets.contracts import RECORD_TYPES
+from avatar_assets.identity.assets import CODE_VERSION as IDENTITY_CODE_VERSION
 from avatar_assets.runner import execute
 from avatar_assets.status import collect_status
 from resources.media_store import sha256_bytes
@@ -98,7 +99,7 @@ def test_all_six_assets_materialized_with_content_hash_as_data_version(built, av
         record = home.record(asset, avatar_id)
         assert record is not None and record.kind == asset and record.avatar_id == avatar_id
         assert materialization.tags["dagster/data_version"] == record.content_hash()
-        assert materialization.tags["dagster/code_version"] == "1"
+        assert materialization.tags["dagster/code_version"] == IDENTITY_CODE_VERSION
 
 
 @pytest.mark.parametrize("avatar_id", AVATARS)

@@ -34,8 +34,8 @@ from tests.video_helpers import (
 
 AVATAR = "req-a"
 AVATAROPS = Path(sys.executable).parent / "avatarops"
-GATES = {"speech_timing_and_level", "mouth_follows_speech", "stitched_video_plays", "enhanced_video_plays",
-         "package_complete"}
+GATES = {"speech_timing_and_level", "mouth_follows_speech", "scene_identity_consistency", "stitched_video_plays",
+         "enhanced_video_plays", "package_complete"}
 
 
 @pytest.fixture(scope="module")

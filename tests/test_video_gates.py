@@ -114,8 +114,8 @@ def test_speech_gate_catches_speech_far_too_long_for_its_words(rendered):
 # --------------------------------------------------------------------------- lip sync
 
 
-def lip_sync_with(home, openness: np.ndarray, tmp: Path):
-    """Render the cell's talking head driven by `openness`, encode it, and measure it as the asset does."""
+def lip_sync_with(home, controls: np.ndarray, tmp: Path):
+    """Render the cell's talking head driven by `controls`, encode it, and measure it as the asset does."""
     from avatar_assets.media.audio import load_wav
     from avatar_assets.media.talking_head import render_frames
     from avatar_assets.media.video import encode_frames, read_frames
@@ -124,52 +124,58 @@ def lip_sync_with(home, openness: np.ndarray, tmp: Path):
     scenes, speech, lip = rec(home, "scene_assets"), rec(home, "speech"), rec(home, "lip_sync")
     audio = load_wav(home.store.read(speech.audio))
     path = tmp / "lip.mp4"
-    encode_frames(render_frames(scene_tracks(home.store, scenes), openness, lip.fps), fps=lip.fps,
+    encode_frames(render_frames(scene_tracks(home.store, scenes), controls, lip.fps), fps=lip.fps,
                   size=tuple(scenes.master_size), audio=(audio.samples, audio.sample_rate), path=path)
     lag, silence, speaking = lip_sync_measurements(read_frames(path), scenes, speech.words, audio.samples,
                                                    audio.sample_rate, lip.fps, lip.frames)
     return lip.model_copy(update={"lag_frames": lag, "motion_in_silence": silence, "motion_in_speech": speaking})
 
 
-def real_openness(home) -> np.ndarray:
-    return np.load(home.store.local_path(rec(home, "lip_sync").openness.uri))
+def real_controls(home) -> np.ndarray:
+    """The per-frame face controls the lip-sync asset rendered with: (frames, 8), the jaw in column JAW."""
+    controls = np.load(home.store.local_path(rec(home, "lip_sync").openness.uri))
+    assert controls.ndim == 2
+    return controls
 
 
 def test_lip_sync_gate_passes_the_real_track(rendered, tmp_path):
     lip = rec(rendered, "lip_sync")
     assert mouth_follows_speech(lip).passed, mouth_follows_speech(lip).description
-    remeasured = lip_sync_with(rendered, real_openness(rendered), tmp_path)
+    remeasured = lip_sync_with(rendered, real_controls(rendered), tmp_path)
     assert remeasured.lag_frames == 0
     assert mouth_follows_speech(remeasured).passed, mouth_follows_speech(remeasured).description
 
 
 def test_lip_sync_gate_catches_a_mouth_4_frames_late(rendered, tmp_path):
-    openness = real_openness(rendered)
-    late = np.concatenate([np.zeros(4, np.float32), openness[:-4]])
+    controls = real_controls(rendered)
+    pad = np.zeros((4, controls.shape[1]), np.float32)
+    late = np.concatenate([pad, controls[:-4]])
     faulty = lip_sync_with(rendered, late, tmp_path)
     assert faulty.lag_frames == 4
     failed(mouth_follows_speech(faulty), "mouth motion lags the audio by 4 frames (at most 2)")
-    early = lip_sync_with(rendered, np.concatenate([openness[4:], np.zeros(4, np.float32)]), tmp_path)
+    early = lip_sync_with(rendered, np.concatenate([controls[4:], pad]), tmp_path)
     assert early.lag_frames == -4
     failed(mouth_follows_speech(early), "lags the audio by -4 frames")
 
 
 def test_lip_sync_gate_catches_a_mouth_moving_in_silence(rendered, tmp_path):
+    from avatar_assets.media.face_motion import JAW
+
     speech = rec(rendered, "speech")
-    openness = real_openness(rendered)
-    centres = (np.arange(len(openness)) + 0.5) / FPS
-    near_words = np.zeros(len(openness), bool)
+    controls = real_controls(rendered)
+    centres = (np.arange(len(controls)) + 0.5) / FPS
+    near_words = np.zeros(len(controls), bool)
     for word in speech.words:
         near_words |= (centres >= word.start_s - 0.1) & (centres < word.end_s + 0.1)
-    assert (~near_words).sum() >= 10 and (openness[~near_words] == 0).all()
-    chatter = openness.copy()
-    chatter[~near_words] = 0.35 + 0.35 * np.sin(np.arange((~near_words).sum()) * 1.3)  # mumbling in the pauses
+    assert (~near_words).sum() >= 10 and (controls[~near_words, JAW] == 0).all()
+    chatter = controls.copy()
+    chatter[~near_words, JAW] = 0.35 + 0.35 * np.sin(np.arange((~near_words).sum()) * 1.3)  # mumbling in the pauses
     faulty = lip_sync_with(rendered, chatter, tmp_path)
     failed(mouth_follows_speech(faulty), "mouth moves during silences")
 
 
 def test_lip_sync_gate_catches_a_mouth_that_never_moves(rendered, tmp_path):
-    faulty = lip_sync_with(rendered, np.zeros_like(real_openness(rendered)), tmp_path)
+    faulty = lip_sync_with(rendered, np.zeros_like(real_controls(rendered)), tmp_path)
     assert failed(mouth_follows_speech(faulty), "mouth barely moves while speaking (").count(";") == 0
 
 

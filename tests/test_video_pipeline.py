@@ -81,8 +81,8 @@ def test_one_pass_renders_one_run_per_request_and_every_gate_passes(rendered):
     for route in DELIVERED:
         verdicts = check_verdicts(home.instance, cell(AVATAR, slug_of(route)))
         assert verdicts == {
-            "speech_timing_and_level": True, "mouth_follows_speech": True, "stitched_video_plays": True,
-            "enhanced_video_plays": True, "package_complete": True,
+            "speech_timing_and_level": True, "mouth_follows_speech": True, "scene_identity_consistency": True,
+            "stitched_video_plays": True, "enhanced_video_plays": True, "package_complete": True,
         }, route
     counts = materialization_counts(home.instance)
     for route in DELIVERED:
@@ -200,7 +200,11 @@ def test_lip_motion_follows_the_speech_in_the_delivered_video(rendered):
     lip, speech = record(home, "lip_sync", AVATAR, slug), record(home, "speech", AVATAR, slug)
     [scene] = scenes.scenes
     assert scene.mouth_box is not None
-    openness = np.load(home.store.local_path(lip.openness.uri))
+    from avatar_assets.media.face_motion import JAW, ROUND
+
+    controls = np.load(home.store.local_path(lip.openness.uri))
+    assert controls.ndim == 2 and lip.provider.provider == "landmark-mesh"
+    mouth_controls, openness = controls[:, JAW:ROUND + 1], controls[:, JAW]
     delivered = package_dir(home, AVATAR, slug) / "video_9x16.mp4"
     frames = decoded_frames(delivered, gray=True)
     mouth = cover_map(tuple(scenes.master_size), (frames.shape[2], frames.shape[1]))(scene.mouth_box)
@@ -217,7 +221,7 @@ def test_lip_motion_follows_the_speech_in_the_delivered_video(rendered):
     for word in speech.words:
         near_word |= (centres >= word.start_s - 0.2) & (centres < word.end_s + 0.2)
     silent = ~near_word
-    assert silent.sum() >= 8 and (openness[silent] == 0).all()
+    assert silent.sum() >= 8 and (mouth_controls[:n][silent] == 0).all()
     rest = np.median(crops[silent], axis=0)
     change = np.abs(crops - rest).mean(axis=(1, 2))
     speaking = in_word & (openness > 0.3)
@@ -332,7 +336,9 @@ def test_approval_gated_run_stops_after_lip_sync_and_says_it_waits(rendered):
     assert done == VIDEO_STAGES[: VIDEO_STAGES.index("lip_sync") + 1]
     assert record(home, "stitched_video", AVATAR, slug_of("approval_gated")) is None
     assert not package_dir(home, AVATAR, slug_of("approval_gated")).exists()
-    assert check_verdicts(home.instance, partition) == {"speech_timing_and_level": True, "mouth_follows_speech": True}
+    assert check_verdicts(home.instance, partition) == {
+        "speech_timing_and_level": True, "mouth_follows_speech": True, "scene_identity_consistency": True,
+    }
     [run] = runs_for(home.instance, partition)
     assert any("approval" in message for message in run_messages(home.instance, run.run_id))
     # Other routes do not wait for anybody.

@@ -1,16 +1,16 @@
-"""Identity-consistency gates on generated images: the face is still there, and still the source's.
+"""Identity-consistency gates: the face is still there, and still the uploaded person's.
 
-Blocking, partitioned, ERROR severity, on `neutral_image` and `character_sheet`. They measure only
-images a generative provider made (`provider.provider == "diffusers"`); classical images (and classical
-fallbacks) pass without measuring, because their pixels are the source photo's own, aligned and
-colour-balanced (the descriptor scores the classical neutral 0.97 against the source crop).
+Blocking, partitioned, ERROR severity, on `neutral_image` and `character_sheet` (the rendered video is
+judged per scene in `checks/video.py`). Every image is measured, whichever provider made it.
 
-Measure: Haar face detection on the generated image, then the LBPH similarity of that face to the
-face in the source photo (`avatar_assets.media.face_identity`; read its limits). The reference is
-always the uploaded photo, so the sheet is not compared with an already drifted neutral image.
-Threshold: `AVATAR_IDENTITY_MIN_SIMILARITY` (default 0.80). On the sheet, the frontal variants are
-gated; three-quarter and profile views are measured and reported only (a frontal detector and a
-frontal descriptor cannot judge them).
+Measure: Haar face detection, dlib's 68 landmarks inside the face box, then the Euclidean distance of
+dlib's 128-d face embedding to the embedding of the face in the **uploaded photo**
+(`identity/face_reference.py`), so the sheet is never compared with an already drifted neutral image.
+Threshold: `AVATAR_IDENTITY_MAX_DISTANCE`, default 0.6 (the library's same-person threshold; measured
+here: a person's mirrored, rotated, re-lit and down-scaled photos 0.06-0.21, two different people
+0.65-0.71). The LBPH texture similarity (`media/face_identity.py`) is reported beside it as a cheap
+second opinion, and judges alone only when the landmark model is not installed. On the sheet, the
+frontal variants are gated; three-quarter and profile views are listed as not judged.
 """
 
 from __future__ import annotations
@@ -20,19 +20,27 @@ import os
 
 import dagster as dg
 
+from avatar_assets.checks.gates import partitioned_gate
 from avatar_assets.contracts import (
     CharacterSheetRecord,
     NeutralImageRecord,
     SourceUploadRecord,
     ValidatedInputsRecord,
 )
-from avatar_assets.checks.gates import partitioned_gate
 from avatar_assets.identity.assets import character_sheet, neutral_image
+from avatar_assets.identity.face_reference import ReferenceFace, reference_face
 from partitions import avatars
 from resources.media_store import MediaStore
 
 GENERATIVE_PROVIDERS = ("diffusers",)
 SOURCE_INS = {"source_upload": dg.AssetIn("source_upload"), "validated_inputs": dg.AssetIn("validated_inputs")}
+
+
+def max_distance() -> float:
+    from avatar_assets.media.landmarks import SAME_PERSON_MAX_DISTANCE
+
+    raw = os.environ.get("AVATAR_IDENTITY_MAX_DISTANCE", "").strip()
+    return float(raw) if raw else SAME_PERSON_MAX_DISTANCE
 
 
 def min_similarity() -> float:
@@ -47,72 +55,78 @@ def consistency_gate(asset, description: str):
     return partitioned_gate(asset, description, avatars, additional_ins=SOURCE_INS)
 
 
-def _not_generated(provider) -> dg.AssetCheckResult:
-    via = f" (fallback from {provider.fallback_from})" if provider.fallback_from else ""
-    return dg.AssetCheckResult(
-        passed=True,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description=f"not generated: the {provider.provider} provider{via} keeps the source photo's own pixels",
-        metadata={"generated": False, "provider": provider.provider, "fallback_from": provider.fallback_from or "none"},
-    )
+def measure(rgb, reference: ReferenceFace, expected_box=None, landmarks=None) -> dict:
+    """Face count, the judged face's box, its embedding distance and LBPH similarity to the reference.
 
-
-def _source_face(store: MediaStore, source_upload: SourceUploadRecord, validated_inputs: ValidatedInputsRecord):
-    """(rgb, box) of the largest face in the chosen source photo, or (None, problem)."""
-    from avatar_assets.media.faces import detect_faces
-    from avatar_assets.media.images import decode_image
-
-    photo = next((p for p in source_upload.photos if p.path == validated_inputs.best_photo), None)
-    if photo is None or photo.upright is None:
-        return None, f"source photo {validated_inputs.best_photo!r} is not available"
-    rgb = decode_image(store.read(photo.upright))
-    faces = detect_faces(rgb)
-    if not faces:
-        return None, f"no face found in the source photo {photo.path}"
-    face = max(faces, key=lambda f: f.area)
-    return (rgb, (face.x, face.y, face.w, face.h)), None
-
-
-def measure(rgb, source, expected_box=None) -> dict:
-    """Face count, the chosen face box and its similarity to the source face (None when no face)."""
+    `landmarks` (a FaceLandmarks already measured on `rgb`) saves fitting them again.
+    """
     from avatar_assets.media.face_identity import identity_similarity
     from avatar_assets.media.faces import detect_faces
+    from avatar_assets.media.landmarks import face_distance, face_embedding, find_landmarks
 
     faces = detect_faces(rgb, min_size=max(16, min(rgb.shape[:2]) // 8))
     if not faces:
-        return {"face_count": 0, "face_box": None, "similarity": None}
+        return {"face_count": 0, "face_box": None, "face_distance": None, "lbph_similarity": None}
     if expected_box is not None:
         ex, ey = expected_box[0] + expected_box[2] / 2, expected_box[1] + expected_box[3] / 2
         face = min(faces, key=lambda f: (f.centre[0] - ex) ** 2 + (f.centre[1] - ey) ** 2)
     else:
         face = max(faces, key=lambda f: f.area)
     box = (face.x, face.y, face.w, face.h)
-    source_rgb, source_box = source
-    return {"face_count": len(faces), "face_box": box, "similarity": identity_similarity(rgb, box, source_rgb, source_box)}
-
-
-def _reference(store: MediaStore, provider, source_upload: SourceUploadRecord, validated_inputs: ValidatedInputsRecord):
-    """What both gates start from: (early verdict or None, threshold, metadata, source face)."""
-    from avatar_assets.media.face_identity import DESCRIPTOR_NAME
-
-    if provider.provider not in GENERATIVE_PROVIDERS:
-        return _not_generated(provider), None, None, None
-    threshold = min_similarity()
-    metadata = {
-        "generated": True, "provider": provider.provider, "model_id": provider.model_id, "seed": provider.seed or 0,
-        "threshold": threshold, "descriptor": DESCRIPTOR_NAME,
+    distance = None
+    if reference.embedding is not None:
+        points = landmarks if landmarks is not None else find_landmarks(rgb, box)
+        distance = face_distance(face_embedding(rgb, points), reference.embedding)
+    return {
+        "face_count": len(faces),
+        "face_box": box,
+        "face_distance": distance,
+        "lbph_similarity": identity_similarity(rgb, box, reference.rgb, reference.box),
     }
-    source, problem = _source_face(store, source_upload, validated_inputs)
-    if source is None:
-        failed = dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.ERROR, description=problem, metadata=metadata)
-        return failed, threshold, metadata, None
-    return None, threshold, metadata, source
+
+
+def judge(name: str, measured: dict) -> str | None:
+    """Why the face in `name` is not the reference person, in words; None when it is."""
+    if measured["face_count"] == 0:
+        return f"{name}: no face found (identity cannot be checked)"
+    distance = measured["face_distance"]
+    if distance is not None:
+        limit = max_distance()
+        return None if distance <= limit else f"{name}: face distance {distance:.3f} to the uploaded face is above {limit:.2f}: another person"
+    similarity, limit = measured["lbph_similarity"], min_similarity()
+    return None if similarity >= limit else f"{name}: LBPH similarity {similarity:.3f} below {limit:.2f} (landmark model missing)"
+
+
+def _generated(provider) -> bool:
+    return provider.provider in GENERATIVE_PROVIDERS
+
+
+def _provider_metadata(provider) -> dict:
+    return {
+        "generated": _generated(provider), "provider": provider.provider, "model_id": provider.model_id,
+        "fallback_from": provider.fallback_from or "none", "seed": provider.seed or 0, "max_face_distance": max_distance(),
+    }
+
+
+def _made_by(provider) -> str:
+    via = f", fallback from {provider.fallback_from}" if provider.fallback_from else ""
+    return f"; made by the {provider.provider} provider{via}"
+
+
+def _no_reference(problem: str, provider) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        passed=False, severity=dg.AssetCheckSeverity.ERROR, description=problem, metadata=_provider_metadata(provider)
+    )
+
+
+def _number(value) -> float:
+    return float(value) if value is not None else float("nan")
 
 
 @consistency_gate(
     neutral_image,
-    "Generated neutral image: a face is present and its LBPH similarity to the source photo's face is above "
-    "AVATAR_IDENTITY_MIN_SIMILARITY (default 0.80). Classical images pass: their pixels are the source's.",
+    "The neutral image shows the uploaded person: dlib face-embedding distance to the uploaded photo's face at most "
+    "AVATAR_IDENTITY_MAX_DISTANCE (default 0.6).",
 )
 def neutral_identity_consistency(
     store: MediaStore,
@@ -121,35 +135,36 @@ def neutral_identity_consistency(
     validated_inputs: ValidatedInputsRecord,
 ) -> dg.AssetCheckResult:
     from avatar_assets.media.images import decode_image
+    from avatar_assets.media.landmarks import FaceLandmarks
 
-    verdict, threshold, metadata, source = _reference(store, neutral_image.provider, source_upload, validated_inputs)
-    if verdict is not None:
-        return verdict
-    measured = measure(decode_image(store.read(neutral_image.image)), source, neutral_image.face_box)
-    similarity = measured["similarity"]
-    if similarity is None:
-        problems = ["no face found in the generated neutral image: the model lost the face (identity cannot be checked)"]
-    elif similarity < threshold:
-        problems = [f"identity similarity {similarity:.3f} to the source face is below {threshold:.2f}: the model changed the face"]
+    reference, problem = reference_face(store, source_upload, validated_inputs)
+    if reference is None:
+        return _no_reference(problem, neutral_image.provider)
+    points = FaceLandmarks.from_list(neutral_image.landmarks) if neutral_image.landmarks else None
+    measured = measure(decode_image(store.read(neutral_image.image)), reference, neutral_image.face_box, points)
+    if measured["face_count"] == 0:
+        kind = "generated neutral image: the model lost the face" if _generated(neutral_image.provider) else "neutral image"
+        failure = f"no face found in the {kind} (identity cannot be checked)"
     else:
-        problems = []
+        failure = judge("neutral image", measured)
     return dg.AssetCheckResult(
-        passed=not problems,
+        passed=failure is None,
         severity=dg.AssetCheckSeverity.ERROR,
-        description="; ".join(problems) or f"same face as the source (similarity {similarity:.3f} >= {threshold:.2f})",
+        description=failure or f"same person as the upload (face distance {_number(measured['face_distance']):.3f})"
+        + _made_by(neutral_image.provider),
         metadata={
-            **metadata,
-            "face_found": similarity is not None,
+            **_provider_metadata(neutral_image.provider),
             "face_count": measured["face_count"],
-            "similarity": similarity if similarity is not None else 0.0,
+            "face_distance": _number(measured["face_distance"]),
+            "lbph_similarity": _number(measured["lbph_similarity"]),
         },
     )
 
 
 @consistency_gate(
     character_sheet,
-    "Generated character sheet: every frontal variant (front, smiling, neutral lighting) shows a face whose LBPH "
-    "similarity to the source photo's face is above the threshold; turned variants are measured and reported.",
+    "Every frontal variant of the character sheet (front, smiling, neutral lighting) shows the uploaded person "
+    "(face-embedding distance within the threshold); turned variants are not judged.",
 )
 def sheet_identity_consistency(
     store: MediaStore,
@@ -160,36 +175,39 @@ def sheet_identity_consistency(
     from avatar_assets.media.images import decode_image
     from avatar_assets.styles import FRONTAL_VARIANTS
 
-    verdict, threshold, metadata, source = _reference(store, character_sheet.provider, source_upload, validated_inputs)
-    if verdict is not None:
-        return verdict
+    reference, problem = reference_face(store, source_upload, validated_inputs)
+    if reference is None:
+        return _no_reference(problem, character_sheet.provider)
     geometry = json.loads(store.read(character_sheet.geometry))
-    generated = geometry.get("generated") or [name for name in character_sheet.variants if name in FRONTAL_VARIANTS]
-    gated = [name for name in geometry.get("frontal", FRONTAL_VARIANTS) if name in generated]
-    problems, rows = [], []
+    measured_names = geometry.get("generated") or list(character_sheet.variants)
+    gated = [name for name in geometry.get("frontal", FRONTAL_VARIANTS) if name in measured_names]
+    problems, rows, distances = [], [], []
     if not gated:
         problems.append("the sheet has none of the frontal variants the gate judges")
-    for name in generated:
-        measured = measure(decode_image(store.read(character_sheet.variants[name])), source)
-        similarity = measured["similarity"]
-        judged = name in gated
-        if judged and similarity is None:
-            problems.append(f"{name}: no face found")
-        elif judged and similarity < threshold:
-            problems.append(f"{name}: similarity {similarity:.3f} below {threshold:.2f}")
-        shown = f"{similarity:.3f}" if similarity is not None else "no face"
-        rows.append(f"| {name} | {'gated' if judged else 'reported'} | {measured['face_count']} | {shown} |")
-    scores = [row for row in rows if "gated" in row]
+    for name in measured_names:
+        if name not in gated:  # a frontal detector and embedding cannot judge a turned head
+            rows.append(f"| {name} | not judged | - | - | - |")
+            continue
+        measured = measure(decode_image(store.read(character_sheet.variants[name])), reference)
+        failure = f"{name}: no face found" if measured["face_count"] == 0 else judge(name, measured)
+        if failure:
+            problems.append(failure)
+        if measured["face_distance"] is not None:
+            distances.append(measured["face_distance"])
+        shown = "no face" if measured["face_count"] == 0 else f"{_number(measured['face_distance']):.3f}"
+        rows.append(f"| {name} | gated | {measured['face_count']} | {shown} | {_number(measured['lbph_similarity']):.3f} |")
     return dg.AssetCheckResult(
         passed=not problems,
         severity=dg.AssetCheckSeverity.ERROR,
-        description="; ".join(problems) or f"{len(scores)} frontal variant(s) keep the source face",
+        description="; ".join(problems) or f"{len(gated)} frontal variant(s) show the uploaded person"
+        + _made_by(character_sheet.provider),
         metadata={
-            **metadata,
+            **_provider_metadata(character_sheet.provider),
             "variants_gated": len(gated),
             "failures": len(problems),
+            "face_distance": max(distances) if distances else float("nan"),
             "variants": dg.MetadataValue.md(
-                "| variant | role | faces | similarity |\n|---|---|---|---|\n" + "\n".join(rows)
+                "| variant | role | faces | face distance | LBPH |\n|---|---|---|---|---|\n" + "\n".join(rows)
             ),
         },
     )

@@ -9,6 +9,7 @@ from avatar_assets.checks.gates import partitioned_gate
 from avatar_assets.contracts import (
     ASPECT_SIZE,
     LipSyncRecord,
+    SceneAssetsRecord,
     OutputPackageRecord,
     RightsManifest,
     SpeechRecord,
@@ -61,6 +62,49 @@ def mouth_follows_speech(lip_sync: LipSyncRecord) -> dg.AssetCheckResult:
             "motion_in_silence": lip_sync.motion_in_silence,
             "motion_in_speech": lip_sync.motion_in_speech,
             "awaiting_approval": lip_sync.awaiting_approval,
+        },
+    )
+
+
+@partitioned_gate(
+    lip_sync,
+    "Every avatar scene of the rendered face track still shows the uploaded person: dlib face-embedding distance "
+    "of the scene's middle frame to the identity bundle's face embedding at most AVATAR_IDENTITY_MAX_DISTANCE (0.6).",
+    video_cells,
+    name="scene_identity_consistency",
+    additional_ins={"scene_assets": dg.AssetIn("scene_assets")},
+)
+def scene_identity_consistency(lip_sync: LipSyncRecord, scene_assets: SceneAssetsRecord, store: MediaStore) -> dg.AssetCheckResult:
+    from avatar_assets.checks.consistency import max_distance
+    from avatar_assets.media.landmarks import face_distance, face_embedding, find_landmarks
+    from avatar_assets.media.video import poster_frame
+    from resources.records import read_record
+
+    bundle = read_record(store, "identity_bundle", lip_sync.avatar_id)
+    limit = max_distance()
+    if bundle is None or bundle.face_embedding is None:
+        return verdict([], "not measured: the identity bundle holds no face embedding (landmark model missing)",
+                       {"measured_scenes": 0, "max_face_distance": limit})
+    path = store.local_path(lip_sync.video.uri)
+    problems, distances, rows = [], [], []
+    for scene in scene_assets.scenes:
+        if scene.face_box is None:
+            rows.append(f"| {scene.index} | {scene.shot} | b-roll | - |")
+            continue
+        frame = poster_frame(path, (scene.start_s + scene.end_s) / 2)
+        distance = face_distance(face_embedding(frame, find_landmarks(frame, tuple(scene.face_box))), bundle.face_embedding)
+        distances.append(distance)
+        rows.append(f"| {scene.index} | {scene.shot} | {scene.variant} | {distance:.3f} |")
+        if distance > limit:
+            problems.append(f"scene {scene.index} ({scene.shot}, {scene.variant}): face distance {distance:.3f} above {limit:.2f}")
+    return verdict(
+        problems,
+        f"{len(distances)} avatar scene(s) show the uploaded person",
+        {
+            "measured_scenes": len(distances),
+            "face_distance": max(distances) if distances else float("nan"),
+            "max_face_distance": limit,
+            "scenes": dg.MetadataValue.md("| scene | shot | variant | face distance |\n|---|---|---|---|\n" + "\n".join(rows)),
         },
     )
 
@@ -145,4 +189,7 @@ def package_complete(output_package: OutputPackageRecord, store: MediaStore) -> 
     return verdict(problems, "all renditions present; manifest hashes match", {"renditions": json.dumps(sizes)})
 
 
-VIDEO_CHECKS = [speech_timing_and_level, mouth_follows_speech, stitched_video_plays, enhanced_video_plays, package_complete]
+VIDEO_CHECKS = [
+    speech_timing_and_level, mouth_follows_speech, scene_identity_consistency, stitched_video_plays,
+    enhanced_video_plays, package_complete,
+]

@@ -24,6 +24,7 @@ from avatar_assets.contracts import (
     VoiceProfileRecord,
 )
 from avatar_assets.caching import media_refs
+from avatar_assets.identity.face_reference import reference_face
 from avatar_assets.lifecycle import (
     PROVIDER_RETRIES,
     accepts_partition_ranges,
@@ -40,11 +41,12 @@ from resources.diffusion_provider import reuse_or_generate_many
 from resources.providers import FaceAnalyzer, ImageGenerator, PortraitJob, SheetJob, SpeakerEncoder
 
 GROUP = "identity"
-CODE_VERSION = "1"
+CODE_VERSION = "2"
 IMAGE_BATCH_PARTITIONS = 8
 IMAGE_BACKFILL = dg.BackfillPolicy.multi_run(max_partitions_per_run=IMAGE_BATCH_PARTITIONS)
 """A backfill of the model-backed images runs 8 avatars per run: one model load, batched generation."""
 PHOTO_TYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
+VOICE_TYPES = {"wav": "audio/wav", "flac": "audio/flac", "ogg": "audio/ogg", "oga": "audio/ogg", "mp3": "audio/mpeg"}
 
 
 def identity_asset(**kwargs):
@@ -117,7 +119,10 @@ def source_upload(context: dg.AssetExecutionContext, store: MediaStore) -> dg.Ou
         data = contents[manifest.voice_sample]
         voice = SourceVoice(
             path=manifest.voice_sample,
-            original=store.put_bytes(data, _extension(manifest.voice_sample), "audio/wav"),
+            original=store.put_bytes(
+                data, _extension(manifest.voice_sample),
+                VOICE_TYPES.get(_extension(manifest.voice_sample), "application/octet-stream"),
+            ),
         )
     record = SourceUploadRecord(
         avatar_id=avatar_id,
@@ -304,6 +309,9 @@ def _neutral_record(store: MediaStore, avatar_id: str, source_photo: str, portra
     from avatar_assets.media.images import encode_png
 
     face = portrait.face
+    landmarks = portrait.landmarks
+    # The gate judges the eye line the landmarks measure on the result (the Haar eyes are too coarse).
+    eye_angle = landmarks.eye_angle_deg if landmarks is not None else (face.eye_angle_deg if face else None)
     return NeutralImageRecord(
         avatar_id=avatar_id,
         image=store.put_bytes(encode_png(portrait.rgb), "png", "image/png"),
@@ -314,8 +322,9 @@ def _neutral_record(store: MediaStore, avatar_id: str, source_photo: str, portra
         right_eye=face.right_eye if face else None,
         face_count=len(detect_faces(portrait.rgb)),
         centre_offset=_centre_offset(face, portrait.rgb.shape) if face else None,
-        eye_angle_deg=face.eye_angle_deg if face else None,
+        eye_angle_deg=eye_angle,
         provider=provider,
+        landmarks=landmarks.as_list() if landmarks is not None else None,
     )
 
 
@@ -333,6 +342,7 @@ def stored_portrait(store: MediaStore, record: NeutralImageRecord):
     """The neutral portrait as media functions expect it, rebuilt from its stored image and geometry."""
     from avatar_assets.media.faces import Face
     from avatar_assets.media.images import decode_image
+    from avatar_assets.media.landmarks import FaceLandmarks
     from avatar_assets.media.portrait import NeutralPortrait
 
     rgb = decode_image(store.read(record.image))
@@ -346,6 +356,7 @@ def stored_portrait(store: MediaStore, record: NeutralImageRecord):
         scale=1.0,
         crop_box=(0.0, 0.0, float(rgb.shape[1]), float(rgb.shape[0])),
         face_redetected=record.face_box is not None,
+        landmarks=FaceLandmarks.from_list(record.landmarks) if record.landmarks else None,
     )
 
 
@@ -477,6 +488,7 @@ def voice_profile(
 )
 def identity_bundle(
     context: dg.AssetExecutionContext,
+    store: MediaStore,
     source_upload: SourceUploadRecord,
     validated_inputs: ValidatedInputsRecord,
     neutral_image: NeutralImageRecord,
@@ -492,11 +504,16 @@ def identity_bundle(
         )
         for record in (source_upload, validated_inputs, neutral_image, character_sheet, voice_profile)
     ]
+    reference, problem = reference_face(store, source_upload, validated_inputs)
+    if reference is None or reference.embedding is None:
+        context.log.warning(f"no face embedding for {source_upload.avatar_id}: {problem or 'landmark model missing'}")
     record = IdentityBundleRecord(
         avatar_id=source_upload.avatar_id,
         bundle_sha256=source_upload.bundle_sha256,
         consent=source_upload.manifest.consent,
         parts=parts,
+        face_embedding=None if reference is None or reference.embedding is None
+        else [round(float(v), 6) for v in reference.embedding],
     )
     return recorded(
         record,
@@ -505,6 +522,7 @@ def identity_bundle(
             "character_sheet": dg.MetadataValue.path(character_sheet.sheet.uri),
             "voice_profile": voice_profile.problem or "ok",
             "parts": len(parts),
+            "face_embedding": "stored" if record.face_embedding else "missing",
         },
     )
 

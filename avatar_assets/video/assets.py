@@ -21,6 +21,7 @@ from avatar_assets.contracts import (
     NeutralImageRecord,
     OutputPackageRecord,
     OutputRequest,
+    PhonemeTimingModel,
     Record,
     Rendition,
     RightsManifest,
@@ -45,7 +46,7 @@ from resources.media_store import MediaStore, sha256_bytes
 from resources.providers import Enhancer, ImageGenerator, LipSyncer, SpeechSynthesizer, VideoSettings
 
 GROUP = "video"
-CODE_VERSION = "1"
+CODE_VERSION = "2"
 
 
 def video_asset(*, refresh: bool = True, **kwargs):
@@ -246,6 +247,10 @@ def speech(
             clipping_fraction=clipping_fraction(synthesis.samples),
             loudness_lufs=round(integrated_lufs(synthesis.samples, synthesis.sample_rate), 2),
             provider=provider,
+            phonemes=[
+                PhonemeTimingModel(phoneme=p.phoneme, start_s=round(p.start_s, 4), end_s=round(p.end_s, 4))
+                for p in synthesis.phonemes
+            ],
         )
 
     key = content_key(
@@ -373,12 +378,13 @@ def scene_assets(
         mask = decode_image(store.read(neutral_image.mask))[..., 0]
         scenes, frames = [], []
         for scene, (start, end), background_ref in zip(storyboard.scenes, speech.scene_times, backgrounds.images):
-            avatar, avatar_mask, face_box = neutral, mask, neutral_image.face_box
+            avatar, avatar_mask, face_box, points = neutral, mask, neutral_image.face_box, neutral_image.landmarks
             if scene.variant != "neutral" and scene.variant in character_sheet.variants:
-                avatar, avatar_mask, face_box = pose_variant(store, character_sheet, scene.variant, neutral, mask, face_box)
+                avatar, avatar_mask, face_box, points = pose_variant(store, character_sheet, scene.variant, neutral, mask, face_box, points)
             shot = composite_shot(
                 decode_image(store.read(background_ref)), avatar, avatar_mask,
                 shot=scene.shot, out_size=tuple(storyboard.master_size), face_box=face_box,
+                landmarks=np.asarray(points) if points else None,
             )
             frames.append(shot.frame)
             scenes.append(
@@ -386,6 +392,7 @@ def scene_assets(
                     index=scene.index, shot=scene.shot, variant=scene.variant,
                     keyframe=store.put_bytes(encode_png(shot.frame), "png", "image/png"),
                     mouth_box=shot.mouth_box, face_box=shot.face_box, start_s=start, end_s=end,
+                    landmarks=None if shot.landmarks is None else [(round(float(x), 2), round(float(y), 2)) for x, y in shot.landmarks],
                 )
             )
         sheet = contact_sheet(frames, [f"{s.index}: {s.shot} {s.variant}" for s in scenes])
@@ -411,30 +418,36 @@ def scene_assets(
     )
 
 
-def pose_variant(store, sheet: CharacterSheetRecord, variant: str, neutral, mask, face_box):
-    """A character-sheet variant as the avatar: its own face box, the neutral mask resized to it."""
+def pose_variant(store, sheet: CharacterSheetRecord, variant: str, neutral, mask, face_box, landmarks):
+    """A character-sheet variant as the avatar: its own face box and landmarks, keyed out of the sheet backdrop."""
     import cv2
 
     from avatar_assets.media.faces import detect_faces
     from avatar_assets.media.images import decode_image
+    from avatar_assets.media.landmarks import LandmarksUnavailable, find_landmarks
 
     image = decode_image(store.read(sheet.variants[variant]))
     faces = detect_faces(image)
     if not faces:
-        return neutral, mask, face_box
+        return neutral, mask, face_box, landmarks
     # Variants share the neutral backdrop colour: key it out against the sheet's corner.
     backdrop = image[2, 2].astype(np.int16)
     distance = np.abs(image.astype(np.int16) - backdrop).sum(axis=2)
     variant_mask = np.where(distance > 24, 255, 0).astype(np.uint8)
     variant_mask = cv2.morphologyEx(variant_mask, cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))
     face = faces[0]
-    return image, variant_mask, (face.x, face.y, face.w, face.h)
+    box = (face.x, face.y, face.w, face.h)
+    try:
+        points = find_landmarks(image, box).as_list() if landmarks else None
+    except LandmarksUnavailable:
+        points = None
+    return image, variant_mask, box, points
 
 
 # --------------------------------------------------------------------------- lip sync
 
 
-@video_asset(description="The talking-head track: mouth animated from the speech envelope and word timings.")
+@video_asset(description="The talking-head track: the face animated by visemes, the speech envelope, blinks and idle motion.")
 def lip_sync(
     context: dg.AssetExecutionContext,
     store: MediaStore,
@@ -451,16 +464,28 @@ def lip_sync(
     fps = scene_assets.fps
     # approval_gated always waits here; any request can ask for the same gate (video_asset_approval).
     awaiting = "lip_sync" in approvals.gate_assets(script.request)
+    seed = seed_override(context, lipsync.seed)
+    faces = [s for s in scene_assets.scenes if s.mouth_box is not None]
+    if not lipsync.landmark_mesh_ready():
+        fallback = "the landmark model (dlib-bin, face_recognition_models) is not installed"
+    elif any(s.landmarks is None for s in faces):
+        fallback = "the scenes carry no face landmarks (the neutral image was made without the landmark model)"
+    else:
+        fallback = None
+    if fallback:
+        context.log.warning(f"lip sync falls back to the envelope-driven mouth: {fallback}")
 
     def compute() -> LipSyncRecord:
         audio = load_wav(store.read(speech.audio))
         total = frame_count(speech.duration_s, fps)
-        openness = lipsync.openness(audio.samples, audio.sample_rate, fps, speech.words, total)
+        controls = lipsync.controls(
+            audio.samples, audio.sample_rate, fps, speech.words, speech.phonemes, total, seed=seed, mesh=fallback is None
+        )
         tracks = scene_tracks(store, scene_assets)
         with scratch_dir() as tmp:
             path = Path(tmp) / "lip_sync.mp4"
             encode_frames(
-                render_frames(tracks, openness, fps, progress=progress(context, "lip sync")),
+                render_frames(tracks, controls, fps, progress=progress(context, "lip sync")),
                 fps=fps, size=tuple(scene_assets.master_size), audio=(audio.samples, audio.sample_rate),
                 path=path, crf=video.crf, preset=video.preset,
             )
@@ -469,18 +494,19 @@ def lip_sync(
             )
             ref = store.put_file(path, "mp4", "video/mp4")
         buffer = io.BytesIO()
-        np.save(buffer, openness.astype(np.float32))
+        np.save(buffer, controls.astype(np.float32))
         return LipSyncRecord(
             avatar_id=scene_assets.avatar_id, slug=scene_assets.slug, video=ref,
             openness=store.put_bytes(buffer.getvalue(), "npy", "application/x-npy"),
             fps=fps, frames=total,
             lag_frames=lag, motion_in_silence=in_silence, motion_in_speech=in_speech,
-            provider=lipsync.info(),
+            provider=lipsync.info(seed, fallback_reason=fallback),
             awaiting_approval=awaiting,
         )
 
     key = content_key("lip_sync", CODE_VERSION, {"scenes": scene_assets.content_hash(), "audio": speech.audio.sha256,
-                                                 "video": video.model_dump(), "silence": "from-word-timings"})
+                                                 "phonemes": len(speech.phonemes), "video": video.model_dump(),
+                                                 "seed": seed, "mesh": fallback is None})
     record, _ = reuse_or_compute(store, "lip_sync", key, compute, context.log)
     record = for_cell(record, avatar_id=scene_assets.avatar_id, slug=scene_assets.slug,
                       awaiting_approval=awaiting)
@@ -498,6 +524,9 @@ def lip_sync(
             "motion_in_silence": record.motion_in_silence,
             "motion_in_speech": record.motion_in_speech,
             "awaiting_approval": record.awaiting_approval,
+            "provider": record.provider.provider,
+            "fallback_from": record.provider.fallback_from or "none",
+            "seed": seed,
         },
     )
 
@@ -507,7 +536,10 @@ def scene_tracks(store: MediaStore, scene_assets: SceneAssetsRecord):
     from avatar_assets.media.talking_head import SceneTrack
 
     return [
-        SceneTrack(start_s=s.start_s, end_s=s.end_s, keyframe=decode_image(store.read(s.keyframe)), mouth_box=s.mouth_box)
+        SceneTrack(
+            start_s=s.start_s, end_s=s.end_s, keyframe=decode_image(store.read(s.keyframe)), mouth_box=s.mouth_box,
+            landmarks=np.asarray(s.landmarks, np.float64) if s.landmarks else None,
+        )
         for s in scene_assets.scenes
     ]
 
@@ -522,13 +554,13 @@ def lip_sync_measurements(frames, scene_assets: SceneAssetsRecord, words, sample
     the mouth, so a mouth that moves in a pause is seen moving in silence."""
     from avatar_assets.media.lipsync import estimate_lag_frames, speech_envelope
 
-    motion = measured_mouth_motion(frames, scene_assets, total, fps)
-    envelope = speech_envelope(samples, sample_rate, fps, total)
     centres = (np.arange(total) + 0.5) / fps
     spoken, near = np.zeros(total, bool), np.zeros(total, bool)
     for word in words:
         spoken |= (centres >= word.start_s) & (centres < word.end_s)
         near |= (centres >= word.start_s - SILENCE_MARGIN_S) & (centres < word.end_s + SILENCE_MARGIN_S)
+    motion = measured_mouth_motion(frames, scene_assets, total, fps, rest_from=~near)
+    envelope = speech_envelope(samples, sample_rate, fps, total)
     talking = ~np.isnan(motion)
     silent, speaking = talking & ~near, talking & spoken
     return (
@@ -538,8 +570,10 @@ def lip_sync_measurements(frames, scene_assets: SceneAssetsRecord, words, sample
     )
 
 
-def measured_mouth_motion(frames, scene_assets: SceneAssetsRecord, total: int, fps: float) -> np.ndarray:
-    """Mouth motion per frame measured on decoded video, NaN where no mouth is on screen (b-roll)."""
+def measured_mouth_motion(frames, scene_assets: SceneAssetsRecord, total: int, fps: float,
+                          rest_from: np.ndarray | None = None) -> np.ndarray:
+    """Mouth motion per frame measured on decoded video, NaN where no mouth is on screen (b-roll).
+    `rest_from` marks the frames (silences) whose median is each scene's rest pose."""
     from avatar_assets.media.lipsync import mouth_motion
     from avatar_assets.media.talking_head import SceneTrack, scene_of_frame
 
@@ -551,7 +585,8 @@ def measured_mouth_motion(frames, scene_assets: SceneAssetsRecord, total: int, f
         members = np.flatnonzero(owner == index)
         if scene.mouth_box is None or not len(members):
             continue
-        motion[members] = mouth_motion([frames[i] for i in members], scene.mouth_box)
+        rest = None if rest_from is None else rest_from[members]
+        motion[members] = mouth_motion([frames[i] for i in members], scene.mouth_box, rest_from=rest)
     return motion
 
 
@@ -605,9 +640,9 @@ def stitched_video(
 
     def compute() -> VideoRecord:
         audio = load_wav(store.read(speech.audio))
-        openness = np.load(io.BytesIO(store.read(lip_sync.openness)))
+        controls = np.load(io.BytesIO(store.read(lip_sync.openness)))
         tracks = scene_tracks(store, scene_assets)
-        clips = [SceneClip(t.start_s, t.end_s, frame_at=scene_frame_source(t, openness, lip_sync.fps)) for t in tracks]
+        clips = [SceneClip(t.start_s, t.end_s, frame_at=scene_frame_source(t, controls, lip_sync.fps)) for t in tracks]
         captions = cues([WordTiming(w.word, w.start_s, w.end_s, 0) for w in speech.words])
         with scratch_dir() as tmp:
             path = Path(tmp) / "stitched.mp4"
