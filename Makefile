@@ -8,7 +8,7 @@ export AVATAR_HOME ?= $(CURDIR)/.avatar_home
 export DAGSTER_HOME ?= $(AVATAR_HOME)/dagster
 PYTEST_ARGS ?=
 
-.PHONY: setup browser demo dev test test-fast bench clean
+.PHONY: setup browser demo dev test test-fast bench readme-frames clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ test-fast: setup
 
 bench: setup
 	$(BIN)/python -m bench
+
+# The README's before/after face frames (docs/img/face_*.png).
+readme-frames: setup
+	$(BIN)/python scripts/readme_frames.py
 
 clean:
 	rm -rf $(VENV) .avatar_home .pytest_cache
