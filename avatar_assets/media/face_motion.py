@@ -5,7 +5,8 @@ The face is a triangle mesh over dlib's 68 landmarks inside a fixed ring of poin
 Every motion (jaw drop, lip spread and rounding, each eyelid, head shift and roll) moves some landmarks
 and never the ring, so the displacement field is continuous and exactly zero at the ring: the warped face
 blends into the untouched frame with no edge. The field is linear in the motions, so each motion's field
-is computed once per keyframe and a frame costs one weighted sum and one remap.
+is computed once per keyframe; a frame costs one weighted sum of the fields at half resolution (they
+are piecewise linear, so nothing is lost), one upscale and one remap of the image.
 
 Controls are per-frame arrays (`CONTROL_NAMES`); `face_controls` derives them from the speech (phoneme
 events for visemes, the envelope for loudness, word timings for silences) and a seed (blinks, idle motion).
@@ -14,7 +15,7 @@ events for visemes, the envelope for loudness, word timings for silences) and a 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
@@ -139,7 +140,7 @@ def _ring(points: np.ndarray, frame_shape: tuple[int, int]) -> np.ndarray:
     width = np.ptp(points[:17, 0])
     height = np.ptp(points[:, 1])
     angles = np.linspace(0, 2 * np.pi, 20, endpoint=False)
-    rx, ry = 1.05 * width, 1.1 * height
+    rx, ry = 0.9 * width, 0.95 * height
     ring = np.stack([centre[0] + rx * np.cos(angles), centre[1] + ry * np.sin(angles)], axis=1)
     ring[:, 1] += np.where(np.sin(angles) > 0, 0.25 * height * np.sin(angles), 0)  # room for the jaw to drop
     h, w = frame_shape
@@ -220,15 +221,18 @@ class FaceRig:
     points: np.ndarray  # (68, 2) landmarks in keyframe pixels
     vectors: np.ndarray  # (controls, 68, 2) landmark motion per control
     origin: tuple[int, int]
-    fields: np.ndarray  # (controls, h, w, 2) over the region
-    grid: np.ndarray  # (h, w, 2) pixel coordinates of the region
+    size: tuple[int, int]  # (w, h) of the region
+    fields: np.ndarray  # (controls, h/2, w/2, 2): displacement in pixels at every other pixel of the region
+    grid: np.ndarray  # (h, w, 2) keyframe pixel coordinates of the region
+    half_grid: np.ndarray  # (h/2, w/2, 2) region coordinates of the fields' sample points
     mouth_colour: np.ndarray
     teeth_colour: np.ndarray
+    scratch: dict = field(default_factory=dict, repr=False)
 
     @property
     def region(self) -> tuple[int, int, int, int]:
         x, y = self.origin
-        return x, y, self.fields.shape[2], self.fields.shape[1]
+        return x, y, self.size[0], self.size[1]
 
     def moved_points(self, control: np.ndarray) -> np.ndarray:
         return self.points + np.tensordot(control, self.vectors, axes=1)
@@ -240,13 +244,17 @@ class FaceRig:
         if not np.any(control):
             return out
         x, y, w, h = self.region
-        displacement = np.tensordot(control, self.fields, axes=1)
+        active = np.flatnonzero(control)
+        displacement = np.tensordot(control[active], self.fields[active], axes=1)
         # Backward map with one fixed-point step: source = p - D(p - D(p)), accurate where the field bends.
-        first = self.grid - displacement
-        refined = cv2.remap(displacement, first[..., 0], first[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-        source = self.grid - refined
-        region = cv2.remap(self.keyframe, source[..., 0] + x, source[..., 1] + y, cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_REPLICATE)
+        first = (self.half_grid - displacement) / 2.0
+        refined = cv2.remap(displacement, first, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        # Full-size buffers are reused from frame to frame: fresh ones cost page faults on every frame.
+        up = self.scratch.setdefault("up", np.empty((h, w, 2), np.float32))
+        source = self.scratch.setdefault("source", np.empty((h, w, 2), np.float32))
+        cv2.resize(refined, (w, h), dst=up, interpolation=cv2.INTER_LINEAR)
+        cv2.subtract(self.grid, up, dst=source)
+        region = cv2.remap(self.keyframe, source, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         region = self._fill_mouth(region, self.moved_points(control) - np.array([x, y]), float(control[JAW]))
         out[y:y + h, x:x + w] = region
         return out
@@ -290,8 +298,11 @@ def build_rig(keyframe: np.ndarray, landmarks: np.ndarray) -> FaceRig:
     x0, y0 = np.floor(ring.min(axis=0)).astype(int)
     x1, y1 = np.ceil(ring.max(axis=0)).astype(int) + 1
     size = (int(x1 - x0), int(y1 - y0))
-    fields = _barycentric_fields(vertices, triangles, values, (int(x0), int(y0)), size)
+    # Sampled at every other pixel of the region: (vertices - origin) / 2 on a half-size grid.
+    half = ((size[0] + 1) // 2, (size[1] + 1) // 2)
+    fields = _barycentric_fields((vertices - [x0, y0]) / 2.0, triangles, values, (0, 0), half)
     gy, gx = np.mgrid[0:size[1], 0:size[0]].astype(np.float32)
+    grid = np.stack([gx, gy], axis=-1)
     lips = keyframe[_inside(points[48:60], keyframe.shape[:2])]
     lip_colour = lips.reshape(-1, 3).mean(axis=0) if lips.size else np.array([150, 90, 90], np.float32)
     return FaceRig(
@@ -299,8 +310,10 @@ def build_rig(keyframe: np.ndarray, landmarks: np.ndarray) -> FaceRig:
         points=points,
         vectors=vectors,
         origin=(int(x0), int(y0)),
-        fields=fields,
-        grid=np.stack([gx, gy], axis=-1),
+        size=size,
+        fields=np.ascontiguousarray(fields),
+        grid=grid + np.array([x0, y0], np.float32),
+        half_grid=np.ascontiguousarray(grid[::2, ::2]),
         mouth_colour=(0.22 * lip_colour).astype(np.float32),
         teeth_colour=np.array([214, 208, 198], np.float32) * 0.85,
     )

@@ -146,9 +146,9 @@ def mouth_motion(frames: Iterable[np.ndarray], mouth_box: Box, rest_from: np.nda
     """
     x, y, w, h = mouth_box
     crops = []
-    for frame in frames:
-        region = frame[max(0, y):y + h, max(0, x):x + w]
-        crops.append(cv2.cvtColor(np.ascontiguousarray(region), cv2.COLOR_RGB2GRAY).astype(np.float32))
+    for frame in frames:  # RGB, or luma as `video.read_frames(gray=True)` decodes it (3x less to pipe)
+        region = np.ascontiguousarray(frame[max(0, y):y + h, max(0, x):x + w])
+        crops.append((region if region.ndim == 2 else cv2.cvtColor(region, cv2.COLOR_RGB2GRAY)).astype(np.float32))
     if not crops:
         return np.zeros(0, np.float32)
     stack = np.stack(crops)

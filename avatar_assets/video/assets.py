@@ -372,6 +372,7 @@ def scene_assets(
 ) -> dg.Output[SceneAssetsRecord]:
     from avatar_assets.media.compose import composite_shot, contact_sheet
     from avatar_assets.media.images import decode_image, encode_png, thumbnail_markdown
+    from avatar_assets.media.landmarks import FaceLandmarks
 
     def compute() -> SceneAssetsRecord:
         neutral = decode_image(store.read(neutral_image.image))
@@ -380,7 +381,9 @@ def scene_assets(
         for scene, (start, end), background_ref in zip(storyboard.scenes, speech.scene_times, backgrounds.images):
             avatar, avatar_mask, face_box, points = neutral, mask, neutral_image.face_box, neutral_image.landmarks
             if scene.variant != "neutral" and scene.variant in character_sheet.variants:
-                avatar, avatar_mask, face_box, points = pose_variant(store, character_sheet, scene.variant, neutral, mask, face_box, points)
+                avatar, avatar_mask, face_box, points = pose_variant(
+                    store, character_sheet, scene.variant, neutral, mask, face_box, points
+                )
             shot = composite_shot(
                 decode_image(store.read(background_ref)), avatar, avatar_mask,
                 shot=scene.shot, out_size=tuple(storyboard.master_size), face_box=face_box,
@@ -392,7 +395,7 @@ def scene_assets(
                     index=scene.index, shot=scene.shot, variant=scene.variant,
                     keyframe=store.put_bytes(encode_png(shot.frame), "png", "image/png"),
                     mouth_box=shot.mouth_box, face_box=shot.face_box, start_s=start, end_s=end,
-                    landmarks=None if shot.landmarks is None else [(round(float(x), 2), round(float(y), 2)) for x, y in shot.landmarks],
+                    landmarks=None if shot.landmarks is None else FaceLandmarks(shot.landmarks).as_list(),
                 )
             )
         sheet = contact_sheet(frames, [f"{s.index}: {s.shot} {s.variant}" for s in scenes])
@@ -490,7 +493,7 @@ def lip_sync(
                 path=path, crf=video.crf, preset=video.preset,
             )
             lag, in_silence, in_speech = lip_sync_measurements(
-                read_frames(path), scene_assets, speech.words, audio.samples, audio.sample_rate, fps, total
+                read_frames(path, gray=True), scene_assets, speech.words, audio.samples, audio.sample_rate, fps, total
             )
             ref = store.put_file(path, "mp4", "video/mp4")
         buffer = io.BytesIO()
@@ -504,9 +507,11 @@ def lip_sync(
             awaiting_approval=awaiting,
         )
 
-    key = content_key("lip_sync", CODE_VERSION, {"scenes": scene_assets.content_hash(), "audio": speech.audio.sha256,
-                                                 "phonemes": len(speech.phonemes), "video": video.model_dump(),
-                                                 "seed": seed, "mesh": fallback is None})
+    key = content_key(
+        "lip_sync", CODE_VERSION,
+        {"scenes": scene_assets.content_hash(), "audio": speech.audio.sha256, "video": video.model_dump(),
+         "phonemes": [p.model_dump() for p in speech.phonemes], "seed": seed, "mesh": fallback is None},
+    )
     record, _ = reuse_or_compute(store, "lip_sync", key, compute, context.log)
     record = for_cell(record, avatar_id=scene_assets.avatar_id, slug=scene_assets.slug,
                       awaiting_approval=awaiting)
