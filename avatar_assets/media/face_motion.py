@@ -25,7 +25,7 @@ from scipy.ndimage import gaussian_filter1d
 CONTROL_NAMES = ("jaw", "spread", "round", "blink_left", "blink_right", "head_x", "head_y", "head_roll")
 JAW, SPREAD, ROUND, BLINK_L, BLINK_R, HEAD_X, HEAD_Y, HEAD_ROLL = range(len(CONTROL_NAMES))
 
-JAW_DROP = 0.3  # lower-lip travel at full openness, in mouth widths
+JAW_DROP = 0.26  # lower-lip travel at full openness, in mouth widths
 SPREAD_AMOUNT = 0.07  # lip-corner travel outward, in mouth widths
 ROUND_AMOUNT = 0.13  # lip-corner travel inward
 HEAD_SHIFT = 0.018  # idle head shift amplitude, in eye distances
@@ -277,7 +277,7 @@ class FaceRig:
         # Teeth under the upper lip, fading into the dark of the mouth.
         upper = np.interp(np.arange(x0, x1), points[[60, 61, 62, 63, 64], 0], points[[60, 61, 62, 63, 64], 1])
         rows = np.arange(y0, y1)[:, None] - upper[None, :]
-        band = max(min(0.35 * gap, 0.12 * np.linalg.norm(points[64] - points[60])), 1.0)
+        band = max(min(0.45 * gap, 0.15 * np.linalg.norm(points[64] - points[60])), 1.0)
         teeth = np.clip(1.0 - rows / band, 0, 1)[..., None] * min(1.0, jaw * 1.5)
         colour = self.mouth_colour * (1 - teeth) + self.teeth_colour * teeth
         patch = region[y0:y1, x0:x1].astype(np.float32)
@@ -314,7 +314,7 @@ def build_rig(keyframe: np.ndarray, landmarks: np.ndarray) -> FaceRig:
         fields=np.ascontiguousarray(fields),
         grid=grid + np.array([x0, y0], np.float32),
         half_grid=np.ascontiguousarray(grid[::2, ::2]),
-        mouth_colour=(0.22 * lip_colour).astype(np.float32),
+        mouth_colour=(0.32 * lip_colour).astype(np.float32),
         teeth_colour=np.array([214, 208, 198], np.float32) * 0.85,
     )
 
