@@ -22,8 +22,11 @@ from pydantic import ValidationError
 from avatar_assets.contracts import AvatarUpload, QuarantineReason
 
 MANIFEST = "manifest.json"
+MAX_MANIFEST_BYTES = 64 * 1024
 MAX_PHOTO_BYTES = 50 * 1024 * 1024
 MAX_VOICE_BYTES = 200 * 1024 * 1024
+MAX_BUNDLE_BYTES = 400 * 1024 * 1024
+MAX_VOICE_SECONDS = 600.0
 
 
 @dataclass(frozen=True)
@@ -81,12 +84,21 @@ def bundle_sha256(bundle: Path, manifest: AvatarUpload) -> str:
 
 
 def read_manifest(bundle: Path) -> tuple[AvatarUpload | None, list[str]]:
+    """The manifest, or the reasons it cannot be one. Never raises for what a user put in the file."""
+    path = bundle / MANIFEST
     try:
-        document = json.loads((bundle / MANIFEST).read_text(encoding="utf-8"))
+        size = path.stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            return None, [f"manifest.json is {size} bytes, over the {MAX_MANIFEST_BYTES // 1024} KB limit"]
+        document = json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         return None, ["manifest.json is not UTF-8 text"]
     except json.JSONDecodeError as error:
         return None, [f"manifest.json is not valid JSON: {error}"]
+    except RecursionError:
+        return None, ["manifest.json nests too deeply to be a manifest"]
+    except OSError as error:
+        return None, [f"manifest.json cannot be read: {error.strerror or error}"]
     if not isinstance(document, dict):
         return None, ["manifest.json must hold a JSON object"]
     try:
@@ -109,15 +121,42 @@ def check_files(bundle: Path, manifest: AvatarUpload) -> list[str]:
             problems.append(f"{relative}: listed in the manifest but missing from the bundle")
         elif path.stat().st_size > limit:
             problems.append(f"{relative}: {path.stat().st_size} bytes, over the {limit} byte limit")
+        elif relative == manifest.voice_sample:
+            problems.extend(_voice_duration_problem(path, relative))
+    total = sum((bundle / relative).stat().st_size for relative in limits if (bundle / relative).is_file())
+    if total > MAX_BUNDLE_BYTES:
+        problems.append(f"the bundle's files add up to {total} bytes, over the {MAX_BUNDLE_BYTES} byte limit")
     return problems
 
 
+def _voice_duration_problem(path: Path, relative: str) -> list[str]:
+    """A voice sample longer than 10 minutes is refused before anyone decodes it (its header says so)."""
+    import soundfile
+
+    try:
+        seconds = soundfile.info(str(path)).duration
+    except Exception:  # an unreadable file is the voice gate's to explain, with the decoder's words
+        return []
+    if seconds > MAX_VOICE_SECONDS:
+        return [f"{relative}: {seconds:.0f} s of audio, over the {MAX_VOICE_SECONDS:.0f} s limit"]
+    return []
+
+
 def scan_bundle(bundle: Path, *, settle_seconds: float = 2.0, now: float | None = None) -> BundleScan:
+    """Whether a bundle is pending, ready or bad. Whatever is wrong with one bundle makes it bad (with the
+    reason), never an exception that would stop the sensor from taking the bundles next to it."""
     now = time.time() if now is None else now
     fingerprint = bundle_fingerprint(bundle)
     name = bundle.name
     if not (bundle / MANIFEST).is_file() or now - fingerprint < settle_seconds:
         return BundleScan(bundle, "pending", fingerprint, name)
+    try:
+        return _judge(bundle, fingerprint, name)
+    except Exception as error:  # noqa: BLE001 - one poisoned bundle must not stop intake
+        return BundleScan(bundle, "bad", fingerprint, name, problems=[f"the bundle could not be read: {error!r}"[:500]])
+
+
+def _judge(bundle: Path, fingerprint: float, name: str) -> BundleScan:
     manifest, problems = read_manifest(bundle)
     if manifest is not None:
         if manifest.avatar_id != name:

@@ -22,6 +22,16 @@ def _watermark(cursor: str | None) -> float:
     return float(json.loads(cursor)["watermark"]) if cursor else 0.0
 
 
+def _quarantine(bundle, problems: list[str], log) -> None:
+    """Quarantine one bad bundle; a bundle that cannot be moved is logged and left, and intake goes on."""
+    try:
+        target = intake.quarantine(bundle, problems, settings.quarantine_dir())
+    except (OSError, RuntimeError) as error:
+        log.error(f"could not quarantine {bundle.name} ({'; '.join(problems)}): {error}; it stays in the inbox")
+        return
+    log.warning(f"quarantined {bundle.name}: {'; '.join(problems)} -> {target}")
+
+
 def evaluate_uploads(cursor: str | None, *, settle_seconds: float, log) -> dg.SensorResult | dg.SkipReason:
     root = settings.inbox_dir() / "avatars"
     if not root.is_dir():
@@ -42,12 +52,10 @@ def evaluate_uploads(cursor: str | None, *, settle_seconds: float, log) -> dg.Se
             continue
         newest_handled = max(newest_handled, scan.fingerprint)
         if scan.status == "bad":
-            target = intake.quarantine(bundle, scan.problems, settings.quarantine_dir())
-            log.warning(f"quarantined {bundle.name}: {'; '.join(scan.problems)} -> {target}")
+            _quarantine(bundle, scan.problems, log)
             continue
         if revoke.is_revoked(scan.avatar_id):
-            problems = [f"avatar {scan.avatar_id} was revoked; a revoked avatar id cannot be uploaded again"]
-            log.warning(f"quarantined {bundle.name}: {problems[0]} -> {intake.quarantine(bundle, problems, settings.quarantine_dir())}")
+            _quarantine(bundle, [f"avatar {scan.avatar_id} was revoked; a revoked avatar id cannot be uploaded again"], log)
             continue
         new_avatars.append(scan.avatar_id)
         events.emit(

@@ -61,6 +61,10 @@ def test_reupload_archives_the_previous_bundle(home, sample_bundle, photos, tmp_
         ("bad-id", "avatar_id: String should match pattern"),
         ("unknown-field", "nickname: unknown field (not part of the upload contract)"),
         ("no-manifest", "manifest.json not found"),
+        ("deep-nesting", "manifest.json nests too deeply to be a manifest"),
+        ("huge-manifest", "over the 64 KB limit"),
+        ("json-null", "manifest.json must hold a JSON object"),
+        ("not-utf8", "manifest.json is not UTF-8 text"),
     ],
 )
 def test_bad_upload_exits_2_and_writes_nothing(home, sample_bundle, tmp_path, breakage, words):
@@ -77,13 +81,17 @@ def test_bad_upload_exits_2_and_writes_nothing(home, sample_bundle, tmp_path, br
     (source / "manifest.json").write_text(json.dumps(manifest))
     if breakage == "no-manifest":
         (source / "manifest.json").unlink()
+    raw = {"deep-nesting": b"[" * 30_000 + b"]" * 30_000, "huge-manifest": json.dumps(manifest).encode() + b" " * 20_000_000,
+           "json-null": b"null", "not-utf8": b"\xff\xfe{}"}
+    if breakage in raw:
+        (source / "manifest.json").write_bytes(raw[breakage])
     before = sha256_tree(source)
 
     result = invoke("upload", str(source))
     assert result.exit_code == EXIT_BAD_INPUT == 2
     assert result.stdout == ""
     assert result.stderr.startswith("error: bad upload bundle:")
-    assert words in result.stderr
+    assert words in result.stderr and "Traceback" not in result.stderr
     assert inbox_files(home) == []
     assert not (home.inbox / "ada-01").exists()
     assert sha256_tree(source) == before

@@ -89,7 +89,12 @@ def test_fingerprint_moves_when_a_file_is_rewritten(bundle: Path):
     [
         ("{not json", "manifest.json is not valid JSON"),
         ("[1, 2]", "manifest.json must hold a JSON object"),
+        ("42", "manifest.json must hold a JSON object"),
+        ("null", "manifest.json must hold a JSON object"),
+        ("[" * 20_000 + "]" * 20_000, "manifest.json nests too deeply to be a manifest"),
+        ("{}" + " " * (20 * 1024 * 1024), "manifest.json is 20971522 bytes, over the 64 KB limit"),
     ],
+    ids=["broken", "array", "number", "null", "deep-nesting", "20-MB-of-whitespace"],
 )
 def test_unreadable_manifest_is_bad(bundle: Path, text: str, expected: str):
     (bundle / "manifest.json").write_text(text)
@@ -139,6 +144,27 @@ def test_oversized_photo_is_refused(bundle: Path, monkeypatch):
     monkeypatch.setattr(intake, "MAX_PHOTO_BYTES", 1000)
     size = (bundle / "photos" / "portrait.jpg").stat().st_size
     assert settled(bundle).problems == [f"photos/portrait.jpg: {size} bytes, over the 1000 byte limit"]
+
+
+def test_voice_sample_longer_than_ten_minutes_is_refused(bundle: Path, monkeypatch):
+    monkeypatch.setattr(intake, "MAX_VOICE_SECONDS", 5.0)
+    problems = settled(bundle).problems
+    assert len(problems) == 1 and problems[0].startswith("voice/sample.wav: ") and "over the 5 s limit" in problems[0]
+
+
+def test_bundle_over_the_total_size_cap_is_refused(bundle: Path, monkeypatch):
+    monkeypatch.setattr(intake, "MAX_BUNDLE_BYTES", 10_000)
+    [problem] = settled(bundle).problems
+    assert problem.startswith("the bundle's files add up to ") and problem.endswith("over the 10000 byte limit")
+
+
+def test_any_error_reading_a_bundle_makes_it_bad_instead_of_raising(bundle: Path, monkeypatch):
+    def explode(*_):
+        raise ValueError("a codec the reader chokes on")
+
+    monkeypatch.setattr(intake, "check_files", explode)
+    scan = settled(bundle)
+    assert scan.status == "bad" and "a codec the reader chokes on" in scan.problems[0]
 
 
 def test_avatar_id_must_match_folder(bundle: Path):

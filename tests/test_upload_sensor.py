@@ -46,6 +46,21 @@ def test_valid_bundle_becomes_one_run_and_one_partition(home, sample_bundle):
     assert json.loads(result.cursor)["watermark"] >= intake.bundle_fingerprint(bundle)
 
 
+def test_a_poisoned_manifest_is_quarantined_and_the_bundle_next_to_it_still_runs(home, sample_bundle):
+    """One manifest of deeply nested brackets once stopped all intake (RecursionError on every tick)."""
+    poisoned = copy_sample(sample_bundle, home.inbox, "aaa-poison")
+    (poisoned / "manifest.json").write_text("[" * 30_000 + "]" * 30_000)  # 60 KB: under the size cap
+    copy_sample(sample_bundle, home.inbox, "bob-02")
+    time.sleep(0.01)
+    result = scan()
+    assert [r.partition_key for r in result.run_requests] == ["bob-02"]
+    [entry] = list(home.quarantine.iterdir())
+    assert entry.name.startswith("aaa-poison-")  # named after the inbox folder: the manifest names nothing
+    reason = QuarantineReason.model_validate_json((entry / "reason.json").read_text())
+    assert reason.problems == ["manifest.json nests too deeply to be a manifest"]
+    assert (entry / "bundle" / "manifest.json").read_text().startswith("[[[")  # kept, unaltered
+
+
 def test_real_sensor_with_instance_returns_one_sensor_result(home, sample_bundle):
     copy_sample(sample_bundle, home.inbox, "ada-01")
     copy_sample(sample_bundle, home.inbox, "bob-02")
