@@ -89,10 +89,13 @@ class AvatarUpload(Strict):
 
 
 class QuarantineReason(Strict):
-    """`quarantine/<avatar_id>-<time>/reason.json`: written for a person to read."""
+    """`quarantine/<name>-<time>/reason.json` for an upload bundle or an output request: written for a person
+    to read, and read back by `avatarops status` through this one schema."""
 
+    kind: Literal["upload", "output_request"] = "upload"
     avatar_id: str
-    bundle: str
+    slug: str | None = None  # output requests only
+    bundle: str  # what was quarantined: the upload bundle folder, or the request file
     quarantined_at: datetime
     problems: list[str]
     original_files: dict[str, Sha256]

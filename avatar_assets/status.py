@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import dagster as dg
+from pydantic import ValidationError
 
 from resources.records import record_key
 
 from avatar_assets import settings
+from avatar_assets.contracts import QuarantineReason
 
 CHECK_HISTORY_LIMIT = 5000
 
@@ -34,6 +37,27 @@ def latest_check_verdicts(instance: dg.DagsterInstance) -> dict[tuple[str, str],
             },
         )
     return verdicts
+
+
+def quarantine_entry(reason_file: Path) -> dict:
+    """What a quarantine entry says, through the one `QuarantineReason` schema; an entry written by an older
+    version (output requests had their own shape) or edited by hand is still listed, never a crash."""
+    try:
+        reason = QuarantineReason.model_validate_json(reason_file.read_text())
+        return {"kind": reason.kind, "avatar_id": reason.avatar_id, "slug": reason.slug, "problems": reason.problems}
+    except (ValidationError, OSError, ValueError):
+        try:
+            document = json.loads(reason_file.read_text())
+        except (OSError, ValueError):
+            document = {}
+        document = document if isinstance(document, dict) else {}
+        return {
+            "kind": "output_request" if "request" in document else "upload",
+            "avatar_id": str(document.get("avatar_id") or reason_file.parent.name),
+            "slug": None,
+            "problems": [str(p) for p in document.get("problems", [])] if isinstance(document.get("problems"), list)
+            else [f"{reason_file} could not be read as a quarantine reason"],
+        }
 
 
 def collect_status(defs: dg.Definitions, instance: dg.DagsterInstance) -> dict:
@@ -69,8 +93,7 @@ def collect_status(defs: dg.Definitions, instance: dg.DagsterInstance) -> dict:
     quarantined = []
     root = settings.quarantine_dir()
     for reason_file in sorted(root.glob("*/reason.json")) if root.is_dir() else []:
-        reason = json.loads(reason_file.read_text())
-        quarantined.append({"path": str(reason_file.parent), "avatar_id": reason["avatar_id"], "problems": reason["problems"]})
+        quarantined.append({"path": str(reason_file.parent), **quarantine_entry(reason_file)})
     return {"home": str(settings.avatar_home()), "avatars": avatars, "held": held, "quarantined": quarantined}
 
 
@@ -112,6 +135,9 @@ def format_status(report: dict) -> str:
     for item in report.get("held", []):
         lines.append(f"held request {item['request']}: {item['reason']}")
     for item in report["quarantined"]:
-        lines.append(f"quarantined {item['avatar_id']} at {item['path']}:")
+        what = item["avatar_id"]
+        if item["kind"] == "output_request":
+            what = f"request {item['avatar_id']}/{item['slug']}" if item["slug"] else f"request for {item['avatar_id']}"
+        lines.append(f"quarantined {what} at {item['path']}:")
         lines.extend(f"  - {problem}" for problem in item["problems"])
     return "\n".join(lines)

@@ -15,6 +15,7 @@ import dagster as dg
 from dagster._core.event_api import PartitionKeyFilter
 
 from avatar_assets import approvals, events, requests, revoke, settings
+from avatar_assets.contracts import QuarantineReason
 from avatar_assets.intake import atomic_write_text
 from partitions import cell_key, outputs
 from resources.wiring import media_store
@@ -63,19 +64,17 @@ def quarantine_request(scanned: requests.ScannedRequest) -> str:
     target = settings.quarantine_dir() / f"output-{scanned.avatar_id}-{scanned.slug}-{stamp:%Y%m%dT%H%M%S%fZ}"
     target.mkdir(parents=True)
     scanned.path.rename(target / scanned.path.name)
-    atomic_write_text(
-        target / "reason.json",
-        json.dumps(
-            {
-                "request": str(scanned.path),
-                "quarantined_at": stamp.isoformat(),
-                "problems": scanned.problems,
-                "sha256": hashlib.sha256(scanned.raw).hexdigest(),
-                "action": "Fix the problems listed, then submit the request again (avatarops request ...).",
-            },
-            indent=2,
-        ),
+    reason = QuarantineReason(
+        kind="output_request",
+        avatar_id=scanned.avatar_id,
+        slug=scanned.slug,
+        bundle=str(scanned.path),
+        quarantined_at=stamp,
+        problems=scanned.problems,
+        original_files={scanned.path.name: hashlib.sha256(scanned.raw).hexdigest()},
+        action="Fix the problems listed, then submit the request again (avatarops request ...).",
     )
+    atomic_write_text(target / "reason.json", reason.model_dump_json(indent=2))
     return str(target)
 
 

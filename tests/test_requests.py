@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from avatar_assets.contracts import RightsManifest, Tombstone
+from avatar_assets.contracts import QuarantineReason, RightsManifest, Tombstone
 from tests.conftest import copy_sample
 from tests.video_helpers import (
     VIDEO_STAGES,
@@ -121,10 +121,11 @@ def test_a_bad_request_dropped_into_the_inbox_is_quarantined_with_its_reason(hom
     assert report.runs == []
     reasons = {}
     for folder in (home.root / "quarantine").glob(f"output-{AVATAR}-*"):
-        reason = json.loads((folder / "reason.json").read_text())
+        reason = QuarantineReason.model_validate_json((folder / "reason.json").read_text())  # the uploads' schema
+        assert reason.kind == "output_request" and reason.avatar_id == AVATAR
         [kept] = [p for p in folder.iterdir() if p.name != "reason.json"]
-        assert hashlib.sha256(kept.read_bytes()).hexdigest() == reason["sha256"]  # the user's bytes, untouched
-        reasons[kept.stem] = " ".join(reason["problems"])
+        assert hashlib.sha256(kept.read_bytes()).hexdigest() == reason.original_files[kept.name]  # the user's bytes, untouched
+        reasons[kept.stem] = " ".join(reason.problems)
     assert set(reasons) == set(documents)
     assert "route: Input should be 'single_scene'" in reasons["no-route"]
     assert "slug: String should match pattern" in reasons["slashed"]
@@ -133,6 +134,18 @@ def test_a_bad_request_dropped_into_the_inbox_is_quarantined_with_its_reason(hom
     for path, _ in paths.values():
         assert not path.exists()  # moved to quarantine (with its reason), never deleted
     assert materialization_counts(home.instance) == before
+
+    # `avatarops status` once raised KeyError: 'avatar_id' here; it reads requests and uploads alike, and an
+    # entry in the request-only shape of older versions is still listed.
+    from avatar_assets.status import collect_status, format_status
+
+    legacy = home.root / "quarantine" / f"output-{AVATAR}-old-20250101T000000000000Z"
+    legacy.mkdir()
+    (legacy / "reason.json").write_text(json.dumps({"request": "/inbox/outputs/x/old.json", "problems": ["old problem"]}))
+    listed = collect_status(home.defs, home.instance)["quarantined"]
+    assert {item["kind"] for item in listed} == {"output_request"} and len(listed) == len(documents) + 1
+    assert {item["slug"] for item in listed if item["slug"]} == set(documents)
+    assert "old problem" in format_status(collect_status(home.defs, home.instance))
     assert not {"no-route", "slashed", "mute", "not-json", "a/b"} & set(home.instance.get_dynamic_partitions("outputs"))
 
 

@@ -110,7 +110,7 @@ def test_the_rig_opens_the_jaw_seamlessly_and_leaves_the_rest_untouched(shot):
     mouth_width = np.linalg.norm(shot.landmarks[54] - shot.landmarks[48])
     moved = rig.moved_points(controls(jaw=1.0))
     assert moved[57, 1] - shot.landmarks[57, 1] == pytest.approx(JAW_DROP * mouth_width, rel=0.05)
-    assert np.allclose(moved[:27], shot.landmarks[:27] + (moved[:27] - shot.landmarks[:27]))
+    assert np.allclose(moved[17:36], shot.landmarks[17:36])  # brows and nose stay: only the jaw and lips move
     new_seam = seam_ratio(opened, shot.frame)
     old_seam = seam_ratio(animate_mouth(shot.frame, shot.mouth_box, 1.0), shot.frame)
     assert new_seam < 1.15 < 1.3 < old_seam, (new_seam, old_seam)
