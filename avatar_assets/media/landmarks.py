@@ -24,7 +24,6 @@ import cv2
 import numpy as np
 
 LANDMARK_MODEL = "dlib-shape_predictor_68_face_landmarks"
-EMBEDDING_MODEL = "dlib_face_recognition_resnet_model_v1"
 SAME_PERSON_MAX_DISTANCE = 0.6  # dlib's documented threshold for its 128-d embeddings
 _WORK_FACE_WIDTH = 160.0
 _dlib_lock = threading.Lock()  # dlib's objects are not documented as thread-safe
@@ -34,8 +33,6 @@ Box = tuple[int, int, int, int]
 LEFT_EYE = slice(36, 42)  # the eye on the image's left
 RIGHT_EYE = slice(42, 48)
 OUTER_LIPS = slice(48, 60)
-INNER_LIPS = slice(60, 68)
-JAW = slice(0, 17)
 
 
 class LandmarksUnavailable(RuntimeError):
