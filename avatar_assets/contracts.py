@@ -258,8 +258,8 @@ class IdentityBundleRecord(Record):
     bundle_sha256: Sha256
     consent: Consent
     parts: list[IdentityPart]
-    # dlib's 128-d embedding of the uploaded face: personal data, kept in this record only (0600,
-    # erased by revoke), never in metadata or events. None when the landmark model is missing.
+    # dlib's 128-d embedding of the uploaded face: personal data, kept in this record only (revoke
+    # deletes it with the record), never in metadata or events. None when the landmark model is missing.
     face_embedding: list[float] | None = None
 
 
