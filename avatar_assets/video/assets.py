@@ -427,7 +427,7 @@ def pose_variant(store, sheet: CharacterSheetRecord, variant: str, neutral, mask
 
     from avatar_assets.media.faces import detect_faces
     from avatar_assets.media.images import decode_image
-    from avatar_assets.media.landmarks import LandmarksUnavailable, find_landmarks
+    from avatar_assets.media.portrait import source_landmarks
 
     image = decode_image(store.read(sheet.variants[variant]))
     faces = detect_faces(image)
@@ -439,12 +439,8 @@ def pose_variant(store, sheet: CharacterSheetRecord, variant: str, neutral, mask
     variant_mask = np.where(distance > 24, 255, 0).astype(np.uint8)
     variant_mask = cv2.morphologyEx(variant_mask, cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))
     face = faces[0]
-    box = (face.x, face.y, face.w, face.h)
-    try:
-        points = find_landmarks(image, box).as_list() if landmarks else None
-    except LandmarksUnavailable:
-        points = None
-    return image, variant_mask, box, points
+    found = source_landmarks(image, face) if landmarks else None
+    return image, variant_mask, (face.x, face.y, face.w, face.h), found.as_list() if found else None
 
 
 # --------------------------------------------------------------------------- lip sync
