@@ -17,6 +17,22 @@ from avatar_assets import intake, settings
 
 EXIT_BAD_INPUT = 2
 
+creator_option = click.option(
+    "--creator", default=None,
+    help="Act as this creator: refused (exit 2) unless the creator owns the avatar. Default: the operator.",
+)
+
+
+def refuse_unless_owner(avatar_id: str, creator: str | None, action: str) -> None:
+    from avatar_assets.ownership import OwnershipError, require_owner
+    from resources.wiring import media_store
+
+    try:
+        require_owner(media_store(), avatar_id, creator, action)
+    except OwnershipError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+
 
 def ensure_instance_home() -> Path:
     """Point Dagster at AVATAR_HOME/dagster (the same instance `make dev` opens) unless told otherwise."""
@@ -35,6 +51,17 @@ def load_instance_and_defs():
     from avatar_assets.definitions import defs
 
     return dg.DagsterInstance.get(), defs
+
+
+def daemon_drives(instance) -> bool:
+    """Whether a daemon runs on this instance (then runs are handed to its queue, never executed here)."""
+    from avatar_assets.daemon_handoff import live_daemon_age
+
+    age = live_daemon_age(instance)
+    if age is not None:
+        click.echo(f"a dagster-daemon runs on this instance (heartbeat {age:.0f} s ago): it executes runs and "
+                   "automation; this command hands its runs to the daemon's queue")
+    return age is not None
 
 
 @click.group()
@@ -57,6 +84,15 @@ def upload_bundle(source: Path) -> Path:
         problems += intake.check_files(source, manifest)
     if problems or manifest is None:
         raise click.ClickException("bad upload bundle:\n  " + "\n  ".join(problems))
+    from avatar_assets import ownership, revoke
+    from resources.wiring import media_store
+
+    if revoke.is_revoked(manifest.avatar_id):
+        raise click.ClickException(f"avatar {manifest.avatar_id} was revoked; a revoked avatar id cannot be uploaded again")
+    try:  # before anything in the inbox moves: a foreign bundle never displaces the owner's
+        ownership.claim(media_store(), manifest.avatar_id, manifest.creator_id)
+    except ownership.OwnershipError as error:
+        raise click.ClickException(str(error)) from error
     avatars_dir = settings.inbox_dir() / "avatars"
     staging = settings.inbox_dir() / ".incoming" / f"{manifest.avatar_id}-{uuid.uuid4().hex[:8]}"
     for relative in [intake.MANIFEST, *manifest.referenced_paths()]:
@@ -98,9 +134,18 @@ def upload(bundle_dir: Path) -> None:
 @click.option("--aspect", "aspect_ratios", default="9:16", show_default=True, help="Comma-separated aspect ratios: 9:16,1:1,16:9")
 @click.option("--background", "backgrounds", multiple=True, help="Background prompt per scene (repeatable).")
 @click.option("--seed", default=0, show_default=True, type=int)
-def request(avatar_id, slug, script_file, route, platforms, aspect_ratios, backgrounds, seed) -> None:
+@creator_option
+def request(avatar_id, slug, script_file, route, platforms, aspect_ratios, backgrounds, seed, creator) -> None:
     """Ask for a video of AVATAR_ID under the output SLUG (validated, then written atomically)."""
     from avatar_assets.requests import RequestError, parse_request, write_request
+    from avatar_assets.revoke import tombstone
+
+    stone = tombstone(avatar_id)
+    if stone is not None:
+        click.echo(f"error: avatar {avatar_id} was revoked at {stone.revoked_at:%Y-%m-%d %H:%M} UTC by {stone.by} "
+                   f"({stone.reason}); requests for it are refused", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    refuse_unless_owner(avatar_id, creator, "request videos of")
 
     document = {
         "avatar_id": avatar_id,
@@ -126,7 +171,17 @@ def process(as_json: bool) -> None:
     """Run sensors, requested runs and automation once, synchronously, until nothing is left."""
     from avatar_assets.runner import process as run_process
 
+    from avatar_assets.daemon_handoff import live_daemon_age
+
     instance, defs = load_instance_and_defs()
+    age = live_daemon_age(instance)
+    if age is not None:
+        click.echo(
+            f"error: a dagster-daemon runs on this instance (heartbeat {age:.0f} s ago): sensors and automation are "
+            "its, and a second driver would race it. Follow its runs with `avatarops status` (or the UI); stop the "
+            "daemon to process headlessly.", err=True,
+        )
+        sys.exit(EXIT_BAD_INPUT)
     report = run_process(defs, instance, echo=(lambda _: None) if as_json else click.echo)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
@@ -136,6 +191,8 @@ def process(as_json: bool) -> None:
             click.echo(f"{verdict:6} {run.job} [{run.partition}] run {run.run_id[:8]} ({run.origin})")
             for reason in [*run.failed_checks, *([run.error] if run.error else [])]:
                 click.echo(f"       - {reason}")
+        for run_id in report.crashed:
+            click.echo(f"CRASHED run {run_id}: its process died; marked failed. Resume it: avatarops retry {run_id}")
         for item in report.quarantined:
             click.echo(f"QUARANTINED {item['path']}")
             for problem in item["problems"]:
@@ -165,10 +222,11 @@ def demo() -> None:
 
 
 def _decide(decision: str, asset: str, avatar: str, output: str | None, job_type: str | None, by: str, note: str,
-            content_hash: str | None, run_id: str | None) -> None:
+            content_hash: str | None, run_id: str | None, creator: str | None) -> None:
     from avatar_assets import approvals
     from resources.wiring import media_store
 
+    refuse_unless_owner(avatar, creator, decision)
     instance, _ = load_instance_and_defs()
     job_type = job_type or approvals.ASSET_JOB_TYPE.get(asset) or ("video_asset_approval" if output else None)
     if job_type is None:
@@ -195,6 +253,7 @@ def decision_options(fn):
         click.option("--by", default=lambda: os.environ.get("USER", "operator"), show_default="$USER"),
         click.option("--hash", "content_hash", default=None, help="Content hash you reviewed (refused if it changed)."),
         click.option("--run-id", default=None, help="Failed run, for --job-type retry_from_stage."),
+        creator_option,
     ]):
         fn = option(fn)
     return fn
@@ -203,17 +262,17 @@ def decision_options(fn):
 @main.command()
 @decision_options
 @click.option("--note", default="")
-def approve(asset, avatar, output, job_type, by, content_hash, run_id, note) -> None:
+def approve(asset, avatar, output, job_type, by, content_hash, run_id, creator, note) -> None:
     """Approve ASSET of an avatar/output at its current (or --hash) content."""
-    _decide("approve", asset, avatar, output, job_type, by, note, content_hash, run_id)
+    _decide("approve", asset, avatar, output, job_type, by, note, content_hash, run_id, creator)
 
 
 @main.command()
 @decision_options
 @click.option("--note", required=True, help="What should change (a rejection needs one).")
-def reject(asset, avatar, output, job_type, by, content_hash, run_id, note) -> None:
+def reject(asset, avatar, output, job_type, by, content_hash, run_id, creator, note) -> None:
     """Reject ASSET with a note; the stage is regenerated with a new seed."""
-    _decide("reject", asset, avatar, output, job_type, by, note, content_hash, run_id)
+    _decide("reject", asset, avatar, output, job_type, by, note, content_hash, run_id, creator)
 
 
 @main.command()
@@ -221,7 +280,8 @@ def reject(asset, avatar, output, job_type, by, content_hash, run_id, note) -> N
 @click.option("--avatar", required=True)
 @click.option("--output", default=None, help="Output slug, for video stages.")
 @click.option("--seed", default=None, type=int, help="New seed (recorded); default keeps the configured one.")
-def regenerate(asset, avatar, output, seed) -> None:
+@creator_option
+def regenerate(asset, avatar, output, seed, creator) -> None:
     """Re-materialize one asset partition, then refresh exactly its existing downstream partitions."""
     import dagster as dg
 
@@ -238,11 +298,18 @@ def regenerate(asset, avatar, output, seed) -> None:
     if not instance.has_dynamic_partition("avatars", avatar):
         click.echo(f"error: avatar {avatar} does not exist", err=True)
         sys.exit(EXIT_BAD_INPUT)
+    refuse_unless_owner(avatar, creator, "regenerate")
     if is_video and (not output or not instance.has_dynamic_partition("outputs", output)):
         click.echo(f"error: {asset} is a video stage: give an existing --output slug", err=True)
         sys.exit(EXIT_BAD_INPUT)
     partition = f"{avatar}|{output}" if is_video else avatar
     tags = {"avatar": avatar, "avatarops/regenerate": asset, **({SEED_TAG: str(seed)} if seed is not None else {})}
+    if daemon_drives(instance):
+        from avatar_assets.daemon_handoff import submit_asset_run
+
+        run_id = submit_asset_run(instance, [key], partition_key=partition, tags=tags)
+        click.echo(f"queued {asset} [{partition}] as run {run_id[:8]}; the daemon's automation refreshes what follows")
+        return
     outcome = execute(defs, instance, job_name=None, asset_keys=[key], partition_key=partition, tags=tags, origin="regenerate")
     click.echo(f"{'ok' if outcome.success else 'FAILED'} {asset} [{partition}] run {outcome.run_id[:8]}")
     report = run_process(defs, instance, echo=click.echo)
@@ -284,6 +351,20 @@ def backfill(assets, avatar_ids, all_avatars, seed) -> None:
         click.echo(f"error: no such avatar: {', '.join(unknown)}", err=True)
         sys.exit(EXIT_BAD_INPUT)
     tags = {"avatarops/backfill": ",".join(assets), **({SEED_TAG: str(seed)} if seed is not None else {})}
+    if daemon_drives(instance):
+        from avatar_assets.daemon_handoff import submit_asset_run
+        from avatar_assets.runner import backfill_batches
+
+        try:
+            planned = backfill_batches(defs, instance, keys, list(avatar_ids) or known)
+        except ValueError as error:
+            click.echo(f"error: {error}", err=True)
+            sys.exit(EXIT_BAD_INPUT)
+        for batch in planned:
+            run_id = submit_asset_run(instance, keys, tags=tags, partition_key=batch[0] if len(batch) == 1 else None,
+                                      partition_range=batch if len(batch) > 1 else None)
+            click.echo(f"queued [{batch[0]}{'...' + batch[-1] if len(batch) > 1 else ''}] as run {run_id[:8]}")
+        return
     try:
         outcomes = run_backfill(defs, instance, keys, list(avatar_ids) or known, tags=tags, echo=click.echo)
     except ValueError as error:
@@ -307,10 +388,13 @@ def backfill(assets, avatar_ids, all_avatars, seed) -> None:
 @click.argument("run_id")
 def retry(run_id) -> None:
     """Re-execute a failed run from its failed stage; finished stages are not run again."""
-    from avatar_assets.retry import retry_from_failure
+    from avatar_assets.retry import queue_retry, retry_from_failure
 
     instance, _ = load_instance_and_defs()
     try:
+        if daemon_drives(instance):
+            click.echo(f"queued re-execution {queue_retry(instance, run_id)} of {run_id}")
+            return
         result = retry_from_failure(instance, run_id)
     except ValueError as error:
         click.echo(f"error: {error}", err=True)
@@ -324,11 +408,13 @@ def retry(run_id) -> None:
 @click.option("--reason", required=True)
 @click.option("--by", default=lambda: os.environ.get("USER", "operator"), show_default="$USER")
 @click.option("--wait", "wait_s", default=120.0, show_default=True, help="Seconds to wait for running renders to stop.")
-def revoke(avatar, reason, by, wait_s) -> None:
-    """Delete everything derived from AVATAR, keep a tombstone, refuse new requests for it."""
+@creator_option
+def revoke(avatar, reason, by, wait_s, creator) -> None:
+    """Stop AVATAR's runs, delete everything derived from it, keep a tombstone, refuse new requests for it."""
     from avatar_assets import revoke as revocation
     from resources.wiring import media_store
 
+    refuse_unless_owner(avatar, creator, "revoke")
     instance, defs = load_instance_and_defs()
     try:
         stone = revocation.revoke(instance, defs, media_store(), avatar, by=by, reason=reason, wait_s=wait_s)

@@ -553,6 +553,15 @@ class Approval(Strict):
     run_id: str | None = None
 
 
+class Ownership(Strict):
+    """`owners/<avatar_id>.json`: the creator who first claimed an avatar id; only that creator's bundles
+    may replace the avatar, and `--creator` acts only on avatars it owns."""
+
+    avatar_id: str
+    creator_id: str
+    claimed_at: datetime
+
+
 class Tombstone(Strict):
     """What remains of a revoked avatar: who, when, why, and the hashes of what was deleted."""
 

@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,6 +19,7 @@ from typing import Literal
 from pydantic import ValidationError
 
 from avatar_assets.contracts import AvatarUpload, QuarantineReason
+from avatar_assets.media.partial import make_part_file
 
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 64 * 1024
@@ -202,13 +202,16 @@ def quarantine(bundle: Path, problems: list[str], quarantine_root: Path) -> Path
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    tmp = make_part_file(path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def settling_bundles(avatars_root: Path, settle_seconds: float) -> list[Path]:

@@ -16,16 +16,13 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from avatar_assets import settings
+from avatar_assets import run_health, settings
+from avatar_assets.run_health import ACTIVE
 from avatar_assets.caching import media_refs
 from avatar_assets.contracts import Tombstone
 from partitions import run_partition
 from resources.media_store import MediaStore
 from resources.records import parse_record
-
-ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-          dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
-
 
 class RevokeError(RuntimeError):
     """Revocation could not complete; the message says what to do."""
@@ -65,9 +62,16 @@ def runs_touching(instance: dg.DagsterInstance, avatar_id: str, exclude_run_id: 
 
 
 def stop_runs(instance: dg.DagsterInstance, avatar_id: str, wait_s: float, exclude_run_id: str | None = None) -> None:
+    """Stop every run working on the avatar: a run executing in an `avatarops` process on this host is
+    stopped by signalling that process (SIGTERM, then SIGKILL); a launched run through its launcher;
+    one whose process is already gone is failed. Then wait for them to be over."""
+    run_health.fail_dead_runs(instance)
     for run in runs_touching(instance, avatar_id, exclude_run_id):
-        if run.status != dg.DagsterRunStatus.CANCELING:
+        if run_health.executing_process_alive(run.tags):
+            run_health.stop_process(int(run.tags[run_health.PID_TAG]), run.tags[run_health.PID_STARTED_TAG])
+        elif run.status != dg.DagsterRunStatus.CANCELING:
             instance.run_coordinator.cancel_run(run.run_id)
+    run_health.fail_dead_runs(instance)
     deadline = time.monotonic() + wait_s
     while (left := runs_touching(instance, avatar_id, exclude_run_id)) and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -161,7 +165,8 @@ def collect_unreferenced(store: MediaStore, instance: dg.DagsterInstance, exclud
 
 
 def remove_local_inputs(avatar_id: str) -> None:
-    """The upload and its requests carry the likeness and voice too: revocation removes them."""
+    """The upload, its archived and quarantined copies and its requests carry the likeness and voice too:
+    revocation removes them."""
     inbox = settings.inbox_dir()
     shutil.rmtree(inbox / "avatars" / avatar_id, ignore_errors=True)
     shutil.rmtree(inbox / "outputs" / avatar_id, ignore_errors=True)
@@ -169,6 +174,11 @@ def remove_local_inputs(avatar_id: str) -> None:
         shutil.rmtree(path, ignore_errors=True)
     for path in (settings.avatar_home() / "requests" / "held").glob(f"{avatar_id}--*.json"):
         path.unlink(missing_ok=True)
+    from avatar_assets.status import quarantine_entry
+
+    for reason_file in settings.quarantine_dir().glob("*/reason.json"):
+        if quarantine_entry(reason_file)["avatar_id"] == avatar_id:
+            shutil.rmtree(reason_file.parent, ignore_errors=True)
 
 
 def runs_of_avatar(instance: dg.DagsterInstance, avatar_id: str, exclude_run_id: str | None = None) -> list[str]:
@@ -317,6 +327,7 @@ def revoke(
     started = Tombstone(avatar_id=avatar_id, status="revoking", revoked_at=datetime.now(UTC), by=by, reason=reason)
     store.write_text(tombstone_key(avatar_id), started.model_dump_json(indent=2))
     stop_runs(instance, avatar_id, wait_s, exclude_run_id)
+    run_health.reap(instance, sweep_partials=True)  # the stopped runs' scratch and half-written files
     deleted, kept, keys = sweep(store, avatar_id)
     deleted += [sha for sha in collect_unreferenced(store, instance, exclude_run_id) if sha not in deleted]
     remove_local_inputs(avatar_id)

@@ -24,7 +24,7 @@ from dagster._core.storage.tags import (
 )
 from dagster_shared.serdes import deserialize_value, serialize_value
 
-from avatar_assets import intake, settings
+from avatar_assets import intake, run_health, settings
 
 MAX_ROUNDS = 20
 
@@ -45,6 +45,7 @@ class ProcessReport:
     runs: list[RunOutcome] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     quarantined: list[dict] = field(default_factory=list)
+    crashed: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -52,7 +53,7 @@ class ProcessReport:
 
     def as_dict(self) -> dict:
         return {"ok": self.ok, "runs": [asdict(r) for r in self.runs], "skipped": self.skipped,
-                "quarantined": self.quarantined}
+                "quarantined": self.quarantined, "crashed": self.crashed}
 
 
 def quarantine_entries() -> set[str]:
@@ -88,7 +89,7 @@ class CliState:
         atomic_write_text(self.path, json.dumps(self.data))
 
 
-def _check_failures(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+def check_failures(instance: dg.DagsterInstance, run_id: str) -> list[str]:
     failures = []
     records = instance.get_records_for_run(
         run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
@@ -104,17 +105,23 @@ def _check_failures(instance: dg.DagsterInstance, run_id: str) -> list[str]:
     return failures
 
 
-def _run_error(result: dg.ExecuteInProcessResult) -> str | None:
+def run_failure(instance: dg.DagsterInstance, run_id: str) -> tuple[str | None, str | None]:
+    """The step that failed first and its error (a user-code error's cause, not Dagster's wrapper)."""
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_FAILURE, limit=1).records
+    if not records:
+        return None, None
+    event = records[0].event_log_entry.dagster_event
+    error = event.step_failure_data.error
+    while error is not None and error.cause is not None:
+        error = error.cause
+    return event.step_key, error.message.strip() if error else "failed"
+
+
+def _run_error(instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult) -> str | None:
     if result.success:
         return None
-    for event in result.all_events:
-        if event.event_type == dg.DagsterEventType.STEP_FAILURE:
-            error = event.step_failure_data.error
-            # A user-code error arrives wrapped ("Error occurred while executing op ..."): report its cause.
-            while error is not None and error.cause is not None:
-                error = error.cause
-            return f"{event.step_key}: {error.message.strip() if error else 'failed'}"
-    return "run failed"
+    step, error = run_failure(instance, result.run_id)
+    return f"{step}: {error}" if step else "run failed"
 
 
 def execute(
@@ -140,10 +147,11 @@ def execute(
         run_config={"loggers": {"console": {"config": {"log_level": settings.console_log_level()}}}},
         partition_key=partition_key,
         asset_selection=asset_keys,
-        tags=tags,
+        tags={**tags, **run_health.this_process_tags()},
         raise_on_error=False,
     )
-    failed = [f for f in _check_failures(instance, result.run_id) if "(ERROR)" in f]
+    run_health.remove_scratch(result.run_id)
+    failed = [f for f in check_failures(instance, result.run_id) if "(ERROR)" in f]
     return RunOutcome(
         run_id=result.run_id,
         origin=origin,
@@ -151,7 +159,7 @@ def execute(
         partition=f"{partition_range[0]}...{partition_range[-1]}" if partition_range else str(partition_key),
         success=result.success,
         failed_checks=failed,
-        error=_run_error(result),
+        error=_run_error(instance, result),
     )
 
 
@@ -261,6 +269,19 @@ def batches(ordered: list[str], selected: set[str], size: int) -> list[list[str]
     return found
 
 
+def backfill_batches(defs: dg.Definitions, instance: dg.DagsterInstance, asset_keys: list[dg.AssetKey],
+                     avatar_ids: list[str]) -> list[list[str]]:
+    """How a backfill launched from the UI splits avatars into runs: the assets' backfill policy decides how
+    many share a run (the model-backed images: `IMAGE_BATCH_PARTITIONS`), others run one avatar per run."""
+    graph = defs.resolve_asset_graph()
+    policies = {graph.get(key).backfill_policy for key in asset_keys}
+    if len(policies) != 1:
+        raise ValueError("assets with different backfill policies cannot share a run: backfill them separately")
+    policy = policies.pop()
+    size = 1 if policy is None else (policy.max_partitions_per_run or len(avatar_ids))
+    return batches(instance.get_dynamic_partitions("avatars"), set(avatar_ids), size)
+
+
 def backfill(
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
@@ -270,21 +291,10 @@ def backfill(
     tags: dict[str, str],
     echo=print,
 ) -> list[RunOutcome]:
-    """What a backfill launched from the UI does, in this process: the assets' backfill policy decides
-    how many avatars share a run (the model-backed images: `IMAGE_BATCH_PARTITIONS`), others run one
-    avatar per run."""
-    graph = defs.resolve_asset_graph()
-    policies = {graph.get(key).backfill_policy for key in asset_keys}
-    if len(policies) != 1:
-        raise ValueError("assets with different backfill policies cannot share a run: backfill them separately")
-    policy = policies.pop()
-    if policy is None:
-        size = 1
-    else:
-        size = policy.max_partitions_per_run or len(avatar_ids)
+    """What a backfill launched from the UI does, in this process."""
     names = ", ".join(key.to_user_string() for key in asset_keys)
     outcomes = []
-    for batch in batches(instance.get_dynamic_partitions("avatars"), set(avatar_ids), size):
+    for batch in backfill_batches(defs, instance, asset_keys, avatar_ids):
         echo(f"backfill: {names} for {batch[0]}" + (f" ... {batch[-1]} ({len(batch)} avatars, one run)" if len(batch) > 1 else ""))
         outcomes.append(
             execute(
@@ -298,7 +308,7 @@ def backfill(
 
 def process(defs: dg.Definitions, instance: dg.DagsterInstance, echo=print) -> ProcessReport:
     state = CliState(settings.dagster_home() / "avatarops_state.json")
-    report = ProcessReport()
+    report = ProcessReport(crashed=run_health.reap(instance).failed_runs)
     settle = settings.upload_settle_seconds()
     before = quarantine_entries()
     for _ in range(MAX_ROUNDS):

@@ -20,6 +20,15 @@ def quarantine_dir() -> Path:
     return avatar_home() / "quarantine"
 
 
+def scratch_root() -> Path:
+    return avatar_home() / "tmp"
+
+
+def run_scratch_dir(run_id: str) -> Path:
+    """A run's scratch files: one folder per run, so the folder of a run that is over can be removed whole."""
+    return scratch_root() / run_id
+
+
 def dagster_home() -> Path:
     return avatar_home() / "dagster"
 

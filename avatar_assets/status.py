@@ -60,7 +60,62 @@ def quarantine_entry(reason_file: Path) -> dict:
         }
 
 
+RUN_STATES = ("queued", "running", "waiting_approval", "blocked", "failed", "crashed", "done")
+"""Where a run or a render stands; `status` uses no other words."""
+AVATAR_STATES = ("ready", "building", "revoking", "revoked")
+
+_QUEUED = {dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING}
+_RUNNING = {dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING}
+
+
+def _step_keys(instance: dg.DagsterInstance, run_id: str, kind: dg.DagsterEventType) -> list[str]:
+    return [record.event_log_entry.dagster_event.step_key for record in instance.get_records_for_run(run_id, of_type=kind).records]
+
+
+def run_state(instance: dg.DagsterInstance, run: dg.DagsterRun) -> dict:
+    """One run's state, the stage it stopped in and, when it stopped, why (the gate's or the error's words)."""
+    from avatar_assets.run_health import CRASHED_TAG
+    from avatar_assets.runner import check_failures, run_failure
+
+    entry = {"run_id": run.run_id, "state": "done", "stage": None, "reason": None}
+    if run.status in _QUEUED:
+        entry["state"] = "queued"
+    elif run.status in _RUNNING:
+        started = _step_keys(instance, run.run_id, dg.DagsterEventType.STEP_START)
+        entry.update(state="running", stage=started[-1] if started else None)
+    elif run.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
+        gates = [failure for failure in check_failures(instance, run.run_id) if "(ERROR)" in failure]
+        failed_step, error = run_failure(instance, run.run_id)
+        if gates:
+            entry.update(state="blocked", stage=gates[0].split("[", 1)[0], reason="; ".join(gates))
+        elif failed_step is not None:
+            entry.update(state="failed", stage=failed_step, reason=error)
+        else:
+            finished = set(_step_keys(instance, run.run_id, dg.DagsterEventType.STEP_SUCCESS))
+            unfinished = [key for key in _step_keys(instance, run.run_id, dg.DagsterEventType.STEP_START) if key not in finished]
+            crashed = CRASHED_TAG in run.tags or run.status == dg.DagsterRunStatus.FAILURE
+            entry.update(
+                state="crashed" if crashed else "failed",
+                stage=unfinished[-1] if unfinished else None,
+                reason="its process died" if crashed else "canceled",
+            )
+    return entry
+
+
+def latest_run(instance: dg.DagsterInstance, partition: str) -> dg.DagsterRun | None:
+    from dagster._core.storage.tags import PARTITION_NAME_TAG
+
+    runs = instance.get_runs(dg.RunsFilter(tags={PARTITION_NAME_TAG: partition}), limit=1)
+    return runs[0] if runs else None
+
+
 def collect_status(defs: dg.Definitions, instance: dg.DagsterInstance) -> dict:
+    from avatar_assets import revoke
+    from avatar_assets.run_health import reap
+    from resources.wiring import media_store
+
+    reap(instance)
+    store = media_store()
     graph = defs.resolve_asset_graph()
     verdicts = latest_check_verdicts(instance)
     avatars = {}
@@ -78,14 +133,21 @@ def collect_status(defs: dg.Definitions, instance: dg.DagsterInstance) -> dict:
             )
         gates = {name: verdict for (partition, name), verdict in verdicts.items() if partition == avatar_id}
         blocked = [f"{name}: {v['description']}" for name, v in gates.items() if not v["passed"] and v["severity"] == "ERROR"]
+        run = latest_run(instance, avatar_id)
+        stone = revoke.tombstone(avatar_id, store)
         avatars[avatar_id] = {
-            "state": "blocked" if blocked else ("ready" if all(assets.values()) else "incomplete"),
+            "state": stone.status if stone else ("ready" if all(assets.values()) and not blocked else "building"),
+            "identity": run_state(instance, run) if run else None,
             "assets": assets,
             "gates": gates,
             "blocked_by": blocked,
+            "outputs": output_status(instance, avatar_id),
         }
-    for avatar_id, entry in avatars.items():
-        entry["outputs"] = output_status(instance, avatar_id)
+    for key in store.list_keys("tombstones/"):
+        stone = revoke.tombstone(key.removeprefix("tombstones/").removesuffix(".json"), store)
+        if stone is not None and stone.avatar_id not in avatars:
+            avatars[stone.avatar_id] = {"state": stone.status, "identity": None, "assets": {}, "gates": {},
+                                        "blocked_by": [], "outputs": {}}
     held = []
     held_root = settings.avatar_home() / "requests" / "held"
     for path in sorted(held_root.glob("*.json")) if held_root.is_dir() else []:
@@ -98,7 +160,7 @@ def collect_status(defs: dg.Definitions, instance: dg.DagsterInstance) -> dict:
 
 
 def output_status(instance: dg.DagsterInstance, avatar_id: str) -> dict:
-    """Per output slug of the avatar: the furthest stage materialized, and whether a person must act."""
+    """Per output slug of the avatar: the stages materialized and the state of its newest run."""
     from avatar_assets.approvals import VIDEO_STAGES
     from resources.records import read_record
     from resources.wiring import media_store
@@ -108,14 +170,15 @@ def output_status(instance: dg.DagsterInstance, avatar_id: str) -> dict:
     for slug in instance.get_dynamic_partitions("outputs"):
         partition = f"{avatar_id}|{slug}"
         done = [stage for stage in VIDEO_STAGES if store.read_text(record_key(stage, partition)) is not None]
-        if not done:
+        run = latest_run(instance, partition)
+        if not done and run is None:
             continue
+        entry = {"stages": done, **(run_state(instance, run) if run else
+                                    {"run_id": None, "state": "done", "stage": None, "reason": None})}
         lip_sync = read_record(store, "lip_sync", partition) if "lip_sync" in done else None
-        waiting = bool(lip_sync and lip_sync.awaiting_approval and "stitched_video" not in done)
-        cells[slug] = {
-            "stages": done,
-            "state": "packaged" if "output_package" in done else ("waiting for approval of lip_sync" if waiting else "in progress"),
-        }
+        if entry["state"] not in ("queued", "running") and lip_sync and lip_sync.awaiting_approval and "stitched_video" not in done:
+            entry.update(state="waiting_approval", stage="lip_sync", reason="a person must approve or reject lip_sync")
+        cells[slug] = entry
     return cells
 
 
@@ -124,14 +187,16 @@ def format_status(report: dict) -> str:
     if not report["avatars"]:
         lines.append("no avatars yet")
     for avatar_id, entry in sorted(report["avatars"].items()):
-        lines.append(f"avatar {avatar_id}: {entry['state']}")
+        identity = entry.get("identity")
+        note = f" (identity run {_describe(identity)})" if identity and identity["state"] != "done" else ""
+        lines.append(f"avatar {avatar_id}: {entry['state']}{note}")
         for asset, when in entry["assets"].items():
             lines.append(f"  {asset:18} {when or 'not materialized'}")
         for name, verdict in sorted(entry["gates"].items()):
             mark = "pass" if verdict["passed"] else ("FAIL" if verdict["severity"] == "ERROR" else "warn")
             lines.append(f"  [{mark}] {name}: {verdict['description'] or ''}")
         for slug, cell in entry.get("outputs", {}).items():
-            lines.append(f"  output {slug}: {cell['state']} (last stage {cell['stages'][-1]})")
+            lines.append(f"  output {slug}: {_describe(cell)}")
     for item in report.get("held", []):
         lines.append(f"held request {item['request']}: {item['reason']}")
     for item in report["quarantined"]:
@@ -141,3 +206,8 @@ def format_status(report: dict) -> str:
         lines.append(f"quarantined {what} at {item['path']}:")
         lines.extend(f"  - {problem}" for problem in item["problems"])
     return "\n".join(lines)
+
+
+def _describe(entry: dict) -> str:
+    words = entry["state"] + (f" at {entry['stage']}" if entry.get("stage") else "")
+    return words + (f": {entry['reason']}" if entry.get("reason") else "")

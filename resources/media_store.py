@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -18,6 +17,7 @@ from urllib.parse import unquote, urlparse
 import dagster as dg
 
 from avatar_assets.contracts import MediaRef
+from avatar_assets.media.partial import PART_SUFFIX, make_part_file, writer_of
 
 CHUNK = 1 << 20
 
@@ -109,6 +109,14 @@ class MediaStore(dg.ConfigurableResource):
     def delete_key(self, key: str) -> None:
         self._delete(key)
 
+    def create_text(self, key: str, text: str) -> bool:
+        """Write `key` only if it does not exist, atomically against every other writer (a claim):
+        True when this call created it, False when it was already there."""
+        return self._create(key, text.encode())
+
+    def _create(self, key: str, data: bytes) -> bool:
+        raise NotImplementedError
+
 
 class LocalMediaStore(MediaStore):
     """Filesystem store rooted at `root` (AVATAR_HOME by default)."""
@@ -127,10 +135,9 @@ class LocalMediaStore(MediaStore):
 
     def _write(self, key: str, source: bytes | Path) -> None:
         target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+        tmp_name = make_part_file(target)
         try:
-            with os.fdopen(fd, "wb") as handle:
+            with open(tmp_name, "wb") as handle:
                 if isinstance(source, Path):
                     with open(source, "rb") as src:
                         shutil.copyfileobj(src, handle, CHUNK)
@@ -140,8 +147,23 @@ class LocalMediaStore(MediaStore):
                 os.fsync(handle.fileno())
             os.replace(tmp_name, target)
         except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
+            tmp_name.unlink(missing_ok=True)
             raise
+
+    def _create(self, key: str, data: bytes) -> bool:
+        target = self._path(key)
+        tmp_name = make_part_file(target)
+        try:
+            with open(tmp_name, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.link(tmp_name, target)  # refuses an existing target: the complete file appears, or nothing
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            tmp_name.unlink(missing_ok=True)
 
     def _read(self, key: str) -> bytes:
         return self._path(key).read_bytes()
@@ -160,7 +182,7 @@ class LocalMediaStore(MediaStore):
         if not base.is_dir():
             return
         for path in sorted(base.rglob("*")):
-            if path.is_file() and not path.name.endswith(".part"):
+            if path.is_file() and writer_of(path) is None and not path.name.endswith(PART_SUFFIX):
                 yield path.relative_to(self._root).as_posix()
 
     def uri(self, key: str) -> str:

@@ -41,6 +41,15 @@ class S3MediaStore(MediaStore):
         else:
             self.client.put_object(Bucket=self.bucket, Key=self._object(key), Body=source)
 
+    def _create(self, key: str, data: bytes) -> bool:
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._object(key), Body=data, IfNoneMatch="*")
+        except self.client.exceptions.ClientError as error:
+            if error.response.get("Error", {}).get("Code") in {"PreconditionFailed", "412", "ConditionalRequestConflict"}:
+                return False
+            raise
+        return True
+
     def _read(self, key: str) -> bytes:
         return self.client.get_object(Bucket=self.bucket, Key=self._object(key))["Body"].read()
 

@@ -11,7 +11,7 @@ import json
 
 import dagster as dg
 
-from avatar_assets import events, intake, revoke, settings
+from avatar_assets import events, intake, ownership, revoke, settings
 from partitions import avatars
 from resources.wiring import media_store
 
@@ -56,6 +56,11 @@ def evaluate_uploads(cursor: str | None, *, settle_seconds: float, log) -> dg.Se
             continue
         if revoke.is_revoked(scan.avatar_id):
             _quarantine(bundle, [f"avatar {scan.avatar_id} was revoked; a revoked avatar id cannot be uploaded again"], log)
+            continue
+        try:
+            ownership.claim(media_store(), scan.avatar_id, scan.manifest.creator_id)
+        except ownership.OwnershipError as error:
+            _quarantine(bundle, [str(error)], log)
             continue
         new_avatars.append(scan.avatar_id)
         events.emit(

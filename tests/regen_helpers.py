@@ -51,6 +51,37 @@ def expected_after_neutral_image(avatar_id: str, slugs=SLUGS) -> Counter:
     return expected
 
 
+# --------------------------------------------------------------------------- what a change must refresh
+
+
+def is_video(graph, key: dg.AssetKey) -> bool:
+    return isinstance(graph.get(key).partitions_def, dg.MultiPartitionsDefinition)
+
+
+def descendants(graph, key: dg.AssetKey) -> set[dg.AssetKey]:
+    found, frontier = set(), [key]
+    while frontier:
+        for child in graph.get(frontier.pop()).child_keys:
+            if child not in found:
+                found.add(child)
+                frontier.append(child)
+    return found
+
+
+def expected_refresh(graph, key: dg.AssetKey, partition: str, slugs=SLUGS) -> Counter:
+    """The regenerated partition and every existing partition below it: an identity asset's descendants
+    at the same avatar and, for video stages, at each of that avatar's cells; a stage's at its cell."""
+    avatar_id = partition.split("|")[0]
+    expected = Counter({(key.to_user_string(), partition): 1})
+    for child in descendants(graph, key):
+        if not is_video(graph, child):
+            partitions = [avatar_id]
+        else:
+            partitions = [partition] if is_video(graph, key) else [cell(avatar_id, slug) for slug in slugs]
+        expected.update({(child.to_user_string(), p): 1 for p in partitions})
+    return expected
+
+
 # --------------------------------------------------------------------------- the rendered world
 
 

@@ -126,7 +126,7 @@ def test_process_with_nothing_to_do(home):
     assert result.stdout.strip() == "nothing to do"
     as_json = invoke("process", "--json")
     assert as_json.exit_code == 0
-    assert json.loads(as_json.stdout) == {"ok": True, "runs": [], "skipped": [], "quarantined": []}
+    assert json.loads(as_json.stdout) == {"ok": True, "runs": [], "skipped": [], "quarantined": [], "crashed": []}
 
 
 def test_process_and_status_report_runs_gates_and_quarantine(home, sample_bundle, photos, tmp_path):
@@ -166,7 +166,9 @@ def test_process_and_status_report_runs_gates_and_quarantine(home, sample_bundle
     document = json.loads(status.stdout)
     assert document["home"] == str(home.root)
     assert document["avatars"]["ada-01"]["state"] == "ready"
-    assert document["avatars"]["bob-02"]["state"] == "blocked"
+    assert document["avatars"]["bob-02"]["state"] == "building"
+    assert document["avatars"]["bob-02"]["identity"]["state"] == "blocked"
+    assert document["avatars"]["bob-02"]["identity"]["stage"] == "validated_inputs"
     assert document["avatars"]["bob-02"]["blocked_by"] == [
         "validated_inputs:usable_photo_and_consent: no photo with exactly one usable face; photos/a.png: no face found"
     ]
@@ -176,7 +178,8 @@ def test_process_and_status_report_runs_gates_and_quarantine(home, sample_bundle
     assert quarantined["problems"] == ["avatar_id 'dave-04' does not match the bundle folder name 'carol-03'"]
 
     text = invoke("status")
-    assert "avatar ada-01: ready" in text.stdout and "avatar bob-02: blocked" in text.stdout
+    assert "avatar ada-01: ready" in text.stdout
+    assert "avatar bob-02: building (identity run blocked at validated_inputs: " in text.stdout
     assert "[FAIL] validated_inputs:usable_photo_and_consent: no photo with exactly one usable face" in text.stdout
     assert "quarantined carol-03 at" in text.stdout
 

@@ -260,7 +260,7 @@ def test_status_shows_who_is_blocked_and_why(outcome):
     assert status["avatars"]["v-stereo"]["state"] == "ready"
     for avatar_id in [*BAD_PHOTOS, "c-no-likeness", "c-no-voice", "v-silent", "v-corrupt"]:
         entry = status["avatars"][avatar_id]
-        assert entry["state"] == "blocked", avatar_id
+        assert entry["state"] == "building" and entry["identity"]["state"] == "blocked", avatar_id
         assert entry["blocked_by"] and all("(" not in b.split(":")[0] for b in entry["blocked_by"])
     assert status["avatars"]["p-no-face"]["blocked_by"] == [
         "validated_inputs:usable_photo_and_consent: no photo with exactly one usable face; photos/a.png: no face found"

@@ -3,9 +3,10 @@ shared automation condition on the *remote* asset graph (the one the UI shows), 
 PartitionMapping would be dropped and avatar-exact lineage would widen to "everything downstream".
 
 The rendered world (3 avatars x 2 cells, built by the real sensors and runs) is restored, the daemon is
-started and allowed one quiet automation tick, then only `neutral_image[ava]` is materialized (what the
-UI's Materialize button does). The daemon's automation sensor must launch runs that materialize exactly
-ava's character_sheet, identity_bundle and the five stages below scene_assets of each of its two cells.
+started and allowed one quiet automation tick. With the daemon alive, `avatarops process` refuses (the
+daemon owns sensors and automation) and `avatarops regenerate` hands its run to the daemon's queue; for
+neutral_image, voice_profile and speech the daemon's automation must then materialize exactly the
+downstream closure (computed from the asset graph), each partition once.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from dagster._core.storage.tags import AUTOMATION_CONDITION_TAG, SENSOR_NAME_TAG
 from partitions import run_partition
 from tests.regen_helpers import (
     FINISHED,
-    expected_after_neutral_image,
+    avatarops,
+    expected_refresh,
     last_storage_id,
     materializations_after,
-    materialize_only,
     restored_world,
     world_env,
 )
@@ -43,10 +44,13 @@ def finished_ticks(instance: dg.DagsterInstance) -> int:
     return sum(1 for tick in automation_ticks(instance) if tick.status != TickStatus.STARTED)
 
 
-def test_daemon_automation_refreshes_exactly_the_regenerated_avatars_partitions(tmp_path_factory, sample_bundle, tmp_path):
+def test_regenerate_beside_a_live_daemon_is_queued_and_its_automation_refreshes_exactly_the_closure(
+    tmp_path_factory, sample_bundle, tmp_path
+):
     with restored_world(tmp_path_factory, sample_bundle) as home:
         write_instance_yaml(home.root / "dagster", DAEMON_INSTANCE_YAML)
         instance = dg.DagsterInstance.from_config(str(home.root / "dagster"))
+        graph = home.defs.resolve_asset_graph()
         try:
             env = world_env(home, AVATAR_SENSOR_INTERVAL_SECONDS="1")
             with dagster_daemon(env=env, log_path=tmp_path / "daemon.log") as daemon:
@@ -56,46 +60,44 @@ def test_daemon_automation_refreshes_exactly_the_regenerated_avatars_partitions(
                 assert not list(instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED,
                                                                           dg.DagsterRunStatus.STARTED]))), \
                     "the daemon launched runs in an unchanged world"
-                runs_before = {run.run_id for run in instance.get_runs()}
-                start = last_storage_id(instance)
+                refused = avatarops(home, "process")
+                assert refused.returncode == 2 and "a dagster-daemon runs on this instance" in refused.stderr, refused.stderr
 
-                materialize_only(home, "neutral_image", "ava")
-                expected = expected_after_neutral_image("ava")
-
-                def refreshed():
-                    new_runs = [r for r in instance.get_runs() if r.run_id not in runs_before]
-                    failed = [r for r in new_runs if r.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)]
-                    assert not failed, f"daemon run(s) failed: {[r.run_id for r in failed]}\n{daemon.log_tail()}"
-                    done = set(materializations_after(instance, start)) >= set(expected) | {("neutral_image", "ava")}
-                    active = [r for r in instance.get_runs() if r.status not in FINISHED]
-                    return done and not active
-
-                wait_until(refreshed, timeout=420, interval=2, what="the daemon's refresh runs to finish", process=daemon)
-                # A few more ticks: nothing else is launched once the refresh is through.
-                ticks = finished_ticks(instance)
-                wait_until(lambda: finished_ticks(instance) >= ticks + 3, timeout=120, interval=1,
-                           what="three more automation ticks", process=daemon)
-                wait_until(lambda: all(r.status in FINISHED for r in instance.get_runs()), timeout=240, interval=2,
-                           what="every run to finish", process=daemon)
+                for asset, partition in [("neutral_image", "ava"), ("voice_profile", "bob"), ("speech", "cal|s1")]:
+                    regenerate_through_the_daemon(home, instance, graph, daemon, asset, partition)
                 assert daemon.alive, daemon.log_tail()
-
-            materialized = materializations_after(instance, start)
-            print(f"[daemon refresh: {sum(materialized.values())} materializations {sorted(materialized.items())}]")
-            assert set(materialized) == set(expected) | {("neutral_image", "ava")}, sorted(materialized)
-            assert materialized[("neutral_image", "ava")] == 1
-
-            launched = [run for run in instance.get_runs() if run.run_id not in runs_before]
-            daemon_runs = [run for run in launched if run.tags.get(SENSOR_NAME_TAG) == AUTOMATION_SENSOR]
-            by_hand = [run for run in launched if run not in daemon_runs]
-            assert len(by_hand) == 1 and by_hand[0].tags.get("dagster/partition") == "ava"
-            assert daemon_runs, "the automation sensor launched nothing"
-            for run in daemon_runs:
-                assert run.tags.get(AUTOMATION_CONDITION_TAG) == "true", run.tags
-                assert run.status == dg.DagsterRunStatus.SUCCESS
-            # character_sheet has a multi_run backfill policy: automation asks for it as a range of one.
-            assert {run_partition(run.tags) for run in daemon_runs} == {"ava", "ava|s1", "ava|s2"}
-            print(f"[daemon automation runs: {len(daemon_runs)}]")
-            # Runs that materialized a partition of ava's identity or cells, nothing of bob or cal.
-            assert not any(p.startswith(("bob", "cal")) for _, p in materialized)
         finally:
             instance.dispose()
+
+
+def regenerate_through_the_daemon(home, instance, graph, daemon, asset: str, partition: str) -> None:
+    runs_before = {run.run_id for run in instance.get_runs()}
+    start = last_storage_id(instance)
+    avatar_id, _, slug = partition.partition("|")
+    queued = avatarops(home, "regenerate", asset, "--avatar", avatar_id, *(["--output", slug] if slug else []))
+    assert queued.returncode == 0 and "queued" in queued.stdout, queued.stdout + queued.stderr[-2000:]
+    expected = expected_refresh(graph, dg.AssetKey(asset), partition)
+
+    def refreshed():
+        new_runs = [r for r in instance.get_runs() if r.run_id not in runs_before]
+        failed = [r for r in new_runs if r.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)]
+        assert not failed, f"daemon run(s) failed: {[r.run_id for r in failed]}\n{daemon.log_tail()}"
+        done = set(materializations_after(instance, start)) >= set(expected)
+        return done and all(r.status in FINISHED for r in instance.get_runs())
+
+    wait_until(refreshed, timeout=420, interval=2, what=f"the daemon's refresh after {asset}", process=daemon)
+    # A few more ticks: nothing else is launched once the refresh is through.
+    ticks = finished_ticks(instance)
+    wait_until(lambda: finished_ticks(instance) >= ticks + 3, timeout=120, interval=1,
+               what="three more automation ticks", process=daemon)
+    wait_until(lambda: all(r.status in FINISHED for r in instance.get_runs()), timeout=240, interval=2,
+               what="every run to finish", process=daemon)
+    materialized = materializations_after(instance, start)
+    assert materialized == expected, (asset, sorted(set(materialized) ^ set(expected)),
+                                      sorted(k for k, n in materialized.items() if n > 1))
+    launched = [run for run in instance.get_runs() if run.run_id not in runs_before]
+    daemon_runs = [run for run in launched if run.tags.get(SENSOR_NAME_TAG) == AUTOMATION_SENSOR]
+    [by_hand] = [run for run in launched if run not in daemon_runs]
+    assert by_hand.tags.get("avatarops/regenerate") == asset and run_partition(by_hand.tags) == partition
+    for run in daemon_runs:
+        assert run.tags.get(AUTOMATION_CONDITION_TAG) == "true" and run.status == dg.DagsterRunStatus.SUCCESS, run.tags

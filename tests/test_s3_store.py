@@ -167,6 +167,26 @@ def test_backends_agree_on_keys_and_uris(backend, s3_server, bucket, tmp_path):
     assert not store.exists(ref)
 
 
+@pytest.mark.parametrize("backend", ["local", "s3"])
+def test_create_text_is_a_claim_exactly_one_concurrent_writer_wins(backend, s3_server, bucket, tmp_path):
+    """Ownership claims rely on it: of many writers creating one key at once, one gets True, the key holds
+    that writer's complete text, and no partial file is ever left or listed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if backend == "local":
+        store = LocalMediaStore(root=str(tmp_path / "home"))
+    else:
+        store = make_store(s3_server, bucket, "claims", tmp_path / "cache")
+    with ThreadPoolExecutor(8) as pool:
+        won = list(pool.map(lambda n: store.create_text("owners/ava.json", f"writer {n}"), range(8)))
+    assert won.count(True) == 1
+    assert store.read_text("owners/ava.json") == f"writer {won.index(True)}"
+    assert list(store.list_keys("owners/")) == ["owners/ava.json"]
+    assert store.create_text("owners/ava.json", "late") is False
+    if backend == "local":
+        assert [p.name for p in (tmp_path / "home" / "owners").iterdir()] == ["ava.json"]
+
+
 def test_wiring_builds_the_s3_store_from_the_environment(s3_server, bucket, tmp_path, monkeypatch):
     from resources import wiring
 

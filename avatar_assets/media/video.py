@@ -28,6 +28,8 @@ import soundfile as sf
 from moviepy import AudioArrayClip, VideoClip
 from PIL import Image, ImageDraw, ImageFont
 
+from avatar_assets.media.partial import make_part_file
+
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 AUDIO_BITRATE = "160k"
 _FONT_CANDIDATES = ("DejaVuSans-Bold.ttf", "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")
@@ -114,22 +116,20 @@ def _fps_arg(fps: float) -> str:
 
 
 @contextlib.contextmanager
-def _scratch(directory: Path, prefix: str, suffix: str) -> Iterator[Path]:
-    """A unique temp file in `directory` (same filesystem as the output), always removed afterwards."""
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=directory)
-    os.close(fd)
+def _scratch(beside: Path, suffix: str) -> Iterator[Path]:
+    """A partial file next to `beside` (same filesystem as the output), always removed afterwards."""
+    path = make_part_file(beside, suffix)
     try:
-        yield Path(name)
+        yield path
     finally:
-        Path(name).unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
 def _atomic_target(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temp path beside `path`; rename it over `path` only if the block finishes cleanly."""
+    """Yield a partial file beside `path`; rename it over `path` only if the block finishes cleanly."""
     final = Path(path)
-    with _scratch(final.parent, f".{final.stem}.", f".part{final.suffix}") as tmp:
+    with _scratch(final, final.suffix) as tmp:
         yield tmp
         os.replace(tmp, final)
 
@@ -144,7 +144,7 @@ def _temp_wav(audio: Audio | None, directory: Path, n_samples: int | None) -> It
     samples, sr = _mono_float(audio)
     if n_samples is not None:
         samples = fit_length(samples, n_samples)
-    with _scratch(directory, ".audio.", ".wav") as wav:
+    with _scratch(directory / "audio", ".wav") as wav:
         sf.write(wav, samples, sr, subtype="FLOAT")
         yield wav
 
@@ -220,7 +220,7 @@ def encode_frames(
             with _temp_wav(audio, final.parent, n_samples) as wav:
                 count = _pipe_frames(_encode_cmd(size, fps, wav, tmp, crf, preset, pix_fmt), frames, size)
         else:
-            with _scratch(final.parent, f".{final.stem}.", ".video.mp4") as video_only:
+            with _scratch(final.with_suffix(".video"), ".mp4") as video_only:
                 count = _pipe_frames(_encode_cmd(size, fps, None, video_only, crf, preset, pix_fmt), frames, size)
                 with _temp_wav(audio, final.parent, round(count / fps * audio[1])) as wav:
                     _ffmpeg([FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", str(video_only),
@@ -448,7 +448,7 @@ def stitch_scenes(
     # could otherwise make n - 1.
     clip = VideoClip(frame_function=frame_function, duration=(n + 0.5) / fps)
     logger = _ProgressLogger(progress, n) if progress is not None else None
-    with _atomic_target(final) as tmp, _scratch(final.parent, ".audio.", ".wav") as wav:
+    with _atomic_target(final) as tmp, _scratch(final.with_suffix(".audio"), ".wav") as wav:
         if audio is not None:
             samples, sr = _mono_float(audio)
             samples = fit_length(samples, round(n / fps * sr))

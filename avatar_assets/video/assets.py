@@ -106,8 +106,10 @@ def for_cell(record: Record, **fields) -> Record:
     return record.model_copy(update=changed) if changed else record
 
 
-def scratch_dir() -> tempfile.TemporaryDirectory:
-    root = settings.avatar_home() / "tmp"
+def scratch_dir(context: dg.AssetExecutionContext) -> tempfile.TemporaryDirectory:
+    """Under the run's own scratch folder, which is removed with everything in it when the run is over
+    (or found dead), so a killed stage leaves no frames or audio of the person behind."""
+    root = settings.run_scratch_dir(context.run_id)
     root.mkdir(parents=True, exist_ok=True)
     return tempfile.TemporaryDirectory(dir=root)
 
@@ -481,7 +483,7 @@ def lip_sync(
             audio.samples, audio.sample_rate, fps, speech.words, speech.phonemes, total, seed=seed, mesh=fallback is None
         )
         tracks = scene_tracks(store, scene_assets)
-        with scratch_dir() as tmp:
+        with scratch_dir(context) as tmp:
             path = Path(tmp) / "lip_sync.mp4"
             encode_frames(
                 render_frames(tracks, controls, fps, progress=progress(context, "lip sync")),
@@ -645,7 +647,7 @@ def stitched_video(
         tracks = scene_tracks(store, scene_assets)
         clips = [SceneClip(t.start_s, t.end_s, frame_at=scene_frame_source(t, controls, lip_sync.fps)) for t in tracks]
         captions = cues([WordTiming(w.word, w.start_s, w.end_s, 0) for w in speech.words])
-        with scratch_dir() as tmp:
+        with scratch_dir(context) as tmp:
             path = Path(tmp) / "stitched.mp4"
             stitch_scenes(
                 clips, fps=lip_sync.fps, size=tuple(scene_assets.master_size), audio=(audio.samples, audio.sample_rate),
@@ -705,7 +707,7 @@ def enhanced_video(
                     report(index + 1, total)
                 yield embed_watermark(enhance_frame(frame, sharpen=enhancer.sharpen, saturation=enhancer.saturation), payload)
 
-        with scratch_dir() as tmp:
+        with scratch_dir(context) as tmp:
             path = Path(tmp) / "enhanced.mp4"
             size = (stitched_video.qa.width, stitched_video.qa.height)
             encode_frames(frames(), fps=stitched_video.expected_fps, size=size, audio=(levelled, 48000), path=path,
@@ -757,7 +759,7 @@ def output_package(
     source = store.local_path(enhanced_video.video.uri)
     master_aspect = request.renditions()[0]
     renditions = []
-    with scratch_dir() as tmp:
+    with scratch_dir(context) as tmp:
         for aspect in request.renditions():
             width, height = ASPECT_SIZE[aspect]
             context.log.info(f"packaging {aspect} at {width}x{height}")
