@@ -6,6 +6,8 @@ readable by them, whatever the umask of whoever started the process and whoever 
 `make_private()` is the one place that rule lives; every entry point calls it: the `avatarops` CLI,
 the code location (imported by the code server, sensors and every run worker) and `make dev`
 (`python -m avatar_assets.privacy` before the webserver and daemon, which run under `umask 077`).
+Writes that keep a source's mode instead of applying the umask (a rename or copy2 of a bundle someone
+dropped in the inbox) call `tighten()` on what they moved.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import json
 
 import dagster as dg
 
-from avatar_assets import events, intake, revoke, settings
+from avatar_assets import events, intake, privacy, revoke, settings
 from partitions import avatars
 from resources.wiring import media_store
 
@@ -57,6 +57,7 @@ def evaluate_uploads(cursor: str | None, *, settle_seconds: float, log) -> dg.Se
         if revoke.is_revoked(scan.avatar_id):
             _quarantine(bundle, [f"avatar {scan.avatar_id} was revoked; a revoked avatar id cannot be uploaded again"], log)
             continue
+        privacy.tighten(bundle)  # a hand-dropped bundle keeps the dropper's modes while it stays in the inbox
         new_avatars.append(scan.avatar_id)
         events.emit(
             media_store(), "accepted", avatar_id=scan.avatar_id, asset="source_upload",
