@@ -27,10 +27,13 @@ browser:
 demo: setup
 	$(BIN)/avatarops demo
 
+# umask 077 in the one shell that starts the webserver and the daemon: the instance files they write
+# (run history with face thumbnails) are owner-only; avatar_assets.privacy tightens what already exists.
 dev: setup
-	mkdir -p "$(DAGSTER_HOME)"
-	test -f "$(DAGSTER_HOME)/dagster.yaml" || printf 'telemetry:\n  enabled: false\n' > "$(DAGSTER_HOME)/dagster.yaml"
-	$(BIN)/dagster dev -w workspace.yaml
+	umask 077 && mkdir -p "$(DAGSTER_HOME)" \
+	  && { test -f "$(DAGSTER_HOME)/dagster.yaml" || printf 'telemetry:\n  enabled: false\n' > "$(DAGSTER_HOME)/dagster.yaml"; } \
+	  && $(BIN)/python -m avatar_assets.privacy \
+	  && $(BIN)/dagster dev -w workspace.yaml
 
 test: setup browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from avatar_assets import intake, settings
+from avatar_assets import intake, privacy, settings
 
 EXIT_BAD_INPUT = 2
 
@@ -72,6 +72,7 @@ def main() -> None:
     # Beta/preview notices about the APIs the design chose are for developers, not operators.
     warnings.simplefilter("ignore", BetaWarning)
     warnings.simplefilter("ignore", PreviewWarning)
+    privacy.make_private()
 
 
 def upload_bundle(source: Path) -> Path:

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from avatar_assets import settings
+from avatar_assets import privacy, settings
 from avatar_assets.checks.consistency import CONSISTENCY_CHECKS
 from avatar_assets.checks.identity import IDENTITY_CHECKS
 from avatar_assets.checks.video import VIDEO_CHECKS
@@ -15,6 +15,9 @@ from sensors.approvals import build_approval_sensor
 from sensors.events import build_delivery_sensor
 from sensors.requests import build_request_sensor
 from sensors.uploads import build_upload_sensor
+
+# Every Dagster process that serves this location (code server, sensor ticks, run workers) imports this.
+privacy.make_private()
 
 automation = dg.AutomationConditionSensorDefinition(
     "avatar_automation",

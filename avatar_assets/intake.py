@@ -18,6 +18,7 @@ from typing import Literal
 
 from pydantic import ValidationError
 
+from avatar_assets import privacy
 from avatar_assets.contracts import AvatarUpload, QuarantineReason
 from avatar_assets.media.partial import make_part_file
 
@@ -190,6 +191,7 @@ def quarantine(bundle: Path, problems: list[str], quarantine_root: Path) -> Path
         if file_hashes(target / "bundle") != hashes:
             raise RuntimeError(f"copy of {bundle} to quarantine did not verify; original left in place")
         shutil.rmtree(bundle)
+    privacy.tighten(target)  # a rename or copy2 keeps the dropped files' modes
     reason = QuarantineReason(
         avatar_id=bundle.name,
         bundle=str(bundle),

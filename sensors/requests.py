@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 import dagster as dg
 from dagster._core.event_api import PartitionKeyFilter
 
-from avatar_assets import approvals, events, requests, revoke, settings
+from avatar_assets import approvals, events, privacy, requests, revoke, settings
 from avatar_assets.contracts import QuarantineReason
 from avatar_assets.intake import atomic_write_text
 from partitions import cell_key, outputs
@@ -64,6 +64,7 @@ def quarantine_request(scanned: requests.ScannedRequest) -> str:
     target = settings.quarantine_dir() / f"output-{scanned.avatar_id}-{scanned.slug}-{stamp:%Y%m%dT%H%M%S%fZ}"
     target.mkdir(parents=True)
     scanned.path.rename(target / scanned.path.name)
+    privacy.tighten(target)  # a hand-dropped request keeps its mode through the rename
     reason = QuarantineReason(
         kind="output_request",
         avatar_id=scanned.avatar_id,

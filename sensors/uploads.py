@@ -11,7 +11,7 @@ import json
 
 import dagster as dg
 
-from avatar_assets import events, intake, ownership, revoke, settings
+from avatar_assets import events, intake, ownership, privacy, revoke, settings
 from partitions import avatars
 from resources.wiring import media_store
 
@@ -62,6 +62,7 @@ def evaluate_uploads(cursor: str | None, *, settle_seconds: float, log) -> dg.Se
         except ownership.OwnershipError as error:
             _quarantine(bundle, [str(error)], log)
             continue
+        privacy.tighten(bundle)  # a hand-dropped bundle keeps the dropper's modes while it stays in the inbox
         new_avatars.append(scan.avatar_id)
         events.emit(
             media_store(), "accepted", avatar_id=scan.avatar_id, asset="source_upload",
