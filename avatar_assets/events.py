@@ -370,7 +370,7 @@ def _bury(store: MediaStore, event_id: str, event: LifecycleEvent | None, attemp
     store.write_text(f"{DEAD}{event_id}.json", letter.model_dump_json())
 
 
-# --------------------------------------------------------------------------- replay
+# --------------------------------------------------------------------------- replay and forget
 
 
 def replay(store: MediaStore, since_event_id: str | None) -> int:
@@ -398,4 +398,30 @@ def replay_dead_letters(store: MediaStore) -> int:
     state.save(store)
     for event_id in ids:
         store.delete_key(f"{DEAD}{event_id}.json")
+    return len(ids)
+
+
+def forget_avatar(store: MediaStore, avatar_id: str) -> int:
+    """Delete every outbox event of the avatar, with its retry state, dead letter and dedupe marker (what
+    revoke erases). Outbox documents go last, so a forget killed half-way finds them again when rerun.
+    Returns how many events were forgotten."""
+    ids = {letter.event_id for letter in dead_letters(store) if letter.avatar_id == avatar_id}
+    for key in list(store.list_keys(OUTBOX)):
+        text = store.read_text(key)
+        try:
+            event = LifecycleEvent.model_validate_json(text) if text is not None else None
+        except ValidationError:
+            continue
+        if event is not None and event.avatar_id == avatar_id:
+            ids.add(event.event_id)
+    for key in list(store.list_keys(KEYS)):
+        if store.read_text(key) in ids:
+            store.delete_key(key)
+    state = DeliveryState.load(store)
+    if ids & state.retrying.keys():
+        state.retrying = {i: retry for i, retry in state.retrying.items() if i not in ids}
+        state.save(store)
+    for event_id in ids:
+        store.delete_key(f"{DEAD}{event_id}.json")
+        store.delete_key(f"{OUTBOX}{event_id}.json")
     return len(ids)

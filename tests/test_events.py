@@ -354,6 +354,23 @@ def test_the_delivery_sensor_says_why_it_sends_nothing_without_a_secret(home, mo
         assert verified(hook.posts[0])
 
 
+def test_forget_avatar_deletes_its_events_retry_state_and_dead_letters(home):
+    store = home.store
+    ava = [events.emit(store, "accepted", avatar_id="ava", asset="source_upload", dedupe_key="ava:1").event_id,
+           *emit_many(store, 2, "ava")]
+    bob = emit_many(store, 2, "bob")
+    with webhook() as hook:
+        hook.modes.update({ava[1]: "gone", ava[2]: "error", bob[0]: "error"})
+        deliver(store, hook, at=time.time())
+    assert [letter.event_id for letter in events.dead_letters(store)] == [ava[1]]
+
+    assert events.forget_avatar(store, "ava") == 3
+    assert outbox_ids(store) == bob
+    assert events.dead_letters(store) == [] and list(events.DeliveryState.load(store).retrying) == [bob[0]]
+    assert list(store.list_keys(events.KEYS)) == []
+    assert events.forget_avatar(store, "ava") == 0
+
+
 def test_a_deliverer_killed_mid_way_resumes_in_order_at_least_once_and_replays(home, tmp_path):
     store = home.store
     outbox = emit_many(store, 40)
