@@ -321,7 +321,7 @@ def deliver(
     fresh = [event_id for event_id in pending_ids(store, state.cursor) if event_id not in dead]
     clock = now()
     retries = [event_id for event_id, retry in state.retrying.items() if retry.next_attempt_at <= clock]
-    due = sorted(retries + settled(fresh, settle_s))[:limit]
+    due = sorted({*retries, *settled(fresh, settle_s)})[:limit]
     started = time.monotonic()
     delivered = failed = buried = 0
     error = None

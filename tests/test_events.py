@@ -243,6 +243,30 @@ def test_a_receiver_that_times_out_or_resets_the_connection_blocks_nothing(home)
         assert hook.ids == [fine, hangs, resets]
 
 
+def test_a_pass_stops_starting_attempts_when_its_budget_is_spent(home):
+    """The sensor's pass must end within a tick: after the budget, the rest waits for the next pass."""
+    store = home.store
+    slow, *rest = emit_many(store, 3)
+    with webhook() as hook:
+        hook.modes[slow] = "hang"
+        report = deliver(store, hook, at=time.time(), timeout_s=0.3, budget_s=0.1)
+        assert (report.delivered, report.failed, report.pending) == (0, 1, 3) and hook.attempts == 1
+        assert deliver(store, hook).delivered == 2 and hook.ids == rest
+
+
+def test_an_unreadable_outbox_document_is_dead_lettered_and_blocks_nothing(home):
+    store = home.store
+    broken = events.new_event_id()
+    store.write_text(f"{events.OUTBOX}{broken}.json", "{not json")
+    after = emit_many(store, 1)
+    with webhook() as hook:
+        report = deliver(store, hook)
+        assert (report.delivered, report.dead) == (1, 1) and hook.ids == after
+    [letter] = events.dead_letters(store)
+    assert (letter.event_id, letter.type, letter.attempts) == (broken, None, 1)
+    assert "unreadable" in letter.last_error
+
+
 def test_endpoint_down_for_an_hour_loses_nothing_and_delivers_in_order_after(home):
     """Down (500, then connection refused) for an hour: every event retries on its own schedule, none is
     delivered, none is lost or dead yet (8 attempts span about an hour), and all arrive in order after."""
