@@ -436,44 +436,80 @@ def events() -> None:
 @events.command("list")
 @click.option("--limit", default=50, show_default=True)
 def events_list(limit) -> None:
+    """The latest events with their delivery state: delivered, pending (with failed attempts) or dead."""
     from avatar_assets import events as outbox
     from resources.wiring import media_store
 
     store = media_store()
     state = outbox.DeliveryState.load(store)
+    dead = outbox.dead_letter_ids(store)
     for event_id in outbox.pending_ids(store, None)[-limit:]:
-        event = json.loads(store.read_text(f"{outbox.OUTBOX}{event_id}.json"))
-        mark = "delivered" if state.last_delivered and event_id <= state.last_delivered else "pending"
+        text = store.read_text(f"{outbox.OUTBOX}{event_id}.json")
+        if text is None:  # forgotten (revoke) since the listing
+            continue
+        event = json.loads(text)
+        mark = state.status_of(event_id, dead)
         where = "/".join(p for p in (event["avatar_id"], event.get("output")) if p)
-        click.echo(f"{event_id} {mark:9} {event['type']:9} {where} {event.get('asset') or ''}")
+        retry = state.retrying.get(event_id)
+        note = f" ({retry.attempts} failed attempt(s): {retry.last_error})" if retry and retry.attempts else ""
+        click.echo(f"{event_id} {mark:9} {event['type']:9} {where} {event.get('asset') or ''}{note}")
 
 
 @events.command("deliver")
 @click.option("--url", default=lambda: os.environ.get("AVATAR_WEBHOOK_URL", ""), show_default="$AVATAR_WEBHOOK_URL")
-@click.option("--follow", is_flag=True, help="Keep delivering (with backoff) until interrupted.")
+@click.option("--follow", is_flag=True, help="Keep delivering (each failing event on its own backoff) until interrupted.")
 def events_deliver(url, follow) -> None:
+    """Deliver every due event, signed with $AVATAR_WEBHOOK_SECRET; exit 1 when an attempt failed or
+    events still wait (a retry, or too new to be settled)."""
     import time
 
     from avatar_assets import events as outbox
     from resources.wiring import media_store
 
-    if not url:
-        click.echo("error: no webhook URL (--url or AVATAR_WEBHOOK_URL)", err=True)
+    try:
+        config = outbox.WebhookConfig.from_env(url)
+    except outbox.WebhookConfigError as error:
+        click.echo(f"error: {error}", err=True)
         sys.exit(EXIT_BAD_INPUT)
     store = media_store()
+    first = True
     while True:
-        report = outbox.deliver(store, url)
-        click.echo(f"delivered {report.delivered}, pending {report.pending}" + (f" ({report.error})" if report.error else ""))
+        report = outbox.deliver(store, config.url, config.signer, max_attempts=config.max_attempts)
+        if first or report.delivered or report.failed:
+            click.echo(report.summary())
         if not follow:
-            sys.exit(0 if not report.pending else 1)
-        time.sleep(max(1.0, (report.waiting_until or 0) - time.time()) if report.pending else 2.0)
+            sys.exit(1 if report.failed or report.pending else 0)
+        first = False
+        time.sleep(2.0)  # a pass attempts only what is due, so polling costs one listing
+
+
+@events.command("dead-letters")
+def events_dead_letters() -> None:
+    """Events the deliverer gave up on (410 Gone, or every attempt failed)."""
+    from avatar_assets import events as outbox
+    from resources.wiring import media_store
+
+    letters = outbox.dead_letters(media_store())
+    for letter in letters:
+        where = "/".join(p for p in (letter.avatar_id, letter.output) if p)
+        click.echo(f"{letter.event_id} {letter.type or '?':9} {where} {letter.asset or ''} "
+                   f"attempts={letter.attempts} {letter.last_error}")
+    hint = ": `avatarops events replay --dead-letters` sends them again" if letters else ""
+    click.echo(f"{len(letters)} dead letter(s){hint}")
 
 
 @events.command("replay")
 @click.option("--since", "since_event_id", default=None, help="Event id to replay from (inclusive); default all.")
-def events_replay(since_event_id) -> None:
+@click.option("--dead-letters", "dead_letters", is_flag=True, help="Queue every dead letter again (attempts anew).")
+def events_replay(since_event_id, dead_letters) -> None:
     from avatar_assets import events as outbox
     from resources.wiring import media_store
 
+    if dead_letters and since_event_id:
+        click.echo("error: --since and --dead-letters are separate replays; give one", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    if dead_letters:
+        click.echo(f"{outbox.replay_dead_letters(media_store())} dead letter(s) queued again")
+        return
     count = outbox.replay(media_store(), since_event_id)
     click.echo(f"{count} event(s) will be delivered again")

@@ -13,7 +13,7 @@ import posixpath
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 KEY_PATTERN = r"^[a-z0-9][a-z0-9-]{1,62}$"
 PartitionId = Annotated[str, StringConstraints(pattern=KEY_PATTERN)]
@@ -527,7 +527,16 @@ JobType = Literal[
 
 
 class LifecycleEvent(Strict):
+    """One outbox event, as written and as POSTed to the webhook.
+
+    `sequence` orders events for a receiver (a retried event can arrive after later ones): it is the
+    nanosecond wall-clock count that starts the event id, strictly increasing within one process and
+    ordered by the clock across processes, so concurrent writers need no shared counter. Events written
+    before the field existed get it from their id when they are read.
+    """
+
     event_id: str
+    sequence: int
     type: EventType
     at: datetime
     avatar_id: str
@@ -535,6 +544,34 @@ class LifecycleEvent(Strict):
     asset: str | None = None
     run_id: str | None = None
     detail: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sequence_from_id(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "sequence" not in data:
+            prefix = str(data.get("event_id", "")).split("-", 1)[0]
+            if prefix.isdigit():
+                return {**data, "sequence": int(prefix)}
+        return data
+
+
+class DeadLetter(Strict):
+    """An event the webhook deliverer gave up on (`events/dead/<event_id>.json`), kept until replayed.
+
+    Holds what an operator needs to decide (which event, whose, how often it failed and why), not the
+    event itself: that stays in the outbox, from where `avatarops events replay --dead-letters` sends it.
+    """
+
+    event_id: str
+    sequence: int | None = None  # None when the outbox document could not be read
+    type: EventType | None = None
+    avatar_id: str | None = None
+    output: str | None = None
+    asset: str | None = None
+    attempts: int = Field(ge=1)
+    last_status: int | None = None  # the HTTP status of the last answer; None when none came
+    last_error: str
+    dead_at: datetime
 
 
 class Approval(Strict):

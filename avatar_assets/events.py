@@ -1,34 +1,76 @@
-"""Lifecycle events through an outbox: written before delivery, delivered in order, replayable.
+"""Lifecycle events through an outbox: written before delivery, delivered signed, never blocked, never lost.
 
-Every event is a JSON document under `events/outbox/<event_id>.json` in the media store (local or S3);
-ids sort by time, so the outbox is the order. The deliverer POSTs each event to the webhook and moves
-its cursor only after a 2xx answer, so a crash of the deliverer loses nothing (delivery is at least
-once; receivers de-duplicate by `X-Avatar-Event-Id`). While the endpoint is down it backs off
-exponentially up to `max_backoff_s` and resumes in order when it comes back.
+Every event is a JSON document under `events/outbox/<event_id>.json` in the media store (local or S3).
+An id starts with the wall clock in nanoseconds, so the outbox sorts by time, and that number is the
+event's `sequence`, by which a receiver orders what it gets (see `LifecycleEvent`).
+
+The deliverer POSTs each event to the webhook signed per Standard Webhooks (`webhook-id` = the event id,
+`webhook-timestamp` = this attempt, `webhook-signature` = `v1,` + base64 HMAC-SHA256 of
+"id.timestamp.body" keyed with the `whsec_` secret in AVATAR_WEBHOOK_SECRET); without a secret nothing
+is sent. Redirects are not followed: a 3xx is a failed attempt, like a 4xx, a 5xx, a refused or reset
+connection or a timeout. A failed event waits on its own schedule (exponential backoff, capped) while
+later events go on; after `max_attempts` failures, or at once on 410 Gone, it becomes a dead letter
+(`events/dead/<event_id>.json`) until `replay_dead_letters` queues it again.
+
+What the deliverer has done is in the store too (`events/delivery.json`: a cursor over the outbox and
+the events waiting for a retry), written after every attempt, so a killed deliverer resumes where it
+stopped: delivery is at least once, and receivers de-duplicate by `webhook-id`.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
-import json
+import hmac
+import http.client
+import os
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
-from avatar_assets.contracts import EventType, LifecycleEvent
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from avatar_assets.contracts import DeadLetter, EventType, LifecycleEvent
 from resources.media_store import MediaStore
 
 OUTBOX = "events/outbox/"
 KEYS = "events/keys/"
+DEAD = "events/dead/"
 STATE = "events/delivery.json"
+
+URL_ENV = "AVATAR_WEBHOOK_URL"
+SECRET_ENV = "AVATAR_WEBHOOK_SECRET"
+MAX_ATTEMPTS_ENV = "AVATAR_WEBHOOK_MAX_ATTEMPTS"
+SECRET_PREFIX = "whsec_"
+MIN_SECRET_BYTES = 24  # the standard's lower bound (192 bits)
+DEFAULT_MAX_ATTEMPTS = 8
+# 30 s doubling, capped at 1 h: the 8 default attempts span about an hour, so a receiver that is down for
+# less than that gets everything without anyone replaying.
+BASE_BACKOFF_S = 30.0
+MAX_BACKOFF_S = 3600.0
+TIMEOUT_S = 10.0
+
+_clock = threading.Lock()
+_last_ns = 0
+
+
+def _next_ns() -> int:
+    """The wall clock in ns, strictly increasing within this process (two ids never share a sequence)."""
+    global _last_ns
+    with _clock:
+        _last_ns = max(time.time_ns(), _last_ns + 1)
+        return _last_ns
 
 
 def new_event_id(dedupe_key: str | None = None) -> str:
     suffix = hashlib.sha256((dedupe_key or f"{time.time_ns()}-{id(object())}").encode()).hexdigest()[:12]
-    return f"{time.time_ns():020d}-{suffix}"
+    return f"{_next_ns():020d}-{suffix}"
 
 
 def emit(
@@ -48,7 +90,7 @@ def emit(
         if store.read_text(marker) is not None:
             return None
     event = LifecycleEvent(
-        event_id=new_event_id(dedupe_key),
+        event_id=new_event_id(dedupe_key),  # its sequence is the id's clock part
         type=type,
         at=datetime.now(UTC),
         avatar_id=avatar_id,
@@ -68,42 +110,6 @@ def pending_ids(store: MediaStore, after: str | None) -> list[str]:
     return [event_id for event_id in ids if after is None or event_id > after]
 
 
-@dataclass
-class DeliveryState:
-    last_delivered: str | None = None
-    failures: int = 0
-    next_attempt_at: float = 0.0
-    last_error: str | None = None
-
-    @classmethod
-    def load(cls, store: MediaStore) -> DeliveryState:
-        text = store.read_text(STATE)
-        return cls(**json.loads(text)) if text else cls()
-
-    def save(self, store: MediaStore) -> None:
-        store.write_text(STATE, json.dumps(vars(self)))
-
-
-def post(url: str, event_json: str, event_id: str, timeout: float = 10.0) -> None:
-    request = urllib.request.Request(
-        url,
-        data=event_json.encode(),
-        headers={"Content-Type": "application/json", "X-Avatar-Event-Id": event_id},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        if not 200 <= response.status < 300:
-            raise urllib.error.HTTPError(url, response.status, "non-2xx answer", response.headers, None)
-
-
-@dataclass(frozen=True)
-class DeliveryReport:
-    delivered: int
-    pending: int
-    waiting_until: float | None
-    error: str | None
-
-
 def settled(event_ids: list[str], settle_s: float) -> list[str]:
     """The leading ids at least `settle_s` old. An id is taken (from the clock) before its file is written,
     so a writer in another process can still land an *earlier* id after a later one is visible; moving the
@@ -117,42 +123,305 @@ def settled(event_ids: list[str], settle_s: float) -> list[str]:
     return ready
 
 
+# --------------------------------------------------------------------------- configuration and signing
+
+
+class WebhookConfigError(ValueError):
+    """A webhook setting that is missing or malformed; the message names the variable and never its value."""
+
+
+@dataclass(frozen=True)
+class Signer:
+    """Standard Webhooks signatures with one `whsec_<base64>` secret."""
+
+    key: bytes
+
+    @classmethod
+    def from_secret(cls, secret: str | None) -> Signer:
+        if not secret:
+            raise WebhookConfigError(
+                f"{SECRET_ENV} is not set: events are only delivered signed; set it to the receiver's "
+                f"Standard Webhooks secret ({SECRET_PREFIX}<base64>)"
+            )
+        if not secret.startswith(SECRET_PREFIX):
+            raise WebhookConfigError(f"{SECRET_ENV} must have the Standard Webhooks form {SECRET_PREFIX}<base64>")
+        encoded = secret.removeprefix(SECRET_PREFIX)
+        try:
+            key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+        except binascii.Error:
+            raise WebhookConfigError(f"{SECRET_ENV}: the part after {SECRET_PREFIX} is not valid base64") from None
+        if len(key) < MIN_SECRET_BYTES:
+            raise WebhookConfigError(
+                f"{SECRET_ENV} holds a {len(key)}-byte key; Standard Webhooks asks for at least {MIN_SECRET_BYTES}"
+            )
+        return cls(key)
+
+    def headers(self, message_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+        """The three standard headers for these exact body bytes at this attempt's time."""
+        mac = hmac.new(self.key, f"{message_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+        return {
+            "webhook-id": message_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": f"v1,{base64.b64encode(mac).decode()}",
+        }
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    """Where and how to deliver, from the environment; the CLI and the sensor read it the same way."""
+
+    url: str
+    signer: Signer
+    max_attempts: int
+
+    @classmethod
+    def from_env(cls, url: str | None) -> WebhookConfig:
+        parts = urllib.parse.urlsplit(url or "")
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise WebhookConfigError(f"no http(s) webhook URL (--url or {URL_ENV})")
+        raw = os.environ.get(MAX_ATTEMPTS_ENV, str(DEFAULT_MAX_ATTEMPTS))
+        if not raw.strip().isdigit() or int(raw) < 1:
+            raise WebhookConfigError(f"{MAX_ATTEMPTS_ENV} must be a whole number of attempts, at least 1")
+        return cls(url, Signer.from_secret(os.environ.get(SECRET_ENV)), int(raw))
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A 3xx is the receiver's answer, not a new address: following it would re-send the event as a GET
+    without its body (or to a host the receiver does not control) and count that as delivered."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None  # urllib then raises HTTPError with the 3xx status
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    status: int | None  # the HTTP status; None when no answer came (refused, reset, timed out)
+    error: str | None  # None when delivered
+
+
+def post(url: str, body: bytes, event_id: str, signer: Signer, *, at: float, timeout: float = TIMEOUT_S) -> Attempt:
+    """One signed POST of exactly `body`; any answer but a 2xx is a failed attempt."""
+    headers = {"Content-Type": "application/json", "X-Avatar-Event-Id": event_id,
+               **signer.headers(event_id, int(at), body)}
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with _OPENER.open(request, timeout=timeout) as response:
+            return Attempt(response.status, None)
+    except urllib.error.HTTPError as answer:
+        answer.close()
+        note = " (redirect not followed)" if 300 <= answer.code < 400 else ""
+        return Attempt(answer.code, f"HTTP {answer.code} {answer.reason}{note}")
+    except urllib.error.URLError as error:  # no connection: refused, unknown host, connect timeout
+        return Attempt(None, f"no answer: {error.reason}")
+    except (OSError, http.client.HTTPException) as error:  # reset or timed out after connecting
+        return Attempt(None, f"no answer: {type(error).__name__}: {error}")
+
+
+# --------------------------------------------------------------------------- delivery state
+
+
+class Retry(BaseModel):
+    """One failed event's own schedule: it waits alone while later events are delivered."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    attempts: int = Field(ge=0)  # 0: re-queued from the dead letters, due at once
+    next_attempt_at: float
+    last_error: str | None = None
+    last_status: int | None = None
+
+
+class DeliveryState(BaseModel):
+    """What the deliverer has done, kept in the store (`events/delivery.json`) so that any deliverer,
+    including one started after another was killed, goes on from there.
+
+    Every outbox event up to `cursor` has had its first attempt: it is delivered, waiting in `retrying`,
+    or a dead letter. Later events have not been tried yet.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    cursor: str | None = None
+    retrying: dict[str, Retry] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_single_cursor(cls, data: Any) -> Any:
+        """The state before per-event retries: a cursor that a failing event blocked; it goes on from there."""
+        if isinstance(data, dict) and "last_delivered" in data:
+            return {"cursor": data["last_delivered"]}
+        return data
+
+    @classmethod
+    def load(cls, store: MediaStore) -> DeliveryState:
+        text = store.read_text(STATE)
+        return cls.model_validate_json(text) if text else cls()
+
+    def save(self, store: MediaStore) -> None:
+        store.write_text(STATE, self.model_dump_json())
+
+    def status_of(self, event_id: str, dead: set[str]) -> Literal["delivered", "pending", "dead"]:
+        if event_id in dead:
+            return "dead"
+        if event_id in self.retrying or self.cursor is None or event_id > self.cursor:
+            return "pending"
+        return "delivered"
+
+
+def dead_letters(store: MediaStore) -> list[DeadLetter]:
+    letters = (store.read_text(key) for key in sorted(store.list_keys(DEAD)))
+    return [DeadLetter.model_validate_json(text) for text in letters if text is not None]
+
+
+def dead_letter_ids(store: MediaStore) -> set[str]:
+    return {key.removeprefix(DEAD).removesuffix(".json") for key in store.list_keys(DEAD)}
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    delivered: int
+    failed: int  # failed attempts in this pass
+    dead: int  # events that became dead letters in this pass
+    pending: int  # events not tried yet or waiting for a retry
+    waiting_until: float | None  # the earliest retry
+    error: str | None  # the last failure of this pass, "<event id>: <why>"
+
+    def summary(self) -> str:
+        text = f"delivered {self.delivered}, failed {self.failed}, dead-lettered {self.dead}, pending {self.pending}"
+        return text + (f" ({self.error})" if self.error else "")
+
+
 def deliver(
     store: MediaStore,
     url: str,
+    signer: Signer,
     *,
-    base_backoff_s: float = 2.0,
-    max_backoff_s: float = 300.0,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    base_backoff_s: float = BASE_BACKOFF_S,
+    max_backoff_s: float = MAX_BACKOFF_S,
     limit: int = 1000,
     settle_s: float = 2.0,
+    timeout_s: float = TIMEOUT_S,
+    budget_s: float | None = None,
     now=time.time,
 ) -> DeliveryReport:
-    """Deliver pending events in order until one fails; then back off and leave the rest for later."""
+    """One pass over every due event in sequence order: the retries whose time has come and the settled
+    events not tried yet. A failure schedules that event alone; the pass goes on with the next.
+
+    `now` is the clock for the schedule and for `webhook-timestamp` (tests inject it); `budget_s` stops
+    the pass between attempts (a sensor tick must end), leaving the rest due for the next pass.
+    """
     state = DeliveryState.load(store)
-    pending = pending_ids(store, state.last_delivered)
-    if state.failures and now() < state.next_attempt_at:
-        return DeliveryReport(0, len(pending), state.next_attempt_at, state.last_error)
-    delivered = 0
-    for event_id in settled(pending, settle_s)[:limit]:
+    dead = dead_letter_ids(store)
+    for event_id in dead & state.retrying.keys():  # a deliverer killed between the letter and its state
+        del state.retrying[event_id]
+    fresh = [event_id for event_id in pending_ids(store, state.cursor) if event_id not in dead]
+    clock = now()
+    retries = [event_id for event_id, retry in state.retrying.items() if retry.next_attempt_at <= clock]
+    due = sorted({*retries, *settled(fresh, settle_s)})[:limit]
+    started = time.monotonic()
+    delivered = failed = buried = 0
+    error = None
+    for event_id in due:
+        if budget_s is not None and time.monotonic() - started > budget_s:
+            break
+        previous = state.retrying.pop(event_id, None)
+        attempts = (previous.attempts if previous else 0) + 1
         text = store.read_text(f"{OUTBOX}{event_id}.json")
-        try:
-            post(url, text, event_id)
-        except (OSError, urllib.error.URLError) as error:
-            state.failures += 1
-            state.next_attempt_at = now() + min(max_backoff_s, base_backoff_s * 2 ** (state.failures - 1))
-            state.last_error = f"{event_id}: {error}"
-            state.save(store)
-            return DeliveryReport(delivered, len(pending) - delivered, state.next_attempt_at, state.last_error)
-        state.last_delivered, state.failures, state.last_error = event_id, 0, None
+        if text is not None:  # None: forgotten (revoke) since the listing
+            attempted_at = now()
+            event, outcome = _attempt(url, signer, event_id, text, attempted_at, timeout_s)
+            if outcome.error is None:
+                delivered += 1
+            else:
+                failed += 1
+                error = f"{event_id}: {outcome.error}"
+                if event is None or outcome.status == 410 or attempts >= max_attempts:
+                    _bury(store, event_id, event, attempts, outcome)
+                    buried += 1
+                else:
+                    delay = min(max_backoff_s, base_backoff_s * 2 ** (attempts - 1))
+                    state.retrying[event_id] = Retry(attempts=attempts, next_attempt_at=attempted_at + delay,
+                                                     last_error=outcome.error, last_status=outcome.status)
+        if state.cursor is None or event_id > state.cursor:
+            state.cursor = event_id
         state.save(store)
-        delivered += 1
-    return DeliveryReport(delivered, len(pending) - delivered, None, None)
+    untried = [event_id for event_id in fresh if event_id > (state.cursor or "")]
+    waiting_until = min((retry.next_attempt_at for retry in state.retrying.values()), default=None)
+    return DeliveryReport(delivered, failed, buried, len(untried) + len(state.retrying), waiting_until, error)
+
+
+def _attempt(url, signer, event_id, text, at, timeout_s) -> tuple[LifecycleEvent | None, Attempt]:
+    """POST one outbox document as its canonical JSON (events written before `sequence` gain it)."""
+    try:
+        event = LifecycleEvent.model_validate_json(text)
+    except ValidationError as error:
+        return None, Attempt(None, f"unreadable outbox document: {error.errors()[0]['msg']}")
+    return event, post(url, event.model_dump_json().encode(), event_id, signer, at=at, timeout=timeout_s)
+
+
+def _bury(store: MediaStore, event_id: str, event: LifecycleEvent | None, attempts: int, outcome: Attempt) -> None:
+    fields = event.model_dump(include={"sequence", "type", "avatar_id", "output", "asset"}) if event else {}
+    letter = DeadLetter(event_id=event_id, attempts=attempts, last_status=outcome.status,
+                        last_error=outcome.error or "", dead_at=datetime.now(UTC), **fields)
+    store.write_text(f"{DEAD}{event_id}.json", letter.model_dump_json())
+
+
+# --------------------------------------------------------------------------- replay and forget
 
 
 def replay(store: MediaStore, since_event_id: str | None) -> int:
-    """Deliver again from `since_event_id` (inclusive), or everything when None."""
+    """Deliver again from `since_event_id` (inclusive), or everything when None. Dead letters stay dead
+    (`replay_dead_letters` is for them); returns how many events will be delivered again."""
     ids = pending_ids(store, None)
     earlier = [event_id for event_id in ids if since_event_id is not None and event_id < since_event_id]
-    state = DeliveryState(last_delivered=earlier[-1] if earlier else None)
+    state = DeliveryState.load(store)
+    cursor = earlier[-1] if earlier else None
+    retrying = {i: retry for i, retry in state.retrying.items() if cursor is not None and i <= cursor}
+    DeliveryState(cursor=cursor, retrying=retrying).save(store)
+    dead = dead_letter_ids(store)
+    return len([event_id for event_id in ids[len(earlier):] if event_id not in dead])
+
+
+def replay_dead_letters(store: MediaStore) -> int:
+    """Queue every dead letter again with a fresh count of attempts, due at once.
+
+    The state is saved before the letters are removed: a replay killed in between leaves them dead (a
+    dead letter wins over a queued retry), and running it again finishes it."""
+    ids = sorted(dead_letter_ids(store))
+    state = DeliveryState.load(store)
+    for event_id in ids:
+        state.retrying[event_id] = Retry(attempts=0, next_attempt_at=0.0)
     state.save(store)
-    return len(ids) - len(earlier)
+    for event_id in ids:
+        store.delete_key(f"{DEAD}{event_id}.json")
+    return len(ids)
+
+
+def forget_avatar(store: MediaStore, avatar_id: str) -> int:
+    """Delete every outbox event of the avatar, with its retry state, dead letter and dedupe marker (what
+    revoke erases). Outbox documents go last, so a forget killed half-way finds them again when rerun.
+    Returns how many events were forgotten."""
+    ids = {letter.event_id for letter in dead_letters(store) if letter.avatar_id == avatar_id}
+    for key in list(store.list_keys(OUTBOX)):
+        text = store.read_text(key)
+        try:
+            event = LifecycleEvent.model_validate_json(text) if text is not None else None
+        except ValidationError:
+            continue
+        if event is not None and event.avatar_id == avatar_id:
+            ids.add(event.event_id)
+    for key in list(store.list_keys(KEYS)):
+        if store.read_text(key) in ids:
+            store.delete_key(key)
+    state = DeliveryState.load(store)
+    if ids & state.retrying.keys():
+        state.retrying = {i: retry for i, retry in state.retrying.items() if i not in ids}
+        state.save(store)
+    for event_id in ids:
+        store.delete_key(f"{DEAD}{event_id}.json")
+        store.delete_key(f"{OUTBOX}{event_id}.json")
+    return len(ids)

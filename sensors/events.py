@@ -1,4 +1,4 @@
-"""Delivers lifecycle events from the outbox to AVATAR_WEBHOOK_URL on every tick, with backoff."""
+"""Delivers lifecycle events from the outbox to AVATAR_WEBHOOK_URL on every tick, signed, with per-event retries."""
 
 import os
 
@@ -8,6 +8,8 @@ from avatar_assets import events, settings
 from resources.wiring import media_store
 
 DELIVERY_SENSOR = "webhook_delivery_sensor"
+# Dagster gives a sensor evaluation 60 s; a pass stops starting attempts after this (one may take TIMEOUT_S).
+TICK_BUDGET_S = 40.0
 
 
 def build_delivery_sensor() -> dg.SensorDefinition:
@@ -15,15 +17,22 @@ def build_delivery_sensor() -> dg.SensorDefinition:
         name=DELIVERY_SENSOR,
         minimum_interval_seconds=settings.sensor_interval_seconds(),
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Posts lifecycle events to the webhook in order; backs off while it is down.",
+        description="Posts lifecycle events to the webhook, signed; a failing event is retried on its own "
+        "backoff and dead-lettered, never blocking later ones.",
     )
     def webhook_delivery_sensor(context: dg.SensorEvaluationContext):
-        url = os.environ.get("AVATAR_WEBHOOK_URL")
+        url = os.environ.get(events.URL_ENV)
         if not url:
-            return dg.SkipReason("AVATAR_WEBHOOK_URL is not set; events stay in the outbox")
-        report = events.deliver(media_store(), url)
+            return dg.SkipReason(f"{events.URL_ENV} is not set; events stay in the outbox")
+        try:
+            config = events.WebhookConfig.from_env(url)
+        except events.WebhookConfigError as error:  # nothing is ever delivered unsigned
+            context.log.warning(f"webhook delivery stopped: {error}; events stay in the outbox")
+            return dg.SkipReason(f"{error}; events stay in the outbox")
+        report = events.deliver(media_store(), config.url, config.signer, max_attempts=config.max_attempts,
+                                budget_s=TICK_BUDGET_S)
         if report.error:
-            context.log.warning(f"webhook delivery paused: {report.error}; {report.pending} event(s) waiting")
-        return dg.SkipReason(f"delivered {report.delivered}, {report.pending} pending")
+            context.log.warning(f"webhook delivery: {report.summary()}")
+        return dg.SkipReason(report.summary())
 
     return webhook_delivery_sensor

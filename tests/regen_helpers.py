@@ -9,13 +9,17 @@ Nothing is mocked: the instance is SQLite on disk, media are real files, the web
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import shutil
+import socket
+import struct
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -297,18 +301,49 @@ def stale_partitions(home: Home, graph=None) -> dict[tuple[str, str], list[str]]
 # --------------------------------------------------------------------------- a real webhook receiver
 
 
-class Webhook:
-    """An HTTP endpoint on 127.0.0.1 that records every POST (event id header and body) in arrival order.
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(bytes(range(32))).decode()
+"""The Standard Webhooks secret the tests deliver with (a fixed 32-byte key)."""
 
-    `mode`: "ok" answers 204, "error" answers 500; `delay_s` slows every answer; `stop()` closes the port
-    (connection refused) and `start()` opens the same port again.
+
+def signer():
+    from avatar_assets import events
+
+    return events.Signer.from_secret(WEBHOOK_SECRET)
+
+
+@dataclass(frozen=True)
+class Post:
+    """One POST as the receiver saw it: its headers (names lower-cased: HTTP names are case-insensitive),
+    the exact body bytes, and how it was answered."""
+
+    headers: dict[str, str]
+    body: bytes
+    answer: str
+
+    @property
+    def event_id(self) -> str:
+        return self.headers["x-avatar-event-id"]
+
+
+class Webhook:
+    """An HTTP endpoint on 127.0.0.1 that records every request in arrival order.
+
+    `mode` is how every POST is answered, `modes` overrides it per event id: "ok" answers 204, "error"
+    500, "redirect" 301 to another path, "gone" 410, "hang" answers nothing for `hang_s`, "reset" reads
+    the request and resets the connection. `received` holds the (event id, body) of the POSTs answered
+    204, `posts` every POST, `requests` every (method, path) including any GET a redirect would cause.
+    `delay_s` slows every answer; `stop()` closes the port (connection refused), `start()` reopens it.
     """
 
     def __init__(self, port: int = 0):
         self.received: list[tuple[str, dict]] = []
+        self.posts: list[Post] = []
+        self.requests: list[tuple[str, str]] = []
         self.attempts = 0
         self.mode = "ok"
+        self.modes: dict[str, str] = {}
         self.delay_s = 0.0
+        self.hang_s = 2.0
         self.lock = threading.Lock()
         self.port = port
         self.server: ThreadingHTTPServer | None = None
@@ -323,25 +358,51 @@ class Webhook:
         with self.lock:
             return [event_id for event_id, _ in self.received]
 
+    def posts_of(self, event_id: str) -> list[Post]:
+        with self.lock:
+            return [post for post in self.posts if post.event_id == event_id]
+
     def _handler(self):
         hook = self
+        statuses = {"ok": 204, "error": 500, "redirect": 301, "gone": 410}
 
         class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                with hook.lock:
+                    hook.requests.append(("GET", self.path))
+                self.send_response(200)
+                self.end_headers()
+
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                event_id = self.headers.get("X-Avatar-Event-Id", "")
                 with hook.lock:
                     hook.attempts += 1
-                    mode, delay = hook.mode, hook.delay_s
+                    hook.requests.append(("POST", self.path))
+                    mode, delay = hook.modes.get(event_id, hook.mode), hook.delay_s
+                    hook.posts.append(Post({k.lower(): v for k, v in self.headers.items()}, body, mode))
                 if delay:
                     time.sleep(delay)
-                if mode == "error":
-                    self.send_response(500)
-                    self.end_headers()
+                if mode == "hang":
+                    time.sleep(hook.hang_s)
+                    self.close_connection = True
                     return
-                with hook.lock:
-                    hook.received.append((self.headers["X-Avatar-Event-Id"], json.loads(body)))
-                self.send_response(204)
+                if mode == "reset":  # RST instead of an answer
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.connection.close()
+                    self.close_connection = True
+                    return
+                if mode == "ok":
+                    with hook.lock:
+                        hook.received.append((event_id, json.loads(body)))
+                self.send_response(statuses[mode])
+                if mode == "redirect":
+                    self.send_header("Location", "/moved")
                 self.end_headers()
+
+            def finish(self):
+                with contextlib.suppress(OSError):  # the client gave up, or "reset" closed the socket
+                    super().finish()
 
             def log_message(self, *args):
                 pass
