@@ -216,7 +216,7 @@ def referenced_blob_keys(store, prefixes=("records/", "cache/")) -> dict[str, se
                 continue
             record = parse_record(store.read_text(key) or "")
             for ref in media_refs(record):
-                refs.setdefault(store.key_of(ref.uri), set()).add(key)
+                refs.setdefault(ref.key, set()).add(key)
     return refs
 
 
