@@ -19,6 +19,7 @@ from typing import Literal
 
 from pydantic import ValidationError
 
+from avatar_assets import settings
 from avatar_assets.contracts import AvatarUpload, QuarantineReason
 
 MANIFEST = "manifest.json"
@@ -192,7 +193,7 @@ def quarantine(bundle: Path, problems: list[str], quarantine_root: Path) -> Path
         shutil.rmtree(bundle)
     reason = QuarantineReason(
         avatar_id=bundle.name,
-        bundle=str(bundle),
+        bundle=settings.home_relative(bundle),
         quarantined_at=stamp,
         problems=problems,
         original_files=hashes,
