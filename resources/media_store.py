@@ -62,6 +62,7 @@ class MediaStore(dg.ConfigurableResource):
 
     @staticmethod
     def _key(ref: MediaRef | str) -> str:
+        """A ref's key, or a key; a location (an old absolute path or URI) is refused, never resolved."""
         key = ref.key if isinstance(ref, MediaRef) else ref
         if key.startswith("/") or "://" in key:
             raise ValueError(f"{key!r} is a location; the store takes store-relative keys (media/ab/<sha>.png)")
