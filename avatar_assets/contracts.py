@@ -12,6 +12,7 @@ import json
 import posixpath
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import unquote, urlparse
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
@@ -95,7 +96,7 @@ class QuarantineReason(Strict):
     kind: Literal["upload", "output_request"] = "upload"
     avatar_id: str
     slug: str | None = None  # output requests only
-    bundle: str  # what was quarantined: the upload bundle folder, or the request file
+    bundle: str  # what was quarantined (the upload bundle folder or the request file), relative to AVATAR_HOME
     quarantined_at: datetime
     problems: list[str]
     original_files: dict[str, Sha256]
@@ -105,11 +106,47 @@ class QuarantineReason(Strict):
 # --------------------------------------------------------------------------- records
 
 
+def media_key(sha256: str, ext: str) -> str:
+    """The store-relative key of a content-addressed blob, the same in every store."""
+    return f"media/{sha256[:2]}/{sha256}.{ext.lstrip('.')}"
+
+
+def key_from_location(location: str, depth: int) -> str:
+    """The store-relative key that ends an absolute location of `depth` segments.
+
+    Records written before keys held absolute locations (`file:///old/home/media/ab/<sha>.png`,
+    `s3://bucket/prefix/media/ab/<sha>.png`). Every store puts a key at the end of its location, so the
+    tail is the key wherever the home has moved since; the store that reads the record resolves it.
+    """
+    segments = unquote(urlparse(location).path).rstrip("/").split("/")
+    return "/".join(segments[-depth:])
+
+
 class MediaRef(Strict):
-    uri: str
+    """A blob by its store-relative key (`media/ab/<sha>.png`), never by location: the active MediaStore
+    resolves the key, so a home can be copied, moved or synced to S3 and a record's hash stays the same."""
+
+    key: str
     sha256: Sha256
     size: int
     media_type: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _key_of_legacy_uri(cls, data: Any) -> Any:
+        """Older records hold the blob's absolute `uri`; they are read as the key at its end."""
+        if isinstance(data, dict) and "uri" in data and "key" not in data:
+            data = {**{k: v for k, v in data.items() if k != "uri"}, "key": key_from_location(data["uri"], 3)}
+        return data
+
+    @model_validator(mode="after")
+    def _content_addressed(self) -> MediaRef:
+        """A ref names its own blob: `media/<sha256[:2]>/<sha256>.<ext>`, nothing else in any store."""
+        head = media_key(self.sha256, "")
+        ext = self.key.removeprefix(head)
+        if ext == self.key or not ext or "/" in ext:
+            raise ValueError(f"key {self.key!r} is not {head}<ext> (the blob of sha256 {self.sha256})")
+        return self
 
 
 class ProviderInfo(Strict):
@@ -509,7 +546,13 @@ class OutputPackageRecord(Record):
     captions_srt: MediaRef
     captions_vtt: MediaRef
     rights_manifest: MediaRef
-    folder: str
+    folder: str  # store-relative key of the package folder, `packages/<avatar>/<slug>`
+
+    @field_validator("folder", mode="before")
+    @classmethod
+    def _key_of_legacy_folder(cls, value: Any) -> Any:
+        """Older records hold the folder's absolute location; they are read as the key at its end."""
+        return key_from_location(value, 3) if isinstance(value, str) and "://" in value else value
 
 
 # --------------------------------------------------------------------------- lifecycle, approvals, revoke

@@ -107,9 +107,9 @@ def run_demo(echo=print) -> int:
         return 1
     folder = store.local_path(package.folder)
     echo("")
-    echo(f"neutral image:   {store.local_path(neutral.image.uri)}")
-    echo(f"character sheet: {store.local_path(sheet.sheet.uri)}")
-    echo(f"voice profile:   {store.local_path(store.uri(record_key('voice_profile', DEMO_AVATAR)))}")
+    echo(f"neutral image:   {store.local_path(neutral.image)}")
+    echo(f"character sheet: {store.local_path(sheet.sheet)}")
+    echo(f"voice profile:   {store.local_path(record_key('voice_profile', DEMO_AVATAR))}")
     for rendition in package.renditions:
         echo(f"video {rendition.aspect_ratio:5}:   {folder / ('video_' + rendition.aspect_ratio.replace(':', 'x') + '.mp4')}")
     echo(f"rights manifest: {folder / 'rights_manifest.json'}")

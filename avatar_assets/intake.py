@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic import ValidationError
 
-from avatar_assets import privacy
+from avatar_assets import privacy, settings
 from avatar_assets.contracts import AvatarUpload, QuarantineReason
 from avatar_assets.media.partial import make_part_file
 
@@ -194,7 +194,7 @@ def quarantine(bundle: Path, problems: list[str], quarantine_root: Path) -> Path
     privacy.tighten(target)  # a rename or copy2 keeps the dropped files' modes
     reason = QuarantineReason(
         avatar_id=bundle.name,
-        bundle=str(bundle),
+        bundle=settings.home_relative(bundle),
         quarantined_at=stamp,
         problems=problems,
         original_files=hashes,

@@ -146,7 +146,7 @@ def collect_unreferenced(store: MediaStore, instance: dg.DagsterInstance, exclud
     referenced = set()
     for prefix in ("records/", "cache/"):
         for _, record in _documents(store, prefix):
-            referenced |= {store.key_of(ref.uri) for ref in media_refs(record)}
+            referenced |= {ref.key for ref in media_refs(record)}
     starts = [
         record.create_timestamp.timestamp()
         for record in instance.get_run_records(dg.RunsFilter(statuses=ACTIVE))

@@ -33,6 +33,13 @@ def dagster_home() -> Path:
     return avatar_home() / "dagster"
 
 
+def home_relative(path: Path) -> str:
+    """How a file written under AVATAR_HOME names a place in it: relative to the home, so a copied or moved
+    home still names the right place. A place outside the home keeps its absolute path."""
+    path, home = path.resolve(), avatar_home()
+    return path.relative_to(home).as_posix() if path.is_relative_to(home) else str(path)
+
+
 def storage_url() -> str:
     """`AVATAR_STORAGE`: empty for the local filesystem under AVATAR_HOME, or s3://bucket/prefix."""
     return os.environ.get("AVATAR_STORAGE", "").strip()

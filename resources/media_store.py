@@ -3,6 +3,9 @@
 Blobs live at `media/<sha256[:2]>/<sha256>.<ext>` and are written atomically: a local write goes to a
 temp file that is fsynced and renamed; an S3 write is a single put of a complete object. Keys under
 `records/` and `cache/` hold small JSON documents that are overwritten atomically the same way.
+
+Everything persisted names things by store-relative key; only the store knows where a key lives (a path
+under its root, an object under its bucket and prefix), so a home can be copied or moved.
 """
 
 from __future__ import annotations
@@ -12,11 +15,10 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 import dagster as dg
 
-from avatar_assets.contracts import MediaRef
+from avatar_assets.contracts import MediaRef, media_key
 from avatar_assets.media.partial import PART_SUFFIX, make_part_file, writer_of
 
 CHUNK = 1 << 20
@@ -34,12 +36,8 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def media_key(sha256: str, ext: str) -> str:
-    return f"media/{sha256[:2]}/{sha256}.{ext.lstrip('.')}"
-
-
 class MediaStore(dg.ConfigurableResource):
-    """Backend-neutral store. Subclasses implement the five primitives on keys."""
+    """Backend-neutral store. Subclasses implement the primitives on keys, and where a key lives."""
 
     def _write(self, key: str, source: bytes | Path) -> None:
         raise NotImplementedError
@@ -56,15 +54,27 @@ class MediaStore(dg.ConfigurableResource):
     def list_keys(self, prefix: str) -> Iterator[str]:
         raise NotImplementedError
 
-    def uri(self, key: str) -> str:
+    def _uri(self, key: str) -> str:
         raise NotImplementedError
 
-    def key_of(self, uri: str) -> str:
+    def _local_path(self, key: str) -> Path:
         raise NotImplementedError
 
-    def local_path(self, uri: str) -> Path:
+    @staticmethod
+    def _key(ref: MediaRef | str) -> str:
+        """A ref's key, or a key; a location (an old absolute path or URI) is refused, never resolved."""
+        key = ref.key if isinstance(ref, MediaRef) else ref
+        if key.startswith("/") or "://" in key:
+            raise ValueError(f"{key!r} is a location; the store takes store-relative keys (media/ab/<sha>.png)")
+        return key
+
+    def uri(self, ref: MediaRef | str) -> str:
+        """Where a key lives now (file:// or s3://), for UI metadata and people only: never persist it."""
+        return self._uri(self._key(ref))
+
+    def local_path(self, ref: MediaRef | str) -> Path:
         """A readable local file for a blob (a cached download for remote stores)."""
-        raise NotImplementedError
+        return self._local_path(self._key(ref))
 
     # ---------------------------------------------------------------- content-addressed media
 
@@ -73,30 +83,27 @@ class MediaStore(dg.ConfigurableResource):
         key = media_key(digest, ext)
         if not self._exists(key):
             self._write(key, data)
-        return MediaRef(uri=self.uri(key), sha256=digest, size=len(data), media_type=media_type)
+        return MediaRef(key=key, sha256=digest, size=len(data), media_type=media_type)
 
     def put_file(self, path: Path, ext: str, media_type: str) -> MediaRef:
         digest = sha256_file(path)
         key = media_key(digest, ext)
         if not self._exists(key):
             self._write(key, path)
-        return MediaRef(
-            uri=self.uri(key), sha256=digest, size=path.stat().st_size, media_type=media_type
-        )
+        return MediaRef(key=key, sha256=digest, size=path.stat().st_size, media_type=media_type)
 
     def read(self, ref: MediaRef | str) -> bytes:
-        return self._read(self.key_of(ref.uri if isinstance(ref, MediaRef) else ref))
+        return self._read(self._key(ref))
 
     def exists(self, ref: MediaRef | str) -> bool:
-        return self._exists(self.key_of(ref.uri if isinstance(ref, MediaRef) else ref))
+        return self._exists(self._key(ref))
 
     def delete(self, ref: MediaRef | str) -> None:
-        self._delete(self.key_of(ref.uri if isinstance(ref, MediaRef) else ref))
+        self._delete(self._key(ref))
 
-    def copy_to(self, ref: MediaRef, key: str) -> str:
-        """Publish a blob under a readable key (e.g. a package folder); returns its URI."""
-        self._write(key, self.local_path(ref.uri))
-        return self.uri(key)
+    def copy_to(self, ref: MediaRef, key: str) -> None:
+        """Publish a blob under a readable key (e.g. a package folder)."""
+        self._write(self._key(key), self.local_path(ref))
 
     # ---------------------------------------------------------------- keyed documents
 
@@ -185,14 +192,8 @@ class LocalMediaStore(MediaStore):
             if path.is_file() and writer_of(path) is None and not path.name.endswith(PART_SUFFIX):
                 yield path.relative_to(self._root).as_posix()
 
-    def uri(self, key: str) -> str:
+    def _uri(self, key: str) -> str:
         return self._path(key).as_uri()
 
-    def key_of(self, uri: str) -> str:
-        if not uri.startswith("file://"):
-            raise ValueError(f"{uri!r} is not a local media URI")
-        path = Path(unquote(urlparse(uri).path))  # as_uri() percent-encodes (a space is %20)
-        return path.resolve().relative_to(self._root).as_posix()
-
-    def local_path(self, uri: str) -> Path:
-        return self._path(self.key_of(uri))
+    def _local_path(self, key: str) -> Path:
+        return self._path(key)

@@ -72,17 +72,10 @@ class S3MediaStore(MediaStore):
             for item in page.get("Contents", []):
                 yield item["Key"][strip:]
 
-    def uri(self, key: str) -> str:
+    def _uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._object(key)}"
 
-    def key_of(self, uri: str) -> str:
-        head = f"s3://{self.bucket}/{self._object('')}"
-        if not uri.startswith(head):
-            raise ValueError(f"{uri!r} is not in s3://{self.bucket}/{self.prefix}")
-        return uri[len(head) :]
-
-    def local_path(self, uri: str) -> Path:
-        key = self.key_of(uri)
+    def _local_path(self, key: str) -> Path:
         target = Path(self.cache_dir) / key
         if not target.is_file():
             target.parent.mkdir(parents=True, exist_ok=True)

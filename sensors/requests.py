@@ -69,7 +69,7 @@ def quarantine_request(scanned: requests.ScannedRequest) -> str:
         kind="output_request",
         avatar_id=scanned.avatar_id,
         slug=scanned.slug,
-        bundle=str(scanned.path),
+        bundle=settings.home_relative(scanned.path),
         quarantined_at=stamp,
         problems=scanned.problems,
         original_files={scanned.path.name: hashlib.sha256(scanned.raw).hexdigest()},
@@ -81,7 +81,7 @@ def quarantine_request(scanned: requests.ScannedRequest) -> str:
 
 def hold(scanned: requests.ScannedRequest, reason: str) -> None:
     path = requests.held_path(scanned.avatar_id, scanned.slug)
-    document = {"request": str(scanned.path), "reason": reason}
+    document = {"request": settings.home_relative(scanned.path), "reason": reason}
     if not path.exists() or json.loads(path.read_text()).get("reason") != reason:
         atomic_write_text(path, json.dumps(document, indent=2))
 

@@ -3,7 +3,8 @@
 The expensive part of these tests is a rendered "world": three avatars (copies of the sample bundle under
 different ids) with two video cells each, at a small master size. It is built once per test session by
 the real sensors and runs (`avatar_assets.runner.process`) and snapshotted; each test restores the
-snapshot at the same path (records hold absolute `file://` URIs) and gets its own Dagster instance on it.
+snapshot (records hold store-relative keys, so any path would do; test_relocatable_home proves it) and
+gets its own Dagster instance on it.
 Nothing is mocked: the instance is SQLite on disk, media are real files, the webhook is real HTTP.
 """
 
@@ -251,7 +252,7 @@ def referenced_blob_keys(store, prefixes=("records/", "cache/")) -> dict[str, se
                 continue
             record = parse_record(store.read_text(key) or "")
             for ref in media_refs(record):
-                refs.setdefault(store.key_of(ref.uri), set()).add(key)
+                refs.setdefault(ref.key, set()).add(key)
     return refs
 
 

@@ -182,7 +182,7 @@ def test_rendered_faces_blink_and_show_no_seam(matrix):
         lip = record(home, "lip_sync", avatar_id, "single-scene")
         [scene] = record(home, "scene_assets", avatar_id, "single-scene").scenes
         keyframe = decode_image(home.store.read(scene.keyframe))
-        frames = decoded_frames(home.store.local_path(lip.video.uri), gray=False)
+        frames = decoded_frames(home.store.local_path(lip.video), gray=False)
         points = np.asarray(scene.landmarks)
         x0, y0 = np.floor(np.concatenate([points[LEFT_EYE], points[RIGHT_EYE]]).min(axis=0)).astype(int) - 2
         x1, y1 = np.ceil(np.concatenate([points[LEFT_EYE], points[RIGHT_EYE]]).max(axis=0)).astype(int) + 3

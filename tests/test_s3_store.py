@@ -65,12 +65,12 @@ def test_put_read_exists_delete_list(store, s3_server, bucket):
 
     digest = hashlib.sha256(data).hexdigest()
     assert ref.sha256 == digest and ref.size == len(data) and ref.media_type == "image/png"
-    assert ref.uri == f"s3://{bucket}/tenant-a/media-store/media/{digest[:2]}/{digest}.png"
+    assert store.uri(ref) == f"s3://{bucket}/tenant-a/media-store/media/{digest[:2]}/{digest}.png"
     assert bucket_keys(s3_server, bucket) == [f"tenant-a/media-store/media/{digest[:2]}/{digest}.png"]
-    assert store.key_of(ref.uri) == media_key(digest, "png")
+    assert ref.key == media_key(digest, "png")
 
-    assert store.exists(ref) and store.exists(ref.uri)
-    assert store.read(ref) == data and store.read(ref.uri) == data
+    assert store.exists(ref) and store.exists(ref.key)
+    assert store.read(ref) == data and store.read(ref.key) == data
     assert list(store.list_keys("media/")) == [media_key(digest, "png")]
     assert list(store.list_keys("records/")) == []
 
@@ -97,19 +97,19 @@ def test_same_bytes_same_key_not_uploaded_twice(store, s3_server, bucket, tmp_pa
     monkeypatch.setattr(S3MediaStore, "_write", counting_write)
     data = bytes(range(256)) * 64
     first = store.put_bytes(data, "bin", "application/octet-stream")
-    head = s3_server.client().head_object(Bucket=bucket, Key=f"tenant-a/media-store/{store.key_of(first.uri)}")
+    head = s3_server.client().head_object(Bucket=bucket, Key=f"tenant-a/media-store/{first.key}")
     second = store.put_bytes(data, "bin", "application/octet-stream")
     path = tmp_path / "same.bin"
     path.write_bytes(data)
     third = store.put_file(path, "bin", "application/octet-stream")
 
     assert first == second == third
-    assert writes == [store.key_of(first.uri)], "identical content must be uploaded exactly once"
-    again = s3_server.client().head_object(Bucket=bucket, Key=f"tenant-a/media-store/{store.key_of(first.uri)}")
+    assert writes == [first.key], "identical content must be uploaded exactly once"
+    again = s3_server.client().head_object(Bucket=bucket, Key=f"tenant-a/media-store/{first.key}")
     assert again["ETag"] == head["ETag"] and again["LastModified"] == head["LastModified"]
 
     other = store.put_bytes(data + b"!", "bin", "application/octet-stream")
-    assert other.uri != first.uri and len(writes) == 2
+    assert other.key != first.key and len(writes) == 2
     assert len(bucket_keys(s3_server, bucket)) == 2
 
 
@@ -119,14 +119,14 @@ def test_put_file_and_local_path(store, s3_server, bucket, tmp_path):
     ref = store.put_file(source, "wav", "audio/wav")
     assert ref.sha256 == sha256_bytes(source.read_bytes()) and ref.size == source.stat().st_size
 
-    local = store.local_path(ref.uri)
+    local = store.local_path(ref)
     assert local.is_file() and local.read_bytes() == source.read_bytes()
     assert local.is_relative_to(tmp_path / "cache")
     assert not list(local.parent.glob("*.part")), "the download is renamed into place, no partial file left"
 
     # A content-addressed blob never changes, so the cached copy is served without another download.
-    s3_server.client().delete_object(Bucket=bucket, Key=f"tenant-a/media-store/{store.key_of(ref.uri)}")
-    assert store.local_path(ref.uri) == local and local.read_bytes() == source.read_bytes()
+    s3_server.client().delete_object(Bucket=bucket, Key=f"tenant-a/media-store/{ref.key}")
+    assert store.local_path(ref) == local and local.read_bytes() == source.read_bytes()
 
 
 def test_prefixes_are_isolated(s3_server, bucket, tmp_path):
@@ -136,16 +136,13 @@ def test_prefixes_are_isolated(s3_server, bucket, tmp_path):
     ref_a = tenant_a.put_bytes(b"a", "txt", "text/plain")
     ref_b = tenant_b.put_bytes(b"b", "txt", "text/plain")
 
-    assert ref_b.uri.startswith(f"s3://{bucket}/tenant-b/media/")
-    assert list(tenant_a.list_keys("media/")) == [tenant_a.key_of(ref_a.uri)]
-    assert list(tenant_b.list_keys("media/")) == [tenant_b.key_of(ref_b.uri)]
-    assert sorted(no_prefix.list_keys("tenant-")) == sorted(
-        [f"tenant-a/{tenant_a.key_of(ref_a.uri)}", f"tenant-b/{tenant_b.key_of(ref_b.uri)}"]
-    )
-    with pytest.raises(ValueError):
-        tenant_a.key_of(ref_b.uri)
-    with pytest.raises(ValueError):
-        tenant_a.key_of("file:///etc/passwd")
+    assert tenant_b.uri(ref_b).startswith(f"s3://{bucket}/tenant-b/media/")
+    assert list(tenant_a.list_keys("media/")) == [ref_a.key]
+    assert list(tenant_b.list_keys("media/")) == [ref_b.key]
+    assert sorted(no_prefix.list_keys("tenant-")) == sorted([f"tenant-a/{ref_a.key}", f"tenant-b/{ref_b.key}"])
+    assert not tenant_a.exists(ref_b), "a key resolves under the store's own prefix only"
+    with pytest.raises(ValueError, match="store-relative keys"):
+        tenant_a.read("file:///etc/passwd")
 
 
 @pytest.mark.parametrize("backend", ["local", "s3"])
@@ -159,10 +156,10 @@ def test_backends_agree_on_keys_and_uris(backend, s3_server, bucket, tmp_path):
     ref = store.put_bytes(data, "txt", "text/plain")
     key = media_key(sha256_bytes(data), "txt")
 
-    assert store.key_of(ref.uri) == key
-    assert store.read(ref) == data and store.exists(ref.uri)
+    assert ref.key == key and store.uri(ref).endswith(key)
+    assert store.read(ref) == data and store.exists(key)
     assert list(store.list_keys("media/")) == [key]
-    assert store.local_path(ref.uri).read_bytes() == data
+    assert store.local_path(ref).read_bytes() == data
     store.delete(ref)
     assert not store.exists(ref)
 
@@ -200,7 +197,7 @@ def test_wiring_builds_the_s3_store_from_the_environment(s3_server, bucket, tmp_
     assert store.s3.endpoint_url == s3_server.endpoint_url
     assert Path(store.cache_dir) == tmp_path / "home" / "s3-cache"
     ref = store.put_bytes(b"wired", "txt", "text/plain")
-    assert ref.uri.startswith(f"s3://{bucket}/team/eu/media/") and store.read(ref) == b"wired"
+    assert store.uri(ref).startswith(f"s3://{bucket}/team/eu/media/") and store.read(ref) == b"wired"
     resources = wiring.build_resources()
     assert isinstance(resources["records"], RecordIOManager) and isinstance(resources["records"].store, S3MediaStore)
 
@@ -308,8 +305,7 @@ def test_identity_run_with_s3_storage(s3_server, tmp_path):
         record = parse_record(body)
         refs: list[MediaRef] = list(media_refs(record))
         for ref in refs:
-            assert ref.uri.startswith(f"s3://{bucket}/{prefix}/media/"), ref.uri
-            assert ref.uri.removeprefix(f"s3://{bucket}/{prefix}/") in blobs
+            assert ref.key in blobs, ref.key
     assert any(key.startswith("cache/") for key in relative), "content-key cache entries live in the store too"
 
     # Nothing went to the local media or record folders.

@@ -133,7 +133,7 @@ def lip_sync_with(home, controls: np.ndarray, tmp: Path):
 
 def real_controls(home) -> np.ndarray:
     """The per-frame face controls the lip-sync asset rendered with: (frames, 8), the jaw in column JAW."""
-    controls = np.load(home.store.local_path(rec(home, "lip_sync").openness.uri))
+    controls = np.load(home.store.local_path(rec(home, "lip_sync").openness))
     assert controls.ndim == 2
     return controls
 
@@ -189,7 +189,7 @@ def video_variant(home, stage: str, tmp: Path, *, frames=None, audio="same", siz
     from avatar_assets.video.assets import measure_video
 
     original = rec(home, stage)
-    source = home.store.local_path(original.video.uri)
+    source = home.store.local_path(original.video)
     pictures = decoded_frames(source) if frames is None else frames
     if size is not None:
         import cv2
@@ -211,7 +211,7 @@ def test_video_gates_pass_the_real_videos(rendered, tmp_path):
 
 
 def test_video_gate_catches_a_black_run_of_1_5_s(rendered, tmp_path):
-    frames = decoded_frames(rendered.store.local_path(rec(rendered, "stitched_video").video.uri))
+    frames = decoded_frames(rendered.store.local_path(rec(rendered, "stitched_video").video))
     frames[5:5 + round(1.5 * FPS) + 1] = 0  # 38 frames: 1.52 s
     faulty = video_variant(rendered, "stitched_video", tmp_path, frames=frames)
     assert faulty.qa.longest_black_s == pytest.approx(1.52, abs=0.05)
@@ -219,7 +219,7 @@ def test_video_gate_catches_a_black_run_of_1_5_s(rendered, tmp_path):
 
 
 def test_video_gate_catches_a_frozen_run_of_1_5_s(rendered, tmp_path):
-    frames = decoded_frames(rendered.store.local_path(rec(rendered, "stitched_video").video.uri))
+    frames = decoded_frames(rendered.store.local_path(rec(rendered, "stitched_video").video))
     start = 10
     frames[start:start + round(1.5 * FPS) + 1] = frames[start]  # 38 identical frames: 1.52 s
     faulty = video_variant(rendered, "stitched_video", tmp_path, frames=frames)
@@ -250,7 +250,7 @@ def test_enhanced_gate_catches_the_wrong_loudness(rendered, tmp_path):
 
 
 def test_video_gate_catches_video_shorter_than_its_speech(rendered, tmp_path):
-    frames = decoded_frames(rendered.store.local_path(rec(rendered, "stitched_video").video.uri))[:-6]
+    frames = decoded_frames(rendered.store.local_path(rec(rendered, "stitched_video").video))[:-6]
     faulty = video_variant(rendered, "stitched_video", tmp_path, frames=frames)
     failed(stitched_video_plays(faulty), "video lasts", "(more than 1 frame apart)")
 
@@ -332,7 +332,7 @@ def rendition_variant(home, package, tmp: Path, *ffmpeg_args: str, name: str):
     """The package record with its 9:16 rendition replaced by the enhanced video re-encoded with `ffmpeg_args`."""
     from avatar_assets.media.video import FFMPEG
 
-    source = home.store.local_path(rec(home, "enhanced_video").video.uri)
+    source = home.store.local_path(rec(home, "enhanced_video").video)
     path = tmp / name
     subprocess.run([FFMPEG, "-nostdin", "-loglevel", "error", "-y", "-i", str(source), "-t", "1", *ffmpeg_args,
                     str(path)], check=True)
@@ -360,7 +360,7 @@ def test_package_gate_catches_a_rendition_that_is_not_h264_aac(rendered, package
 
 
 def test_package_gate_catches_a_tampered_stored_rendition(rendered, package, tmp_path):
-    blob = rendered.store.local_path(package.renditions[0].video.uri)
+    blob = rendered.store.local_path(package.renditions[0].video)
     backup = tmp_path / "blob"
     shutil.copyfile(blob, backup)
     try:

@@ -145,8 +145,8 @@ def test_captions_are_burned_in_where_and_when_the_cues_say(rendered):
     slug = slug_of("single_scene")
     stitched, lip = record(home, "stitched_video", AVATAR, slug), record(home, "lip_sync", AVATAR, slug)
     speech = record(home, "speech", AVATAR, slug)
-    with_captions = decoded_frames(home.store.local_path(stitched.video.uri))
-    without = decoded_frames(home.store.local_path(lip.video.uri))
+    with_captions = decoded_frames(home.store.local_path(stitched.video))
+    without = decoded_frames(home.store.local_path(lip.video))
     size = (with_captions.shape[2], with_captions.shape[1])
     boxes = caption_boxes(speech, size, record(home, "scene_assets", AVATAR, slug))
     assert len(boxes) >= 2 and " ".join(c.text for c, _ in boxes) == " ".join(w.word for w in speech.words)
@@ -171,7 +171,7 @@ def test_captions_survive_into_the_delivered_package(rendered):
     home, _, _ = rendered
     slug = slug_of("single_scene")
     lip, speech = record(home, "lip_sync", AVATAR, slug), record(home, "speech", AVATAR, slug)
-    lip_path = home.store.local_path(lip.video.uri)
+    lip_path = home.store.local_path(lip.video)
     delivered = package_dir(home, AVATAR, slug) / "video_9x16.mp4"
     master = frame_at(lip_path, 0.0)
     to_package = cover_map((master.shape[1], master.shape[0]), (1080, 1920))
@@ -202,7 +202,7 @@ def test_lip_motion_follows_the_speech_in_the_delivered_video(rendered):
     assert scene.mouth_box is not None
     from avatar_assets.media.face_motion import JAW, ROUND
 
-    controls = np.load(home.store.local_path(lip.openness.uri))
+    controls = np.load(home.store.local_path(lip.openness))
     assert controls.ndim == 2 and lip.provider.provider == "landmark-mesh"
     mouth_controls, openness = controls[:, JAW:ROUND + 1], controls[:, JAW]
     delivered = package_dir(home, AVATAR, slug) / "video_9x16.mp4"
@@ -248,7 +248,7 @@ def test_broll_scenes_show_no_face_while_the_speech_continues(rendered):
     delivered = package_dir(home, AVATAR, slug) / "video_9x16.mp4"
     # Faces are looked for in the lip-sync track (the delivered frames before captions are burned in)
     # and, for b-roll, in the package.
-    track = home.store.local_path(record(home, "lip_sync", AVATAR, slug).video.uri)
+    track = home.store.local_path(record(home, "lip_sync", AVATAR, slug).video)
     audio = read_audio(delivered, sr=24000)
     for scene in scenes:
         middle = (scene.start_s + scene.end_s) / 2
@@ -275,7 +275,7 @@ def test_avatar_scenes_of_every_route_show_a_face(rendered):
     home, _, _ = rendered
     for route in ["single_scene", "multi_scene", "pose"]:
         slug = slug_of(route)
-        track = home.store.local_path(record(home, "lip_sync", AVATAR, slug).video.uri)
+        track = home.store.local_path(record(home, "lip_sync", AVATAR, slug).video)
         scenes = record(home, "scene_assets", AVATAR, slug).scenes
         assert len(scenes) == (1 if route == "single_scene" else 2)
         for scene in scenes:
@@ -401,6 +401,6 @@ def test_a_second_slug_with_the_same_script_reuses_bytes_but_gets_its_own_waterm
     for slug in (first, second):
         enhanced = record(home, "enhanced_video", AVATAR, slug)
         assert enhanced.watermark == hashlib.sha256(f"{AVATAR}|{slug}".encode()).digest()[:8].hex()
-        marks[slug] = detect_watermark_frames(decoded_frames(home.store.local_path(enhanced.video.uri)))
+        marks[slug] = detect_watermark_frames(decoded_frames(home.store.local_path(enhanced.video)))
         assert marks[slug] == bytes.fromhex(enhanced.watermark), slug
     assert marks[first] != marks[second]

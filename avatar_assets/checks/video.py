@@ -85,7 +85,7 @@ def scene_identity_consistency(lip_sync: LipSyncRecord, scene_assets: SceneAsset
     if bundle is None or bundle.face_embedding is None:
         return verdict([], "not measured: the identity bundle holds no face embedding (landmark model missing)",
                        {"measured_scenes": 0, "max_face_distance": limit})
-    path = store.local_path(lip_sync.video.uri)
+    path = store.local_path(lip_sync.video)
     problems, distances, rows = [], [], []
     for scene in scene_assets.scenes:
         if scene.face_box is None:
@@ -136,7 +136,7 @@ def package_problems(store: MediaStore, package: OutputPackageRecord) -> tuple[l
         if not store.exists(rendition.video):
             problems.append(f"{rendition.aspect_ratio} rendition is missing")
             continue
-        path = store.local_path(rendition.video.uri)
+        path = store.local_path(rendition.video)
         info = probe(path)
         sizes[rendition.aspect_ratio] = f"{info.width}x{info.height}"
         width, height = ASPECT_SIZE[rendition.aspect_ratio]
@@ -155,7 +155,7 @@ def package_problems(store: MediaStore, package: OutputPackageRecord) -> tuple[l
     for name, ref in files.items():
         if manifest.outputs.get(name) != ref.sha256:
             problems.append(f"rights manifest hash for {name} does not match the file")
-        elif store.exists(ref) and sha256_file(store.local_path(ref.uri)) != ref.sha256:
+        elif store.exists(ref) and sha256_file(store.local_path(ref)) != ref.sha256:
             problems.append(f"{name} content does not match its hash")
     return problems + delivered_folder_problems(store, package, manifest), sizes
 
@@ -164,17 +164,17 @@ def delivered_folder_problems(store: MediaStore, package: OutputPackageRecord, m
     """The package folder is what is delivered: each file there must be the one the manifest hashes,
     its rights_manifest.json the recorded one, and nothing else may lie in it."""
     problems = []
-    folder = store.key_of(package.folder)
+    folder = package.folder
     for name, sha in manifest.outputs.items():
         key = f"{folder}/{name}"
-        if not store.exists(store.uri(key)):
+        if not store.exists(key):
             problems.append(f"package folder is missing {name}")
-        elif sha256_bytes(store.read(store.uri(key))) != sha:  # read, not local_path: folder keys are mutable
+        elif sha256_bytes(store.read(key)) != sha:  # read, not local_path: folder keys are mutable
             problems.append(f"package file {name} does not match its rights-manifest hash (modified after packaging)")
     manifest_key = f"{folder}/rights_manifest.json"
-    if not store.exists(store.uri(manifest_key)):
+    if not store.exists(manifest_key):
         problems.append("package folder is missing rights_manifest.json")
-    elif store.read(store.uri(manifest_key)) != store.read(package.rights_manifest):
+    elif store.read(manifest_key) != store.read(package.rights_manifest):
         problems.append("rights_manifest.json in the package folder differs from the recorded rights manifest")
     expected = {*manifest.outputs, "rights_manifest.json"}
     stray = sorted(k.removeprefix(f"{folder}/") for k in store.list_keys(f"{folder}/") if k.removeprefix(f"{folder}/") not in expected)

@@ -290,7 +290,7 @@ def neutral_image(
         record = made[avatar_id].model_copy(update={"avatar_id": avatar_id, "source_photo": photos[avatar_id].path})
         records[avatar_id] = record
         metadata[avatar_id] = {
-            "image": dg.MetadataValue.path(record.image.uri),
+            "image": dg.MetadataValue.path(store.uri(record.image)),
             "preview": dg.MetadataValue.md(thumbnail_markdown(decode_image(store.read(record.image)), alt="neutral image")),
             "source_photo": record.source_photo,
             "face_count": record.face_count,
@@ -408,7 +408,7 @@ def character_sheet(
         record = made[avatar_id].model_copy(update={"avatar_id": avatar_id})  # a hit may be another avatar's
         records[avatar_id] = record
         metadata[avatar_id] = {
-            "sheet": dg.MetadataValue.path(record.sheet.uri),
+            "sheet": dg.MetadataValue.path(store.uri(record.sheet)),
             "preview": dg.MetadataValue.md(
                 thumbnail_markdown(decode_image(store.read(record.sheet)), max_side=320, alt="character sheet")
             ),
@@ -518,8 +518,8 @@ def identity_bundle(
     return recorded(
         record,
         {
-            "neutral_image": dg.MetadataValue.path(neutral_image.image.uri),
-            "character_sheet": dg.MetadataValue.path(character_sheet.sheet.uri),
+            "neutral_image": dg.MetadataValue.path(store.uri(neutral_image.image)),
+            "character_sheet": dg.MetadataValue.path(store.uri(character_sheet.sheet)),
             "voice_profile": voice_profile.problem or "ok",
             "parts": len(parts),
             "face_embedding": "stored" if record.face_embedding else "missing",

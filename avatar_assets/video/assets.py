@@ -266,7 +266,7 @@ def speech(
     return recorded(
         record,
         {
-            "audio": dg.MetadataValue.path(record.audio.uri),
+            "audio": dg.MetadataValue.path(store.uri(record.audio)),
             "duration_s": record.duration_s,
             "words": len(record.words),
             "longest_silence_s": record.longest_silence_s,
@@ -521,7 +521,7 @@ def lip_sync(
     return recorded(
         record,
         {
-            "video": dg.MetadataValue.path(record.video.uri),
+            "video": dg.MetadataValue.path(store.uri(record.video)),
             "frames": record.frames,
             "lag_frames": record.lag_frames,
             "motion_in_silence": record.motion_in_silence,
@@ -612,10 +612,10 @@ def video_metadata(record: VideoRecord, store: MediaStore) -> dict:
     from avatar_assets.media.images import thumbnail_markdown
     from avatar_assets.media.video import poster_frame
 
-    poster = poster_frame(store.local_path(record.video.uri), record.qa.duration_s / 3)
+    poster = poster_frame(store.local_path(record.video), record.qa.duration_s / 3)
     return {
-        "video": dg.MetadataValue.path(str(store.local_path(record.video.uri))),
-        "uri": record.video.uri,
+        "video": dg.MetadataValue.path(str(store.local_path(record.video))),
+        "uri": store.uri(record.video),
         "poster": dg.MetadataValue.md(thumbnail_markdown(poster, max_side=320, alt="poster frame")),
         "duration_s": record.qa.duration_s,
         "fps": record.qa.fps,
@@ -695,7 +695,7 @@ def enhanced_video(
     payload = hashlib.sha256(f"{stitched_video.avatar_id}|{stitched_video.slug}".encode()).digest()[:8]
 
     def compute() -> VideoRecord:
-        source = store.local_path(stitched_video.video.uri)
+        source = store.local_path(stitched_video.video)
         audio = read_audio(source, sr=48000)
         levelled = normalize_loudness(audio, 48000, target_lufs=enhancer.target_lufs)
         total = stitched_video.qa.frame_count
@@ -756,7 +756,7 @@ def output_package(
 
     request: OutputRequest = script.request
     folder = f"packages/{script.avatar_id}/{script.slug}"
-    source = store.local_path(enhanced_video.video.uri)
+    source = store.local_path(enhanced_video.video)
     master_aspect = request.renditions()[0]
     renditions = []
     with scratch_dir(context) as tmp:
@@ -815,15 +815,15 @@ def output_package(
     record = OutputPackageRecord(
         avatar_id=script.avatar_id, slug=script.slug, renditions=renditions, poster=poster,
         captions_srt=speech.captions_srt, captions_vtt=speech.captions_vtt, rights_manifest=manifest_ref,
-        folder=store.uri(folder),
+        folder=folder,
     )
     return recorded(
         record,
         {
-            "folder": dg.MetadataValue.path(record.folder),
+            "folder": dg.MetadataValue.path(store.uri(record.folder)),
             "poster": dg.MetadataValue.md(thumbnail_markdown(poster_rgb, max_side=320, alt="poster")),
             "renditions": ", ".join(f"{r.aspect_ratio} {r.width}x{r.height}" for r in renditions),
-            "rights_manifest": dg.MetadataValue.path(manifest_ref.uri),
+            "rights_manifest": dg.MetadataValue.path(store.uri(manifest_ref)),
         },
     )
 
