@@ -557,7 +557,7 @@ class OutputPackageRecord(Record):
 
 # --------------------------------------------------------------------------- lifecycle, approvals, revoke
 
-EventType = Literal["accepted", "started", "progress", "completed", "failed"]
+EventType = Literal["accepted", "started", "progress", "completed", "failed", "revoked"]
 JobType = Literal[
     "full_output_generation",
     "retry_from_stage",

@@ -1,8 +1,9 @@
 """Revoke an avatar: delete every blob and record derived from it, keep an auditable tombstone.
 
 Order matters: the tombstone (status `revoking`) is written first, so sensors, approvals and record
-writes refuse the avatar from then on; in-progress runs are cancelled and waited for; only then is
-everything swept, so no run can leave orphan files behind; blobs that nothing references any more
+writes refuse the avatar from then on; its runs are stopped (an `avatarops` process by signal, a launched
+run through its launcher) and its dead runs failed; only then is everything swept, so no run can leave
+orphan files behind (scratch folders and half-written files of the stopped runs included); blobs that nothing references any more
 (requests, earlier package versions, a stopped run's partial output) are collected too. Blobs that another avatar's records also
 reference (content addressing shares identical bytes, e.g. a background two avatars render for the
 same campaign slug) are kept and listed as shared.
@@ -16,7 +17,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from avatar_assets import run_health, settings
+from avatar_assets import events, run_health, settings
 from avatar_assets.run_health import ACTIVE
 from avatar_assets.caching import media_refs
 from avatar_assets.contracts import Tombstone
@@ -254,18 +255,18 @@ def _forget_in_ranged_runs(instance: dg.DagsterInstance, keys: list[dg.AssetKey]
 
 def _delete_partition_events(conn, run_id: str, avatar_id: str, *, with_tags: bool) -> int:
     import sqlalchemy as db
-    from dagster._core.storage.event_log.schema import AssetEventTagsTable, SqlEventLogStorageTable as events
+    from dagster._core.storage.event_log.schema import AssetEventTagsTable, SqlEventLogStorageTable as event_table
     from dagster_shared.serdes import deserialize_value
 
     kinds = [dg.DagsterEventType.ASSET_MATERIALIZATION.value, dg.DagsterEventType.ASSET_CHECK_EVALUATION.value]
     rows = conn.execute(
-        db.select(events.c.id, events.c.event).where(events.c.run_id == run_id).where(events.c.dagster_event_type.in_(kinds))
+        db.select(event_table.c.id, event_table.c.event).where(event_table.c.run_id == run_id).where(event_table.c.dagster_event_type.in_(kinds))
     ).fetchall()
     ids = [row_id for row_id, body in rows if _event_partition(deserialize_value(body, dg.EventLogEntry).dagster_event) == avatar_id]
     if ids:
         if with_tags:
             conn.execute(AssetEventTagsTable.delete().where(AssetEventTagsTable.c.event_id.in_(ids)))
-        conn.execute(events.delete().where(events.c.id.in_(ids)))
+        conn.execute(event_table.delete().where(event_table.c.id.in_(ids)))
     return len(ids)
 
 
@@ -331,6 +332,7 @@ def revoke(
     deleted, kept, keys = sweep(store, avatar_id)
     deleted += [sha for sha in collect_unreferenced(store, instance, exclude_run_id) if sha not in deleted]
     remove_local_inputs(avatar_id)
+    events.forget_avatar(store, avatar_id)
     forget_partitions(instance, defs, avatar_id, exclude_run_id)
     slugs = sorted({key.split("/")[4] for key in keys if key.startswith(f"records/avatars/{avatar_id}/outputs/")})
     done = started.model_copy(
@@ -338,4 +340,6 @@ def revoke(
                 "deleted_records": keys, "outputs": slugs}
     )
     store.write_text(tombstone_key(avatar_id), done.model_dump_json(indent=2))
+    # The one event that stays: receivers learn to forget the avatar too. It carries its id and nothing else.
+    events.emit(store, "revoked", avatar_id=avatar_id, dedupe_key=f"revoked:{avatar_id}")
     return done

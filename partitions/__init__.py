@@ -33,6 +33,24 @@ refresh_existing = (
 ).with_label("refresh existing, never invent")
 """Refresh a partition that exists when a dependency changed; new partitions come from sensors or the CLI."""
 
+_updated_upstream = (
+    AC.any_deps_match(AC.newly_updated())
+    | AC.any_deps_match(AC.any_deps_match(AC.newly_updated()))
+    | AC.any_deps_match(AC.any_deps_match(AC.any_deps_match(AC.newly_updated())))
+)
+identity_changing = AC.any_deps_match(_updated_upstream & ~AC.newly_updated()).allow(
+    dg.AssetSelection.groups("identity")
+)
+"""An identity asset a video stage reads is about to change: something above it (up to source_upload, three
+levels up) was updated this tick and it was not. An identity change never reaches a video cell as a
+same-run request (`will_be_requested` stops at the partition mapping), so without this a stage that another
+path asks for in the same tick (backgrounds reads source_upload directly) would run now and again once the
+identity has caught up."""
+
+refresh_cell = (refresh_existing & ~identity_changing).with_label("refresh existing once the identity has settled")
+"""What video stages use: refresh existing cells, but only once the avatar's identity has settled, so one
+change refreshes each stage exactly once (`tests/test_one_automation.py`)."""
+
 
 def is_valid_key(key: str) -> bool:
     return bool(PARTITION_KEY_PATTERN.fullmatch(key))

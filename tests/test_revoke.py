@@ -98,6 +98,13 @@ def assert_nothing_left_of(home, avatar_id: str, ava_only_blobs: set[str]) -> No
     leaked = {key for key in orphan_blobs(store) if mentions(store, key, avatar_id)}
     assert not leaked, f"unreferenced blobs that name {avatar_id}: {sorted(leaked)}"
 
+    # Its outbox events and dead letters are gone; one `revoked` event naming only the id tells receivers.
+    from avatar_assets import events
+
+    left = [events.LifecycleEvent.model_validate_json(store.read_text(key)) for key in store.list_keys(events.OUTBOX)]
+    assert [(e.type, e.output, e.asset, e.detail) for e in left if e.avatar_id == avatar_id] == [("revoked", None, None, {})]
+    assert not [letter for letter in events.dead_letters(store) if letter.avatar_id == avatar_id]
+
     # Dagster forgot it: partition key, materializations (their metadata holds thumbnails), runs.
     assert avatar_id not in instance.get_dynamic_partitions("avatars")
     graph = home.defs.resolve_asset_graph()

@@ -41,7 +41,7 @@ from avatar_assets.contracts import (
 )
 from avatar_assets.lifecycle import PROVIDER_RETRIES, emits_lifecycle, progress, recorded, seed_override
 from avatar_assets.requests import RequestError, read_request
-from partitions import identity_to_video, refresh_existing, video_cells
+from partitions import identity_to_video, refresh_cell, video_cells
 from resources.media_store import MediaStore, sha256_bytes
 from resources.providers import Enhancer, ImageGenerator, LipSyncer, SpeechSynthesizer, VideoSettings
 
@@ -55,7 +55,7 @@ def video_asset(*, refresh: bool = True, **kwargs):
         group_name=GROUP,
         io_manager_key="records",
         code_version=CODE_VERSION,
-        automation_condition=refresh_existing if refresh else None,
+        automation_condition=refresh_cell if refresh else None,
         retry_policy=PROVIDER_RETRIES,
         **kwargs,
     )
