@@ -170,9 +170,8 @@ def request(avatar_id, slug, script_file, route, platforms, aspect_ratios, backg
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
 def process(as_json: bool) -> None:
     """Run sensors, requested runs and automation once, synchronously, until nothing is left."""
-    from avatar_assets.runner import process as run_process
-
     from avatar_assets.daemon_handoff import live_daemon_age
+    from avatar_assets.runner import process as run_process
 
     instance, defs = load_instance_and_defs()
     age = live_daemon_age(instance)

@@ -65,6 +65,7 @@ def test_regenerate_beside_a_live_daemon_is_queued_and_its_automation_refreshes_
 
                 for asset, partition in [("neutral_image", "ava"), ("voice_profile", "bob"), ("speech", "cal|s1")]:
                     regenerate_through_the_daemon(home, instance, graph, daemon, asset, partition)
+                a_killed_run_worker_is_failed_and_cleaned_up(home, instance, daemon)
                 assert daemon.alive, daemon.log_tail()
         finally:
             instance.dispose()
@@ -101,3 +102,45 @@ def regenerate_through_the_daemon(home, instance, graph, daemon, asset: str, par
     assert by_hand.tags.get("avatarops/regenerate") == asset and run_partition(by_hand.tags) == partition
     for run in daemon_runs:
         assert run.tags.get(AUTOMATION_CONDITION_TAG) == "true" and run.status == dg.DagsterRunStatus.SUCCESS, run.tags
+
+
+def worker_pid(instance, run_id: str) -> int | None:
+    """The run worker's pid, from the engine event its launcher records ("Started process for run")."""
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        data = getattr(event, "engine_event_data", None) if event is not None else None
+        if data is not None and "pid" in (data.metadata or {}):
+            return int(data.metadata["pid"].value)
+    return None
+
+
+def a_killed_run_worker_is_failed_and_cleaned_up(home, instance, daemon) -> None:
+    """A render the daemon launched, its worker killed with SIGKILL mid-stage: the code server fails the run,
+    `status` calls it crashed at that stage, and its scratch and partial files are removed."""
+    import json
+    import os
+    import signal
+
+    from avatar_assets.media.partial import writer_of
+    from tests.regen_helpers import step_events, submit
+
+    submit("ava", "killed", script="A render whose worker is killed in the middle of lip sync. " * 3)
+
+    def in_lip_sync():
+        runs = instance.get_runs(dg.RunsFilter(tags={"dagster/partition": "ava|killed"}), limit=1)
+        if runs and "lip_sync" in step_events(instance, runs[0].run_id, "STEP_START") and worker_pid(instance, runs[0].run_id):
+            return runs[0]
+        return None
+
+    run = wait_until(in_lip_sync, timeout=300, interval=0.1, what="the launched render to reach lip_sync", process=daemon)
+    pid = worker_pid(instance, run.run_id)
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE, timeout=120,
+               interval=0.5, what="the code server to fail the run", process=daemon)
+    status = avatarops(home, "status", "--json")
+    assert status.returncode == 0, status.stderr[-2000:]
+    entry = json.loads(status.stdout)["avatars"]["ava"]["outputs"]["killed"]
+    assert (entry["state"], entry["run_id"]) == ("crashed", run.run_id), entry
+    assert entry["stage"] in ("lip_sync", "stitched_video", "enhanced_video", "output_package"), entry
+    assert not (home.root / "tmp" / run.run_id).exists()
+    assert not [path for path in home.root.rglob("*") if (writer_of(path) or (None, None))[1] == pid]
