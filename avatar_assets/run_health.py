@@ -113,12 +113,12 @@ def reap(instance: dg.DagsterInstance, *, sweep_partials: bool = False) -> Reape
     return reaped
 
 
-def stop_process(pid: int, started_at: str, grace_s: float = TERMINATE_GRACE_S) -> None:
-    """SIGTERM, then SIGKILL after `grace_s`; never signals a pid that now names another process."""
+def stop_process(pid: int, started_at: str) -> None:
+    """SIGTERM, then SIGKILL after `TERMINATE_GRACE_S`; never signals a pid that now names another process."""
     if process_started_at(pid) != started_at:
         return
     os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
+    deadline = time.monotonic() + TERMINATE_GRACE_S
     while time.monotonic() < deadline:
         if process_started_at(pid) != started_at:
             return

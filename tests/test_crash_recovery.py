@@ -139,3 +139,31 @@ def write_script(tmp_path):
     path = tmp_path / "script.txt"
     path.write_text("Hello there.")
     return path
+
+
+@pytest.mark.parametrize("ignores_sigterm", [False, True])
+def test_revoke_stops_the_process_named_in_a_runs_tags(home, monkeypatch, ignores_sigterm):
+    """What revoke does to a render running in another process, deterministically: SIGTERM, then SIGKILL for
+    a process that ignores it; then the run, whose process is gone, is failed."""
+    import socket
+    import sys
+    import time
+
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    from avatar_assets import revoke, run_health
+
+    monkeypatch.setattr(run_health, "TERMINATE_GRACE_S", 1.0)
+    code = "import signal, time\n" + ("signal.signal(signal.SIGTERM, signal.SIG_IGN)\n" if ignores_sigterm else "") + \
+        "print('ready', flush=True)\ntime.sleep(120)\n"
+    render = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert render.stdout.readline().strip() == "ready"
+    tags = {"avatar": "dan", run_health.HOST_TAG: socket.gethostname(), run_health.PID_TAG: str(render.pid),
+            run_health.PID_STARTED_TAG: run_health.process_started_at(render.pid)}
+    run = home.instance.add_run(DagsterRun(job_name="render_video", run_id="a" * 36, tags=tags,
+                                           status=dg.DagsterRunStatus.STARTED))
+    started = time.monotonic()
+    revoke.stop_runs(home.instance, "dan", wait_s=10)
+    assert render.wait(timeout=10) == (-signal.SIGKILL if ignores_sigterm else -signal.SIGTERM)
+    assert time.monotonic() - started < 8
+    assert home.instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE

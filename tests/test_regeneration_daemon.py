@@ -106,11 +106,10 @@ def regenerate_through_the_daemon(home, instance, graph, daemon, asset: str, par
 
 def worker_pid(instance, run_id: str) -> int | None:
     """The run worker's pid, from the engine event its launcher records ("Started process for run")."""
-    for entry in instance.all_logs(run_id):
-        event = entry.dagster_event
-        data = getattr(event, "engine_event_data", None) if event is not None else None
-        if data is not None and "pid" in (data.metadata or {}):
-            return int(data.metadata["pid"].value)
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
+        metadata = entry.dagster_event.engine_event_data.metadata or {}
+        if "pid" in metadata:
+            return int(metadata["pid"].value)
     return None
 
 

@@ -299,7 +299,13 @@ def test_request_for_a_revoked_avatar_is_held_with_a_revoked_reason(studio, tmp_
     (home.root / "tombstones").mkdir(exist_ok=True)
     (home.root / "tombstones" / f"{gone}.json").write_text(tombstone.model_dump_json())
     result = avatarops(home.root, "request", gone, slug, script="Goodbye everybody.", tmp=tmp_path)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 2 and f"avatar {gone} was revoked" in result.stderr and "consent withdrawn" in result.stderr
+    assert not request_file(home.root, gone, slug).exists()  # refused when it is made
+    # A request file dropped by hand (no CLI to refuse it) is held by the sensor with the revocation.
+    from avatar_assets.contracts import OutputRequest
+    from avatar_assets.requests import write_request
+
+    write_request(OutputRequest(avatar_id=gone, slug=slug, script="Goodbye everybody."))
     before = materialization_counts(home.instance)
     report = home.process()
     assert [r for r in report.runs if gone in r.partition] == []

@@ -206,11 +206,12 @@ def test_revoke_during_a_running_render_leaves_no_orphans(tmp_path_factory, samp
                 worker.kill()
                 worker.wait(timeout=30)
         assert stone.status == "revoked" and "live" in stone.outputs
-        # Revoke stopped the render itself by signalling its process: SIGTERM interrupts the run (Dagster fails
-        # it as interrupted and `process` goes on to exit 1), or the process died of the signal.
+        # The render stopped: revoke's SIGTERM interrupted the run (Dagster fails it as interrupted and `process`
+        # goes on to exit 1) or killed the process, or its next record write was refused by the tombstone.
+        # That revoke signals the process is asserted deterministically in test_crash_recovery.py.
         log_text = (tmp_path / "process.log").read_text()
         assert worker.returncode in (-signal.SIGTERM, -signal.SIGKILL) or (
-            worker.returncode == 1 and "ExecutionInterrupted" in log_text), log_text[-3000:]
+            worker.returncode == 1 and ("ExecutionInterrupted" in log_text or "was revoked" in log_text)), log_text[-3000:]
         assert not [p for p in home.root.rglob("*") if (writer_of(p) or (None, None))[1] == worker.pid]
 
         assert_nothing_left_of(home, "cal", cal_only)
