@@ -29,9 +29,10 @@ demo: setup
 
 # umask 077 in the one shell that starts the webserver and the daemon: the instance files they write
 # (run history with face thumbnails) are owner-only; avatar_assets.privacy tightens what already exists.
+# avatar_assets.instance_config gives dagster.yaml its defaults (telemetry and the UI's first-visit
+# newsletter dialog off), also an existing one that lacks them.
 dev: setup
-	umask 077 && mkdir -p "$(DAGSTER_HOME)" \
-	  && { test -f "$(DAGSTER_HOME)/dagster.yaml" || printf 'telemetry:\n  enabled: false\n' > "$(DAGSTER_HOME)/dagster.yaml"; } \
+	umask 077 && $(BIN)/python -m avatar_assets.instance_config \
 	  && $(BIN)/python -m avatar_assets.privacy \
 	  && $(BIN)/dagster dev -w workspace.yaml
 

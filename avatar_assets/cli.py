@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from avatar_assets import intake, privacy, settings
+from avatar_assets import instance_config, intake, privacy, settings
 
 EXIT_BAD_INPUT = 2
 
@@ -37,10 +37,7 @@ def refuse_unless_owner(avatar_id: str, creator: str | None, action: str) -> Non
 def ensure_instance_home() -> Path:
     """Point Dagster at AVATAR_HOME/dagster (the same instance `make dev` opens) unless told otherwise."""
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(settings.dagster_home())))
-    home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    if not config.exists():
-        intake.atomic_write_text(config, "telemetry:\n  enabled: false\n")
+    instance_config.ensure_config(home)
     return home
 
 

@@ -210,11 +210,9 @@ def workdir(prefix: str, keep: bool = False) -> Iterator[Path]:
 
 def prepare_home(root: Path) -> Path:
     """An AVATAR_HOME with its DAGSTER_HOME (telemetry off), as `avatarops` would create it."""
-    dagster_home = root / "dagster"
-    dagster_home.mkdir(parents=True, exist_ok=True)
-    config = dagster_home / "dagster.yaml"
-    if not config.exists():
-        config.write_text("telemetry:\n  enabled: false\n")
+    from avatar_assets.instance_config import ensure_config
+
+    ensure_config(root / "dagster")
     return root
 
 
