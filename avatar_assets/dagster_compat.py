@@ -206,8 +206,8 @@ def forget_partition_in_ranged_runs(instance: dg.DagsterInstance, keys: Sequence
     for run in instance.get_runs():
         if ASSET_PARTITION_RANGE_START_TAG not in run.tags:
             continue
-        with storage.run_connection(run.run_id) as conn:
-            _delete_partition_events(conn, run.run_id, partition, with_tags=False)
+        # The index first: on Postgres it is the run's database too, and the event ids found there
+        # are what its asset_event_tags rows point at.
         with storage.index_connection() as conn:
             if _delete_partition_events(conn, run.run_id, partition, with_tags=True):
                 # The asset rows cache the latest materialization, which may be one just deleted.
@@ -222,6 +222,8 @@ def forget_partition_in_ranged_runs(instance: dg.DagsterInstance, keys: Sequence
                     .where(AssetCheckExecutionsTable.c.run_id == run.run_id)
                     .where(AssetCheckExecutionsTable.c.partition == partition)
                 )
+        with storage.run_connection(run.run_id) as conn:
+            _delete_partition_events(conn, run.run_id, partition, with_tags=False)
     for key in keys:
         storage.wipe_asset_cached_status(key)
 
