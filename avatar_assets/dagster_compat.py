@@ -1,8 +1,10 @@
 """The one module that imports Dagster's private APIs (`dagster._…`) or touches its storage tables.
 
-Dagster promises nothing about these between releases, so every use is here, where an upgrade has
-one place to look. Nothing else in `avatar_assets`, `resources`, `sensors` or `partitions` imports
-`dagster._…`.
+Dagster promises nothing about these between releases, so every use is here and
+`tests/test_dagster_compat.py` exercises each one on SQLite and on Postgres: after an upgrade, a broken
+internal fails that test with a message naming it, instead of a revoke that leaves likeness behind.
+Nothing else in `avatar_assets`, `resources`, `sensors` or `partitions` imports `dagster._…` (the test
+checks that too).
 
 It sits at the bottom of the layers, beside `media/`, and imports only Dagster (and SQLAlchemy, which
 Dagster's storage is written in): `partitions` reads the run tags and the gates in `checks/` build
@@ -168,7 +170,8 @@ def reconstructable_job(module_name: str, job_name: str, attribute: str = "defs"
 # Open-source Dagster cannot wipe asset partitions: SQLite and Postgres event logs raise
 # NotImplementedError from `wipe_asset_partitions` (dagster issue #14749). Revoke therefore deletes the
 # avatar's runs, and the two functions below remove what run deletion leaves behind in the event-log
-# tables. They write SQL into Dagster's own schema, which no release promises to keep.
+# tables. They write SQL into Dagster's own schema, which no release promises to keep; the contract test
+# runs them on both backends.
 
 
 def forget_cached_asset_rows(instance: dg.DagsterInstance, keys: Sequence[dg.AssetKey], run_ids: Sequence[str]) -> None:
