@@ -1,10 +1,9 @@
 """Retry from a stage: Dagster re-execution from failure against the same instance."""
 
 import dagster as dg
-from dagster._core.definitions.reconstruct import ReconstructableRepository
-from dagster._core.storage.tags import TAGS_TO_MAYBE_OMIT_ON_RETRY
 
 from avatar_assets import run_health
+from avatar_assets.dagster_compat import TAGS_TO_MAYBE_OMIT_ON_RETRY, reconstructable_job
 
 
 RETRY_OF_TAG = "avatarops/retry_of"
@@ -41,8 +40,7 @@ def queue_retry(instance: dg.DagsterInstance, run_id: str) -> str:
 def retry_from_failure(instance: dg.DagsterInstance, run_id: str) -> dg.JobExecutionResult:
     """Finished steps are reused; the failed step and what it blocked run again, in this process."""
     run = failed_run(instance, run_id)
-    repository = ReconstructableRepository.for_module("avatar_assets.definitions", "defs")
-    job = repository.get_reconstructable_job(run.job_name)
+    job = reconstructable_job("avatar_assets.definitions", run.job_name)
     result = dg.execute_job(
         job, instance=instance, reexecution_options=dg.ReexecutionOptions.from_failure(run_id, instance),
         tags={**inherited_tags(run), **run_health.this_process_tags()},

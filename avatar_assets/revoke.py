@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from avatar_assets import events, run_health, settings
+from avatar_assets import dagster_compat, events, run_health, settings
 from avatar_assets.run_health import ACTIVE
 from avatar_assets.caching import media_refs
 from avatar_assets.contracts import Tombstone
@@ -194,96 +194,16 @@ def runs_of_avatar(instance: dg.DagsterInstance, avatar_id: str, exclude_run_id:
     return run_ids
 
 
-def _forget_cached_asset_rows(instance: dg.DagsterInstance, keys: list[dg.AssetKey], run_ids: list[str]) -> None:
-    """SQL event logs cache each asset's latest materialization (with its metadata: thumbnails) on the asset
-    row, and check executions in their own table; drop what points at the deleted runs."""
-    from dagster._core.storage.event_log.schema import (
-        AssetCheckExecutionsTable,
-        AssetKeyTable,
-    )
-    from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
-
-    storage = instance.event_log_storage
-    if not isinstance(storage, SqlEventLogStorage) or not run_ids:
-        return
-    with storage.index_connection() as conn:
-        conn.execute(
-            AssetKeyTable.update()
-            .where(AssetKeyTable.c.asset_key.in_([key.to_string() for key in keys]))
-            .where(AssetKeyTable.c.last_run_id.in_(run_ids))
-            .values(last_materialization=None, last_run_id=None)
-        )
-        if storage.has_table("asset_check_executions"):
-            conn.execute(AssetCheckExecutionsTable.delete().where(AssetCheckExecutionsTable.c.run_id.in_(run_ids)))
-    for key in keys:
-        storage.wipe_asset_cached_status(key)
-
-
-def _forget_in_ranged_runs(instance: dg.DagsterInstance, keys: list[dg.AssetKey], avatar_id: str) -> None:
-    """A ranged run (a batch of avatars) also holds other avatars' history, so it is kept; only this
-    avatar's materializations (their metadata holds its thumbnails) and gate verdicts are deleted, from
-    the run's events and from the index (separate databases on SQLite, one on Postgres)."""
-    from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable, AssetKeyTable
-    from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
-    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_START_TAG
-
-    storage = instance.event_log_storage
-    if not isinstance(storage, SqlEventLogStorage):
-        return
-    for run in instance.get_runs():
-        if ASSET_PARTITION_RANGE_START_TAG not in run.tags:
-            continue
-        with storage.run_connection(run.run_id) as conn:
-            _delete_partition_events(conn, run.run_id, avatar_id, with_tags=False)
-        with storage.index_connection() as conn:
-            if _delete_partition_events(conn, run.run_id, avatar_id, with_tags=True):
-                # The asset rows cache the latest materialization, which may be one just deleted.
-                conn.execute(
-                    AssetKeyTable.update()
-                    .where(AssetKeyTable.c.last_run_id == run.run_id)
-                    .values(last_materialization=None, last_run_id=None)
-                )
-            if storage.has_table("asset_check_executions"):
-                conn.execute(
-                    AssetCheckExecutionsTable.delete()
-                    .where(AssetCheckExecutionsTable.c.run_id == run.run_id)
-                    .where(AssetCheckExecutionsTable.c.partition == avatar_id)
-                )
-    for key in keys:
-        storage.wipe_asset_cached_status(key)
-
-
-def _delete_partition_events(conn, run_id: str, avatar_id: str, *, with_tags: bool) -> int:
-    import sqlalchemy as db
-    from dagster._core.storage.event_log.schema import AssetEventTagsTable, SqlEventLogStorageTable as event_table
-    from dagster_shared.serdes import deserialize_value
-
-    kinds = [dg.DagsterEventType.ASSET_MATERIALIZATION.value, dg.DagsterEventType.ASSET_CHECK_EVALUATION.value]
-    rows = conn.execute(
-        db.select(event_table.c.id, event_table.c.event).where(event_table.c.run_id == run_id).where(event_table.c.dagster_event_type.in_(kinds))
-    ).fetchall()
-    ids = [row_id for row_id, body in rows if _event_partition(deserialize_value(body, dg.EventLogEntry).dagster_event) == avatar_id]
-    if ids:
-        if with_tags:
-            conn.execute(AssetEventTagsTable.delete().where(AssetEventTagsTable.c.event_id.in_(ids)))
-        conn.execute(event_table.delete().where(event_table.c.id.in_(ids)))
-    return len(ids)
-
-
-def _event_partition(event) -> str | None:
-    if event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
-        return event.event_specific_data.partition
-    return event.partition
-
-
 def forget_partitions(
     instance: dg.DagsterInstance, defs: dg.Definitions, avatar_id: str, exclude_run_id: str | None = None
 ) -> None:
     """Wipe the avatar's materializations (their metadata holds thumbnails) and its partition keys.
 
     Open-source event logs (SQLite, Postgres) do not implement partition wipes (dagster 1.13 raises
-    NotImplementedError), so the avatar's runs are deleted with their events: materializations, check
-    evaluations and logs, all of which can carry its likeness.
+    NotImplementedError; dagster issue #14749), so the avatar's runs are deleted with their events:
+    materializations, check evaluations and logs, all of which can carry its likeness. What run deletion
+    leaves in the event-log tables (its events in ranged runs, cached asset rows, check executions) is
+    deleted by SQL in `dagster_compat`, which a contract test runs on SQLite and Postgres.
     """
     cells = [f"{avatar_id}|{slug}" for slug in instance.get_dynamic_partitions("outputs")]
     graph = defs.resolve_asset_graph()
@@ -301,8 +221,8 @@ def forget_partitions(
     run_ids = runs_of_avatar(instance, avatar_id, exclude_run_id)
     for run_id in run_ids:
         instance.delete_run(run_id)
-    _forget_in_ranged_runs(instance, keys, avatar_id)
-    _forget_cached_asset_rows(instance, keys, run_ids)
+    dagster_compat.forget_partition_in_ranged_runs(instance, keys, avatar_id)
+    dagster_compat.forget_cached_asset_rows(instance, keys, run_ids)
     if instance.has_dynamic_partition("avatars", avatar_id):
         instance.delete_dynamic_partition("avatars", avatar_id)
 

@@ -15,16 +15,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import dagster as dg
-from dagster._core.definitions.asset_daemon_cursor import AssetDaemonCursor
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-    RUN_KEY_TAG,
-    SENSOR_NAME_TAG,
-)
-from dagster_shared.serdes import deserialize_value, serialize_value
 
 from avatar_assets import intake, run_health, settings
+from avatar_assets.dagster_compat import (
+    RUN_KEY_TAG,
+    SENSOR_NAME_TAG,
+    AutomationCursor,
+    automation_cursor_from_json,
+    automation_cursor_to_json,
+    partition_range_tags,
+)
 
 MAX_ROUNDS = 20
 
@@ -75,13 +75,12 @@ class CliState:
         self.data.setdefault("sensors", {})[name] = cursor
 
     @property
-    def automation_cursor(self) -> AssetDaemonCursor | None:
-        raw = self.data.get("automation")
-        return deserialize_value(raw, AssetDaemonCursor) if raw else None
+    def automation_cursor(self) -> AutomationCursor | None:
+        return automation_cursor_from_json(self.data.get("automation"))
 
     @automation_cursor.setter
-    def automation_cursor(self, cursor: AssetDaemonCursor) -> None:
-        self.data["automation"] = serialize_value(cursor)
+    def automation_cursor(self, cursor: AutomationCursor) -> None:
+        self.data["automation"] = automation_cursor_to_json(cursor)
 
     def save(self) -> None:
         from avatar_assets.intake import atomic_write_text
@@ -141,7 +140,7 @@ def execute(
     else:
         job = defs.resolve_implicit_job_def_def_for_assets(asset_keys)
     if partition_range:
-        tags = {**tags, ASSET_PARTITION_RANGE_START_TAG: partition_range[0], ASSET_PARTITION_RANGE_END_TAG: partition_range[-1]}
+        tags = {**tags, **partition_range_tags(partition_range[0], partition_range[-1])}
     result = job.execute_in_process(
         instance=instance,
         run_config={"loggers": {"console": {"config": {"log_level": settings.console_log_level()}}}},

@@ -13,6 +13,7 @@ from resources.records import record_key
 
 from avatar_assets import settings
 from avatar_assets.contracts import QuarantineReason
+from avatar_assets.dagster_compat import PARTITION_NAME_TAG
 
 CHECK_HISTORY_LIMIT = 5000
 
@@ -103,8 +104,6 @@ def run_state(instance: dg.DagsterInstance, run: dg.DagsterRun) -> dict:
 
 
 def latest_run(instance: dg.DagsterInstance, partition: str) -> dg.DagsterRun | None:
-    from dagster._core.storage.tags import PARTITION_NAME_TAG
-
     runs = instance.get_runs(dg.RunsFilter(tags={PARTITION_NAME_TAG: partition}), limit=1)
     return runs[0] if runs else None
 

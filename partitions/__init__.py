@@ -10,6 +10,12 @@ from collections.abc import Mapping
 
 import dagster as dg
 
+from avatar_assets.dagster_compat import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    PARTITION_NAME_TAG,
+)
+
 PARTITION_KEY_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 
 avatars = dg.DynamicPartitionsDefinition(name="avatars")
@@ -63,12 +69,6 @@ def cell_key(avatar_id: str, slug: str) -> dg.MultiPartitionKey:
 def run_partition(tags: Mapping[str, str]) -> str | None:
     """The one partition a run worked on: its partition tag, or a partition range of one (automation
     asks for a range whenever the asset has a backfill policy, even for a single avatar)."""
-    from dagster._core.storage.tags import (
-        ASSET_PARTITION_RANGE_END_TAG,
-        ASSET_PARTITION_RANGE_START_TAG,
-        PARTITION_NAME_TAG,
-    )
-
     start = tags.get(ASSET_PARTITION_RANGE_START_TAG)
     if start is not None and start == tags.get(ASSET_PARTITION_RANGE_END_TAG):
         return start

@@ -8,10 +8,10 @@ decision stays queued until its run exists (run key `approval:<id>`), so a daemo
 from __future__ import annotations
 
 import dagster as dg
-from dagster._core.storage.tags import RUN_KEY_TAG
 
 from avatar_assets import approvals, revoke, settings
 from avatar_assets.contracts import Approval
+from avatar_assets.dagster_compat import RUN_KEY_TAG
 from avatar_assets.lifecycle import SEED_TAG
 from partitions import cell_key, run_partition
 from resources.records import read_record

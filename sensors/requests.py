@@ -12,10 +12,10 @@ import json
 from datetime import UTC, datetime
 
 import dagster as dg
-from dagster._core.event_api import PartitionKeyFilter
 
 from avatar_assets import approvals, events, privacy, requests, revoke, settings
 from avatar_assets.contracts import QuarantineReason
+from avatar_assets.dagster_compat import latest_check_evaluations
 from avatar_assets.intake import atomic_write_text
 from partitions import cell_key, outputs
 from resources.wiring import media_store
@@ -36,15 +36,8 @@ def identity_blocker(instance: dg.DagsterInstance, avatar_id: str) -> str | None
     if not instance.has_dynamic_partition("avatars", avatar_id):
         return f"avatar {avatar_id} does not exist (no upload has been taken for it)"
     # Failed gates first: an identity that failed one is never built, and "not built yet" would hide why.
-    # Check evaluations do not fill the event log's asset-key/partition columns (dagster 1.13), so an
-    # EventRecordsFilter on them finds nothing: ask the asset-check execution table instead.
     keys = [dg.AssetCheckKey(dg.AssetKey(asset), check) for asset, checks in IDENTITY_GATED.items() for check in checks]
-    latest_runs = instance.event_log_storage.get_latest_asset_check_execution_by_key(
-        keys, partition_filter=PartitionKeyFilter(key=avatar_id)
-    )
-    for key in keys:
-        execution = latest_runs.get(key)
-        entry = execution.event if execution is not None else None
+    for key, entry in latest_check_evaluations(instance, keys, avatar_id).items():
         evaluated = entry is not None and entry.dagster_event is not None and entry.dagster_event.event_type == (
             dg.DagsterEventType.ASSET_CHECK_EVALUATION)  # not a planned (still running) one
         latest = entry.dagster_event.event_specific_data if evaluated else None

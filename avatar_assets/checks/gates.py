@@ -13,10 +13,8 @@ import warnings
 from collections.abc import Iterator
 
 import dagster as dg
-from dagster._core.definitions.asset_checks.asset_check_evaluation import (
-    AssetCheckEvaluationTargetMaterializationData,
-)
 
+from avatar_assets.dagster_compat import check_evaluation_target
 from avatar_assets.lifecycle import accepts_partition_ranges
 
 
@@ -77,9 +75,4 @@ def _latest_materialization(context, asset_key: dg.AssetKey, partition: str):
     records = context.instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition]), limit=1
     ).records
-    if not records:
-        return None
-    latest = records[0]
-    return AssetCheckEvaluationTargetMaterializationData(
-        storage_id=latest.storage_id, run_id=latest.event_log_entry.run_id, timestamp=latest.timestamp
-    )
+    return check_evaluation_target(records[0]) if records else None
