@@ -149,8 +149,6 @@ def test_revoke_stops_the_process_named_in_a_runs_tags(home, monkeypatch, ignore
     import sys
     import time
 
-    from dagster._core.storage.dagster_run import DagsterRun
-
     from avatar_assets import revoke, run_health
 
     monkeypatch.setattr(run_health, "TERMINATE_GRACE_S", 1.0)
@@ -160,7 +158,7 @@ def test_revoke_stops_the_process_named_in_a_runs_tags(home, monkeypatch, ignore
     assert render.stdout.readline().strip() == "ready"
     tags = {"avatar": "dan", run_health.HOST_TAG: socket.gethostname(), run_health.PID_TAG: str(render.pid),
             run_health.PID_STARTED_TAG: run_health.process_started_at(render.pid)}
-    run = home.instance.add_run(DagsterRun(job_name="render_video", run_id="a" * 36, tags=tags,
+    run = home.instance.add_run(dg.DagsterRun(job_name="render_video", run_id="a" * 36, tags=tags,
                                            status=dg.DagsterRunStatus.STARTED))
     started = time.monotonic()
     revoke.stop_runs(home.instance, "dan", wait_s=10)
