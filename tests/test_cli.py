@@ -169,6 +169,10 @@ def test_process_and_status_report_runs_gates_and_quarantine(home, sample_bundle
     assert document["avatars"]["bob-02"]["state"] == "building"
     assert document["avatars"]["bob-02"]["identity"]["state"] == "blocked"
     assert document["avatars"]["bob-02"]["identity"]["stage"] == "validated_inputs"
+    from avatar_assets.status import AVATAR_STATES, RUN_STATES
+
+    for entry in document["avatars"].values():  # one list of words each, nothing else
+        assert entry["state"] in AVATAR_STATES and entry["identity"]["state"] in RUN_STATES
     assert document["avatars"]["bob-02"]["blocked_by"] == [
         "validated_inputs:usable_photo_and_consent: no photo with exactly one usable face; photos/a.png: no face found"
     ]
