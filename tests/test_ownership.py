@@ -1,9 +1,10 @@
-"""Ownership: an avatar id belongs to the creator who first claimed it.
+"""Ownership and intake races: an avatar id belongs to the creator who first claimed it.
 
 A later bundle of that id from another creator is refused by `avatarops upload` (exit 2, the owner's bundle
 in the inbox untouched) or quarantined by the upload sensor with the reason; of two creators uploading one
 new id at the same moment exactly one wins; the owner's own re-upload replaces as before; `--creator` acts
-only on avatars the creator owns. Real CLI processes, a real inbox, the real sensor.
+only on avatars the creator owns. Also the other intake race: a photo that disappears after the sensor took
+its bundle fails that run only. Real CLI processes, a real inbox, the real sensor.
 """
 
 from __future__ import annotations
@@ -111,3 +112,31 @@ class _Log:
         pass
 
     error = info = warning
+
+
+def test_a_photo_that_disappears_between_the_sensors_look_and_the_run_fails_that_run_only(home, sample_bundle, tmp_path):
+    """The sensor accepted two bundles; one loses its photo before its run: that run fails naming the file,
+    the other avatar is built, and the next pass quarantines the damaged bundle instead of crashing."""
+    import dagster as dg
+
+    from avatar_assets.runner import execute
+    from sensors.uploads import evaluate_uploads
+
+    for avatar_id in ("kept", "lost"):
+        assert invoke("upload", str(bundle_of(sample_bundle, tmp_path / avatar_id, avatar_id, "studio-a"))).exit_code == 0
+    result = evaluate_uploads(None, settle_seconds=0, log=_Log())
+    home.instance.add_dynamic_partitions("avatars", ["kept", "lost"])
+    photo = json.loads((home.inbox / "lost" / "manifest.json").read_text())["photos"][0]
+    (home.inbox / "lost" / photo).unlink()
+    outcomes = {
+        request.partition_key: execute(home.defs, home.instance, job_name="build_identity", asset_keys=None,
+                                       partition_key=request.partition_key, tags=dict(request.tags), origin="test")
+        for request in result.run_requests
+    }
+    assert outcomes["kept"].success and not outcomes["lost"].success
+    assert outcomes["lost"].error.startswith("source_upload: ") and f"{photo}: listed in the manifest but missing" in outcomes["lost"].error
+    assert home.instance.get_latest_materialization_event(dg.AssetKey("identity_bundle")).dagster_event.partition == "kept"
+    # The next pass finds the damaged bundle in the inbox and quarantines it with the reason.
+    report = home.process()
+    [quarantined] = report.quarantined
+    assert any(f"{photo}: listed in the manifest but missing" in problem for problem in quarantined["problems"])

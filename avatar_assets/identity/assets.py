@@ -4,6 +4,7 @@
 import io
 import json
 import warnings
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -83,7 +84,11 @@ def source_upload(context: dg.AssetExecutionContext, store: MediaStore) -> dg.Ou
     if problems or manifest is None:
         raise dg.Failure(f"upload bundle {bundle} is not valid: {'; '.join(problems)}", allow_retries=False)
 
-    contents = {path: (bundle / path).read_bytes() for path in [intake.MANIFEST, *manifest.referenced_paths()]}
+    try:
+        contents = {path: (bundle / path).read_bytes() for path in [intake.MANIFEST, *manifest.referenced_paths()]}
+    except OSError as error:  # removed or replaced between the check above and this read
+        raise dg.Failure(f"upload bundle {bundle} changed while it was read: {error.strerror or error}: "
+                         f"{Path(error.filename or '').name}; upload it again", allow_retries=False) from error
     bundle_sha = intake.contents_sha256(contents)
     expected = context.run.tags.get("bundle_sha256")
     if expected and expected != bundle_sha:
