@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from avatar_assets import privacy, settings
 from avatar_assets.contracts import AvatarUpload, QuarantineReason
-from avatar_assets.media.partial import make_part_file
+from avatar_assets.media.partial import replace_atomically
 
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 64 * 1024
@@ -204,16 +204,7 @@ def quarantine(bundle: Path, problems: list[str], quarantine_root: Path) -> Path
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    tmp = make_part_file(path)
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    replace_atomically(path, text.encode("utf-8"))
 
 
 def settling_bundles(avatars_root: Path, settle_seconds: float) -> list[Path]:

@@ -11,15 +11,13 @@ under its root, an object under its bucket and prefix), so a home can be copied 
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 
 from avatar_assets.contracts import MediaRef, media_key
-from avatar_assets.media.partial import PART_SUFFIX, make_part_file, writer_of
+from avatar_assets.media.partial import PART_SUFFIX, create_atomically, replace_atomically, writer_of
 
 CHUNK = 1 << 20
 
@@ -141,36 +139,10 @@ class LocalMediaStore(MediaStore):
         return path
 
     def _write(self, key: str, source: bytes | Path) -> None:
-        target = self._path(key)
-        tmp_name = make_part_file(target)
-        try:
-            with open(tmp_name, "wb") as handle:
-                if isinstance(source, Path):
-                    with open(source, "rb") as src:
-                        shutil.copyfileobj(src, handle, CHUNK)
-                else:
-                    handle.write(source)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp_name, target)
-        except BaseException:
-            tmp_name.unlink(missing_ok=True)
-            raise
+        replace_atomically(self._path(key), source)
 
     def _create(self, key: str, data: bytes) -> bool:
-        target = self._path(key)
-        tmp_name = make_part_file(target)
-        try:
-            with open(tmp_name, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.link(tmp_name, target)  # refuses an existing target: the complete file appears, or nothing
-            return True
-        except FileExistsError:
-            return False
-        finally:
-            tmp_name.unlink(missing_ok=True)
+        return create_atomically(self._path(key), data)
 
     def _read(self, key: str) -> bytes:
         return self._path(key).read_bytes()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import tempfile
 from collections.abc import Callable
@@ -31,6 +32,48 @@ def make_part_file(target: Path, suffix: str = "") -> Path:
     )
     os.close(fd)
     return Path(name)
+
+
+def _write_part(target: Path, source: bytes | Path) -> Path:
+    """`source` (bytes, or a file's bytes) in a new fsynced partial file beside `target`; none is left if
+    writing fails."""
+    part = make_part_file(target)
+    try:
+        with open(part, "wb") as handle:
+            if isinstance(source, Path):
+                with open(source, "rb") as src:
+                    shutil.copyfileobj(src, handle, 1 << 20)
+            else:
+                handle.write(source)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    return part
+
+
+def replace_atomically(target: Path, source: bytes | Path) -> None:
+    """Write `target` whole or not at all: readers see the old file or the new one, never a partial one."""
+    part = _write_part(target, source)
+    try:
+        os.replace(part, target)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+
+
+def create_atomically(target: Path, data: bytes) -> bool:
+    """Create `target` only if it does not exist, complete or not at all (a hard link refuses an existing
+    name): True when this call created it."""
+    part = _write_part(target, data)
+    try:
+        os.link(part, target)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        part.unlink(missing_ok=True)
 
 
 def writer_of(path: Path) -> tuple[str, int] | None:
