@@ -28,12 +28,12 @@ demo: setup
 	$(BIN)/avatarops demo
 
 # umask 077 in the one shell that starts the webserver and the daemon: the instance files they write
-# (run history with face thumbnails) are owner-only; avatar_assets.privacy tightens what already exists.
-# avatar_assets.instance_config gives dagster.yaml its defaults (telemetry and the UI's first-visit
+# (run history with face thumbnails) are owner-only; avatar_assets.pipeline.privacy tightens what already exists.
+# avatar_assets.ops.instance_config gives dagster.yaml its defaults (telemetry and the UI's first-visit
 # newsletter dialog off), also an existing one that lacks them.
 dev: setup
-	umask 077 && $(BIN)/python -m avatar_assets.instance_config \
-	  && $(BIN)/python -m avatar_assets.privacy \
+	umask 077 && $(BIN)/python -m avatar_assets.ops.instance_config \
+	  && $(BIN)/python -m avatar_assets.pipeline.privacy \
 	  && $(BIN)/dagster dev -w workspace.yaml
 
 test: setup browser

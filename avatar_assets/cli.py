@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
-import uuid
 import warnings
-from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 
-from avatar_assets import instance_config, intake, privacy, settings
+from avatar_assets import settings
+from avatar_assets.ops import instance_config
+from avatar_assets.pipeline import privacy
 
 EXIT_BAD_INPUT = 2
 
@@ -24,7 +23,7 @@ creator_option = click.option(
 
 
 def refuse_unless_owner(avatar_id: str, creator: str | None, action: str) -> None:
-    from avatar_assets.ownership import OwnershipError, require_owner
+    from avatar_assets.identity.ownership import OwnershipError, require_owner
     from resources.wiring import media_store
 
     try:
@@ -52,7 +51,7 @@ def load_instance_and_defs():
 
 def daemon_drives(instance) -> bool:
     """Whether a daemon runs on this instance (then runs are handed to its queue, never executed here)."""
-    from avatar_assets.daemon_handoff import live_daemon_age
+    from avatar_assets.ops.daemon_handoff import live_daemon_age
 
     age = live_daemon_age(instance)
     if age is not None:
@@ -72,51 +71,17 @@ def main() -> None:
     privacy.make_private()
 
 
-def upload_bundle(source: Path) -> Path:
-    """Validate, then copy into the inbox atomically: a partial bundle is never visible to the sensor."""
-    manifest, problems = intake.read_manifest(source) if (source / intake.MANIFEST).is_file() else (
-        None,
-        [f"{source / intake.MANIFEST} not found"],
-    )
-    if manifest is not None:
-        problems += intake.check_files(source, manifest)
-    if problems or manifest is None:
-        raise click.ClickException("bad upload bundle:\n  " + "\n  ".join(problems))
-    from avatar_assets import ownership, revoke
-    from resources.wiring import media_store
-
-    if revoke.is_revoked(manifest.avatar_id):
-        raise click.ClickException(f"avatar {manifest.avatar_id} was revoked; a revoked avatar id cannot be uploaded again")
-    try:  # before anything in the inbox moves: a foreign bundle never displaces the owner's
-        ownership.claim(media_store(), manifest.avatar_id, manifest.creator_id)
-    except ownership.OwnershipError as error:
-        raise click.ClickException(str(error)) from error
-    avatars_dir = settings.inbox_dir() / "avatars"
-    staging = settings.inbox_dir() / ".incoming" / f"{manifest.avatar_id}-{uuid.uuid4().hex[:8]}"
-    for relative in [intake.MANIFEST, *manifest.referenced_paths()]:
-        target = staging / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source / relative, target)
-        with open(target, "rb+") as handle:
-            os.fsync(handle.fileno())
-    avatars_dir.mkdir(parents=True, exist_ok=True)
-    destination = avatars_dir / manifest.avatar_id
-    if destination.exists():
-        archive = settings.avatar_home() / "archive" / "uploads"
-        archive.mkdir(parents=True, exist_ok=True)
-        os.rename(destination, archive / f"{manifest.avatar_id}-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}")
-    os.rename(staging, destination)
-    return destination
-
-
 @main.command()
 @click.argument("bundle_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def upload(bundle_dir: Path) -> None:
     """Validate BUNDLE_DIR (manifest.json, photos, voice) and copy it into the inbox."""
+    from avatar_assets.ops.uploads import UploadError, upload_bundle
+    from resources.wiring import media_store
+
     try:
-        destination = upload_bundle(bundle_dir)
-    except click.ClickException as error:
-        click.echo(f"error: {error.message}", err=True)
+        destination = upload_bundle(media_store(), bundle_dir)
+    except UploadError as error:
+        click.echo(f"error: {error}", err=True)
         sys.exit(EXIT_BAD_INPUT)
     click.echo(f"uploaded to {destination}")
 
@@ -135,10 +100,11 @@ def upload(bundle_dir: Path) -> None:
 @creator_option
 def request(avatar_id, slug, script_file, route, platforms, aspect_ratios, backgrounds, seed, creator) -> None:
     """Ask for a video of AVATAR_ID under the output SLUG (validated, then written atomically)."""
-    from avatar_assets.requests import RequestError, parse_request, write_request
-    from avatar_assets.revoke import tombstone
+    from avatar_assets.pipeline.tombstones import tombstone
+    from avatar_assets.video.requests import RequestError, parse_request, write_request
+    from resources.wiring import media_store
 
-    stone = tombstone(avatar_id)
+    stone = tombstone(media_store(), avatar_id)
     if stone is not None:
         click.echo(f"error: avatar {avatar_id} was revoked at {stone.revoked_at:%Y-%m-%d %H:%M} UTC by {stone.by} "
                    f"({stone.reason}); requests for it are refused", err=True)
@@ -167,8 +133,8 @@ def request(avatar_id, slug, script_file, route, platforms, aspect_ratios, backg
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
 def process(as_json: bool) -> None:
     """Run sensors, requested runs and automation once, synchronously, until nothing is left."""
-    from avatar_assets.daemon_handoff import live_daemon_age
-    from avatar_assets.runner import process as run_process
+    from avatar_assets.ops.daemon_handoff import live_daemon_age
+    from avatar_assets.ops.runner import process as run_process
 
     instance, defs = load_instance_and_defs()
     age = live_daemon_age(instance)
@@ -203,7 +169,7 @@ def process(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
 def status(as_json: bool) -> None:
     """Where every avatar stands: assets, gates, and quarantined bundles."""
-    from avatar_assets.status import collect_status, format_status
+    from avatar_assets.ops.status import collect_status, format_status
 
     instance, defs = load_instance_and_defs()
     report = collect_status(defs, instance)
@@ -213,19 +179,21 @@ def status(as_json: bool) -> None:
 @main.command()
 def demo() -> None:
     """Upload the bundled sample avatar, process it, and print where the results are."""
-    from avatar_assets.demo import run_demo
+    from avatar_assets.ops.demo import run_demo
 
-    sys.exit(run_demo(echo=click.echo))
+    instance, defs = load_instance_and_defs()
+    sys.exit(run_demo(instance, defs, echo=click.echo))
 
 
 def _decide(decision: str, asset: str, avatar: str, output: str | None, job_type: str | None, by: str, note: str,
             content_hash: str | None, run_id: str | None, creator: str | None) -> None:
-    from avatar_assets import approvals
+    from avatar_assets.ops import approvals
+    from avatar_assets.video import gates
     from resources.wiring import media_store
 
     refuse_unless_owner(avatar, creator, decision)
     instance, _ = load_instance_and_defs()
-    job_type = job_type or approvals.ASSET_JOB_TYPE.get(asset) or ("video_asset_approval" if output else None)
+    job_type = job_type or gates.ASSET_JOB_TYPE.get(asset) or ("video_asset_approval" if output else None)
     if job_type is None:
         click.echo(f"error: say which --job-type this {decision} is for", err=True)
         sys.exit(EXIT_BAD_INPUT)
@@ -282,8 +250,9 @@ def regenerate(asset, avatar, output, seed, creator) -> None:
     """Re-materialize one asset partition, then refresh exactly its existing downstream partitions."""
     import dagster as dg
 
-    from avatar_assets.lifecycle import SEED_TAG
-    from avatar_assets.runner import execute, process as run_process
+    from avatar_assets.ops.runner import execute
+    from avatar_assets.ops.runner import process as run_process
+    from avatar_assets.pipeline.lifecycle import SEED_TAG
 
     instance, defs = load_instance_and_defs()
     graph = defs.resolve_asset_graph()
@@ -302,9 +271,9 @@ def regenerate(asset, avatar, output, seed, creator) -> None:
     partition = f"{avatar}|{output}" if is_video else avatar
     tags = {"avatar": avatar, "avatarops/regenerate": asset, **({SEED_TAG: str(seed)} if seed is not None else {})}
     if daemon_drives(instance):
-        from avatar_assets.daemon_handoff import submit_asset_run
+        from avatar_assets.ops.daemon_handoff import submit_asset_run
 
-        run_id = submit_asset_run(instance, [key], partition_key=partition, tags=tags)
+        run_id = submit_asset_run(instance, defs, [key], partition_key=partition, tags=tags)
         click.echo(f"queued {asset} [{partition}] as run {run_id[:8]}; the daemon's automation refreshes what follows")
         return
     outcome = execute(defs, instance, job_name=None, asset_keys=[key], partition_key=partition, tags=tags, origin="regenerate")
@@ -328,8 +297,9 @@ def backfill(assets, avatar_ids, all_avatars, seed) -> None:
     """
     import dagster as dg
 
-    from avatar_assets.lifecycle import SEED_TAG
-    from avatar_assets.runner import backfill as run_backfill, process as run_process
+    from avatar_assets.ops.runner import backfill as run_backfill
+    from avatar_assets.ops.runner import process as run_process
+    from avatar_assets.pipeline.lifecycle import SEED_TAG
     from partitions import avatars
 
     instance, defs = load_instance_and_defs()
@@ -349,8 +319,8 @@ def backfill(assets, avatar_ids, all_avatars, seed) -> None:
         sys.exit(EXIT_BAD_INPUT)
     tags = {"avatarops/backfill": ",".join(assets), **({SEED_TAG: str(seed)} if seed is not None else {})}
     if daemon_drives(instance):
-        from avatar_assets.daemon_handoff import submit_asset_run
-        from avatar_assets.runner import backfill_batches
+        from avatar_assets.ops.daemon_handoff import submit_asset_run
+        from avatar_assets.ops.runner import backfill_batches
 
         try:
             planned = backfill_batches(defs, instance, keys, list(avatar_ids) or known)
@@ -358,7 +328,7 @@ def backfill(assets, avatar_ids, all_avatars, seed) -> None:
             click.echo(f"error: {error}", err=True)
             sys.exit(EXIT_BAD_INPUT)
         for batch in planned:
-            run_id = submit_asset_run(instance, keys, tags=tags, partition_key=batch[0] if len(batch) == 1 else None,
+            run_id = submit_asset_run(instance, defs, keys, tags=tags, partition_key=batch[0] if len(batch) == 1 else None,
                                       partition_range=batch if len(batch) > 1 else None)
             click.echo(f"queued [{batch[0]}{'...' + batch[-1] if len(batch) > 1 else ''}] as run {run_id[:8]}")
         return
@@ -385,7 +355,7 @@ def backfill(assets, avatar_ids, all_avatars, seed) -> None:
 @click.argument("run_id")
 def retry(run_id) -> None:
     """Re-execute a failed run from its failed stage; finished stages are not run again."""
-    from avatar_assets.retry import queue_retry, retry_from_failure
+    from avatar_assets.ops.retry import queue_retry, retry_from_failure
 
     instance, _ = load_instance_and_defs()
     try:
@@ -408,13 +378,13 @@ def retry(run_id) -> None:
 @creator_option
 def revoke(avatar, reason, by, wait_s, creator) -> None:
     """Stop AVATAR's runs, delete everything derived from it, keep a tombstone, refuse new requests for it."""
-    from avatar_assets import revoke as revocation
+    from avatar_assets.ops import revoke as revocation
     from resources.wiring import media_store
 
     refuse_unless_owner(avatar, creator, "revoke")
     instance, defs = load_instance_and_defs()
     try:
-        stone = revocation.revoke(instance, defs, media_store(), avatar, by=by, reason=reason, wait_s=wait_s)
+        stone = revocation.revoke(instance, defs.resolve_asset_graph(), media_store(), avatar, by=by, reason=reason, wait_s=wait_s)
     except revocation.RevokeError as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(EXIT_BAD_INPUT)
@@ -433,7 +403,7 @@ def events() -> None:
 @click.option("--limit", default=50, show_default=True)
 def events_list(limit) -> None:
     """The latest events with their delivery state: delivered, pending (with failed attempts) or dead."""
-    from avatar_assets import events as outbox
+    from avatar_assets.pipeline import events as outbox
     from resources.wiring import media_store
 
     store = media_store()
@@ -459,7 +429,7 @@ def events_deliver(url, follow) -> None:
     events still wait (a retry, or too new to be settled)."""
     import time
 
-    from avatar_assets import events as outbox
+    from avatar_assets.pipeline import events as outbox
     from resources.wiring import media_store
 
     try:
@@ -482,7 +452,7 @@ def events_deliver(url, follow) -> None:
 @events.command("dead-letters")
 def events_dead_letters() -> None:
     """Events the deliverer gave up on (410 Gone, or every attempt failed)."""
-    from avatar_assets import events as outbox
+    from avatar_assets.pipeline import events as outbox
     from resources.wiring import media_store
 
     letters = outbox.dead_letters(media_store())
@@ -498,7 +468,7 @@ def events_dead_letters() -> None:
 @click.option("--since", "since_event_id", default=None, help="Event id to replay from (inclusive); default all.")
 @click.option("--dead-letters", "dead_letters", is_flag=True, help="Queue every dead letter again (attempts anew).")
 def events_replay(since_event_id, dead_letters) -> None:
-    from avatar_assets import events as outbox
+    from avatar_assets.pipeline import events as outbox
     from resources.wiring import media_store
 
     if dead_letters and since_event_id:

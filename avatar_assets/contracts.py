@@ -14,7 +14,16 @@ from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import unquote, urlparse
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 KEY_PATTERN = r"^[a-z0-9][a-z0-9-]{1,62}$"
 PartitionId = Annotated[str, StringConstraints(pattern=KEY_PATTERN)]
@@ -654,3 +663,17 @@ class Tombstone(Strict):
     deleted_records: list[str] = Field(default_factory=list)
     kept_shared_blobs: list[Sha256] = Field(default_factory=list)
     outputs: list[str] = Field(default_factory=list)
+
+
+def describe_validation_error(error: ValidationError) -> list[str]:
+    """One sentence per problem, naming the field, e.g. `photos.0: path '../x' leaves the bundle`."""
+    problems = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "manifest"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown field (not part of the upload contract)"
+        elif item["type"] == "missing":
+            message = "required field is missing"
+        problems.append(f"{where}: {message}")
+    return problems

@@ -26,6 +26,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,
 )
 from dagster._core.definitions.asset_daemon_cursor import AssetDaemonCursor
+from dagster._core.definitions.assets.graph.base_asset_graph import BaseAssetGraph as AssetGraph
 from dagster._core.definitions.reconstruct import ReconstructableJob, ReconstructableRepository
 from dagster._core.event_api import PartitionKeyFilter
 from dagster._core.storage.tags import (
@@ -39,6 +40,7 @@ from dagster._core.storage.tags import (
 from dagster_shared.serdes import deserialize_value, serialize_value
 
 __all__ = [
+    "AssetGraph",
     "ASSET_PARTITION_RANGE_END_TAG",
     "ASSET_PARTITION_RANGE_START_TAG",
     "PARTITION_NAME_TAG",
@@ -233,7 +235,8 @@ def forget_partition_in_ranged_runs(instance: dg.DagsterInstance, keys: Sequence
 
 def _delete_partition_events(conn, run_id: str, partition: str, *, with_tags: bool) -> int:
     import sqlalchemy as db
-    from dagster._core.storage.event_log.schema import AssetEventTagsTable, SqlEventLogStorageTable as event_table
+    from dagster._core.storage.event_log.schema import AssetEventTagsTable
+    from dagster._core.storage.event_log.schema import SqlEventLogStorageTable as event_table
 
     kinds = [dg.DagsterEventType.ASSET_MATERIALIZATION.value, dg.DagsterEventType.ASSET_CHECK_EVALUATION.value]
     rows = conn.execute(

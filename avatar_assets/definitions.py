@@ -2,13 +2,14 @@
 
 import dagster as dg
 
-from avatar_assets import privacy, settings
+from avatar_assets import settings
 from avatar_assets.checks.consistency import CONSISTENCY_CHECKS
 from avatar_assets.checks.identity import IDENTITY_CHECKS
 from avatar_assets.checks.video import VIDEO_CHECKS
 from avatar_assets.identity.assets import IDENTITY_ASSETS
 from avatar_assets.jobs import identity_job, video_job
-from avatar_assets.operations import OPERATION_JOBS
+from avatar_assets.launchpad import OPERATION_JOBS
+from avatar_assets.pipeline import privacy
 from avatar_assets.video.assets import VIDEO_ASSETS
 from resources.wiring import build_resources
 from sensors.approvals import build_approval_sensor

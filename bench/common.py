@@ -210,7 +210,7 @@ def workdir(prefix: str, keep: bool = False) -> Iterator[Path]:
 
 def prepare_home(root: Path) -> Path:
     """An AVATAR_HOME with its DAGSTER_HOME (telemetry off), as `avatarops` would create it."""
-    from avatar_assets.instance_config import ensure_config
+    from avatar_assets.ops.instance_config import ensure_config
 
     ensure_config(root / "dagster")
     return root
@@ -284,7 +284,7 @@ def check_ok(out: subprocess.CompletedProcess[str], what: str) -> None:
 
 def sample_bundle(target: Path) -> Path:
     """The demo's sample bundle (astronaut photo, espeak voice, consent), built once per benchmark."""
-    from avatar_assets.demo import build_sample_bundle
+    from avatar_assets.ops.demo import build_sample_bundle
 
     return build_sample_bundle(target)
 

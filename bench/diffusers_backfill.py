@@ -22,8 +22,8 @@ def bench_backfill(model_path: str, device: str, work: Path, *, avatars: int = 1
     import dagster as dg
 
     from avatar_assets.identity.assets import IMAGE_BATCH_PARTITIONS
-    from avatar_assets.lifecycle import SEED_TAG
-    from avatar_assets.runner import backfill, execute, process
+    from avatar_assets.ops.runner import backfill, execute, process
+    from avatar_assets.pipeline.lifecycle import SEED_TAG
     from resources.diffusion_provider import clear_generator_cache, load_count
 
     home = work / "backfill-home"

@@ -68,8 +68,8 @@ def _build(home, bundles, slugs, params):
 
     common.activate_home(home, AVATAR_MASTER_SHORT_SIDE=str(params["master_short_side"]), AVATAR_FPS=str(params["fps"]))
     from avatar_assets.contracts import OutputRequest
-    from avatar_assets.requests import write_request
-    from avatar_assets.runner import process
+    from avatar_assets.ops.runner import process
+    from avatar_assets.video.requests import write_request
 
     defs = common.load_definitions()
     instance = dg.DagsterInstance.get()
@@ -88,7 +88,7 @@ def _build(home, bundles, slugs, params):
 def _regenerate(defs, instance, avatar: str) -> tuple[float, list[tuple[str, str]], dict[str, Any]]:
     import dagster as dg
 
-    from avatar_assets.runner import execute, process
+    from avatar_assets.ops.runner import execute, process
 
     marker = common.latest_storage_id(instance)
 

@@ -58,8 +58,8 @@ def run(opts) -> dict[str, Any]:
         import dagster as dg
 
         from avatar_assets.contracts import OutputRequest
-        from avatar_assets.requests import write_request
-        from avatar_assets.runner import process
+        from avatar_assets.ops.runner import process
+        from avatar_assets.video.requests import write_request
         from resources.records import read_record
         from resources.wiring import media_store
 

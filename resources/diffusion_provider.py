@@ -206,7 +206,7 @@ def _drop_fallback_result(store, asset_name: str, key: str, log) -> None:
     """A fallback stands in while the configured provider is down; reusing it would keep serving the
     stand-in after the model is back. Recomputing a fallback is cheap (classical) and, being
     deterministic, gives the same record (no spurious staleness)."""
-    from avatar_assets.caching import cache_path
+    from avatar_assets.pipeline.caching import cache_path
     from resources.records import parse_record
 
     cache_key = cache_path(asset_name, key)
@@ -223,7 +223,7 @@ def _drop_fallback_result(store, asset_name: str, key: str, log) -> None:
 
 def reuse_or_generate(store, asset_name: str, key: str, compute: Callable[[], Record], log) -> tuple[Record, bool]:
     """`reuse_or_compute`, except that a cached result made by a fallback provider is not reused."""
-    from avatar_assets.caching import reuse_or_compute
+    from avatar_assets.pipeline.caching import reuse_or_compute
 
     _drop_fallback_result(store, asset_name, key, log)
     return reuse_or_compute(store, asset_name, key, compute, log)
@@ -235,7 +235,7 @@ def reuse_or_generate_many(
     """`reuse_or_generate` for many partitions ({partition: content key}): the misses are generated in
     ONE call, so a generative provider batches them. `generate` may leave out partitions it could not
     make; the caller reports those."""
-    from avatar_assets.caching import cached, remember
+    from avatar_assets.pipeline.caching import cached, remember
 
     records: dict[str, Record] = {}
     for partition, key in keys.items():

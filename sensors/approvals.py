@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import dagster as dg
 
-from avatar_assets import approvals, revoke, settings
+from avatar_assets import settings
 from avatar_assets.contracts import Approval
 from avatar_assets.dagster_compat import RUN_KEY_TAG
-from avatar_assets.lifecycle import SEED_TAG
+from avatar_assets.ops import approvals
+from avatar_assets.pipeline import tombstones
+from avatar_assets.pipeline.lifecycle import SEED_TAG
+from avatar_assets.video import gates
 from partitions import cell_key, run_partition
 from resources.records import read_record
 from resources.wiring import media_store
@@ -63,14 +66,14 @@ def plan(instance: dg.DagsterInstance, store, approval: Approval, log) -> dg.Run
             run_key=run_key, job_name="render_video" if approval.output else "build_identity",
             partition_key=partition, asset_selection=[dg.AssetKey(approval.asset)], tags={**tags, SEED_TAG: str(seed)},
         )
-    if approval.job_type not in approvals.GATE_ASSET:
+    if approval.job_type not in gates.GATE_ASSET:
         return None
     current = read_record(store, approval.asset, str(partition))
     if current is None or current.content_hash() != approval.content_hash:
         log.warning(f"approval {approval.approval_id} is for a version of {approval.asset} that no longer exists")
         return None
     script = read_record(store, "script", str(partition))
-    segment = approvals.next_segment(script.request, approval.asset)
+    segment = gates.next_segment(script.request, approval.asset)
     if not segment:
         return None
     return dg.RunRequest(
@@ -84,7 +87,7 @@ def evaluate_approvals(instance: dg.DagsterInstance, log) -> dg.SensorResult:
     run_requests = []
     for approval in approvals.queued(store):
         run_key = f"approval:{approval.approval_id}"
-        if _run_exists(instance, run_key) or revoke.is_revoked(approval.avatar_id, store):
+        if _run_exists(instance, run_key) or tombstones.is_revoked(store, approval.avatar_id):
             approvals.dequeue(store, approval)
             continue
         try:

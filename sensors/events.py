@@ -4,7 +4,8 @@ import os
 
 import dagster as dg
 
-from avatar_assets import events, settings
+from avatar_assets import settings
+from avatar_assets.pipeline import events
 from resources.wiring import media_store
 
 DELIVERY_SENSOR = "webhook_delivery_sensor"

@@ -13,10 +13,12 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from avatar_assets import approvals, events, privacy, requests, revoke, settings
+from avatar_assets import settings
 from avatar_assets.contracts import QuarantineReason
 from avatar_assets.dagster_compat import latest_check_evaluations
-from avatar_assets.intake import atomic_write_text
+from avatar_assets.media.partial import atomic_write_text
+from avatar_assets.pipeline import events, privacy, tombstones
+from avatar_assets.video import gates, requests
 from partitions import cell_key, outputs
 from resources.wiring import media_store
 
@@ -31,7 +33,7 @@ IDENTITY_GATED = {
 
 def identity_blocker(instance: dg.DagsterInstance, avatar_id: str) -> str | None:
     """Why an avatar cannot be rendered yet, or None when its identity exists and passed its gates."""
-    if revoke.is_revoked(avatar_id):
+    if tombstones.is_revoked(media_store(), avatar_id):
         return f"avatar {avatar_id} was revoked; new requests are refused"
     if not instance.has_dynamic_partition("avatars", avatar_id):
         return f"avatar {avatar_id} does not exist (no upload has been taken for it)"
@@ -100,19 +102,19 @@ def evaluate_requests(instance: dg.DagsterInstance, log) -> dg.SensorResult:
             store, "accepted", avatar_id=scanned.avatar_id, output=scanned.slug, asset="script",
             dedupe_key=f"{scanned.avatar_id}|{scanned.slug}:{sha}", route=scanned.request.route,
         )
-        if "full_output_generation" in scanned.request.gates() and not approvals.is_approved(
+        if "full_output_generation" in scanned.request.gates() and not gates.is_approved(
             store, scanned.avatar_id, scanned.slug, "script", sha
         ):
             hold(scanned, f"waiting for approval: full_output_generation of request {sha[:12]} "
                           f"(avatarops approve script --avatar {scanned.avatar_id} --output {scanned.slug} "
                           "--job-type full_output_generation)")
             continue
-        segment = approvals.next_segment(scanned.request, None)
+        segment = gates.next_segment(scanned.request, None)
         run_requests.append(
             dg.RunRequest(
                 run_key=f"{scanned.avatar_id}|{scanned.slug}:{sha}",
                 partition_key=cell_key(scanned.avatar_id, scanned.slug),
-                asset_selection=[dg.AssetKey(stage) for stage in segment] if len(segment) < len(approvals.VIDEO_STAGES) else None,
+                asset_selection=[dg.AssetKey(stage) for stage in segment] if len(segment) < len(gates.VIDEO_STAGES) else None,
                 tags={"avatar": scanned.avatar_id, "output": scanned.slug, "request_sha256": sha,
                       "route": scanned.request.route},
             )

@@ -11,7 +11,9 @@ import json
 
 import dagster as dg
 
-from avatar_assets import events, intake, ownership, privacy, revoke, settings
+from avatar_assets import settings
+from avatar_assets.identity import intake, ownership
+from avatar_assets.pipeline import events, privacy, tombstones
 from partitions import avatars
 from resources.wiring import media_store
 
@@ -54,7 +56,7 @@ def evaluate_uploads(cursor: str | None, *, settle_seconds: float, log) -> dg.Se
         if scan.status == "bad":
             _quarantine(bundle, scan.problems, log)
             continue
-        if revoke.is_revoked(scan.avatar_id):
+        if tombstones.is_revoked(media_store(), scan.avatar_id):
             _quarantine(bundle, [f"avatar {scan.avatar_id} was revoked; a revoked avatar id cannot be uploaded again"], log)
             continue
         try:

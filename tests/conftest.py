@@ -185,7 +185,7 @@ def voice_variants(good_wav: bytes) -> dict[str, bytes]:
 @pytest.fixture(scope="session")
 def sample_bundle(tmp_path_factory) -> Path:
     """`build_sample_bundle` once per session (espeak voice + astronaut photo). Copy it, never edit it."""
-    from avatar_assets.demo import build_sample_bundle
+    from avatar_assets.ops.demo import build_sample_bundle
 
     return build_sample_bundle(tmp_path_factory.mktemp("sample") / "astronaut")
 
@@ -249,7 +249,7 @@ class Home:
         return read_record(self.store, asset, avatar_id)
 
     def process(self):
-        from avatar_assets.runner import process
+        from avatar_assets.ops.runner import process
 
         return process(self.defs, self.instance, echo=lambda _: None)
 

@@ -2,7 +2,7 @@
 
 The expensive part of these tests is a rendered "world": three avatars (copies of the sample bundle under
 different ids) with two video cells each, at a small master size. It is built once per test session by
-the real sensors and runs (`avatar_assets.runner.process`) and snapshotted; each test restores the
+the real sensors and runs (`avatar_assets.ops.runner.process`) and snapshotted; each test restores the
 snapshot (records hold store-relative keys, so any path would do; test_relocatable_home proves it) and
 gets its own Dagster instance on it.
 Nothing is mocked: the instance is SQLite on disk, media are real files, the webhook is real HTTP.
@@ -93,7 +93,7 @@ def expected_refresh(graph, key: dg.AssetKey, partition: str, slugs=SLUGS) -> Co
 def submit(avatar_id: str, slug: str, script: str = SCRIPT, **fields):
     """Write `<inbox>/outputs/<avatar>/<slug>.json` as `avatarops request` does (atomic)."""
     from avatar_assets.contracts import OutputRequest
-    from avatar_assets.requests import write_request
+    from avatar_assets.video.requests import write_request
 
     request = OutputRequest(avatar_id=avatar_id, slug=slug, script=script, **fields)
     write_request(request)
@@ -242,7 +242,7 @@ def blob_keys(store) -> set[str]:
 
 def referenced_blob_keys(store, prefixes=("records/", "cache/")) -> dict[str, set[str]]:
     """Blob key -> the record / cache documents that reference it (every MediaRef inside them)."""
-    from avatar_assets.caching import media_refs
+    from avatar_assets.pipeline.caching import media_refs
     from resources.records import parse_record
 
     refs: dict[str, set[str]] = {}
@@ -307,7 +307,7 @@ WEBHOOK_SECRET = "whsec_" + base64.b64encode(bytes(range(32))).decode()
 
 
 def signer():
-    from avatar_assets import events
+    from avatar_assets.pipeline import events
 
     return events.Signer.from_secret(WEBHOOK_SECRET)
 
@@ -435,6 +435,6 @@ def webhook() -> Iterator[Webhook]:
 
 
 def outbox_ids(store) -> list[str]:
-    from avatar_assets import events
+    from avatar_assets.pipeline import events
 
     return events.pending_ids(store, None)

@@ -354,7 +354,7 @@ def _location_loaded(base_url: str) -> bool:
 
 def build_sample(target: Path) -> Path:
     """The bundled demo avatar (`astronaut`) as an upload bundle at `target`."""
-    from avatar_assets.demo import build_sample_bundle
+    from avatar_assets.ops.demo import build_sample_bundle
 
     return build_sample_bundle(target)
 

@@ -1,5 +1,5 @@
 """Human approvals: durable decisions on one asset partition at one content hash, turned into runs by the
-approval sensor (through `avatar_assets.runner.process`, which evaluates every sensor like the daemon).
+approval sensor (through `avatar_assets.ops.runner.process`, which evaluates every sensor like the daemon).
 
 Every job type is driven through a real path: the CLI (`avatarops approve|reject`), or the UI job
 `approval_decision` executed on the instance, then the sensors. Renders are real (160 px masters).
@@ -10,7 +10,9 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from avatar_assets import approvals
+from avatar_assets.ops import approvals
+from avatar_assets.pipeline import tombstones
+from avatar_assets.video import gates
 from tests.regen_helpers import (
     NEUTRAL_CELL_DOWNSTREAM,
     VIDEO_STAGES,
@@ -92,7 +94,7 @@ def test_video_asset_approval_resumes_the_render_stopped_after_lip_sync(tmp_path
         twice = avatarops(home, "approve", "lip_sync", "--avatar", "ava", "--output", "gated", "--by", "sam")
         assert twice.returncode == 2 and "already approved by rita" in twice.stderr, twice.stderr
 
-        [decision] = approvals.decisions(store, "ava", "gated", "lip_sync")
+        [decision] = gates.decisions(store, "ava", "gated", "lip_sync")
         assert (decision.decision, decision.by, decision.job_type, decision.note) == (
             "approve", "rita", "video_asset_approval", "looks right")
         assert decision.content_hash == lip.content_hash() and decision.at is not None
@@ -140,7 +142,7 @@ def test_script_storyboard_and_background_gates_with_a_rejection(tmp_path_factor
         assert rejected_bg.seeds == [0]
         assert decide(home, job_type="background_approval", asset="backgrounds", avatar_id="bob", output="three",
                       decision="reject", by="rita", note="too plain, try another") == (True, "")
-        [rejection] = [d for d in approvals.decisions(store, "bob", "three", "backgrounds") if d.decision == "reject"]
+        [rejection] = [d for d in gates.decisions(store, "bob", "three", "backgrounds") if d.decision == "reject"]
         report = home.process()
         [run] = runs_of(report, "approval_sensor")
         assert report.ok and selection(instance, run.run_id) == ["backgrounds"]
@@ -164,11 +166,11 @@ def test_script_storyboard_and_background_gates_with_a_rejection(tmp_path_factor
         manifest = RightsManifest.model_validate_json(store.read(package.rights_manifest))
         [bg_stage] = [s for s in manifest.stages if s.asset == "backgrounds"]
         assert bg_stage.record_sha256 == regenerated.content_hash()
-        assert [d.decision for d in approvals.decisions(store, "bob", "three", "backgrounds")] == ["reject", "approve"]
+        assert [d.decision for d in gates.decisions(store, "bob", "three", "backgrounds")] == ["reject", "approve"]
 
 
 def test_full_output_generation_holds_the_request_until_approved(tmp_path_factory, sample_bundle):
-    from avatar_assets.requests import held_path
+    from avatar_assets.video.requests import held_path
 
     with restored_world(tmp_path_factory, sample_bundle) as home:
         instance = home.instance
@@ -241,7 +243,6 @@ def test_retry_from_stage_approval_resumes_a_failed_render(tmp_path_factory, sam
 
 def test_approve_after_revoke_is_refused(tmp_path_factory, sample_bundle):
     """Revoked from the UI's launchpad (`revoke_avatar` job), then every decision on it is refused."""
-    from avatar_assets import revoke
 
     with restored_world(tmp_path_factory, sample_bundle) as home:
         job = home.defs.resolve_job_def("revoke_avatar")
@@ -251,7 +252,7 @@ def test_approve_after_revoke_is_refused(tmp_path_factory, sample_bundle):
                                                                 "reason": "consent withdrawn"}}}},
         )
         assert result.success
-        stone = revoke.tombstone("cal", home.store)
+        stone = tombstones.tombstone(home.store, "cal")
         assert (stone.status, stone.by, stone.reason) == ("revoked", "legal", "consent withdrawn")
         assert "cal" not in home.instance.get_dynamic_partitions("avatars")
         assert home.instance.get_run_by_id(result.run_id) is not None  # the revocation's own run is kept

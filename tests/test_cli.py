@@ -169,7 +169,7 @@ def test_process_and_status_report_runs_gates_and_quarantine(home, sample_bundle
     assert document["avatars"]["bob-02"]["state"] == "building"
     assert document["avatars"]["bob-02"]["identity"]["state"] == "blocked"
     assert document["avatars"]["bob-02"]["identity"]["stage"] == "validated_inputs"
-    from avatar_assets.status import AVATAR_STATES, RUN_STATES
+    from avatar_assets.ops.status import AVATAR_STATES, RUN_STATES
 
     for entry in document["avatars"].values():  # one list of words each, nothing else
         assert entry["state"] in AVATAR_STATES and entry["identity"]["state"] in RUN_STATES

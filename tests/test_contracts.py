@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from avatar_assets.contracts import AvatarUpload, QuarantineReason
-from avatar_assets.intake import describe_validation_error
+from avatar_assets.contracts import AvatarUpload, QuarantineReason, describe_validation_error
 from tests.conftest import deep_update, manifest_for
 
 GOOD = manifest_for("ada-01", ["photos/a.jpg", "photos/b.png"], "voice/v.wav")

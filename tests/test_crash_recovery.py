@@ -118,7 +118,7 @@ def test_an_interrupted_revoke_says_revoking_refuses_requests_and_resumes(home, 
     from datetime import UTC, datetime
 
     from avatar_assets.contracts import Tombstone
-    from avatar_assets.revoke import tombstone_key
+    from avatar_assets.pipeline.tombstones import tombstone_key
     from tests.conftest import copy_sample
 
     copy_sample(sample_bundle, home.inbox, "dan")
@@ -149,7 +149,7 @@ def test_revoke_stops_the_process_named_in_a_runs_tags(home, monkeypatch, ignore
     import sys
     import time
 
-    from avatar_assets import revoke, run_health
+    from avatar_assets.ops import revoke, run_health
 
     monkeypatch.setattr(run_health, "TERMINATE_GRACE_S", 1.0)
     code = "import signal, time\n" + ("signal.signal(signal.SIGTERM, signal.SIG_IGN)\n" if ignores_sigterm else "") + \

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from avatar_assets import instance_config
+from avatar_assets.ops import instance_config
 from tests.conftest import env_without_homes
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -376,7 +376,7 @@ def test_same_seed_and_inputs_give_identical_bytes_in_another_home(generated, tm
 
 
 def test_backgrounds_asset_uses_storyboard_prompts_and_the_avatars_preset(generated) -> None:
-    from avatar_assets.requests import write_request
+    from avatar_assets.video.requests import write_request
 
     home, _, _ = generated
     request = OutputRequest(
@@ -469,7 +469,7 @@ def test_fallback_is_recorded_and_not_reused_once_the_model_is_back(
 def test_ranged_run_loads_once_generates_in_one_batch_and_gates_each_avatar(
     tmp_path: Path, sample_bundle: Path, tiny_model: Path, photos, img2img_calls: list[int]
 ) -> None:
-    from avatar_assets.runner import backfill
+    from avatar_assets.ops.runner import backfill
     from tests.conftest import write_bundle
 
     avatars = ["batch-a", "batch-b"]

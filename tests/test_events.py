@@ -20,7 +20,7 @@ import time
 import pytest
 import standardwebhooks
 
-from avatar_assets import events
+from avatar_assets.pipeline import events
 from tests.regen_helpers import (
     VIDEO_STAGES,
     WEBHOOK_SECRET,

@@ -13,7 +13,7 @@ import dagster as dg
 import pytest
 
 from avatar_assets.contracts import QuarantineReason
-from avatar_assets.status import collect_status, latest_check_verdicts
+from avatar_assets.ops.status import collect_status, latest_check_verdicts
 from tests.conftest import avatar_home, manifest_for, sha256_tree, write_bundle
 
 pytestmark = pytest.mark.slow  # one ~60 s pass over 18 avatars, shared by every test here

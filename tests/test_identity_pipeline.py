@@ -19,8 +19,8 @@ from PIL import Image
 from avatar_assets import settings
 from avatar_assets.contracts import RECORD_TYPES
 from avatar_assets.identity.assets import CODE_VERSION as IDENTITY_CODE_VERSION
-from avatar_assets.runner import execute
-from avatar_assets.status import collect_status
+from avatar_assets.ops.runner import execute
+from avatar_assets.ops.status import collect_status
 from resources.media_store import sha256_bytes
 from tests.conftest import avatar_home, copy_sample, sha256_tree
 

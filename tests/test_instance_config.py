@@ -9,8 +9,8 @@ import sys
 
 import yaml
 
-from avatar_assets import instance_config
 from avatar_assets.cli import ensure_instance_home
+from avatar_assets.ops import instance_config
 from tests.conftest import env_without_homes
 
 QUIET = {"telemetry": {"enabled": False}, "nux": {"enabled": False}}
@@ -20,7 +20,7 @@ def make_dev_step(avatar_home) -> None:
     """What `make dev` runs before the webserver: its environment, its umask, its command."""
     env = {**env_without_homes(), "AVATAR_HOME": str(avatar_home), "DAGSTER_HOME": str(avatar_home / "dagster")}
     subprocess.run(
-        f"umask 077 && {sys.executable} -m avatar_assets.instance_config",
+        f"umask 077 && {sys.executable} -m avatar_assets.ops.instance_config",
         shell=True, env=env, check=True, timeout=60,
     )
 

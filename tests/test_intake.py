@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from avatar_assets import intake
 from avatar_assets.contracts import QuarantineReason
+from avatar_assets.identity import intake
+from avatar_assets.media.partial import atomic_write_text
 from tests.conftest import copy_sample, manifest_for, sha256_tree, write_bundle
 
 FUTURE = time.time() + 10 * 365 * 24 * 3600
@@ -213,8 +214,8 @@ def test_quarantining_the_same_name_twice_keeps_both(sample_bundle: Path, tmp_pa
 
 def test_atomic_write_text_replaces_whole_file(tmp_path: Path):
     target = tmp_path / "deep" / "state.json"
-    intake.atomic_write_text(target, "first")
-    intake.atomic_write_text(target, "second")
+    atomic_write_text(target, "first")
+    atomic_write_text(target, "second")
     assert target.read_text() == "second"
     assert sorted(p.name for p in target.parent.iterdir()) == ["state.json"]
 

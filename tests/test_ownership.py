@@ -16,7 +16,7 @@ import threading
 from click.testing import CliRunner
 
 from avatar_assets.cli import main
-from avatar_assets.ownership import owner
+from avatar_assets.identity.ownership import owner
 from tests.conftest import copy_sample, sha256_tree
 from tests.servers import REPO_ROOT, VENV_BIN, clean_env
 
@@ -119,7 +119,7 @@ def test_a_photo_that_disappears_between_the_sensors_look_and_the_run_fails_that
     the other avatar is built, and the next pass quarantines the damaged bundle instead of crashing."""
     import dagster as dg
 
-    from avatar_assets.runner import execute
+    from avatar_assets.ops.runner import execute
     from sensors.uploads import evaluate_uploads
 
     for avatar_id in ("kept", "lost"):

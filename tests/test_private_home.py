@@ -119,7 +119,7 @@ def test_moves_of_hand_dropped_files_make_them_private(home, sample_photo):
 
 def test_a_quarantine_copied_across_file_systems_is_private(tmp_path, monkeypatch, sample_photo):
     """copytree with copy2 (the fallback when rename fails) copies the source's mode bits."""
-    from avatar_assets import intake
+    from avatar_assets.identity import intake
 
     def cross_device(source, target):
         raise OSError(18, "Invalid cross-device link")

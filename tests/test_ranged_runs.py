@@ -20,7 +20,7 @@ import dagster as dg
 import pytest
 
 from avatar_assets.checks.gates import partitioned_gate
-from avatar_assets.runner import backfill, batches
+from avatar_assets.ops.runner import backfill, batches
 from tests.conftest import avatar_home, write_bundle
 
 AVATARS = ["rng-a", "rng-b", "rng-c"]
@@ -203,7 +203,7 @@ def test_backfill_runs_the_images_of_three_avatars_in_one_run_and_judges_each(wo
 
     # Lifecycle events per avatar, each 'completed' with that avatar's own record hash.
     from avatar_assets.contracts import LifecycleEvent
-    from avatar_assets.events import OUTBOX, pending_ids
+    from avatar_assets.pipeline.events import OUTBOX, pending_ids
 
     outbox = [LifecycleEvent.model_validate_json(home.store.read_text(f"{OUTBOX}{i}.json")) for i in pending_ids(home.store, None)]
     completed = [e for e in outbox if e.run_id == run_id and e.type == "completed"]
@@ -240,12 +240,12 @@ def test_backfill_cli_batches_a_selection_and_rejects_bad_input(world) -> None:
 
 @pytest.mark.slow
 def test_revoking_one_avatar_of_a_batch_removes_only_its_events_from_the_shared_run(world) -> None:
-    from avatar_assets import revoke as revocation
+    from avatar_assets.ops import revoke as revocation
 
     home = world
     (ranged,) = [run for run in home.instance.get_runs() if RANGE_START in run.tags]
     kept = [a for a in AVATARS if a != "rng-b"]
-    revocation.revoke(home.instance, home.defs, home.store, "rng-b", by="test", reason="consent withdrawn", wait_s=5)
+    revocation.revoke(home.instance, home.defs.resolve_asset_graph(), home.store, "rng-b", by="test", reason="consent withdrawn", wait_s=5)
 
     assert home.instance.get_run_by_id(ranged.run_id) is not None  # the other avatars' history stays
     assert {p for _, p in materializations(home.instance, ranged.run_id)} == set(kept)

@@ -4,7 +4,7 @@ condition, and unchanged inputs are served from the content cache.
 
 The world is 3 avatars x 2 outputs rendered by the real sensors and runs (`regen_helpers`); automation
 is evaluated with `dg.evaluate_automation_conditions` on the real instance, and the refresh runs are
-executed by `avatar_assets.runner.process` (what `avatarops process` and `avatarops regenerate` do).
+executed by `avatar_assets.ops.runner.process` (what `avatarops process` and `avatarops regenerate` do).
 The daemon's remote-asset-graph path is proven in `test_regeneration_daemon.py`.
 """
 
@@ -32,7 +32,7 @@ from tests.regen_helpers import (
 
 def automation_cursor():
     from avatar_assets import settings
-    from avatar_assets.runner import CliState
+    from avatar_assets.ops.runner import CliState
 
     return CliState(settings.dagster_home() / "avatarops_state.json").automation_cursor
 

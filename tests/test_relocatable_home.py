@@ -22,8 +22,8 @@ import dagster as dg
 import pytest
 from pydantic import ValidationError
 
-from avatar_assets.caching import cached, media_refs, remember
 from avatar_assets.contracts import MediaRef, OutputPackageRecord, QuarantineReason, VoiceProfileRecord
+from avatar_assets.pipeline.caching import cached, media_refs, remember
 from resources.media_store import LocalMediaStore
 from resources.records import dump_record, parse_record, record_key
 from tests.conftest import copy_sample, write_bundle
@@ -103,7 +103,8 @@ def test_a_legacy_uri_that_is_not_the_ref_s_own_blob_is_refused(uri: str):
 
 
 def test_quarantine_reasons_and_held_requests_name_places_relative_to_the_home(tmp_path: Path, monkeypatch):
-    from avatar_assets import intake, requests
+    from avatar_assets.identity import intake
+    from avatar_assets.video import requests
     from sensors.requests import hold, quarantine_request
 
     home = tmp_path / "home"

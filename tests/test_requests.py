@@ -137,7 +137,7 @@ def test_a_bad_request_dropped_into_the_inbox_is_quarantined_with_its_reason(hom
 
     # `avatarops status` once raised KeyError: 'avatar_id' here; it reads requests and uploads alike, and an
     # entry in the request-only shape of older versions is still listed.
-    from avatar_assets.status import collect_status, format_status
+    from avatar_assets.ops.status import collect_status, format_status
 
     legacy = home.root / "quarantine" / f"output-{AVATAR}-old-20250101T000000000000Z"
     legacy.mkdir()
@@ -303,7 +303,7 @@ def test_request_for_a_revoked_avatar_is_held_with_a_revoked_reason(studio, tmp_
     assert not request_file(home.root, gone, slug).exists()  # refused when it is made
     # A request file dropped by hand (no CLI to refuse it) is held by the sensor with the revocation.
     from avatar_assets.contracts import OutputRequest
-    from avatar_assets.requests import write_request
+    from avatar_assets.video.requests import write_request
 
     write_request(OutputRequest(avatar_id=gone, slug=slug, script="Goodbye everybody."))
     before = materialization_counts(home.instance)

@@ -26,7 +26,7 @@ def event_times(instance, run_id: str, kind: str, step: str) -> list[float]:
 
 
 def test_transient_tts_failure_is_retried_with_exponential_backoff(tmp_path_factory, sample_bundle):
-    from avatar_assets import events
+    from avatar_assets.pipeline import events
     from resources.providers import SpeechSynthesizer
 
     class FlakySpeech(SpeechSynthesizer):
@@ -53,7 +53,7 @@ def test_transient_tts_failure_is_retried_with_exponential_backoff(tmp_path_fact
         started = step_events(instance, result.run_id, "STEP_START")
         assert len(started) == len(set(started)), started  # no other step ran twice
         # The stages' RetryPolicy backs off exponentially: (2**n - 1) x delay, i.e. 1 s then 3 s at delay=1.
-        from avatar_assets.lifecycle import PROVIDER_RETRIES
+        from avatar_assets.pipeline.lifecycle import PROVIDER_RETRIES
 
         assert PROVIDER_RETRIES.backoff == dg.Backoff.EXPONENTIAL and PROVIDER_RETRIES.max_retries >= 2
         expected = [PROVIDER_RETRIES.calculate_delay(attempt) for attempt in (1, 2)]

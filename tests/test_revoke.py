@@ -18,6 +18,7 @@ import dagster as dg
 import pytest
 
 from avatar_assets.media.partial import writer_of
+from avatar_assets.pipeline import tombstones
 from tests.conftest import copy_sample
 from tests.regen_helpers import (
     AVATARS,
@@ -99,7 +100,7 @@ def assert_nothing_left_of(home, avatar_id: str, ava_only_blobs: set[str]) -> No
     assert not leaked, f"unreferenced blobs that name {avatar_id}: {sorted(leaked)}"
 
     # Its outbox events and dead letters are gone; one `revoked` event naming only the id tells receivers.
-    from avatar_assets import events
+    from avatar_assets.pipeline import events
 
     left = [events.LifecycleEvent.model_validate_json(store.read_text(key)) for key in store.list_keys(events.OUTBOX)]
     assert [(e.type, e.output, e.asset, e.detail) for e in left if e.avatar_id == avatar_id] == [("revoked", None, None, {})]
@@ -131,8 +132,8 @@ def only_blobs_of(home, avatar_id: str) -> set[str]:
 
 @pytest.mark.slow  # restores (or first builds) the rendered world
 def test_revoke_deletes_the_avatar_and_keeps_the_others_intact(tmp_path_factory, sample_bundle):
-    from avatar_assets import approvals, revoke
-    from avatar_assets.requests import held_path
+    from avatar_assets.ops import approvals, revoke
+    from avatar_assets.video.requests import held_path
 
     with restored_world(tmp_path_factory, sample_bundle) as home:
         store, instance = home.store, home.instance
@@ -148,7 +149,7 @@ def test_revoke_deletes_the_avatar_and_keeps_the_others_intact(tmp_path_factory,
         assert done.returncode == 0, done.stdout + done.stderr
         assert done.stdout.startswith("revoked ava: ")
 
-        stone = revoke.tombstone("ava", store)
+        stone = tombstones.tombstone(store, "ava")
         assert (stone.status, stone.by, stone.reason) == ("revoked", "legal", "consent withdrawn by the subject")
         assert abs(stone.revoked_at.timestamp() - time.time()) < 600
         assert {bg.sha256} <= set(stone.kept_shared_blobs)
@@ -156,7 +157,7 @@ def test_revoke_deletes_the_avatar_and_keeps_the_others_intact(tmp_path_factory,
         assert sorted(stone.outputs) == sorted(SLUGS)
         assert all(key.startswith(("records/avatars/ava/", "cache/", "packages/ava/", "approvals/avatars/ava/"))
                    for key in stone.deleted_records)
-        raw = store.read_text(revoke.tombstone_key("ava"))
+        raw = store.read_text(tombstones.tombstone_key("ava"))
         assert "file://" not in raw and "media/" not in raw  # hashes only: no media, no way back to it
 
         assert_nothing_left_of(home, "ava", ava_only)
@@ -174,12 +175,12 @@ def test_revoke_deletes_the_avatar_and_keeps_the_others_intact(tmp_path_factory,
         with pytest.raises(approvals.ApprovalError, match="was revoked"):
             approvals.record_decision(store, instance, job_type="video_asset_approval", asset="lip_sync",
                                       avatar_id="ava", output="s1", decision="approve", by="rita")
-        assert revoke.revoke(instance, home.defs, store, "ava", by="x", reason="again") == stone
+        assert revoke.revoke(instance, home.defs.resolve_asset_graph(), store, "ava", by="x", reason="again") == stone
 
 
 @pytest.mark.slow  # renders while revoking
 def test_revoke_during_a_running_render_leaves_no_orphans(tmp_path_factory, sample_bundle, tmp_path):
-    from avatar_assets import revoke
+    from avatar_assets.ops import revoke
 
     with restored_world(tmp_path_factory, sample_bundle) as home:
         store, instance = home.store, home.instance
@@ -199,7 +200,7 @@ def test_revoke_during_a_running_render_leaves_no_orphans(tmp_path_factory, samp
                 )
 
             wait_until(render_started, timeout=240, interval=0.2, what="the render to reach lip_sync")
-            stone = revoke.revoke(instance, home.defs, store, "cal", by="legal", reason="takedown", wait_s=240)
+            stone = revoke.revoke(instance, home.defs.resolve_asset_graph(), store, "cal", by="legal", reason="takedown", wait_s=240)
             worker.wait(timeout=240)
         finally:
             if worker.poll() is None:
@@ -229,9 +230,9 @@ def test_revoke_during_a_running_render_leaves_no_orphans(tmp_path_factory, samp
 def test_revoke_refuses_an_unknown_avatar_or_a_missing_reason(home):
     done = avatarops(home, "revoke", "nobody", "--reason", "test")
     assert done.returncode == 2 and "avatar nobody does not exist" in done.stderr
-    from avatar_assets import revoke
+    from avatar_assets.ops import revoke
 
     home.instance.add_dynamic_partitions("avatars", ["somebody"])
     with pytest.raises(revoke.RevokeError, match="needs a reason"):
-        revoke.revoke(home.instance, home.defs, home.store, "somebody", by="x", reason="  ")
-    assert revoke.tombstone("somebody", home.store) is None
+        revoke.revoke(home.instance, home.defs.resolve_asset_graph(), home.store, "somebody", by="x", reason="  ")
+    assert tombstones.tombstone(home.store, "somebody") is None

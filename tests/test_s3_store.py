@@ -12,11 +12,11 @@ import dagster as dg
 import pytest
 from dagster_aws.s3 import S3Resource
 
-from avatar_assets.caching import media_refs
 from avatar_assets.contracts import Consent, MediaRef, VoiceProfileRecord
+from avatar_assets.pipeline.caching import media_refs
 from resources.media_store import LocalMediaStore, media_key, sha256_bytes
-from resources.s3_store import S3MediaStore
 from resources.records import RecordIOManager, parse_record, record_key
+from resources.s3_store import S3MediaStore
 from tests.servers import IDENTITY_ASSETS, build_sample, clean_env, moto_s3_server, upload_and_process
 
 MEDIA_KEY = re.compile(r"^media/([0-9a-f]{2})/([0-9a-f]{64})\.[a-z0-9]{1,5}$")

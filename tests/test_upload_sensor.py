@@ -9,8 +9,8 @@ import time
 import dagster as dg
 import pytest
 
-from avatar_assets import intake
 from avatar_assets.contracts import QuarantineReason
+from avatar_assets.identity import intake
 from sensors.uploads import UPLOAD_SENSOR, evaluate_uploads
 from tests.conftest import copy_sample, manifest_for, sha256_tree, write_bundle
 

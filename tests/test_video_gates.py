@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from avatar_assets import qa
 from avatar_assets.checks.video import (
     enhanced_video_plays,
     mouth_follows_speech,
@@ -26,6 +25,7 @@ from avatar_assets.checks.video import (
     stitched_video_plays,
 )
 from avatar_assets.contracts import RightsManifest
+from avatar_assets.video import rules
 from tests.video_helpers import FPS, decoded_frames, package_dir, record, submit, video_home
 
 pytestmark = pytest.mark.slow  # every test inspects one real render, built once for the module (~45 s)
@@ -108,7 +108,7 @@ def test_speech_gate_catches_speech_far_too_long_for_its_words(rendered):
     dragged = np.concatenate([samples] * 3)  # three times the words' worth of time, no long pause
     faulty = speech_with(rendered, dragged, sr)
     failed(speech_timing_and_level(faulty), f"speech lasts {faulty.duration_s:.2f} s for {len(faulty.words)} words")
-    assert qa.speech_problems(1.0, 30, 0.1, 0.0)[0].startswith("speech lasts 1.00 s for 30 words")  # far too short
+    assert rules.speech_problems(1.0, 30, 0.1, 0.0)[0].startswith("speech lasts 1.00 s for 30 words")  # far too short
 
 
 # --------------------------------------------------------------------------- lip sync

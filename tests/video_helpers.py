@@ -46,7 +46,7 @@ def cell(avatar_id: str, slug: str) -> str:
 
 def submit(home: Home, avatar_id: str, slug: str, script: str, *, route: str = "single_scene", **fields) -> OutputRequest:
     """Write `<inbox>/outputs/<avatar>/<slug>.json` the way `avatarops request` does."""
-    from avatar_assets.requests import write_request
+    from avatar_assets.video.requests import write_request
 
     request = OutputRequest(avatar_id=avatar_id, slug=slug, route=route, script=script, **fields)
     write_request(request)

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import dagster as dg
 
 from avatar_assets.dagster_compat import check_evaluation_target
-from avatar_assets.lifecycle import accepts_partition_ranges
+from avatar_assets.pipeline.lifecycle import accepts_partition_ranges
 
 
 def partitioned_gate(asset, description: str, partitions_def: dg.PartitionsDefinition, **check_kwargs):

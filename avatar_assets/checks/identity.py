@@ -5,10 +5,10 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from avatar_assets import qa
 from avatar_assets.checks.expectations import validate_table
 from avatar_assets.checks.gates import partitioned_gate
 from avatar_assets.contracts import NeutralImageRecord, ValidatedInputsRecord, VoiceProfileRecord
+from avatar_assets.identity import rules
 from avatar_assets.identity.assets import neutral_image, validated_inputs, voice_profile
 from partitions import avatars
 
@@ -25,13 +25,13 @@ def avatar_gate(asset, description: str):
 PHOTO_EXPECTATIONS = [
     ("ExpectColumnValuesToBeNull", {"column": "problem_on_decode"}),
     ("ExpectColumnValuesToBeInSet", {"column": "face_count", "value_set": [1]}),
-    ("ExpectColumnValuesToBeBetween", {"column": "face_side_px", "min_value": qa.MIN_FACE_PIXELS}),
+    ("ExpectColumnValuesToBeBetween", {"column": "face_side_px", "min_value": rules.MIN_FACE_PIXELS}),
     (
         "ExpectColumnValuesToBeBetween",
-        {"column": "face_fraction", "min_value": qa.FACE_FRACTION[0], "max_value": qa.FACE_FRACTION[1]},
+        {"column": "face_fraction", "min_value": rules.FACE_FRACTION[0], "max_value": rules.FACE_FRACTION[1]},
     ),
-    ("ExpectColumnValuesToBeBetween", {"column": "sharpness", "min_value": qa.MIN_SHARPNESS}),
-    ("ExpectColumnValuesToBeBetween", {"column": "exposure", "min_value": qa.EXPOSURE[0], "max_value": qa.EXPOSURE[1]}),
+    ("ExpectColumnValuesToBeBetween", {"column": "sharpness", "min_value": rules.MIN_SHARPNESS}),
+    ("ExpectColumnValuesToBeBetween", {"column": "exposure", "min_value": rules.EXPOSURE[0], "max_value": rules.EXPOSURE[1]}),
 ]
 
 
@@ -92,11 +92,11 @@ def neutral_face_geometry(neutral_image: NeutralImageRecord) -> dg.AssetCheckRes
     if neutral_image.face_count != 1:
         problems.append(f"{neutral_image.face_count} faces in the neutral image (exactly one needed)")
     offset = neutral_image.centre_offset
-    if offset is None or offset > qa.MAX_CENTRE_OFFSET:
-        problems.append(f"face centre off by {offset if offset is not None else 'unknown'} of the frame (max {qa.MAX_CENTRE_OFFSET})")
+    if offset is None or offset > rules.MAX_CENTRE_OFFSET:
+        problems.append(f"face centre off by {offset if offset is not None else 'unknown'} of the frame (max {rules.MAX_CENTRE_OFFSET})")
     angle = neutral_image.eye_angle_deg
-    if angle is not None and abs(angle) > qa.MAX_EYE_ANGLE_DEG:
-        problems.append(f"eye line tilted {angle:.1f} degrees (max {qa.MAX_EYE_ANGLE_DEG})")
+    if angle is not None and abs(angle) > rules.MAX_EYE_ANGLE_DEG:
+        problems.append(f"eye line tilted {angle:.1f} degrees (max {rules.MAX_EYE_ANGLE_DEG})")
     return dg.AssetCheckResult(
         passed=not problems,
         severity=SEVERITY.ERROR,
@@ -122,7 +122,7 @@ def voice_sample_quality(voice_profile: VoiceProfileRecord) -> dg.AssetCheckResu
     problems = [voice_profile.problem] if voice_profile.problem else []
     metrics = voice_profile.metrics
     if metrics is not None:
-        problems += qa.voice_problems(metrics)
+        problems += rules.voice_problems(metrics)
     if "voice" not in voice_profile.consent.scopes:
         problems.insert(0, "consent does not include the 'voice' scope")
     numbers = metrics.model_dump() if metrics else {}

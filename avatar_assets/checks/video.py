@@ -4,17 +4,17 @@ import json
 
 import dagster as dg
 
-from avatar_assets import qa
 from avatar_assets.checks.gates import partitioned_gate
 from avatar_assets.contracts import (
     ASPECT_SIZE,
     LipSyncRecord,
-    SceneAssetsRecord,
     OutputPackageRecord,
     RightsManifest,
+    SceneAssetsRecord,
     SpeechRecord,
     VideoRecord,
 )
+from avatar_assets.video import rules
 from avatar_assets.video.assets import enhanced_video, lip_sync, output_package, speech, stitched_video
 from partitions import video_cells
 from resources.media_store import MediaStore, sha256_bytes, sha256_file
@@ -37,14 +37,14 @@ def verdict(problems: list[str], ok: str, metadata: dict) -> dg.AssetCheckResult
 
 @cell_gate(speech, "Duration 0.5-2x of the words at 150 wpm, no silence over 2 s, not clipped.")
 def speech_timing_and_level(speech: SpeechRecord) -> dg.AssetCheckResult:
-    problems = qa.speech_problems(speech.duration_s, len(speech.words), speech.longest_silence_s, speech.clipping_fraction)
+    problems = rules.speech_problems(speech.duration_s, len(speech.words), speech.longest_silence_s, speech.clipping_fraction)
     return verdict(
         problems,
         "speech duration, pauses and level are in range",
         {
             "duration_s": speech.duration_s,
             "words": len(speech.words),
-            "expected_s": len(speech.words) / qa.SPEECH_WPM * 60,
+            "expected_s": len(speech.words) / rules.SPEECH_WPM * 60,
             "longest_silence_s": speech.longest_silence_s,
             "clipping_fraction": speech.clipping_fraction,
         },
@@ -53,7 +53,7 @@ def speech_timing_and_level(speech: SpeechRecord) -> dg.AssetCheckResult:
 
 @cell_gate(lip_sync, "Mouth motion follows the audio within 2 frames and is still in silences.")
 def mouth_follows_speech(lip_sync: LipSyncRecord) -> dg.AssetCheckResult:
-    problems = qa.lip_sync_problems(lip_sync.lag_frames, lip_sync.motion_in_silence, lip_sync.motion_in_speech)
+    problems = rules.lip_sync_problems(lip_sync.lag_frames, lip_sync.motion_in_silence, lip_sync.motion_in_speech)
     return verdict(
         problems,
         "mouth follows the speech",
@@ -110,7 +110,7 @@ def scene_identity_consistency(lip_sync: LipSyncRecord, scene_assets: SceneAsset
 
 
 def video_verdict(record: VideoRecord, loudness: tuple[float, float]) -> dg.AssetCheckResult:
-    problems = qa.video_problems(
+    problems = rules.video_problems(
         record.qa, expected_size=record.expected_size, expected_fps=record.expected_fps,
         audio_duration_s=record.audio_duration_s, loudness=loudness,
     )
@@ -119,12 +119,12 @@ def video_verdict(record: VideoRecord, loudness: tuple[float, float]) -> dg.Asse
 
 @cell_gate(stitched_video, "Decodes fully; duration = audio +-1 frame; fps and size; no black/frozen run over 1 s; audio.")
 def stitched_video_plays(stitched_video: VideoRecord) -> dg.AssetCheckResult:
-    return video_verdict(stitched_video, qa.STITCHED_LOUDNESS)
+    return video_verdict(stitched_video, rules.STITCHED_LOUDNESS)
 
 
 @cell_gate(enhanced_video, "As the stitched gate, and loudness at -16 LUFS +-1.")
 def enhanced_video_plays(enhanced_video: VideoRecord) -> dg.AssetCheckResult:
-    target = (qa.TARGET_LUFS - qa.LOUDNESS_TOLERANCE, qa.TARGET_LUFS + qa.LOUDNESS_TOLERANCE)
+    target = (rules.TARGET_LUFS - rules.LOUDNESS_TOLERANCE, rules.TARGET_LUFS + rules.LOUDNESS_TOLERANCE)
     return video_verdict(enhanced_video, target)
 
 

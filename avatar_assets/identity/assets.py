@@ -9,8 +9,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 
-from avatar_assets import intake, qa, settings
-from avatar_assets.caching import content_key, reuse_or_compute
+from avatar_assets import settings
 from avatar_assets.contracts import (
     CharacterSheetRecord,
     IdentityBundleRecord,
@@ -24,9 +23,10 @@ from avatar_assets.contracts import (
     VoiceMetricsModel,
     VoiceProfileRecord,
 )
-from avatar_assets.caching import media_refs
+from avatar_assets.identity import intake, rules
 from avatar_assets.identity.face_reference import reference_face
-from avatar_assets.lifecycle import (
+from avatar_assets.pipeline.caching import content_key, media_refs, reuse_or_compute
+from avatar_assets.pipeline.lifecycle import (
     PROVIDER_RETRIES,
     accepts_partition_ranges,
     emits_lifecycle,
@@ -37,8 +37,8 @@ from avatar_assets.lifecycle import (
     seed_override,
 )
 from partitions import avatars, refresh_existing
-from resources.media_store import MediaStore, sha256_bytes
 from resources.diffusion_provider import reuse_or_generate_many
+from resources.media_store import MediaStore, sha256_bytes
 from resources.providers import FaceAnalyzer, ImageGenerator, PortraitJob, SheetJob, SpeakerEncoder
 
 GROUP = "identity"
@@ -183,7 +183,7 @@ def validated_inputs(
                 colour_cast=metrics.colour_cast,
                 eye_angle_deg=metrics.eye_angle_deg,
             )
-            problem = qa.photo_problem(row)
+            problem = rules.photo_problem(row)
             rows.append(row.model_copy(update={"usable": problem is None, "problem": problem}))
         import pandas as pd  # not at definitions load: every run launch pays for imports
 

@@ -76,6 +76,10 @@ def create_atomically(target: Path, data: bytes) -> bool:
         part.unlink(missing_ok=True)
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    replace_atomically(path, text.encode("utf-8"))
+
+
 def writer_of(path: Path) -> tuple[str, int] | None:
     """(host, pid) of the process that was writing this partial file; None for another kind of file."""
     found = _WRITER.search(path.name)

@@ -9,8 +9,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 
-from avatar_assets import approvals, settings
-from avatar_assets.caching import content_key, reuse_or_compute
+from avatar_assets import settings
 from avatar_assets.contracts import (
     ASPECT_SIZE,
     PLATFORM_ASPECT,
@@ -39,8 +38,10 @@ from avatar_assets.contracts import (
     VoiceProfileRecord,
     WordTimingModel,
 )
-from avatar_assets.lifecycle import PROVIDER_RETRIES, emits_lifecycle, progress, recorded, seed_override
-from avatar_assets.requests import RequestError, read_request
+from avatar_assets.pipeline.caching import content_key, reuse_or_compute
+from avatar_assets.pipeline.lifecycle import PROVIDER_RETRIES, emits_lifecycle, progress, recorded, seed_override
+from avatar_assets.video import gates
+from avatar_assets.video.requests import RequestError, read_request
 from partitions import identity_to_video, refresh_cell, video_cells
 from resources.media_store import MediaStore, sha256_bytes
 from resources.providers import Enhancer, ImageGenerator, LipSyncer, SpeechSynthesizer, VideoSettings
@@ -64,7 +65,7 @@ def video_asset(*, refresh: bool = True, **kwargs):
 
 def approval_guard(fn):
     """A stage behind a human gate runs only when that gate's current content is approved."""
-    gate = approvals.GUARDED_BY.get(fn.__name__)
+    gate = gates.GUARDED_BY.get(fn.__name__)
     if gate is None:
         return fn
 
@@ -76,10 +77,10 @@ def approval_guard(fn):
         avatar_id, slug = cell(context)
         store = media_store()
         script_record = read_record(store, "script", f"{avatar_id}|{slug}")
-        if script_record is not None and gate in approvals.gate_assets(script_record.request):
+        if script_record is not None and gate in gates.gate_assets(script_record.request):
             gated = read_record(store, gate, f"{avatar_id}|{slug}")
             content = gated.content_hash() if gated else "missing"
-            if gated is None or not approvals.is_approved(store, avatar_id, slug, gate, content):
+            if gated is None or not gates.is_approved(store, avatar_id, slug, gate, content):
                 raise dg.Failure(
                     f"waiting for approval of {gate} {content[:12]} for {avatar_id}/{slug}: "
                     f"avatarops approve {gate} --avatar {avatar_id} --output {slug}",
@@ -211,10 +212,8 @@ def speech(
 ) -> dg.Output[SpeechRecord]:
     from avatar_assets.media.audio import clipping_fraction, encode_wav, integrated_lufs, longest_silence_s
     from avatar_assets.media.captions import to_srt, to_vtt
-    from avatar_assets.media.tts import WordTiming
-
     from avatar_assets.media.script import ssml_with_spans, voice_language
-    from avatar_assets.media.tts import voice_for_f0
+    from avatar_assets.media.tts import WordTiming, voice_for_f0
 
     settings_ = script.request.voice
     median_f0 = voice_profile.metrics.median_f0_hz if voice_profile.metrics else None
@@ -464,7 +463,7 @@ def lip_sync(
 
     fps = scene_assets.fps
     # approval_gated always waits here; any request can ask for the same gate (video_asset_approval).
-    awaiting = "lip_sync" in approvals.gate_assets(script.request)
+    awaiting = "lip_sync" in gates.gate_assets(script.request)
     seed = seed_override(context, lipsync.seed)
     faces = [s for s in scene_assets.scenes if s.mouth_box is not None]
     if not lipsync.landmark_mesh_ready():
@@ -687,8 +686,8 @@ def enhanced_video(
     stitched_video: VideoRecord,
     speech: SpeechRecord,
 ) -> dg.Output[VideoRecord]:
-    from avatar_assets.media.enhance import enhance_frame
     from avatar_assets.media.audio import normalize_loudness
+    from avatar_assets.media.enhance import enhance_frame
     from avatar_assets.media.video import encode_frames, read_audio, read_frames
     from avatar_assets.media.watermark import embed_watermark
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import json
 import time
-from contextlib import contextmanager
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import dagster as dg
 
-from avatar_assets import intake, run_health, settings
+from avatar_assets import settings
 from avatar_assets.dagster_compat import (
     RUN_KEY_TAG,
     SENSOR_NAME_TAG,
@@ -25,6 +25,8 @@ from avatar_assets.dagster_compat import (
     automation_cursor_to_json,
     partition_range_tags,
 )
+from avatar_assets.identity import intake
+from avatar_assets.ops import run_health
 
 MAX_ROUNDS = 20
 
@@ -83,7 +85,7 @@ class CliState:
         self.data["automation"] = automation_cursor_to_json(cursor)
 
     def save(self) -> None:
-        from avatar_assets.intake import atomic_write_text
+        from avatar_assets.media.partial import atomic_write_text
 
         atomic_write_text(self.path, json.dumps(self.data))
 

@@ -18,9 +18,10 @@ from typing import Literal
 
 from pydantic import ValidationError
 
-from avatar_assets import privacy, settings
-from avatar_assets.contracts import AvatarUpload, QuarantineReason
-from avatar_assets.media.partial import replace_atomically
+from avatar_assets import settings
+from avatar_assets.contracts import AvatarUpload, QuarantineReason, describe_validation_error
+from avatar_assets.media.partial import atomic_write_text
+from avatar_assets.pipeline import privacy
 
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 64 * 1024
@@ -39,20 +40,6 @@ class BundleScan:
     manifest: AvatarUpload | None = None
     sha256: str | None = None
     problems: list[str] = field(default_factory=list)
-
-
-def describe_validation_error(error: ValidationError) -> list[str]:
-    """One sentence per problem, naming the field, e.g. `photos.0: path '../x' leaves the bundle`."""
-    problems = []
-    for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"]) or "manifest"
-        message = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
-            message = "unknown field (not part of the upload contract)"
-        elif item["type"] == "missing":
-            message = "required field is missing"
-        problems.append(f"{where}: {message}")
-    return problems
 
 
 def bundle_fingerprint(bundle: Path) -> float:
@@ -201,10 +188,6 @@ def quarantine(bundle: Path, problems: list[str], quarantine_root: Path) -> Path
     )
     atomic_write_text(target / "reason.json", reason.model_dump_json(indent=2))
     return target
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    replace_atomically(path, text.encode("utf-8"))
 
 
 def settling_bundles(avatars_root: Path, settle_seconds: float) -> list[Path]:

@@ -5,7 +5,7 @@ thumbnails) all hold personal data, so no folder there is open to group or other
 readable by them, whatever the umask of whoever started the process and whoever made the folders.
 `make_private()` is the one place that rule lives; every entry point calls it: the `avatarops` CLI,
 the code location (imported by the code server, sensors and every run worker) and `make dev`
-(`python -m avatar_assets.privacy` before the webserver and daemon, which run under `umask 077`).
+(`python -m avatar_assets.pipeline.privacy` before the webserver and daemon, which run under `umask 077`).
 Writes that keep a source's mode instead of applying the umask (a rename or copy2 of a bundle someone
 dropped in the inbox) call `tighten()` on what they moved.
 """

@@ -7,8 +7,8 @@ import warnings
 
 import dagster as dg
 
-from avatar_assets import events
 from avatar_assets.contracts import Record
+from avatar_assets.pipeline import events
 
 PROVIDER_RETRIES = dg.RetryPolicy(max_retries=2, delay=1, backoff=dg.Backoff.EXPONENTIAL)
 """Transient provider failures retry with backoff; input problems raise Failure(allow_retries=False)."""

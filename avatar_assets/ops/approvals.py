@@ -1,10 +1,8 @@
 """Human approvals: durable decisions on one asset partition at one content hash.
 
-A request can require people to approve its script, storyboard, backgrounds or lip-synced video (the
-`approval_gated` route always requires the last), or the whole generation before anything runs. A
-render stops at each gate; an approval launches the next segment, a rejection (with a note)
-regenerates the gated stage with a new seed. Decisions are written twice, atomically: to the avatar's
-audit trail and to a queue that the approval sensor drains.
+An approval launches the next segment of a gated render (`avatar_assets.video.gates`), a rejection (with
+a note) regenerates the gated stage with a new seed. Decisions are written twice, atomically: to the
+avatar's audit trail and to a queue that the approval sensor drains.
 """
 
 from __future__ import annotations
@@ -15,23 +13,13 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from avatar_assets import revoke
-from avatar_assets.contracts import Approval, JobType, OutputRequest
+from avatar_assets.contracts import Approval, JobType
+from avatar_assets.pipeline import tombstones
+from avatar_assets.video.gates import GATE_ASSET, audit_prefix, decisions
 from partitions import run_partition
 from resources.media_store import MediaStore
 from resources.records import read_record
 
-VIDEO_STAGES = ["script", "storyboard", "speech", "backgrounds", "scene_assets", "lip_sync",
-                "stitched_video", "enhanced_video", "output_package"]
-GATE_ASSET = {
-    "script_approval": "script",
-    "storyboard_approval": "storyboard",
-    "background_approval": "backgrounds",
-    "video_asset_approval": "lip_sync",
-}
-ASSET_JOB_TYPE = {asset: job for job, asset in GATE_ASSET.items()}
-GUARDED_BY = {"storyboard": "script", "speech": "storyboard", "backgrounds": "storyboard",
-              "scene_assets": "backgrounds", "stitched_video": "lip_sync"}
 QUEUE = "approvals/queue/"
 
 
@@ -39,41 +27,10 @@ class ApprovalError(ValueError):
     """A decision that cannot be recorded; the message says why."""
 
 
-def gate_assets(request: OutputRequest) -> list[str]:
-    return [GATE_ASSET[g] for g in request.gates() if g in GATE_ASSET]
-
-
-def next_segment(request: OutputRequest, after: str | None) -> list[str]:
-    """Stages to run after `after` (None: from the start), stopping at the next gated stage, inclusive."""
-    start = 0 if after is None else VIDEO_STAGES.index(after) + 1
-    gates = gate_assets(request)
-    segment = []
-    for stage in VIDEO_STAGES[start:]:
-        segment.append(stage)
-        if stage in gates:
-            break
-    return segment
-
-
-def audit_prefix(avatar_id: str, output: str | None, asset: str) -> str:
-    return f"approvals/avatars/{avatar_id}/{output or '_identity'}/{asset}/"
-
-
-def decisions(store: MediaStore, avatar_id: str, output: str | None, asset: str) -> list[Approval]:
-    keys = sorted(store.list_keys(audit_prefix(avatar_id, output, asset)))
-    return [Approval.model_validate_json(store.read_text(key) or "{}") for key in keys]
-
-
-def is_approved(store: MediaStore, avatar_id: str, output: str | None, asset: str, content_hash: str) -> bool:
-    """Approved when the newest decision on this exact content is an approval."""
-    relevant = [d for d in decisions(store, avatar_id, output, asset) if d.content_hash == content_hash]
-    return bool(relevant) and relevant[-1].decision == "approve"
-
-
 def current_hash(
     store: MediaStore, job_type: str, asset: str, avatar_id: str, output: str | None, run_id: str | None = None
 ) -> str:
-    from avatar_assets.requests import read_request
+    from avatar_assets.video.requests import read_request
 
     if job_type == "retry_from_stage":
         # The decision is about a failed run, whose failed stage usually has no record yet.
@@ -102,7 +59,7 @@ def record_decision(
     content_hash: str | None = None,
     run_id: str | None = None,
 ) -> Approval:
-    if revoke.is_revoked(avatar_id, store):
+    if tombstones.is_revoked(store, avatar_id):
         raise ApprovalError(f"avatar {avatar_id} was revoked; nothing of it can be approved")
     if not instance.has_dynamic_partition("avatars", avatar_id):
         raise ApprovalError(f"avatar {avatar_id} does not exist")

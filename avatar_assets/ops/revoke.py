@@ -17,37 +17,21 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from avatar_assets import dagster_compat, events, run_health, settings
-from avatar_assets.run_health import ACTIVE
-from avatar_assets.caching import media_refs
+from avatar_assets import dagster_compat, settings
 from avatar_assets.contracts import Tombstone
+from avatar_assets.dagster_compat import AssetGraph
+from avatar_assets.ops import run_health
+from avatar_assets.ops.run_health import ACTIVE
+from avatar_assets.pipeline import events
+from avatar_assets.pipeline.caching import media_refs
+from avatar_assets.pipeline.tombstones import tombstone, tombstone_key
 from partitions import run_partition
 from resources.media_store import MediaStore
 from resources.records import parse_record
 
+
 class RevokeError(RuntimeError):
     """Revocation could not complete; the message says what to do."""
-
-
-def tombstone_key(avatar_id: str) -> str:
-    return f"tombstones/{avatar_id}.json"
-
-
-def _store(store: MediaStore | None) -> MediaStore:
-    if store is not None:
-        return store
-    from resources.wiring import media_store
-
-    return media_store()
-
-
-def tombstone(avatar_id: str, store: MediaStore | None = None) -> Tombstone | None:
-    text = _store(store).read_text(tombstone_key(avatar_id))
-    return Tombstone.model_validate_json(text) if text else None
-
-
-def is_revoked(avatar_id: str, store: MediaStore | None = None) -> bool:
-    return tombstone(avatar_id, store) is not None
 
 
 def runs_touching(instance: dg.DagsterInstance, avatar_id: str, exclude_run_id: str | None = None) -> list[dg.DagsterRun]:
@@ -175,7 +159,7 @@ def remove_local_inputs(avatar_id: str) -> None:
         shutil.rmtree(path, ignore_errors=True)
     for path in (settings.avatar_home() / "requests" / "held").glob(f"{avatar_id}--*.json"):
         path.unlink(missing_ok=True)
-    from avatar_assets.status import quarantine_entry
+    from avatar_assets.ops.status import quarantine_entry
 
     for reason_file in settings.quarantine_dir().glob("*/reason.json"):
         if quarantine_entry(reason_file)["avatar_id"] == avatar_id:
@@ -195,7 +179,7 @@ def runs_of_avatar(instance: dg.DagsterInstance, avatar_id: str, exclude_run_id:
 
 
 def forget_partitions(
-    instance: dg.DagsterInstance, defs: dg.Definitions, avatar_id: str, exclude_run_id: str | None = None
+    instance: dg.DagsterInstance, graph: AssetGraph, avatar_id: str, exclude_run_id: str | None = None
 ) -> None:
     """Wipe the avatar's materializations (their metadata holds thumbnails) and its partition keys.
 
@@ -206,7 +190,6 @@ def forget_partitions(
     deleted by SQL in `dagster_compat`, which a contract test runs on SQLite and Postgres.
     """
     cells = [f"{avatar_id}|{slug}" for slug in instance.get_dynamic_partitions("outputs")]
-    graph = defs.resolve_asset_graph()
     keys = []
     for key in graph.get_all_asset_keys():
         definition = graph.get(key).partitions_def
@@ -229,7 +212,7 @@ def forget_partitions(
 
 def revoke(
     instance: dg.DagsterInstance,
-    defs: dg.Definitions,
+    graph: AssetGraph,
     store: MediaStore,
     avatar_id: str,
     *,
@@ -240,7 +223,7 @@ def revoke(
 ) -> Tombstone:
     if not reason.strip():
         raise RevokeError("a revocation needs a reason")
-    previous = tombstone(avatar_id, store)
+    previous = tombstone(store, avatar_id)
     if previous is None and not instance.has_dynamic_partition("avatars", avatar_id):
         raise RevokeError(f"avatar {avatar_id} does not exist")
     if previous is not None and previous.status == "revoked":
@@ -253,7 +236,7 @@ def revoke(
     deleted += [sha for sha in collect_unreferenced(store, instance, exclude_run_id) if sha not in deleted]
     remove_local_inputs(avatar_id)
     events.forget_avatar(store, avatar_id)
-    forget_partitions(instance, defs, avatar_id, exclude_run_id)
+    forget_partitions(instance, graph, avatar_id, exclude_run_id)
     slugs = sorted({key.split("/")[4] for key in keys if key.startswith(f"records/avatars/{avatar_id}/outputs/")})
     done = started.model_copy(
         update={"status": "revoked", "deleted_blobs": deleted, "kept_shared_blobs": kept,

@@ -32,6 +32,7 @@ def live_daemon_age(instance: dg.DagsterInstance) -> float | None:
 
 def submit_asset_run(
     instance: dg.DagsterInstance,
+    defs: dg.Definitions,
     asset_keys: list[dg.AssetKey],
     *,
     tags: dict[str, str],
@@ -39,8 +40,6 @@ def submit_asset_run(
     partition_range: list[str] | None = None,
 ) -> str:
     """Queue one run of `asset_keys` (one partition, or a consecutive range) for the daemon; its run id."""
-    from avatar_assets.definitions import defs
-
     if partition_range:
         tags = {**tags, **dagster_compat.partition_range_tags(partition_range[0], partition_range[-1])}
     elif partition_key is not None:

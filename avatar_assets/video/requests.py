@@ -14,8 +14,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from avatar_assets import settings
-from avatar_assets.contracts import OutputRequest
-from avatar_assets.intake import atomic_write_text, describe_validation_error
+from avatar_assets.contracts import OutputRequest, describe_validation_error
+from avatar_assets.media.partial import atomic_write_text
 
 
 class RequestError(ValueError):

@@ -9,11 +9,11 @@ from pathlib import Path
 import dagster as dg
 from pydantic import ValidationError
 
-from resources.records import record_key
-
 from avatar_assets import settings
 from avatar_assets.contracts import QuarantineReason
 from avatar_assets.dagster_compat import PARTITION_NAME_TAG
+from avatar_assets.pipeline import tombstones
+from resources.records import record_key
 
 CHECK_HISTORY_LIMIT = 5000
 
@@ -75,8 +75,8 @@ def _step_keys(instance: dg.DagsterInstance, run_id: str, kind: dg.DagsterEventT
 
 def run_state(instance: dg.DagsterInstance, run: dg.DagsterRun) -> dict:
     """One run's state, the stage it stopped in and, when it stopped, why (the gate's or the error's words)."""
-    from avatar_assets.run_health import CRASHED_TAG
-    from avatar_assets.runner import check_failures, run_failure
+    from avatar_assets.ops.run_health import CRASHED_TAG
+    from avatar_assets.ops.runner import check_failures, run_failure
 
     entry = {"run_id": run.run_id, "state": "done", "stage": None, "reason": None}
     if run.status in _QUEUED:
@@ -109,8 +109,7 @@ def latest_run(instance: dg.DagsterInstance, partition: str) -> dg.DagsterRun | 
 
 
 def collect_status(defs: dg.Definitions, instance: dg.DagsterInstance) -> dict:
-    from avatar_assets import revoke
-    from avatar_assets.run_health import reap
+    from avatar_assets.ops.run_health import reap
     from resources.wiring import media_store
 
     reap(instance)
@@ -133,7 +132,7 @@ def collect_status(defs: dg.Definitions, instance: dg.DagsterInstance) -> dict:
         gates = {name: verdict for (partition, name), verdict in verdicts.items() if partition == avatar_id}
         blocked = [f"{name}: {v['description']}" for name, v in gates.items() if not v["passed"] and v["severity"] == "ERROR"]
         run = latest_run(instance, avatar_id)
-        stone = revoke.tombstone(avatar_id, store)
+        stone = tombstones.tombstone(store, avatar_id)
         avatars[avatar_id] = {
             "state": stone.status if stone else ("ready" if all(assets.values()) and not blocked else "building"),
             "identity": run_state(instance, run) if run else None,
@@ -143,7 +142,7 @@ def collect_status(defs: dg.Definitions, instance: dg.DagsterInstance) -> dict:
             "outputs": output_status(instance, avatar_id),
         }
     for key in store.list_keys("tombstones/"):
-        stone = revoke.tombstone(key.removeprefix("tombstones/").removesuffix(".json"), store)
+        stone = tombstones.tombstone(store, key.removeprefix("tombstones/").removesuffix(".json"))
         if stone is not None and stone.avatar_id not in avatars:
             avatars[stone.avatar_id] = {"state": stone.status, "identity": None, "assets": {}, "gates": {},
                                         "blocked_by": [], "outputs": {}}
@@ -160,7 +159,7 @@ def collect_status(defs: dg.Definitions, instance: dg.DagsterInstance) -> dict:
 
 def output_status(instance: dg.DagsterInstance, avatar_id: str) -> dict:
     """Per output slug of the avatar: the stages materialized and the state of its newest run."""
-    from avatar_assets.approvals import VIDEO_STAGES
+    from avatar_assets.video.gates import VIDEO_STAGES
     from resources.records import read_record
     from resources.wiring import media_store
 

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from importlib.resources import files
 from pathlib import Path
 
+import dagster as dg
 import numpy as np
 
 from avatar_assets import settings
@@ -70,17 +71,18 @@ def build_sample_bundle(target: Path, avatar_id: str = DEMO_AVATAR) -> Path:
     return target
 
 
-def run_demo(echo=print) -> int:
-    from avatar_assets.cli import load_instance_and_defs, upload_bundle
+def run_demo(instance: dg.DagsterInstance, defs: dg.Definitions, echo=print) -> int:
     from avatar_assets.contracts import OutputRequest
-    from avatar_assets.requests import write_request
-    from avatar_assets.runner import process
+    from avatar_assets.ops.runner import process
+    from avatar_assets.ops.uploads import upload_bundle
+    from avatar_assets.video.requests import write_request
     from resources.records import read_record, record_key
     from resources.wiring import media_store
 
     sample = build_sample_bundle(settings.avatar_home() / "samples" / DEMO_AVATAR)
     echo(f"sample bundle: {sample}")
-    echo(f"uploaded to {upload_bundle(sample)}")
+    store = media_store()
+    echo(f"uploaded to {upload_bundle(store, sample)}")
     write_request(
         OutputRequest(
             avatar_id=DEMO_AVATAR,
@@ -92,12 +94,10 @@ def run_demo(echo=print) -> int:
         )
     )
     echo(f"requested a multi_scene video: {DEMO_AVATAR}/{DEMO_SLUG}")
-    instance, defs = load_instance_and_defs()
     report = process(defs, instance, echo=echo)
     for run in report.runs:
         for reason in [*run.failed_checks, *([run.error] if run.error else [])]:
             echo(f"  problem in {run.job} [{run.partition}]: {reason}")
-    store = media_store()
     neutral = read_record(store, "neutral_image", DEMO_AVATAR)
     sheet = read_record(store, "character_sheet", DEMO_AVATAR)
     voice = read_record(store, "voice_profile", DEMO_AVATAR)

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from avatar_assets import approvals, revoke
+from avatar_assets.ops import approvals, revoke
 from resources.media_store import MediaStore
 
 
@@ -45,10 +45,8 @@ class RevokeConfig(dg.Config):
 
 @dg.op(description="Deletes everything derived from an avatar and keeps an auditable tombstone.")
 def revoke_avatar_op(context: dg.OpExecutionContext, config: RevokeConfig, store: MediaStore) -> None:
-    from avatar_assets.definitions import defs
-
     try:
-        stone = revoke.revoke(context.instance, defs, store, config.avatar_id, by=config.by, reason=config.reason,
+        stone = revoke.revoke(context.instance, context.repository_def.asset_graph, store, config.avatar_id, by=config.by, reason=config.reason,
                               wait_s=0, exclude_run_id=context.run_id)
     except revoke.RevokeError as error:
         raise dg.Failure(str(error), allow_retries=False) from error

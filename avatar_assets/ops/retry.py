@@ -2,9 +2,8 @@
 
 import dagster as dg
 
-from avatar_assets import run_health
 from avatar_assets.dagster_compat import TAGS_TO_MAYBE_OMIT_ON_RETRY, reconstructable_job
-
+from avatar_assets.ops import run_health
 
 RETRY_OF_TAG = "avatarops/retry_of"
 
@@ -31,7 +30,7 @@ def inherited_tags(run: dg.DagsterRun) -> dict[str, str]:
 
 def queue_retry(instance: dg.DagsterInstance, run_id: str) -> str:
     """Hand the re-execution to the daemon's queue (a daemon runs on the instance); the new run's id."""
-    from avatar_assets.daemon_handoff import submit_retry
+    from avatar_assets.ops.daemon_handoff import submit_retry
 
     run = failed_run(instance, run_id)
     return submit_retry(instance, run, inherited_tags(run))

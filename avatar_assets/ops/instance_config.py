@@ -1,7 +1,7 @@
 """The local Dagster instance's dagster.yaml: one owner for the settings every entry point gives it.
 
 `avatarops` (`cli.ensure_instance_home`) writes them into a new instance; `make dev`
-(`python -m avatar_assets.instance_config`, before the webserver and daemon start) also adds the ones an
+(`python -m avatar_assets.ops.instance_config`, before the webserver and daemon start) also adds the ones an
 existing dagster.yaml lacks, so homes made before a setting was added get it too. Telemetry stays off and
 the UI's first-visit newsletter dialog (`nux`) does not appear.
 """
@@ -12,7 +12,8 @@ from pathlib import Path
 
 import yaml
 
-from avatar_assets import intake, privacy
+from avatar_assets.media.partial import atomic_write_text
+from avatar_assets.pipeline import privacy
 
 DEFAULTS: dict[str, dict] = {
     "telemetry": {"enabled": False},
@@ -30,7 +31,7 @@ def ensure_config(home: Path, *, fill_in: bool = False) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
-        intake.atomic_write_text(config, _sections(DEFAULTS))
+        atomic_write_text(config, _sections(DEFAULTS))
     elif fill_in:
         text = config.read_text(encoding="utf-8")
         present = yaml.safe_load(text) or {}
