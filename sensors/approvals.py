@@ -17,8 +17,8 @@ from avatar_assets.pipeline import tombstones
 from avatar_assets.pipeline.lifecycle import SEED_TAG
 from avatar_assets.video import gates
 from partitions import cell_key, run_partition
+from resources.media_store import MediaStore
 from resources.records import read_record
-from resources.wiring import media_store
 
 APPROVAL_SENSOR = "approval_sensor"
 
@@ -45,7 +45,7 @@ def _retry_selection(instance: dg.DagsterInstance, run_id: str) -> tuple[list[dg
     return sorted(planned - done, key=lambda k: k.to_user_string()), run_partition(run.tags), run.job_name
 
 
-def plan(instance: dg.DagsterInstance, store, approval: Approval, log) -> dg.RunRequest | None:
+def plan(instance: dg.DagsterInstance, store: MediaStore, approval: Approval, log) -> dg.RunRequest | None:
     run_key = f"approval:{approval.approval_id}"
     tags = {"avatar": approval.avatar_id, "approval_id": approval.approval_id, "approved_by": approval.by}
     partition = cell_key(approval.avatar_id, approval.output) if approval.output else approval.avatar_id
@@ -82,8 +82,7 @@ def plan(instance: dg.DagsterInstance, store, approval: Approval, log) -> dg.Run
     )
 
 
-def evaluate_approvals(instance: dg.DagsterInstance, log) -> dg.SensorResult:
-    store = media_store()
+def evaluate_approvals(instance: dg.DagsterInstance, store: MediaStore, log) -> dg.SensorResult:
     run_requests = []
     for approval in approvals.queued(store):
         run_key = f"approval:{approval.approval_id}"
@@ -110,7 +109,7 @@ def build_approval_sensor(jobs: list) -> dg.SensorDefinition:
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Resumes gated renders on approval; regenerates a rejected stage with a new seed.",
     )
-    def approval_sensor(context: dg.SensorEvaluationContext):
-        return evaluate_approvals(context.instance, context.log)
+    def approval_sensor(context: dg.SensorEvaluationContext, store: MediaStore):
+        return evaluate_approvals(context.instance, store, context.log)
 
     return approval_sensor

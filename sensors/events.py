@@ -6,7 +6,7 @@ import dagster as dg
 
 from avatar_assets import settings
 from avatar_assets.pipeline import events
-from resources.wiring import media_store
+from resources.media_store import MediaStore
 
 DELIVERY_SENSOR = "webhook_delivery_sensor"
 # Dagster gives a sensor evaluation 60 s; a pass stops starting attempts after this (one may take TIMEOUT_S).
@@ -21,7 +21,7 @@ def build_delivery_sensor() -> dg.SensorDefinition:
         description="Posts lifecycle events to the webhook, signed; a failing event is retried on its own "
         "backoff and dead-lettered, never blocking later ones.",
     )
-    def webhook_delivery_sensor(context: dg.SensorEvaluationContext):
+    def webhook_delivery_sensor(context: dg.SensorEvaluationContext, store: MediaStore):
         url = os.environ.get(events.URL_ENV)
         if not url:
             return dg.SkipReason(f"{events.URL_ENV} is not set; events stay in the outbox")
@@ -30,7 +30,7 @@ def build_delivery_sensor() -> dg.SensorDefinition:
         except events.WebhookConfigError as error:  # nothing is ever delivered unsigned
             context.log.warning(f"webhook delivery stopped: {error}; events stay in the outbox")
             return dg.SkipReason(f"{error}; events stay in the outbox")
-        report = events.deliver(media_store(), config.url, config.signer, max_attempts=config.max_attempts,
+        report = events.deliver(store, config.url, config.signer, max_attempts=config.max_attempts,
                                 budget_s=TICK_BUDGET_S)
         if report.error:
             context.log.warning(f"webhook delivery: {report.summary()}")

@@ -20,7 +20,7 @@ from avatar_assets.media.partial import atomic_write_text
 from avatar_assets.pipeline import events, privacy, tombstones
 from avatar_assets.video import gates, requests
 from partitions import cell_key, outputs
-from resources.wiring import media_store
+from resources.media_store import MediaStore
 
 REQUEST_SENSOR = "output_request_sensor"
 IDENTITY_GATED = {
@@ -31,9 +31,9 @@ IDENTITY_GATED = {
 }
 
 
-def identity_blocker(instance: dg.DagsterInstance, avatar_id: str) -> str | None:
+def identity_blocker(instance: dg.DagsterInstance, store: MediaStore, avatar_id: str) -> str | None:
     """Why an avatar cannot be rendered yet, or None when its identity exists and passed its gates."""
-    if tombstones.is_revoked(media_store(), avatar_id):
+    if tombstones.is_revoked(store, avatar_id):
         return f"avatar {avatar_id} was revoked; new requests are refused"
     if not instance.has_dynamic_partition("avatars", avatar_id):
         return f"avatar {avatar_id} does not exist (no upload has been taken for it)"
@@ -81,15 +81,14 @@ def hold(scanned: requests.ScannedRequest, reason: str) -> None:
         atomic_write_text(path, json.dumps(document, indent=2))
 
 
-def evaluate_requests(instance: dg.DagsterInstance, log) -> dg.SensorResult:
+def evaluate_requests(instance: dg.DagsterInstance, store: MediaStore, log) -> dg.SensorResult:
     run_requests, new_slugs = [], []
     known_slugs = set(instance.get_dynamic_partitions("outputs"))
-    store = media_store()
     for scanned in requests.scan_requests():
         if scanned.request is None:
             log.warning(f"quarantined request {scanned.path}: {'; '.join(scanned.problems)} -> {quarantine_request(scanned)}")
             continue
-        blocker = identity_blocker(instance, scanned.avatar_id)
+        blocker = identity_blocker(instance, store, scanned.avatar_id)
         if blocker:
             hold(scanned, blocker)
             log.info(f"holding {scanned.avatar_id}/{scanned.slug}: {blocker}")
@@ -133,7 +132,7 @@ def build_request_sensor(video_job: dg.UnresolvedAssetJobDefinition) -> dg.Senso
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Renders output requests for avatars whose identity passed its gates; holds the rest.",
     )
-    def output_request_sensor(context: dg.SensorEvaluationContext):
-        return evaluate_requests(context.instance, context.log)
+    def output_request_sensor(context: dg.SensorEvaluationContext, store: MediaStore):
+        return evaluate_requests(context.instance, store, context.log)
 
     return output_request_sensor

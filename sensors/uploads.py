@@ -15,7 +15,7 @@ from avatar_assets import settings
 from avatar_assets.identity import intake, ownership
 from avatar_assets.pipeline import events, privacy, tombstones
 from partitions import avatars
-from resources.wiring import media_store
+from resources.media_store import MediaStore
 
 UPLOAD_SENSOR = "avatar_upload_sensor"
 
@@ -34,7 +34,9 @@ def _quarantine(bundle, problems: list[str], log) -> None:
     log.warning(f"quarantined {bundle.name}: {'; '.join(problems)} -> {target}")
 
 
-def evaluate_uploads(cursor: str | None, *, settle_seconds: float, log) -> dg.SensorResult | dg.SkipReason:
+def evaluate_uploads(
+    cursor: str | None, *, store: MediaStore, settle_seconds: float, log
+) -> dg.SensorResult | dg.SkipReason:
     root = settings.inbox_dir() / "avatars"
     if not root.is_dir():
         return dg.SkipReason(f"no inbox at {root}")
@@ -56,18 +58,18 @@ def evaluate_uploads(cursor: str | None, *, settle_seconds: float, log) -> dg.Se
         if scan.status == "bad":
             _quarantine(bundle, scan.problems, log)
             continue
-        if tombstones.is_revoked(media_store(), scan.avatar_id):
+        if tombstones.is_revoked(store, scan.avatar_id):
             _quarantine(bundle, [f"avatar {scan.avatar_id} was revoked; a revoked avatar id cannot be uploaded again"], log)
             continue
         try:
-            ownership.claim(media_store(), scan.avatar_id, scan.manifest.creator_id)
+            ownership.claim(store, scan.avatar_id, scan.manifest.creator_id)
         except ownership.OwnershipError as error:
             _quarantine(bundle, [str(error)], log)
             continue
         privacy.tighten(bundle)  # a hand-dropped bundle keeps the dropper's modes while it stays in the inbox
         new_avatars.append(scan.avatar_id)
         events.emit(
-            media_store(), "accepted", avatar_id=scan.avatar_id, asset="source_upload",
+            store, "accepted", avatar_id=scan.avatar_id, asset="source_upload",
             dedupe_key=f"{scan.avatar_id}:{scan.sha256}", bundle_sha256=scan.sha256,
         )
         run_requests.append(
@@ -94,7 +96,9 @@ def build_upload_sensor(identity_job: dg.UnresolvedAssetJobDefinition) -> dg.Sen
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Takes complete upload bundles from the inbox; quarantines bad ones with a reason.",
     )
-    def avatar_upload_sensor(context: dg.SensorEvaluationContext):
-        return evaluate_uploads(context.cursor, settle_seconds=settings.upload_settle_seconds(), log=context.log)
+    def avatar_upload_sensor(context: dg.SensorEvaluationContext, store: MediaStore):
+        return evaluate_uploads(
+            context.cursor, store=store, settle_seconds=settings.upload_settle_seconds(), log=context.log
+        )
 
     return avatar_upload_sensor

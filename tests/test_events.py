@@ -366,14 +366,14 @@ def test_the_delivery_sensor_says_why_it_sends_nothing_without_a_secret(home, mo
         monkeypatch.setenv("AVATAR_WEBHOOK_URL", hook.url)
         monkeypatch.delenv("AVATAR_WEBHOOK_SECRET", raising=False)
         sensor = build_delivery_sensor()
-        result = sensor(dg.build_sensor_context())
+        result = sensor(dg.build_sensor_context(resources={"store": home.store}))
         assert isinstance(result, dg.SkipReason) and "AVATAR_WEBHOOK_SECRET" in result.skip_message
         assert hook.attempts == 0
 
         monkeypatch.setenv("AVATAR_WEBHOOK_SECRET", WEBHOOK_SECRET)
         monkeypatch.setenv("AVATAR_WEBHOOK_MAX_ATTEMPTS", "1")
         hook.mode = "error"
-        result = sensor(dg.build_sensor_context())
+        result = sensor(dg.build_sensor_context(resources={"store": home.store}))
         assert "dead-lettered 1" in result.skip_message  # one attempt allowed: dead at the first 500
         assert verified(hook.posts[0])
 

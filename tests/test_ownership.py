@@ -73,12 +73,12 @@ def test_a_hand_dropped_foreign_bundle_is_quarantined_with_the_reason(home, samp
     from sensors.uploads import evaluate_uploads
 
     assert invoke("upload", str(bundle_of(sample_bundle, tmp_path, "ada", "studio-a"))).exit_code == 0
-    result = evaluate_uploads(None, settle_seconds=0, log=_Log())
+    result = evaluate_uploads(None, store=home.store, settle_seconds=0, log=_Log())
     assert [request.partition_key for request in result.run_requests] == ["ada"]
     # Another creator writes straight into the inbox folder (no `avatarops upload` to refuse it).
     foreign = bundle_of(sample_bundle, tmp_path / "drop", "ada", "studio-b")
     (home.inbox / "ada" / "manifest.json").write_text((foreign / "manifest.json").read_text())
-    result = evaluate_uploads(result.cursor, settle_seconds=0, log=_Log())
+    result = evaluate_uploads(result.cursor, store=home.store, settle_seconds=0, log=_Log())
     assert result.run_requests == []
     [entry] = list(home.quarantine.iterdir())
     reason = json.loads((entry / "reason.json").read_text())
@@ -124,7 +124,7 @@ def test_a_photo_that_disappears_between_the_sensors_look_and_the_run_fails_that
 
     for avatar_id in ("kept", "lost"):
         assert invoke("upload", str(bundle_of(sample_bundle, tmp_path / avatar_id, avatar_id, "studio-a"))).exit_code == 0
-    result = evaluate_uploads(None, settle_seconds=0, log=_Log())
+    result = evaluate_uploads(None, store=home.store, settle_seconds=0, log=_Log())
     home.instance.add_dynamic_partitions("avatars", ["kept", "lost"])
     photo = json.loads((home.inbox / "lost" / "manifest.json").read_text())["photos"][0]
     (home.inbox / "lost" / photo).unlink()

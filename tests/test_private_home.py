@@ -109,8 +109,8 @@ def test_moves_of_hand_dropped_files_make_them_private(home, sample_photo):
         request.parent.mkdir(parents=True)
         request.write_text("{not json")
         open_up(home.root / "inbox")
-        evaluate_uploads(None, settle_seconds=0, log=LOG)
-        evaluate_requests(home.instance, LOG)
+        evaluate_uploads(None, store=home.store, settle_seconds=0, log=LOG)
+        evaluate_requests(home.instance, home.store, LOG)
 
     quarantined = sorted(home.quarantine.iterdir())
     assert [p.name.rsplit("-", 1)[0] for p in quarantined] == ["bad-02", "output-ada-01-broken"]

@@ -170,19 +170,27 @@ def _already_launched(instance: dg.DagsterInstance, sensor: str, run_key: str) -
     )
 
 
+def sensor_context(
+    defs: dg.Definitions, instance: dg.DagsterInstance, sensor: dg.SensorDefinition, cursor: str | None
+) -> dg.SensorEvaluationContext:
+    """A tick's context as the daemon builds it: the resources the sensor declares, from the definitions.
+    Enter it: a resource with nested resources (the S3 store) is set up and torn down with the context."""
+    return dg.build_sensor_context(
+        instance=instance,
+        cursor=cursor,
+        definitions=defs,
+        sensor_name=sensor.name,
+        resources={key: defs.resources[key] for key in sensor.required_resource_keys},
+    )
+
+
 def run_sensors(defs: dg.Definitions, instance: dg.DagsterInstance, state: CliState, report: ProcessReport, echo) -> int:
     launched = 0
-    repository = defs.get_repository_def()
-    for sensor in repository.sensor_defs:
+    for sensor in defs.get_repository_def().sensor_defs:
         if isinstance(sensor, dg.AutomationConditionSensorDefinition):
             continue
-        context = dg.build_sensor_context(
-            instance=instance,
-            cursor=state.sensor_cursor(sensor.name),
-            repository_def=repository,
-            sensor_name=sensor.name,
-        )
-        data = sensor(context)
+        with sensor_context(defs, instance, sensor, state.sensor_cursor(sensor.name)) as context:
+            data = sensor(context)
         if not isinstance(data, dg.SensorResult):
             continue
         for request in data.dynamic_partitions_requests or []:
