@@ -72,15 +72,9 @@ def _partitions(context) -> list[tuple[str, str | None]]:
     return [(avatar_id, output or None) for avatar_id, _, output in cells]
 
 
-def _store():
-    from resources.wiring import media_store
-
-    return media_store()
-
-
 def emit_for(context, type: events.EventType, *, versions: dict[str, str] | None = None, **detail) -> None:
     """One event per partition of the step; `versions` gives each partition its own data version."""
-    store = _store()
+    store = context.resources.store
     for avatar_id, output in _partitions(context):
         extra = {"data_version": versions.get(avatar_id)} if versions is not None else {}
         events.emit(
@@ -99,7 +93,10 @@ def _versions(context, result) -> dict[str, str | None]:
 
 
 def emits_lifecycle(fn):
-    """Wrap an asset's compute function; Dagster still sees the original signature."""
+    """Wrap an asset's compute function; Dagster still sees the original signature, which must take
+    `store`: the events go to the store's outbox, and Dagster gives a step only the resources it declares."""
+    if "store" not in inspect.signature(fn).parameters:
+        raise TypeError(f"{fn.__name__} must take `store: MediaStore`: its lifecycle events are written there")
 
     @functools.wraps(fn)
     def wrapper(context, *args, **kwargs):

@@ -72,10 +72,9 @@ def approval_guard(fn):
     @functools.wraps(fn)
     def guarded(context, *args, **kwargs):
         from resources.records import read_record
-        from resources.wiring import media_store
 
         avatar_id, slug = cell(context)
-        store = media_store()
+        store = context.resources.store
         script_record = read_record(store, "script", f"{avatar_id}|{slug}")
         if script_record is not None and gate in gates.gate_assets(script_record.request):
             gated = read_record(store, gate, f"{avatar_id}|{slug}")
@@ -161,7 +160,9 @@ def script(context: dg.AssetExecutionContext, store: MediaStore) -> dg.Output[Sc
 
 
 @video_asset(description="Scenes with timing estimates, shot type, background prompt and pose.")
-def storyboard(context: dg.AssetExecutionContext, video: VideoSettings, script: ScriptRecord) -> dg.Output[StoryboardRecord]:
+def storyboard(
+    context: dg.AssetExecutionContext, store: MediaStore, video: VideoSettings, script: ScriptRecord
+) -> dg.Output[StoryboardRecord]:
     from avatar_assets.media.storyboard import plan_scenes
 
     request = script.request
