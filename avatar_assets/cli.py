@@ -24,10 +24,9 @@ creator_option = click.option(
 
 def refuse_unless_owner(avatar_id: str, creator: str | None, action: str) -> None:
     from avatar_assets.identity.ownership import OwnershipError, require_owner
-    from resources.wiring import media_store
 
     try:
-        require_owner(media_store(), avatar_id, creator, action)
+        require_owner(loaded_store(), avatar_id, creator, action)
     except OwnershipError as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(EXIT_BAD_INPUT)
@@ -40,13 +39,26 @@ def ensure_instance_home() -> Path:
     return home
 
 
+def load_defs():
+    """The code location, as the daemon and the UI load it."""
+    from avatar_assets.definitions import defs
+
+    return defs
+
+
 def load_instance_and_defs():
     ensure_instance_home()
     import dagster as dg
 
-    from avatar_assets.definitions import defs
+    return dg.DagsterInstance.get(), load_defs()
 
-    return dg.DagsterInstance.get(), defs
+
+def loaded_store():
+    """The media store of the loaded definitions (the one runs and sensors are given), set up for the rest
+    of the command."""
+    from resources.wiring import store_of
+
+    return click.get_current_context().with_resource(store_of(load_defs()))
 
 
 def daemon_drives(instance) -> bool:
@@ -76,10 +88,9 @@ def main() -> None:
 def upload(bundle_dir: Path) -> None:
     """Validate BUNDLE_DIR (manifest.json, photos, voice) and copy it into the inbox."""
     from avatar_assets.ops.uploads import UploadError, upload_bundle
-    from resources.wiring import media_store
 
     try:
-        destination = upload_bundle(media_store(), bundle_dir)
+        destination = upload_bundle(loaded_store(), bundle_dir)
     except UploadError as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(EXIT_BAD_INPUT)
@@ -102,9 +113,8 @@ def request(avatar_id, slug, script_file, route, platforms, aspect_ratios, backg
     """Ask for a video of AVATAR_ID under the output SLUG (validated, then written atomically)."""
     from avatar_assets.pipeline.tombstones import tombstone
     from avatar_assets.video.requests import RequestError, parse_request, write_request
-    from resources.wiring import media_store
 
-    stone = tombstone(media_store(), avatar_id)
+    stone = tombstone(loaded_store(), avatar_id)
     if stone is not None:
         click.echo(f"error: avatar {avatar_id} was revoked at {stone.revoked_at:%Y-%m-%d %H:%M} UTC by {stone.by} "
                    f"({stone.reason}); requests for it are refused", err=True)
@@ -172,7 +182,7 @@ def status(as_json: bool) -> None:
     from avatar_assets.ops.status import collect_status, format_status
 
     instance, defs = load_instance_and_defs()
-    report = collect_status(defs, instance)
+    report = collect_status(defs, instance, loaded_store())
     click.echo(json.dumps(report, indent=2) if as_json else format_status(report))
 
 
@@ -182,14 +192,13 @@ def demo() -> None:
     from avatar_assets.ops.demo import run_demo
 
     instance, defs = load_instance_and_defs()
-    sys.exit(run_demo(instance, defs, echo=click.echo))
+    sys.exit(run_demo(instance, defs, loaded_store(), echo=click.echo))
 
 
 def _decide(decision: str, asset: str, avatar: str, output: str | None, job_type: str | None, by: str, note: str,
             content_hash: str | None, run_id: str | None, creator: str | None) -> None:
     from avatar_assets.ops import approvals
     from avatar_assets.video import gates
-    from resources.wiring import media_store
 
     refuse_unless_owner(avatar, creator, decision)
     instance, _ = load_instance_and_defs()
@@ -199,7 +208,7 @@ def _decide(decision: str, asset: str, avatar: str, output: str | None, job_type
         sys.exit(EXIT_BAD_INPUT)
     try:
         approval = approvals.record_decision(
-            media_store(), instance, job_type=job_type, asset=asset, avatar_id=avatar, output=output,
+            loaded_store(), instance, job_type=job_type, asset=asset, avatar_id=avatar, output=output,
             decision=decision, by=by, note=note, content_hash=content_hash, run_id=run_id,
         )
     except approvals.ApprovalError as error:
@@ -379,12 +388,11 @@ def retry(run_id) -> None:
 def revoke(avatar, reason, by, wait_s, creator) -> None:
     """Stop AVATAR's runs, delete everything derived from it, keep a tombstone, refuse new requests for it."""
     from avatar_assets.ops import revoke as revocation
-    from resources.wiring import media_store
 
     refuse_unless_owner(avatar, creator, "revoke")
     instance, defs = load_instance_and_defs()
     try:
-        stone = revocation.revoke(instance, defs.resolve_asset_graph(), media_store(), avatar, by=by, reason=reason, wait_s=wait_s)
+        stone = revocation.revoke(instance, defs.resolve_asset_graph(), loaded_store(), avatar, by=by, reason=reason, wait_s=wait_s)
     except revocation.RevokeError as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(EXIT_BAD_INPUT)
@@ -404,9 +412,8 @@ def events() -> None:
 def events_list(limit) -> None:
     """The latest events with their delivery state: delivered, pending (with failed attempts) or dead."""
     from avatar_assets.pipeline import events as outbox
-    from resources.wiring import media_store
 
-    store = media_store()
+    store = loaded_store()
     state = outbox.DeliveryState.load(store)
     dead = outbox.dead_letter_ids(store)
     for event_id in outbox.pending_ids(store, None)[-limit:]:
@@ -430,14 +437,13 @@ def events_deliver(url, follow) -> None:
     import time
 
     from avatar_assets.pipeline import events as outbox
-    from resources.wiring import media_store
 
     try:
         config = outbox.WebhookConfig.from_env(url)
     except outbox.WebhookConfigError as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(EXIT_BAD_INPUT)
-    store = media_store()
+    store = loaded_store()
     first = True
     while True:
         report = outbox.deliver(store, config.url, config.signer, max_attempts=config.max_attempts)
@@ -453,9 +459,8 @@ def events_deliver(url, follow) -> None:
 def events_dead_letters() -> None:
     """Events the deliverer gave up on (410 Gone, or every attempt failed)."""
     from avatar_assets.pipeline import events as outbox
-    from resources.wiring import media_store
 
-    letters = outbox.dead_letters(media_store())
+    letters = outbox.dead_letters(loaded_store())
     for letter in letters:
         where = "/".join(p for p in (letter.avatar_id, letter.output) if p)
         click.echo(f"{letter.event_id} {letter.type or '?':9} {where} {letter.asset or ''} "
@@ -469,13 +474,12 @@ def events_dead_letters() -> None:
 @click.option("--dead-letters", "dead_letters", is_flag=True, help="Queue every dead letter again (attempts anew).")
 def events_replay(since_event_id, dead_letters) -> None:
     from avatar_assets.pipeline import events as outbox
-    from resources.wiring import media_store
 
     if dead_letters and since_event_id:
         click.echo("error: --since and --dead-letters are separate replays; give one", err=True)
         sys.exit(EXIT_BAD_INPUT)
     if dead_letters:
-        click.echo(f"{outbox.replay_dead_letters(media_store())} dead letter(s) queued again")
+        click.echo(f"{outbox.replay_dead_letters(loaded_store())} dead letter(s) queued again")
         return
-    count = outbox.replay(media_store(), since_event_id)
+    count = outbox.replay(loaded_store(), since_event_id)
     click.echo(f"{count} event(s) will be delivered again")

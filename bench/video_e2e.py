@@ -61,7 +61,7 @@ def run(opts) -> dict[str, Any]:
         from avatar_assets.ops.runner import process
         from avatar_assets.video.requests import write_request
         from resources.records import read_record
-        from resources.wiring import media_store
+        from resources.wiring import store_of
 
         say("building the sample bundle")
         sample = common.sample_bundle(work / "sample" / "bench-e2e")
@@ -84,10 +84,10 @@ def run(opts) -> dict[str, Any]:
             if not video.ok or not video.runs:
                 raise RuntimeError(f"video render failed: {video.as_dict()}")
             video_steps, video_run_s = _stages(instance, video.runs)
-            store = media_store()
-            speech = read_record(store, "speech", "bench-e2e|bench-video")
-            package = read_record(store, "output_package", "bench-e2e|bench-video")
-            stitched = read_record(store, "stitched_video", "bench-e2e|bench-video")
+            with store_of(defs) as store:
+                speech = read_record(store, "speech", "bench-e2e|bench-video")
+                package = read_record(store, "output_package", "bench-e2e|bench-video")
+                stitched = read_record(store, "stitched_video", "bench-e2e|bench-video")
             duration = speech.duration_s
             say(f"video: {video_s:.1f} s for {duration:.1f} s of video")
         finally:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+from contextlib import AbstractContextManager
 from urllib.parse import urlparse
 
+import dagster as dg
 
 from avatar_assets import settings
 from resources.media_store import LocalMediaStore, MediaStore
@@ -55,6 +57,12 @@ def image_generator() -> ImageGenerator:
 
         return DiffusersImageGenerator.from_env()
     raise ValueError(f"AVATAR_IMAGE_PROVIDER={provider!r}: expected 'classical' or 'diffusers'")
+
+
+def store_of(defs: dg.Definitions) -> AbstractContextManager[MediaStore]:
+    """The store `defs` gives runs and sensors, set up for code outside a run (the CLI, tests, benches) for
+    the length of a `with` block, as Dagster sets it up for a run."""
+    return defs.resources["store"].process_config_and_initialize_cm()
 
 
 def build_resources() -> dict:

@@ -228,6 +228,7 @@ class Home:
     root: Path
     instance: object
     defs: object
+    store: object
 
     @property
     def inbox(self) -> Path:
@@ -236,12 +237,6 @@ class Home:
     @property
     def quarantine(self) -> Path:
         return self.root / "quarantine"
-
-    @property
-    def store(self):
-        from resources.wiring import media_store
-
-        return media_store()
 
     def record(self, asset: str, avatar_id: str):
         from resources.records import read_record
@@ -265,6 +260,8 @@ def avatar_home(root: Path, **env: str) -> Iterator[Home]:
     """AVATAR_HOME=root, DAGSTER_HOME=root/dagster, settle 0 s, definitions rebuilt on that home."""
     import dagster as dg
 
+    from resources.wiring import store_of
+
     with pytest.MonkeyPatch.context() as patch:
         root.mkdir(parents=True, exist_ok=True)
         dagster_home = root / "dagster"
@@ -280,7 +277,8 @@ def avatar_home(root: Path, **env: str) -> Iterator[Home]:
         defs = reload_definitions()
         instance = dg.DagsterInstance.get()
         try:
-            yield Home(root=root.resolve(), instance=instance, defs=defs)
+            with store_of(defs) as store:
+                yield Home(root=root.resolve(), instance=instance, defs=defs, store=store)
         finally:
             instance.dispose()
     reload_definitions()  # back to resources rooted where the environment says

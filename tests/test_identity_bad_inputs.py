@@ -254,7 +254,7 @@ def test_consent_without_voice_blocks_at_the_voice_gate(outcome):
 
 def test_status_shows_who_is_blocked_and_why(outcome):
     home, _, _, _ = outcome
-    status = collect_status(home.defs, home.instance)
+    status = collect_status(home.defs, home.instance, home.store)
     assert status["avatars"][GOOD]["state"] == "ready"
     assert status["avatars"]["p-handled"]["state"] == "ready"
     assert status["avatars"]["v-stereo"]["state"] == "ready"

@@ -221,7 +221,7 @@ def test_identity_bundle_points_at_every_part(built):
 
 def test_status_reports_both_avatars_ready(built):
     home, _, _ = built
-    status = collect_status(home.defs, home.instance)
+    status = collect_status(home.defs, home.instance, home.store)
     assert set(status["avatars"]) == set(AVATARS)
     for entry in status["avatars"].values():
         assert entry["state"] == "ready" and entry["blocked_by"] == []

@@ -142,10 +142,10 @@ def test_a_bad_request_dropped_into_the_inbox_is_quarantined_with_its_reason(hom
     legacy = home.root / "quarantine" / f"output-{AVATAR}-old-20250101T000000000000Z"
     legacy.mkdir()
     (legacy / "reason.json").write_text(json.dumps({"request": "/inbox/outputs/x/old.json", "problems": ["old problem"]}))
-    listed = collect_status(home.defs, home.instance)["quarantined"]
+    listed = collect_status(home.defs, home.instance, home.store)["quarantined"]
     assert {item["kind"] for item in listed} == {"output_request"} and len(listed) == len(documents) + 1
     assert {item["slug"] for item in listed if item["slug"]} == set(documents)
-    assert "old problem" in format_status(collect_status(home.defs, home.instance))
+    assert "old problem" in format_status(collect_status(home.defs, home.instance, home.store))
     assert not {"no-route", "slashed", "mute", "not-json", "a/b"} & set(home.instance.get_dynamic_partitions("outputs"))
 
 

@@ -17,6 +17,7 @@ import dagster as dg
 import numpy as np
 
 from avatar_assets import settings
+from resources.media_store import MediaStore
 
 DEMO_AVATAR = "astronaut"
 VOICE_TEXT = (
@@ -71,17 +72,15 @@ def build_sample_bundle(target: Path, avatar_id: str = DEMO_AVATAR) -> Path:
     return target
 
 
-def run_demo(instance: dg.DagsterInstance, defs: dg.Definitions, echo=print) -> int:
+def run_demo(instance: dg.DagsterInstance, defs: dg.Definitions, store: MediaStore, echo=print) -> int:
     from avatar_assets.contracts import OutputRequest
     from avatar_assets.ops.runner import process
     from avatar_assets.ops.uploads import upload_bundle
     from avatar_assets.video.requests import write_request
     from resources.records import read_record, record_key
-    from resources.wiring import media_store
 
     sample = build_sample_bundle(settings.avatar_home() / "samples" / DEMO_AVATAR)
     echo(f"sample bundle: {sample}")
-    store = media_store()
     echo(f"uploaded to {upload_bundle(store, sample)}")
     write_request(
         OutputRequest(

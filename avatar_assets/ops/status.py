@@ -13,6 +13,7 @@ from avatar_assets import settings
 from avatar_assets.contracts import QuarantineReason
 from avatar_assets.dagster_compat import PARTITION_NAME_TAG
 from avatar_assets.pipeline import tombstones
+from resources.media_store import MediaStore
 from resources.records import record_key
 
 CHECK_HISTORY_LIMIT = 5000
@@ -108,12 +109,10 @@ def latest_run(instance: dg.DagsterInstance, partition: str) -> dg.DagsterRun | 
     return runs[0] if runs else None
 
 
-def collect_status(defs: dg.Definitions, instance: dg.DagsterInstance) -> dict:
+def collect_status(defs: dg.Definitions, instance: dg.DagsterInstance, store: MediaStore) -> dict:
     from avatar_assets.ops.run_health import reap
-    from resources.wiring import media_store
 
     reap(instance)
-    store = media_store()
     graph = defs.resolve_asset_graph()
     verdicts = latest_check_verdicts(instance)
     avatars = {}
@@ -139,7 +138,7 @@ def collect_status(defs: dg.Definitions, instance: dg.DagsterInstance) -> dict:
             "assets": assets,
             "gates": gates,
             "blocked_by": blocked,
-            "outputs": output_status(instance, avatar_id),
+            "outputs": output_status(instance, store, avatar_id),
         }
     for key in store.list_keys("tombstones/"):
         stone = tombstones.tombstone(store, key.removeprefix("tombstones/").removesuffix(".json"))
@@ -157,13 +156,11 @@ def collect_status(defs: dg.Definitions, instance: dg.DagsterInstance) -> dict:
     return {"home": str(settings.avatar_home()), "avatars": avatars, "held": held, "quarantined": quarantined}
 
 
-def output_status(instance: dg.DagsterInstance, avatar_id: str) -> dict:
+def output_status(instance: dg.DagsterInstance, store: MediaStore, avatar_id: str) -> dict:
     """Per output slug of the avatar: the stages materialized and the state of its newest run."""
     from avatar_assets.video.gates import VIDEO_STAGES
     from resources.records import read_record
-    from resources.wiring import media_store
 
-    store = media_store()
     cells = {}
     for slug in instance.get_dynamic_partitions("outputs"):
         partition = f"{avatar_id}|{slug}"
