@@ -40,9 +40,13 @@ def ensure_instance_home() -> Path:
 
 
 def load_defs():
-    """The code location, as the daemon and the UI load it."""
-    from avatar_assets.definitions import defs
-
+    """The code location, as the daemon and the UI load it; a setting it cannot use ends the command with
+    the reason, not a traceback."""
+    try:
+        from avatar_assets.definitions import defs
+    except settings.ConfigurationError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
     return defs
 
 

@@ -1,5 +1,8 @@
 """The code location. Loading it must stay light: no torch, diffusers, great-expectations or resemblyzer."""
 
+from collections.abc import Mapping
+from typing import Any
+
 import dagster as dg
 
 from avatar_assets import settings
@@ -19,6 +22,7 @@ from sensors.uploads import build_upload_sensor
 
 # Every Dagster process that serves this location (code server, sensor ticks, run workers) imports this.
 privacy.make_private()
+settings.export_home()
 
 automation = dg.AutomationConditionSensorDefinition(
     "avatar_automation",
@@ -28,18 +32,24 @@ automation = dg.AutomationConditionSensorDefinition(
     description="Refreshes existing partitions whose dependencies changed; never creates new ones.",
 )
 
-defs = dg.Definitions(
-    assets=[*IDENTITY_ASSETS, *VIDEO_ASSETS],
-    asset_checks=[*IDENTITY_CHECKS, *CONSISTENCY_CHECKS, *VIDEO_CHECKS],
-    jobs=[identity_job, video_job, *OPERATION_JOBS],
-    sensors=[
-        build_upload_sensor(identity_job),
-        build_request_sensor(video_job),
-        build_approval_sensor([identity_job, video_job]),
-        build_delivery_sensor(),
-        automation,
-    ],
-    resources=build_resources(),
-    # One process per run: models and caches stay loaded across a run's steps.
-    executor=dg.in_process_executor,
-)
+
+def build_definitions(resources: Mapping[str, Any]) -> dg.Definitions:
+    """The code location on these resources: tests and benches substitute theirs here."""
+    return dg.Definitions(
+        assets=[*IDENTITY_ASSETS, *VIDEO_ASSETS],
+        asset_checks=[*IDENTITY_CHECKS, *CONSISTENCY_CHECKS, *VIDEO_CHECKS],
+        jobs=[identity_job, video_job, *OPERATION_JOBS],
+        sensors=[
+            build_upload_sensor(identity_job),
+            build_request_sensor(video_job),
+            build_approval_sensor([identity_job, video_job]),
+            build_delivery_sensor(),
+            automation,
+        ],
+        resources=resources,
+        # One process per run: models and caches stay loaded across a run's steps.
+        executor=dg.in_process_executor,
+    )
+
+
+defs = build_definitions(build_resources())

@@ -8,8 +8,18 @@ from pathlib import Path
 DEFAULT_HOME = "./.avatar_home"
 
 
+class ConfigurationError(ValueError):
+    """A setting the platform cannot use; the message names the variable and what it expects."""
+
+
 def avatar_home() -> Path:
     return Path(os.environ.get("AVATAR_HOME", DEFAULT_HOME)).expanduser().resolve()
+
+
+def export_home() -> None:
+    """The store reads AVATAR_HOME through dg.EnvVar, which knows no default: name the default home in the
+    environment when none is given (absolute, so the processes this one starts agree on it)."""
+    os.environ.setdefault("AVATAR_HOME", str(avatar_home()))
 
 
 def inbox_dir() -> Path:
@@ -51,7 +61,18 @@ def upload_settle_seconds() -> float:
 
 
 def sensor_interval_seconds() -> int:
-    return int(os.environ.get("AVATAR_SENSOR_INTERVAL_SECONDS", "15"))
+    return whole_number("AVATAR_SENSOR_INTERVAL_SECONDS", 15)
+
+
+def whole_number(name: str, default: int) -> int:
+    """An integer setting; unset or blank means `default`."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name}={raw!r}: expected a whole number") from None
 
 
 def console_log_level() -> str:

@@ -234,7 +234,7 @@ def home_env(root: Path, **extra: str | os.PathLike[str]) -> dict[str, str]:
 
 
 def activate_home(root: Path, **extra: str) -> None:
-    """Point this process at `root` (before `avatar_assets.definitions` is imported or reloaded)."""
+    """Point this process at `root` and its settings (then `load_definitions` builds on them)."""
     prepare_home(root)
     for key in [k for k in os.environ if _is_setting(k)]:
         del os.environ[key]
@@ -243,21 +243,18 @@ def activate_home(root: Path, **extra: str) -> None:
 
 
 def load_definitions():
-    """`avatar_assets.definitions.defs` rooted at the current AVATAR_HOME (reloaded if already imported):
-    its resources bind the media store to the home when the module is executed."""
-    import importlib
+    """The code location on the settings `activate_home` gave this process (the provider, the render size),
+    as a process started with them loads it."""
     import warnings
 
     from dagster_shared.utils.warnings import BetaWarning, PreviewWarning
 
     warnings.simplefilter("ignore", BetaWarning)
     warnings.simplefilter("ignore", PreviewWarning)
-    import avatar_assets.definitions as module
+    from avatar_assets.definitions import build_definitions
+    from resources.wiring import build_resources
 
-    if getattr(module, "_bench_home", None) not in (None, os.environ["AVATAR_HOME"]):
-        module = importlib.reload(module)
-    module._bench_home = os.environ["AVATAR_HOME"]  # type: ignore[attr-defined]
-    return module.defs
+    return build_definitions(build_resources())
 
 
 def run_timed(cmd: Sequence[str], env: dict[str, str], *, timeout: float = 1800, cwd: Path = REPO_ROOT

@@ -1,4 +1,10 @@
-"""Resources for the current environment: local by default, S3 when AVATAR_STORAGE=s3://bucket/prefix."""
+"""The platform's resources, the one place that builds them: local store by default, S3 when
+AVATAR_STORAGE=s3://bucket/prefix.
+
+The local store's root is `dg.EnvVar("AVATAR_HOME")`, read when the store is initialized (a run, a sensor
+tick, `store_of` outside Dagster), so one loaded code location serves whatever home a process is given.
+What picks or sizes a resource (AVATAR_STORAGE, AVATAR_IMAGE_PROVIDER, the render size) is read when the
+code location loads, where a value it cannot use fails the load with a ConfigurationError naming it."""
 
 from __future__ import annotations
 
@@ -25,10 +31,10 @@ from resources.records import RecordIOManager
 def media_store() -> MediaStore:
     url = settings.storage_url()
     if not url:
-        return LocalMediaStore(root=str(settings.avatar_home()))
+        return LocalMediaStore(root=dg.EnvVar("AVATAR_HOME"))
     parsed = urlparse(url)
     if parsed.scheme != "s3" or not parsed.netloc:
-        raise ValueError(f"AVATAR_STORAGE={url!r}: expected s3://bucket/prefix or nothing")
+        raise settings.ConfigurationError(f"AVATAR_STORAGE={url!r}: expected s3://bucket/prefix or nothing")
     from dagster_aws.s3 import S3Resource
 
     from resources.s3_store import S3MediaStore
@@ -55,8 +61,11 @@ def image_generator() -> ImageGenerator:
     if provider == "diffusers":
         from resources.diffusion_provider import DiffusersImageGenerator
 
-        return DiffusersImageGenerator.from_env()
-    raise ValueError(f"AVATAR_IMAGE_PROVIDER={provider!r}: expected 'classical' or 'diffusers'")
+        try:
+            return DiffusersImageGenerator.from_env()
+        except ValueError as error:
+            raise settings.ConfigurationError(str(error)) from error
+    raise settings.ConfigurationError(f"AVATAR_IMAGE_PROVIDER={provider!r}: expected 'classical' or 'diffusers'")
 
 
 def store_of(defs: dg.Definitions) -> AbstractContextManager[MediaStore]:
@@ -77,7 +86,7 @@ def build_resources() -> dict:
         "lipsync": LipSyncer(),
         "enhancer": Enhancer(),
         "video": VideoSettings(
-            master_short_side=int(os.environ.get("AVATAR_MASTER_SHORT_SIDE", "720")),
-            fps=int(os.environ.get("AVATAR_FPS", "25")),
+            master_short_side=settings.whole_number("AVATAR_MASTER_SHORT_SIDE", 720),
+            fps=settings.whole_number("AVATAR_FPS", 25),
         ),
     }

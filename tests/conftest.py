@@ -1,17 +1,17 @@
 """Shared fixtures for the platform tests: a throwaway AVATAR_HOME with a real Dagster instance on it,
 the sample bundle built once per session, real photos and voices derived from it, and bundle writers.
 
-Nothing here is mocked: `home` points AVATAR_HOME and DAGSTER_HOME at a temporary folder, reloads
-`avatar_assets.definitions` so its resources (media store, record IO manager) are rooted there, and
-opens the SQLite `DagsterInstance` that `avatarops` would open.
+Nothing here is mocked: `home` points AVATAR_HOME and DAGSTER_HOME at a temporary folder, gives it the
+code location's definitions (whose media store reads AVATAR_HOME when it is initialized, so homes share
+them), and opens the SQLite `DagsterInstance` that `avatarops` would open.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
-import importlib
 import io
 import json
 import os
@@ -249,15 +249,19 @@ class Home:
         return process(self.defs, self.instance, echo=lambda _: None)
 
 
-def reload_definitions():
-    import avatar_assets.definitions
+@functools.cache
+def definitions_for(settings: tuple[tuple[str, str], ...]):
+    """The code location built on the environment, which `avatar_home` has given these settings. What picks
+    or sizes a resource is read then, AVATAR_HOME is not: homes with the same settings share definitions."""
+    from avatar_assets.definitions import build_definitions
+    from resources.wiring import build_resources
 
-    return importlib.reload(avatar_assets.definitions).defs
+    return build_definitions(build_resources())
 
 
 @contextlib.contextmanager
 def avatar_home(root: Path, **env: str) -> Iterator[Home]:
-    """AVATAR_HOME=root, DAGSTER_HOME=root/dagster, settle 0 s, definitions rebuilt on that home."""
+    """AVATAR_HOME=root, DAGSTER_HOME=root/dagster, settle 0 s, and the definitions for `env`."""
     import dagster as dg
 
     from resources.wiring import store_of
@@ -274,14 +278,13 @@ def avatar_home(root: Path, **env: str) -> Iterator[Home]:
             patch.delenv(name, raising=False)
         for name, value in env.items():
             patch.setenv(name, value)
-        defs = reload_definitions()
+        defs = definitions_for(tuple(sorted(env.items())))
         instance = dg.DagsterInstance.get()
         try:
             with store_of(defs) as store:
                 yield Home(root=root.resolve(), instance=instance, defs=defs, store=store)
         finally:
             instance.dispose()
-    reload_definitions()  # back to resources rooted where the environment says
 
 
 @pytest.fixture

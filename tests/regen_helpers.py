@@ -158,14 +158,10 @@ def avatarops(home: Home, *args: str, timeout: float = 300, **extra_env: str):
 
 
 def definitions_with(home: Home, **resources) -> dg.Definitions:
-    """The home's assets and checks with some resources replaced (a provider that fails, say)."""
-    from avatar_assets.jobs import video_job
-    from resources.wiring import build_resources
+    """The home's definitions with some resources replaced (a provider that fails, say)."""
+    from avatar_assets.definitions import build_definitions
 
-    return dg.Definitions(
-        assets=home.defs.assets, asset_checks=home.defs.asset_checks, jobs=[video_job],
-        resources={**build_resources(), **resources}, executor=dg.in_process_executor,
-    )
+    return build_definitions({**home.defs.resources, **resources})
 
 
 def enhancer_down():

@@ -360,7 +360,7 @@ def build_sample(target: Path) -> Path:
 
 
 def avatarops(*args: str, env: Mapping[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run the CLI in a clean interpreter (resources are wired from the environment at import)."""
+    """Run the CLI in a clean interpreter, configured by `env` alone."""
     return subprocess.run(
         [str(VENV_BIN / "avatarops"), *args],
         cwd=REPO_ROOT,

@@ -124,10 +124,9 @@ def test_identity_part_of_the_graph_is_as_designed():
 
 
 def test_snapshot_is_stable_across_loads():
-    import importlib
+    from avatar_assets.definitions import build_definitions, defs
+    from resources.wiring import build_resources
 
-    import avatar_assets.definitions
-
-    first = graph_snapshot(avatar_assets.definitions.defs)
-    second = graph_snapshot(importlib.reload(avatar_assets.definitions).defs)
+    first = graph_snapshot(defs)
+    second = graph_snapshot(build_definitions(build_resources()))
     assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)

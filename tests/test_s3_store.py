@@ -17,7 +17,7 @@ from avatar_assets.pipeline.caching import media_refs
 from resources.media_store import LocalMediaStore, media_key, sha256_bytes
 from resources.records import RecordIOManager, parse_record, record_key
 from resources.s3_store import S3MediaStore
-from tests.servers import IDENTITY_ASSETS, build_sample, clean_env, moto_s3_server, upload_and_process
+from tests.servers import IDENTITY_ASSETS, avatarops, build_sample, clean_env, moto_s3_server, upload_and_process
 
 MEDIA_KEY = re.compile(r"^media/([0-9a-f]{2})/([0-9a-f]{64})\.[a-z0-9]{1,5}$")
 
@@ -213,6 +213,27 @@ def test_wiring_builds_the_s3_store_from_the_environment(s3_server, bucket, tmp_
         wiring.media_store()
     monkeypatch.delenv("AVATAR_STORAGE")
     assert isinstance(wiring.media_store(), LocalMediaStore)
+
+
+def test_one_loaded_code_location_serves_any_home(tmp_path, monkeypatch):
+    """The local store's root is dg.EnvVar("AVATAR_HOME"): read when the store is initialized, not at load."""
+    from avatar_assets.definitions import build_definitions
+    from resources.wiring import build_resources, store_of
+
+    monkeypatch.delenv("AVATAR_STORAGE", raising=False)
+    defs = build_definitions(build_resources())
+    for name in ("first", "second"):
+        monkeypatch.setenv("AVATAR_HOME", str(tmp_path / name))
+        with store_of(defs) as store:
+            store.write_text("records/where.json", name)
+        assert (tmp_path / name / "records" / "where.json").read_text() == name
+
+
+def test_a_storage_setting_it_cannot_use_stops_the_cli_with_the_reason(tmp_path):
+    result = avatarops("status", env=clean_env(AVATAR_HOME=tmp_path / "home", AVATAR_STORAGE="gs://elsewhere/x"))
+    assert result.returncode == 2, result.stderr
+    assert "error: AVATAR_STORAGE='gs://elsewhere/x': expected s3://bucket/prefix or nothing" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def _consent() -> Consent:
