@@ -88,6 +88,7 @@ def assert_nothing_left_of(home, avatar_id: str, ava_only_blobs: set[str]) -> No
     assert record_keys(store, avatar_id) == []
     assert list(store.list_keys(f"packages/{avatar_id}/")) == []
     assert list(store.list_keys(f"approvals/avatars/{avatar_id}/")) == []
+    assert list(store.list_keys(f"requests/accepted/{avatar_id}/")) == []  # the request snapshots
     assert not [p for p in (home.root / "packages" / avatar_id).rglob("*") if p.is_file()]
     assert not (home.root / "inbox" / "avatars" / avatar_id).exists()
     assert not (home.root / "inbox" / "outputs" / avatar_id).exists()
@@ -155,7 +156,8 @@ def test_revoke_deletes_the_avatar_and_keeps_the_others_intact(tmp_path_factory,
         assert {bg.sha256} <= set(stone.kept_shared_blobs)
         assert {key.split("/")[2].split(".")[0] for key in ava_only} <= set(stone.deleted_blobs)
         assert sorted(stone.outputs) == sorted(SLUGS)
-        assert all(key.startswith(("records/avatars/ava/", "cache/", "packages/ava/", "approvals/avatars/ava/"))
+        assert all(key.startswith(("records/avatars/ava/", "cache/", "packages/ava/", "approvals/avatars/ava/",
+                                   "requests/accepted/ava/"))
                    for key in stone.deleted_records)
         raw = store.read_text(tombstones.tombstone_key("ava"))
         assert "file://" not in raw and "media/" not in raw  # hashes only: no media, no way back to it

@@ -94,7 +94,8 @@ def sweep(store: MediaStore, avatar_id: str) -> tuple[list[str], list[str], list
             mine |= {ref.sha256: ref for ref in media_refs(record)}
         else:
             shared_with_others |= {ref.sha256 for ref in media_refs(record)}
-    keys += list(store.list_keys(f"packages/{avatar_id}/")) + list(store.list_keys(f"approvals/avatars/{avatar_id}/"))
+    for prefix in (f"packages/{avatar_id}/", f"approvals/avatars/{avatar_id}/", f"requests/accepted/{avatar_id}/"):
+        keys += list(store.list_keys(prefix))
     for key in keys:
         store.delete_key(key)
     deleted, kept = [], []
