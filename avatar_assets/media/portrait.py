@@ -271,26 +271,3 @@ def make_neutral_portrait(rgb: np.ndarray, face: Face, *, size: int = 1024) -> N
         face_redetected=redetected is not None,
         landmarks=None if landmarks is None else source_landmarks(composite, found),
     )
-
-
-def portrait_geometry(rgb: np.ndarray) -> dict[str, float | int | None]:
-    """Framing numbers for QA gates; offsets are signed fractions of width/height from the centre."""
-    height, width = rgb.shape[:2]
-    faces = detect_faces(rgb, min_size=max(16, min(height, width) // 16))
-    if not faces:
-        return {
-            "face_count": 0,
-            "face_offset_x": None,
-            "face_offset_y": None,
-            "face_width_fraction": None,
-            "eye_angle_deg": None,
-        }
-    face = faces[0]
-    cx, cy = face.centre
-    return {
-        "face_count": len(faces),
-        "face_offset_x": (cx - width / 2.0) / width,
-        "face_offset_y": (cy - height / 2.0) / height,
-        "face_width_fraction": face.w / width,
-        "eye_angle_deg": face.eye_angle_deg,
-    }
