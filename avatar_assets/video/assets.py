@@ -11,26 +11,20 @@ import numpy as np
 
 from avatar_assets import settings
 from avatar_assets.contracts import (
-    ASPECT_SIZE,
-    PLATFORM_ASPECT,
     BackgroundsRecord,
     CharacterSheetRecord,
     IdentityBundleRecord,
     LipSyncRecord,
     NeutralImageRecord,
     OutputPackageRecord,
-    OutputRequest,
     PhonemeTimingModel,
     Record,
-    Rendition,
-    RightsManifest,
     Scene,
     SceneAsset,
     SceneAssetsRecord,
     ScriptRecord,
     SourceUploadRecord,
     SpeechRecord,
-    StageProvenance,
     StoryboardRecord,
     Token,
     VideoQAModel,
@@ -642,81 +636,23 @@ def output_package(
     source_upload: SourceUploadRecord,
     identity_bundle: IdentityBundleRecord,
 ) -> dg.Output[OutputPackageRecord]:
-    from datetime import UTC, datetime
+    from avatar_assets.media.images import thumbnail_markdown
+    from avatar_assets.video.packaging import PackageSources, build_package
 
-    from avatar_assets.media.images import encode_png, thumbnail_markdown
-    from avatar_assets.media.video import poster_frame, transcode_for_platform
-
-    request: OutputRequest = script.request
-    folder = f"packages/{script.avatar_id}/{script.slug}"
-    source = store.local_path(enhanced_video.video)
-    master_aspect = request.renditions()[0]
-    renditions = []
+    sources = PackageSources(
+        script=script, storyboard=storyboard, speech=speech, backgrounds=backgrounds, scene_assets=scene_assets,
+        lip_sync=lip_sync, stitched_video=stitched_video, enhanced_video=enhanced_video,
+        source_upload=source_upload, identity_bundle=identity_bundle,
+    )
     with scratch_dir(context) as tmp:
-        for aspect in request.renditions():
-            width, height = ASPECT_SIZE[aspect]
-            context.log.info(f"packaging {aspect} at {width}x{height}")
-            path = Path(tmp) / f"video_{aspect.replace(':', 'x')}.mp4"
-            transcode_for_platform(source, width=width, height=height, path=path,
-                                   fit="cover" if aspect == master_aspect else "pad", crf=video.crf, preset=video.preset)
-            ref = store.put_file(path, "mp4", "video/mp4")
-            store.copy_to(ref, f"{folder}/{path.name}")
-            platforms = [p for p in request.platforms if PLATFORM_ASPECT[p] == aspect]
-            renditions.append(Rendition(aspect_ratio=aspect, platforms=platforms, width=width, height=height, video=ref))
-    poster_rgb = poster_frame(source, enhanced_video.qa.duration_s / 3)
-    poster = store.put_bytes(encode_png(poster_rgb), "png", "image/png")
-    store.copy_to(poster, f"{folder}/poster.png")
-    store.copy_to(speech.captions_srt, f"{folder}/captions.srt")
-    store.copy_to(speech.captions_vtt, f"{folder}/captions.vtt")
-    manifest = RightsManifest(
-        avatar_id=script.avatar_id,
-        slug=script.slug,
-        created_at=datetime.now(UTC),
-        creator_id=source_upload.manifest.creator_id,
-        consent=identity_bundle.consent,
-        source_bundle_sha256=source_upload.bundle_sha256,
-        source_files={p.path: p.original.sha256 for p in source_upload.photos}
-        | ({source_upload.voice.path: source_upload.voice.original.sha256} if source_upload.voice else {}),
-        request_sha256=script.request_sha256,
-        stages=[
-            *[StageProvenance(asset=part.asset, record_sha256=part.record_hash, providers=part.providers) for part in identity_bundle.parts],
-            StageProvenance(asset="script", record_sha256=script.content_hash(), providers=[]),
-            StageProvenance(asset="storyboard", record_sha256=storyboard.content_hash(), providers=[],
-                            prompts=[s.background_prompt for s in storyboard.scenes]),
-            StageProvenance(asset="speech", record_sha256=speech.content_hash(), providers=[speech.provider]),
-            StageProvenance(asset="backgrounds", record_sha256=backgrounds.content_hash(), providers=[backgrounds.provider],
-                            prompts=backgrounds.prompts),
-            StageProvenance(asset="scene_assets", record_sha256=scene_assets.content_hash(), providers=[]),
-            StageProvenance(asset="lip_sync", record_sha256=lip_sync.content_hash(), providers=[lip_sync.provider]),
-            StageProvenance(asset="stitched_video", record_sha256=stitched_video.content_hash(), providers=[stitched_video.provider]),
-            StageProvenance(asset="enhanced_video", record_sha256=enhanced_video.content_hash(), providers=[enhanced_video.provider]),
-        ],
-        outputs={
-            **{f"video_{r.aspect_ratio.replace(':', 'x')}.mp4": r.video.sha256 for r in renditions},
-            "poster.png": poster.sha256,
-            "captions.srt": speech.captions_srt.sha256,
-            "captions.vtt": speech.captions_vtt.sha256,
-        },
-    )
-    manifest_ref = store.put_bytes(manifest.model_dump_json(indent=2).encode(), "json", "application/json")
-    store.copy_to(manifest_ref, f"{folder}/rights_manifest.json")
-    # A re-render that drops a rendition (the request changed) must not leave the old file in the folder.
-    keep = {f"{folder}/{name}" for name in [*manifest.outputs, "rights_manifest.json"]}
-    for stale in [key for key in store.list_keys(f"{folder}/") if key not in keep]:
-        context.log.info(f"removing {stale}: no longer part of the package")
-        store.delete_key(stale)
-    record = OutputPackageRecord(
-        avatar_id=script.avatar_id, slug=script.slug, renditions=renditions, poster=poster,
-        captions_srt=speech.captions_srt, captions_vtt=speech.captions_vtt, rights_manifest=manifest_ref,
-        folder=folder,
-    )
+        record, poster_rgb = build_package(store, video, sources, Path(tmp), context.log)
     return recorded(
         record,
         {
             "folder": dg.MetadataValue.path(store.uri(record.folder)),
             "poster": dg.MetadataValue.md(thumbnail_markdown(poster_rgb, max_side=320, alt="poster")),
-            "renditions": ", ".join(f"{r.aspect_ratio} {r.width}x{r.height}" for r in renditions),
-            "rights_manifest": dg.MetadataValue.path(store.uri(manifest_ref)),
+            "renditions": ", ".join(f"{r.aspect_ratio} {r.width}x{r.height}" for r in record.renditions),
+            "rights_manifest": dg.MetadataValue.path(store.uri(record.rights_manifest)),
         },
     )
 
