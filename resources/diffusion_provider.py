@@ -23,7 +23,8 @@ Failures: a missing or broken model folder is not retried; a failed generation i
 size 1 from the second attempt, so an out-of-memory batch can still pass). Then either the asset fails
 with a message that names the folder, or, with `AVATAR_IMAGE_FALLBACK=classical`, the classical
 result is used and the record says so (`ProviderInfo.fallback_from="diffusers"`, the error and the
-attempts in `settings`). A fallback result is never reused from the content cache (`reuse_or_generate`).
+attempts in `settings`). A fallback result is never reused from the content cache
+(`avatar_assets.pipeline.caching.reuse_or_generate`).
 
 Importing this module imports neither torch nor diffusers (only `DiffusionGenerator` methods do).
 """
@@ -45,7 +46,7 @@ from typing import Any
 import dagster as dg
 import numpy as np
 
-from avatar_assets.contracts import ProviderInfo, Record
+from avatar_assets.contracts import ProviderInfo
 from avatar_assets.media.diffusion import (
     DiffusionGenerator,
     GenerationError,
@@ -200,55 +201,6 @@ def _torch_version() -> str:
         return package_version("torch")
     except PackageNotFoundError:  # pragma: no cover - torch is a dependency
         return "unknown"
-
-
-def _drop_fallback_result(store, asset_name: str, key: str, log) -> None:
-    """A fallback stands in while the configured provider is down; reusing it would keep serving the
-    stand-in after the model is back. Recomputing a fallback is cheap (classical) and, being
-    deterministic, gives the same record (no spurious staleness)."""
-    from avatar_assets.pipeline.caching import cache_path
-    from resources.records import parse_record
-
-    cache_key = cache_path(asset_name, key)
-    text = store.read_text(cache_key)
-    if text is not None:
-        provider = getattr(parse_record(text), "provider", None)
-        if provider is not None and provider.fallback_from:
-            log.info(
-                f"cached {asset_name} was made by the fallback provider {provider.provider!r}: "
-                f"trying {provider.fallback_from!r} again"
-            )
-            store.delete_key(cache_key)
-
-
-def reuse_or_generate(store, asset_name: str, key: str, compute: Callable[[], Record], log) -> tuple[Record, bool]:
-    """`reuse_or_compute`, except that a cached result made by a fallback provider is not reused."""
-    from avatar_assets.pipeline.caching import reuse_or_compute
-
-    _drop_fallback_result(store, asset_name, key, log)
-    return reuse_or_compute(store, asset_name, key, compute, log)
-
-
-def reuse_or_generate_many(
-    store, asset_name: str, keys: Mapping[str, str], generate: Callable[[list[str]], dict[str, Record]], log
-) -> dict[str, Record]:
-    """`reuse_or_generate` for many partitions ({partition: content key}): the misses are generated in
-    ONE call, so a generative provider batches them. `generate` may leave out partitions it could not
-    make; the caller reports those."""
-    from avatar_assets.pipeline.caching import cached, remember
-
-    records: dict[str, Record] = {}
-    for partition, key in keys.items():
-        _drop_fallback_result(store, asset_name, key, log)
-        hit = cached(store, asset_name, key, log)
-        if hit is not None:
-            records[partition] = hit
-    missing = [partition for partition in keys if partition not in records]
-    if missing:
-        for partition, record in generate(missing).items():
-            remember(store, asset_name, keys[partition], record)
-            records[partition] = record
-    return records
 
 
 def _env_int(environ: Mapping[str, str], name: str, default: int | None) -> int | None:

@@ -25,7 +25,7 @@ from avatar_assets.contracts import (
 )
 from avatar_assets.identity import intake, rules
 from avatar_assets.identity.face_reference import reference_face
-from avatar_assets.pipeline.caching import content_key, media_refs, reuse_or_compute
+from avatar_assets.pipeline.caching import content_key, media_refs, reuse_or_compute, reuse_or_generate_many
 from avatar_assets.pipeline.lifecycle import (
     PROVIDER_RETRIES,
     accepts_partition_ranges,
@@ -37,7 +37,6 @@ from avatar_assets.pipeline.lifecycle import (
     seed_override,
 )
 from partitions import avatars, refresh_existing
-from resources.diffusion_provider import reuse_or_generate_many
 from resources.media_store import MediaStore, sha256_bytes
 from resources.providers import FaceAnalyzer, ImageGenerator, PortraitJob, SheetJob, SpeakerEncoder
 

@@ -32,7 +32,7 @@ from avatar_assets.contracts import (
     VoiceProfileRecord,
     WordTimingModel,
 )
-from avatar_assets.pipeline.caching import content_key, reuse_or_compute
+from avatar_assets.pipeline.caching import content_key, reuse_or_compute, reuse_or_generate
 from avatar_assets.pipeline.lifecycle import PROVIDER_RETRIES, emits_lifecycle, progress, recorded, seed_override
 from avatar_assets.video import gates
 from avatar_assets.video.requests import RequestError, read_request
@@ -285,7 +285,6 @@ def backgrounds(
     script: ScriptRecord, source_upload: SourceUploadRecord,
 ) -> dg.Output[BackgroundsRecord]:
     from avatar_assets.media.images import encode_png, thumbnail_markdown
-    from resources.diffusion_provider import reuse_or_generate
 
     preset = source_upload.manifest.style.preset
     prompts = [scene.background_prompt for scene in storyboard.scenes]
