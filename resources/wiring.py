@@ -51,7 +51,7 @@ def image_generator() -> ImageGenerator:
     if provider == "classical":
         return ImageGenerator()
     if provider == "diffusers":
-        from resources.diffusion_provider import DiffusersImageGenerator
+        from resources.diffusers.provider import DiffusersImageGenerator
 
         return DiffusersImageGenerator.from_env()
     raise ValueError(f"AVATAR_IMAGE_PROVIDER={provider!r}: expected 'classical' or 'diffusers'")

@@ -230,7 +230,8 @@ def replace_background(
     return np.clip(composite + 0.5, 0, 255).astype(np.uint8), mask
 
 
-def _nearest_face(found: list[Face], expected: Face) -> Face | None:
+def nearest_face(found: list[Face], expected: Face) -> Face | None:
+    """The found face closest to where `expected` is, within half its width: the same face after an edit."""
     ex, ey = expected.centre
     close = [f for f in found if math.hypot(f.centre[0] - ex, f.centre[1] - ey) < 0.5 * expected.w]
     return min(close, key=lambda f: math.hypot(f.centre[0] - ex, f.centre[1] - ey), default=None)
@@ -258,7 +259,7 @@ def make_neutral_portrait(rgb: np.ndarray, face: Face, *, size: int = 1024) -> N
     expected = transform.map_face(face)
     balanced = normalize_colour(aligned)
     composite, mask = replace_background(balanced, expected)
-    redetected = _nearest_face(detect_faces(composite, min_size=size // 8), expected)
+    redetected = nearest_face(detect_faces(composite, min_size=size // 8), expected)
     found = redetected or expected
     return NeutralPortrait(
         rgb=composite,
