@@ -480,6 +480,8 @@ class SceneAssetsRecord(Record):
 
 
 class VideoQAModel(Strict):
+    """The delivery facts of a `media.video_qa.VideoQA`, read from it by attribute (`from_attributes=True`)."""
+
     width: int
     height: int
     fps: float

@@ -24,7 +24,7 @@ def bench_backfill(model_path: str, device: str, work: Path, *, avatars: int = 1
     from avatar_assets.identity.assets import IMAGE_BATCH_PARTITIONS
     from avatar_assets.ops.runner import backfill, execute, process
     from avatar_assets.pipeline.lifecycle import SEED_TAG
-    from resources.diffusion_provider import clear_generator_cache, load_count
+    from resources.diffusers.models import clear_generator_cache, load_count
 
     home = work / "backfill-home"
     common.activate_home(

@@ -53,7 +53,7 @@ class FaceAnalyzer(dg.ConfigurableResource):
 
 class ImageGenerator(dg.ConfigurableResource):
     """Neutral portrait, character sheet and backgrounds. `classical` needs no model; the diffusers
-    provider (resources/diffusion_provider.py) subclasses this one. `preset` names the avatar's style
+    provider (resources/diffusers/provider.py) subclasses this one. `preset` names the avatar's style
     preset (avatar_assets/styles.py): generative providers use it, the classical one ignores it."""
 
     provider: str = "classical"

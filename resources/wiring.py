@@ -59,7 +59,7 @@ def image_generator() -> ImageGenerator:
     if provider == "classical":
         return ImageGenerator()
     if provider == "diffusers":
-        from resources.diffusion_provider import DiffusersImageGenerator
+        from resources.diffusers.provider import DiffusersImageGenerator
 
         try:
             return DiffusersImageGenerator.from_env()

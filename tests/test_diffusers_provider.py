@@ -22,11 +22,8 @@ import pytest
 from avatar_assets.contracts import OutputRequest
 from avatar_assets.media.images import decode_image
 from avatar_assets.styles import PRESETS, SHEET_VARIANTS
-from resources.diffusion_provider import (
-    DiffusersImageGenerator,
-    clear_generator_cache,
-    load_count,
-)
+from resources.diffusers.models import clear_generator_cache, load_count
+from resources.diffusers.provider import DiffusersImageGenerator
 from tests.conftest import avatar_home, copy_sample
 from tests.media.tiny_sd import build_tiny_sd
 

@@ -239,8 +239,8 @@ def test_every_script_word_gets_a_timing_in_order(script):
     """espeak folds some tokens ("&", "—") into the word before; the mapping by text offset still gives
     each display word its own timing, in order, so captions never lose or shift a word."""
     from avatar_assets.contracts import Token
+    from avatar_assets.media.timings import display_timings
     from avatar_assets.media.tts import synthesize
-    from avatar_assets.video.assets import display_timings
 
     parsed = parse_script(script, pronunciations={"dagster": "dag stir"})
     ssml, spans = ssml_with_spans(parsed.sentences)

@@ -117,16 +117,17 @@ def test_speech_gate_catches_speech_far_too_long_for_its_words(rendered):
 def lip_sync_with(home, controls: np.ndarray, tmp: Path):
     """Render the cell's talking head driven by `controls`, encode it, and measure it as the asset does."""
     from avatar_assets.media.audio import load_wav
-    from avatar_assets.media.talking_head import render_frames
+    from avatar_assets.media.talking_head import lip_sync_measurements, render_frames
     from avatar_assets.media.video import encode_frames, read_frames
-    from avatar_assets.video.assets import lip_sync_measurements, scene_tracks
+    from avatar_assets.video.assets import scene_tracks
 
     scenes, speech, lip = rec(home, "scene_assets"), rec(home, "speech"), rec(home, "lip_sync")
     audio = load_wav(home.store.read(speech.audio))
     path = tmp / "lip.mp4"
-    encode_frames(render_frames(scene_tracks(home.store, scenes), controls, lip.fps), fps=lip.fps,
+    tracks = scene_tracks(home.store, scenes)
+    encode_frames(render_frames(tracks, controls, lip.fps), fps=lip.fps,
                   size=tuple(scenes.master_size), audio=(audio.samples, audio.sample_rate), path=path)
-    lag, silence, speaking = lip_sync_measurements(read_frames(path), scenes, speech.words, audio.samples,
+    lag, silence, speaking = lip_sync_measurements(read_frames(path), tracks, speech.words, audio.samples,
                                                    audio.sample_rate, lip.fps, lip.frames)
     return lip.model_copy(update={"lag_frames": lag, "motion_in_silence": silence, "motion_in_speech": speaking})
 
@@ -185,8 +186,9 @@ def test_lip_sync_gate_catches_a_mouth_that_never_moves(rendered, tmp_path):
 
 def video_variant(home, stage: str, tmp: Path, *, frames=None, audio="same", size=None, gain: float = 1.0):
     """Re-encode the cell's `stage` video with a fault and return its record re-measured as the asset does."""
+    from avatar_assets.contracts import VideoQAModel
     from avatar_assets.media.video import encode_frames, read_audio
-    from avatar_assets.video.assets import measure_video
+    from avatar_assets.media.video_qa import analyse_video
 
     original = rec(home, stage)
     source = home.store.local_path(original.video)
@@ -199,7 +201,8 @@ def video_variant(home, stage: str, tmp: Path, *, frames=None, audio="same", siz
     path = tmp / f"{stage}-variant.mp4"
     encode_frames(pictures, fps=original.expected_fps, size=(pictures.shape[2], pictures.shape[1]), audio=sound,
                   path=path)
-    qa_model = measure_video(path, original.expected_size, original.expected_fps, original.audio_duration_s)
+    measured = analyse_video(path, expected_fps=original.expected_fps, expected_size=tuple(original.expected_size))
+    qa_model = VideoQAModel.model_validate(measured, from_attributes=True)
     return original.model_copy(update={"qa": qa_model})
 
 

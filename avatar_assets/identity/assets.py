@@ -25,7 +25,7 @@ from avatar_assets.contracts import (
 )
 from avatar_assets.identity import intake, rules
 from avatar_assets.identity.face_reference import reference_face
-from avatar_assets.pipeline.caching import content_key, media_refs, reuse_or_compute
+from avatar_assets.pipeline.caching import content_key, media_refs, reuse_or_compute, reuse_or_generate_many
 from avatar_assets.pipeline.lifecycle import (
     PROVIDER_RETRIES,
     accepts_partition_ranges,
@@ -37,7 +37,6 @@ from avatar_assets.pipeline.lifecycle import (
     seed_override,
 )
 from partitions import avatars, refresh_existing
-from resources.diffusion_provider import reuse_or_generate_many
 from resources.media_store import MediaStore, sha256_bytes
 from resources.providers import FaceAnalyzer, ImageGenerator, PortraitJob, SheetJob, SpeakerEncoder
 
@@ -167,24 +166,7 @@ def validated_inputs(
             if photo.problem or photo.upright is None:
                 rows.append(PhotoRow(path=photo.path, usable=False, problem=photo.problem))
                 continue
-            metrics = photo_metrics(decode_image(store.read(photo.upright)))
-            row = PhotoRow(
-                path=photo.path,
-                usable=False,
-                problem=None,
-                width=metrics.width,
-                height=metrics.height,
-                face_count=metrics.face_count,
-                face_box=metrics.face_box,
-                face_fraction=metrics.face_fraction,
-                sharpness=metrics.sharpness,
-                exposure=metrics.exposure,
-                clipped_fraction=metrics.clipped_fraction,
-                colour_cast=metrics.colour_cast,
-                eye_angle_deg=metrics.eye_angle_deg,
-            )
-            problem = rules.photo_problem(row)
-            rows.append(row.model_copy(update={"usable": problem is None, "problem": problem}))
+            rows.append(rules.photo_row(photo.path, photo_metrics(decode_image(store.read(photo.upright)))))
         import pandas as pd  # not at definitions load: every run launch pays for imports
 
         table = pd.DataFrame([row.model_dump() for row in rows])
@@ -193,7 +175,7 @@ def validated_inputs(
             avatar_id=source_upload.avatar_id,
             rows=rows,
             table=table_ref,
-            best_photo=best_photo(rows),
+            best_photo=rules.best_photo(rows),
             consent_scopes=list(source_upload.manifest.consent.scopes),
         )
 
@@ -212,17 +194,6 @@ def validated_inputs(
             "photo_table": dg.MetadataValue.md(photo_table_markdown(record.rows)),
         },
     )
-
-
-def best_photo(rows: list[PhotoRow]) -> str | None:
-    """Largest sharp face among usable photos; exposure nearest mid-grey breaks ties."""
-    usable = [row for row in rows if row.usable]
-    if not usable:
-        return None
-    return max(
-        usable,
-        key=lambda r: (round(r.face_fraction or 0, 2), r.sharpness or 0, -abs((r.exposure or 0.5) - 0.5)),
-    ).path
 
 
 def photo_table_markdown(rows: list[PhotoRow]) -> str:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from avatar_assets.contracts import PhotoRow, VoiceMetricsModel
+
+if TYPE_CHECKING:  # media.faces loads OpenCV, and the checks import these rules at definitions load
+    from avatar_assets.media.faces import PhotoMetrics
 
 FACE_FRACTION = (0.05, 0.80)  # face box height / image height
 MIN_FACE_PIXELS = 48
@@ -37,6 +42,38 @@ def photo_problem(row: PhotoRow) -> str | None:
     if row.exposure is not None and not EXPOSURE[0] <= row.exposure <= EXPOSURE[1]:
         return f"exposure {row.exposure:.2f} out of range {EXPOSURE[0]}-{EXPOSURE[1]}"
     return None
+
+
+def photo_row(path: str, metrics: PhotoMetrics) -> PhotoRow:
+    """A decoded photo's measurements, judged: usable, or why not."""
+    row = PhotoRow(
+        path=path,
+        usable=False,
+        problem=None,
+        width=metrics.width,
+        height=metrics.height,
+        face_count=metrics.face_count,
+        face_box=metrics.face_box,
+        face_fraction=metrics.face_fraction,
+        sharpness=metrics.sharpness,
+        exposure=metrics.exposure,
+        clipped_fraction=metrics.clipped_fraction,
+        colour_cast=metrics.colour_cast,
+        eye_angle_deg=metrics.eye_angle_deg,
+    )
+    problem = photo_problem(row)
+    return row.model_copy(update={"usable": problem is None, "problem": problem})
+
+
+def best_photo(rows: list[PhotoRow]) -> str | None:
+    """Largest sharp face among usable photos; exposure nearest mid-grey breaks ties."""
+    usable = [row for row in rows if row.usable]
+    if not usable:
+        return None
+    return max(
+        usable,
+        key=lambda r: (round(r.face_fraction or 0, 2), r.sharpness or 0, -abs((r.exposure or 0.5) - 0.5)),
+    ).path
 
 
 def voice_problems(metrics: VoiceMetricsModel) -> list[str]:

@@ -58,6 +58,14 @@ def cover_resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(resized[y0:y0 + h, x0:x0 + w])
 
 
+def exact_resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Scale to exactly `size` (w, h): area averaging when shrinking, cubic when growing."""
+    if (image.shape[1], image.shape[0]) == size:
+        return image
+    shrinking = size[0] < image.shape[1]
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
+
+
 def _transform_box(box: Box, scale: float, dx: float, dy: float, size: tuple[int, int]) -> Box | None:
     """Map a box into the output and clip it to the frame; None if nothing of it is visible."""
     x, y, w, h = box

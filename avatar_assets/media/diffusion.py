@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import math
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -87,6 +88,25 @@ class GenerationSettings:
             value = getattr(self, name)
             if value is not None and (value < 8 or value % 8):
                 raise ValueError(f"{name} must be a positive multiple of 8, got {value}")
+
+
+def img2img_steps(steps: int, strength: float) -> int:
+    """Enough steps that img2img runs at least one denoising step (steps * strength >= 1)."""
+    steps = max(steps, math.ceil(1.0 / strength))
+    while int(steps * strength) < 1:
+        steps += 1
+    return steps
+
+
+def model_size(size: tuple[int, int], long_side: int) -> tuple[int, int]:
+    """`size`'s aspect ratio at `long_side`, both sides multiples of 8 (what the UNet accepts)."""
+    width, height = size
+    scale = long_side / max(width, height)
+    return _multiple_of_8(width * scale), _multiple_of_8(height * scale)
+
+
+def _multiple_of_8(value: float) -> int:
+    return max(8, int(value / 8.0 + 0.5) * 8)  # half up (round() would go to even: 36 -> 32)
 
 
 @dataclass(frozen=True)

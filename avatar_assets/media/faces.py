@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 
@@ -282,26 +281,3 @@ def photo_metrics(rgb: np.ndarray) -> PhotoMetrics:
         colour_cast=colour_cast(rgb),
         eye_angle_deg=None if face is None else face.eye_angle_deg,
     )
-
-
-def _photo_score(m: PhotoMetrics) -> float:
-    """Equal-weight sum of 0..1 scores for framing, focus, exposure and colour."""
-    framing = min(m.face_fraction / 0.8, 1.0)
-    focus = min(math.log1p(m.sharpness) / math.log1p(1000.0), 1.0)
-    exposure_error = max(0.45 - m.exposure, m.exposure - 0.55, 0.0)
-    exposure = 1.0 - min(exposure_error / 0.3, 1.0)
-    colour = 1.0 - min(m.colour_cast / 20.0, 1.0)
-    return framing + focus + exposure + colour
-
-
-def choose_best_photo(metrics: Sequence[PhotoMetrics]) -> int | None:
-    """Index of the best single-face photo; faces framed at 5-80 % always beat those outside it."""
-    candidates = [i for i, m in enumerate(metrics) if m.face_count == 1]
-    if not candidates:
-        return None
-
-    def key(i: int) -> tuple[bool, float, int]:
-        m = metrics[i]
-        return (0.05 <= m.face_fraction <= 0.80, _photo_score(m), -i)
-
-    return max(candidates, key=key)

@@ -230,7 +230,8 @@ def replace_background(
     return np.clip(composite + 0.5, 0, 255).astype(np.uint8), mask
 
 
-def _nearest_face(found: list[Face], expected: Face) -> Face | None:
+def nearest_face(found: list[Face], expected: Face) -> Face | None:
+    """The found face closest to where `expected` is, within half its width: the same face after an edit."""
     ex, ey = expected.centre
     close = [f for f in found if math.hypot(f.centre[0] - ex, f.centre[1] - ey) < 0.5 * expected.w]
     return min(close, key=lambda f: math.hypot(f.centre[0] - ex, f.centre[1] - ey), default=None)
@@ -258,7 +259,7 @@ def make_neutral_portrait(rgb: np.ndarray, face: Face, *, size: int = 1024) -> N
     expected = transform.map_face(face)
     balanced = normalize_colour(aligned)
     composite, mask = replace_background(balanced, expected)
-    redetected = _nearest_face(detect_faces(composite, min_size=size // 8), expected)
+    redetected = nearest_face(detect_faces(composite, min_size=size // 8), expected)
     found = redetected or expected
     return NeutralPortrait(
         rgb=composite,
@@ -271,26 +272,3 @@ def make_neutral_portrait(rgb: np.ndarray, face: Face, *, size: int = 1024) -> N
         face_redetected=redetected is not None,
         landmarks=None if landmarks is None else source_landmarks(composite, found),
     )
-
-
-def portrait_geometry(rgb: np.ndarray) -> dict[str, float | int | None]:
-    """Framing numbers for QA gates; offsets are signed fractions of width/height from the centre."""
-    height, width = rgb.shape[:2]
-    faces = detect_faces(rgb, min_size=max(16, min(height, width) // 16))
-    if not faces:
-        return {
-            "face_count": 0,
-            "face_offset_x": None,
-            "face_offset_y": None,
-            "face_width_fraction": None,
-            "eye_angle_deg": None,
-        }
-    face = faces[0]
-    cx, cy = face.centre
-    return {
-        "face_count": len(faces),
-        "face_offset_x": (cx - width / 2.0) / width,
-        "face_offset_y": (cy - height / 2.0) / height,
-        "face_width_fraction": face.w / width,
-        "eye_angle_deg": face.eye_angle_deg,
-    }

@@ -223,7 +223,7 @@ def _palette_strip(palette: list[RGB], width: int) -> np.ndarray:
     return strip
 
 
-def _layout(neutral: np.ndarray, variants: dict[str, np.ndarray], palette: list[RGB]) -> np.ndarray:
+def layout_sheet(neutral: np.ndarray, variants: dict[str, np.ndarray], palette: list[RGB]) -> np.ndarray:
     """Neutral large on the left, variants in a two-column labelled grid, palette strip below."""
     tiles = [
         _label(cv2.resize(image, (TILE, TILE), interpolation=cv2.INTER_AREA), name) for name, image in variants.items()
@@ -277,7 +277,7 @@ def make_character_sheet(portrait: NeutralPortrait, *, seed: int = 0) -> Charact
         "seed": seed,
     }
     return CharacterSheet(
-        sheet_rgb=_layout(portrait.rgb, variants, palette),
+        sheet_rgb=layout_sheet(portrait.rgb, variants, palette),
         variants=variants,
         palette=palette,
         geometry=geometry,

@@ -1,25 +1,27 @@
-"""The talking-head timeline: scene keyframes animated by per-frame face controls.
+"""The talking-head timeline: scene keyframes animated by per-frame face controls, and measured back.
 
 Controls are a (frames, 8) array for the landmark mesh (`face_motion`), or a (frames,) mouth openness for
 the fallback animation (`lipsync.animate_mouth`, used when a scene has no landmarks). Lip sync and
 stitching both render frames through `scene_frame_source`, so the stitched video shows exactly the frames
-the lip-sync gate measured.
+the lip-sync gate measured (`lip_sync_measurements`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
 
 from avatar_assets.media.face_motion import build_rig
-from avatar_assets.media.lipsync import animate_mouth
+from avatar_assets.media.lipsync import animate_mouth, estimate_lag_frames, mouth_motion, speech_envelope
 from avatar_assets.media.video import ken_burns
 
 Box = tuple[int, int, int, int]
 PUSH_IN = 0.03  # slow zoom over an avatar scene, about the mouth, so the mouth box stays put
+SILENCE_MARGIN_S = 0.1  # frames this close to a word are neither speech nor silence (coarticulation)
 
 
 def push_in(frame: np.ndarray, anchor: tuple[float, float], amount: float) -> np.ndarray:
@@ -93,3 +95,40 @@ def scene_of_frame(tracks: Sequence[SceneTrack], total: int, fps: float) -> np.n
     starts = np.array([track.start_s for track in tracks])
     times = np.arange(total) / fps
     return np.clip(np.searchsorted(starts, times + 1e-9, side="right") - 1, 0, len(tracks) - 1)
+
+
+def lip_sync_measurements(frames: Iterable[np.ndarray], tracks: Sequence[SceneTrack], words: Sequence[Any],
+                          samples: np.ndarray, sample_rate: int, fps: float, total: int) -> tuple[int, float, float]:
+    """(lag in frames, mouth motion in silences, mouth motion in speech) of rendered frames, measured
+    against the audio: speech and silence come from the word timings (`start_s`, `end_s`), never from the
+    openness that drove the mouth, so a mouth that moves in a pause is seen moving in silence."""
+    centres = (np.arange(total) + 0.5) / fps
+    spoken, near = np.zeros(total, bool), np.zeros(total, bool)
+    for word in words:
+        spoken |= (centres >= word.start_s) & (centres < word.end_s)
+        near |= (centres >= word.start_s - SILENCE_MARGIN_S) & (centres < word.end_s + SILENCE_MARGIN_S)
+    motion = measured_mouth_motion(frames, tracks, total, fps, rest_from=~near)
+    envelope = speech_envelope(samples, sample_rate, fps, total)
+    talking = ~np.isnan(motion)
+    silent, speaking = talking & ~near, talking & spoken
+    return (
+        estimate_lag_frames(np.nan_to_num(motion), np.where(talking, envelope, 0.0)),
+        float(np.mean(motion[silent])) if silent.any() else 0.0,
+        float(np.mean(motion[speaking])) if speaking.any() else 0.0,
+    )
+
+
+def measured_mouth_motion(frames: Iterable[np.ndarray], tracks: Sequence[SceneTrack], total: int, fps: float,
+                          rest_from: np.ndarray | None = None) -> np.ndarray:
+    """Mouth motion per frame measured on decoded video, NaN where no mouth is on screen (b-roll).
+    `rest_from` marks the frames (silences) whose median is each scene's rest pose."""
+    frames = list(frames)[:total]
+    owner = scene_of_frame(tracks, len(frames), fps)
+    motion = np.full(total, np.nan, np.float32)
+    for index, track in enumerate(tracks):
+        members = np.flatnonzero(owner == index)
+        if track.mouth_box is None or not len(members):
+            continue
+        rest = None if rest_from is None else rest_from[members]
+        motion[members] = mouth_motion([frames[i] for i in members], track.mouth_box, rest_from=rest)
+    return motion

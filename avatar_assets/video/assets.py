@@ -11,26 +11,20 @@ import numpy as np
 
 from avatar_assets import settings
 from avatar_assets.contracts import (
-    ASPECT_SIZE,
-    PLATFORM_ASPECT,
     BackgroundsRecord,
     CharacterSheetRecord,
     IdentityBundleRecord,
     LipSyncRecord,
     NeutralImageRecord,
     OutputPackageRecord,
-    OutputRequest,
     PhonemeTimingModel,
     Record,
-    Rendition,
-    RightsManifest,
     Scene,
     SceneAsset,
     SceneAssetsRecord,
     ScriptRecord,
     SourceUploadRecord,
     SpeechRecord,
-    StageProvenance,
     StoryboardRecord,
     Token,
     VideoQAModel,
@@ -38,7 +32,7 @@ from avatar_assets.contracts import (
     VoiceProfileRecord,
     WordTimingModel,
 )
-from avatar_assets.pipeline.caching import content_key, reuse_or_compute
+from avatar_assets.pipeline.caching import content_key, reuse_or_compute, reuse_or_generate
 from avatar_assets.pipeline.lifecycle import PROVIDER_RETRIES, emits_lifecycle, progress, recorded, seed_override
 from avatar_assets.video import gates
 from avatar_assets.video.requests import REQUEST_TAG, RequestError, accepted_request
@@ -214,6 +208,7 @@ def speech(
     from avatar_assets.media.audio import clipping_fraction, encode_wav, integrated_lufs, longest_silence_s
     from avatar_assets.media.captions import to_srt, to_vtt
     from avatar_assets.media.script import ssml_with_spans, voice_language
+    from avatar_assets.media.timings import display_timings, scene_boundaries
     from avatar_assets.media.tts import WordTiming, voice_for_f0
 
     settings_ = script.request.voice
@@ -231,10 +226,11 @@ def speech(
         synthesis = tts.synthesize(script.ssml, voice=voice, pitch=pitch, rate_wpm=settings_.rate_wpm)
         tokens = [token for sentence in script.sentences for token in sentence]
         _, spans = ssml_with_spans([tokens])
-        words = display_timings(tokens, synthesis.words, spans)
+        timed = display_timings(tokens, synthesis.words, spans)
         duration = len(synthesis.samples) / synthesis.sample_rate
-        scene_times = scene_boundaries(storyboard.scenes, words, duration)
-        caption_words = [WordTiming(w.word, w.start_s, w.end_s, 0) for w in words]
+        scene_times = scene_boundaries([scene.tokens[0] for scene in storyboard.scenes], timed, duration)
+        words = [WordTimingModel(word=w.word, start_s=w.start_s, end_s=w.end_s) for w in timed]
+        caption_words = [WordTiming(w.word, w.start_s, w.end_s, 0) for w in timed]
         return SpeechRecord(
             avatar_id=script.avatar_id,
             slug=script.slug,
@@ -277,44 +273,6 @@ def speech(
     )
 
 
-def display_timings(tokens: list[Token], spoken_words, spans: list[tuple[int, int]] | None = None) -> list[WordTimingModel]:
-    """Map the synthesiser's spoken words back onto the script's display words (overrides may span words).
-
-    With `spans` (each token's place in the SSML) words are matched by text offset: a token gets the
-    words that start inside it, and a token the synthesiser folded into the word before it ("Tom &",
-    "Hello —") shares that word's timing, so every display word keeps its own place in the captions.
-    """
-    if spans is not None and spoken_words:
-        timings = []
-        for token, (start, end) in zip(tokens, spans):
-            inside = [w for w in spoken_words if start <= w.text_offset < end]
-            if not inside:
-                before = [w for w in spoken_words if w.text_offset < start]
-                inside = [before[-1] if before else spoken_words[0]]
-            timings.append(WordTimingModel(word=token.display, start_s=inside[0].start_s, end_s=inside[-1].end_s))
-        return timings
-    timings, cursor = [], 0
-    for token in tokens:
-        count = max(1, len(token.spoken.split()))
-        span = spoken_words[cursor : cursor + count]
-        cursor += count
-        if not span:
-            break
-        timings.append(WordTimingModel(word=token.display, start_s=span[0].start_s, end_s=span[-1].end_s))
-    return timings
-
-
-def scene_boundaries(scenes: list[Scene], words: list[WordTimingModel], duration: float) -> list[tuple[float, float]]:
-    """Scene i starts where its first word starts (the first scene at 0) and ends where the next starts."""
-    starts = [0.0]
-    for scene in scenes[1:]:
-        index = min(scene.tokens[0], len(words) - 1)
-        previous_end = words[index - 1].end_s if index > 0 else 0.0
-        starts.append(round((previous_end + words[index].start_s) / 2, 4))
-    ends = [*starts[1:], round(duration, 4)]
-    return list(zip(starts, ends))
-
-
 # --------------------------------------------------------------------------- backgrounds
 
 
@@ -328,7 +286,6 @@ def backgrounds(
     script: ScriptRecord, source_upload: SourceUploadRecord,
 ) -> dg.Output[BackgroundsRecord]:
     from avatar_assets.media.images import encode_png, thumbnail_markdown
-    from resources.diffusion_provider import reuse_or_generate
 
     preset = source_upload.manifest.style.preset
     prompts = [scene.background_prompt for scene in storyboard.scenes]
@@ -373,6 +330,7 @@ def scene_assets(
     character_sheet: CharacterSheetRecord,
 ) -> dg.Output[SceneAssetsRecord]:
     from avatar_assets.media.compose import composite_shot, contact_sheet
+    from avatar_assets.media.cutout import pose_cutout
     from avatar_assets.media.images import decode_image, encode_png, thumbnail_markdown
     from avatar_assets.media.landmarks import FaceLandmarks
 
@@ -383,9 +341,10 @@ def scene_assets(
         for scene, (start, end), background_ref in zip(storyboard.scenes, speech.scene_times, backgrounds.images):
             avatar, avatar_mask, face_box, points = neutral, mask, neutral_image.face_box, neutral_image.landmarks
             if scene.variant != "neutral" and scene.variant in character_sheet.variants:
-                avatar, avatar_mask, face_box, points = pose_variant(
-                    store, character_sheet, scene.variant, neutral, mask, face_box, points
-                )
+                variant = decode_image(store.read(character_sheet.variants[scene.variant]))
+                cutout = pose_cutout(variant, with_landmarks=bool(points))
+                if cutout is not None:
+                    avatar, avatar_mask, face_box, points = cutout
             shot = composite_shot(
                 decode_image(store.read(background_ref)), avatar, avatar_mask,
                 shot=scene.shot, out_size=tuple(storyboard.master_size), face_box=face_box,
@@ -423,28 +382,6 @@ def scene_assets(
     )
 
 
-def pose_variant(store, sheet: CharacterSheetRecord, variant: str, neutral, mask, face_box, landmarks):
-    """A character-sheet variant as the avatar: its own face box and landmarks, keyed out of the sheet backdrop."""
-    import cv2
-
-    from avatar_assets.media.faces import detect_faces
-    from avatar_assets.media.images import decode_image
-    from avatar_assets.media.portrait import source_landmarks
-
-    image = decode_image(store.read(sheet.variants[variant]))
-    faces = detect_faces(image)
-    if not faces:
-        return neutral, mask, face_box, landmarks
-    # Variants share the neutral backdrop colour: key it out against the sheet's corner.
-    backdrop = image[2, 2].astype(np.int16)
-    distance = np.abs(image.astype(np.int16) - backdrop).sum(axis=2)
-    variant_mask = np.where(distance > 24, 255, 0).astype(np.uint8)
-    variant_mask = cv2.morphologyEx(variant_mask, cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))
-    face = faces[0]
-    found = source_landmarks(image, face) if landmarks else None
-    return image, variant_mask, (face.x, face.y, face.w, face.h), found.as_list() if found else None
-
-
 # --------------------------------------------------------------------------- lip sync
 
 
@@ -459,7 +396,7 @@ def lip_sync(
     script: ScriptRecord,
 ) -> dg.Output[LipSyncRecord]:
     from avatar_assets.media.audio import load_wav
-    from avatar_assets.media.talking_head import frame_count, render_frames
+    from avatar_assets.media.talking_head import frame_count, lip_sync_measurements, render_frames
     from avatar_assets.media.video import encode_frames, read_frames
 
     fps = scene_assets.fps
@@ -491,7 +428,7 @@ def lip_sync(
                 path=path, crf=video.crf, preset=video.preset,
             )
             lag, in_silence, in_speech = lip_sync_measurements(
-                read_frames(path, gray=True), scene_assets, speech.words, audio.samples, audio.sample_rate, fps, total
+                read_frames(path, gray=True), tracks, speech.words, audio.samples, audio.sample_rate, fps, total
             )
             ref = store.put_file(path, "mp4", "video/mp4")
         buffer = io.BytesIO()
@@ -547,65 +484,7 @@ def scene_tracks(store: MediaStore, scene_assets: SceneAssetsRecord):
     ]
 
 
-SILENCE_MARGIN_S = 0.1  # frames this close to a word are neither speech nor silence (coarticulation)
-
-
-def lip_sync_measurements(frames, scene_assets: SceneAssetsRecord, words, samples, sample_rate: int, fps: float,
-                          total: int) -> tuple[int, float, float]:
-    """(lag in frames, mouth motion in silences, mouth motion in speech) of rendered frames, measured
-    against the audio: speech and silence come from the word timings, never from the openness that drove
-    the mouth, so a mouth that moves in a pause is seen moving in silence."""
-    from avatar_assets.media.lipsync import estimate_lag_frames, speech_envelope
-
-    centres = (np.arange(total) + 0.5) / fps
-    spoken, near = np.zeros(total, bool), np.zeros(total, bool)
-    for word in words:
-        spoken |= (centres >= word.start_s) & (centres < word.end_s)
-        near |= (centres >= word.start_s - SILENCE_MARGIN_S) & (centres < word.end_s + SILENCE_MARGIN_S)
-    motion = measured_mouth_motion(frames, scene_assets, total, fps, rest_from=~near)
-    envelope = speech_envelope(samples, sample_rate, fps, total)
-    talking = ~np.isnan(motion)
-    silent, speaking = talking & ~near, talking & spoken
-    return (
-        estimate_lag_frames(np.nan_to_num(motion), np.where(talking, envelope, 0.0)),
-        float(np.mean(motion[silent])) if silent.any() else 0.0,
-        float(np.mean(motion[speaking])) if speaking.any() else 0.0,
-    )
-
-
-def measured_mouth_motion(frames, scene_assets: SceneAssetsRecord, total: int, fps: float,
-                          rest_from: np.ndarray | None = None) -> np.ndarray:
-    """Mouth motion per frame measured on decoded video, NaN where no mouth is on screen (b-roll).
-    `rest_from` marks the frames (silences) whose median is each scene's rest pose."""
-    from avatar_assets.media.lipsync import mouth_motion
-    from avatar_assets.media.talking_head import SceneTrack, scene_of_frame
-
-    frames = list(frames)[:total]
-    tracks = [SceneTrack(s.start_s, s.end_s, np.zeros((1, 1, 3), np.uint8), s.mouth_box) for s in scene_assets.scenes]
-    owner = scene_of_frame(tracks, len(frames), fps)
-    motion = np.full(total, np.nan, np.float32)
-    for index, scene in enumerate(scene_assets.scenes):
-        members = np.flatnonzero(owner == index)
-        if scene.mouth_box is None or not len(members):
-            continue
-        rest = None if rest_from is None else rest_from[members]
-        motion[members] = mouth_motion([frames[i] for i in members], scene.mouth_box, rest_from=rest)
-    return motion
-
-
 # --------------------------------------------------------------------------- stitched and enhanced video
-
-
-def measure_video(path: Path, expected_size, fps: int, audio_duration: float) -> VideoQAModel:
-    from avatar_assets.media.video_qa import analyse_video
-
-    qa = analyse_video(path, expected_fps=fps, expected_size=tuple(expected_size))
-    return VideoQAModel(
-        width=qa.width, height=qa.height, fps=qa.fps, frame_count=qa.frame_count, duration_s=qa.duration_s,
-        audio_duration_s=qa.audio_duration_s, has_audio=qa.has_audio, longest_black_s=qa.longest_black_s,
-        longest_frozen_s=qa.longest_frozen_s, loudness_lufs=qa.loudness_lufs,
-        video_codec=qa.video_codec, audio_codec=qa.audio_codec,
-    )
 
 
 def video_metadata(record: VideoRecord, store: MediaStore) -> dict:
@@ -640,6 +519,7 @@ def stitched_video(
     from avatar_assets.media.talking_head import scene_frame_source
     from avatar_assets.media.tts import WordTiming
     from avatar_assets.media.video import SceneClip, stitch_scenes
+    from avatar_assets.media.video_qa import analyse_video
 
     def compute() -> VideoRecord:
         audio = load_wav(store.read(speech.audio))
@@ -655,7 +535,10 @@ def stitched_video(
                 progress=progress(context, "stitching"),
                 caption_avoid=[tuple(s.mouth_box) for s in scene_assets.scenes if s.mouth_box],
             )
-            qa = measure_video(path, scene_assets.master_size, lip_sync.fps, speech.duration_s)
+            qa = VideoQAModel.model_validate(
+                analyse_video(path, expected_fps=lip_sync.fps, expected_size=tuple(scene_assets.master_size)),
+                from_attributes=True,
+            )
             ref = store.put_file(path, "mp4", "video/mp4")
         return VideoRecord(
             avatar_id=lip_sync.avatar_id, slug=lip_sync.slug, stage="stitched_video", video=ref, qa=qa,
@@ -690,6 +573,7 @@ def enhanced_video(
     from avatar_assets.media.audio import normalize_loudness
     from avatar_assets.media.enhance import enhance_frame
     from avatar_assets.media.video import encode_frames, read_audio, read_frames
+    from avatar_assets.media.video_qa import analyse_video
     from avatar_assets.media.watermark import embed_watermark
 
     payload = hashlib.sha256(f"{stitched_video.avatar_id}|{stitched_video.slug}".encode()).digest()[:8]
@@ -712,7 +596,10 @@ def enhanced_video(
             size = (stitched_video.qa.width, stitched_video.qa.height)
             encode_frames(frames(), fps=stitched_video.expected_fps, size=size, audio=(levelled, 48000), path=path,
                           crf=video.crf, preset=video.preset)
-            qa = measure_video(path, stitched_video.expected_size, stitched_video.expected_fps, speech.duration_s)
+            qa = VideoQAModel.model_validate(
+                analyse_video(path, expected_fps=stitched_video.expected_fps, expected_size=tuple(stitched_video.expected_size)),
+                from_attributes=True,
+            )
             ref = store.put_file(path, "mp4", "video/mp4")
         return VideoRecord(
             avatar_id=stitched_video.avatar_id, slug=stitched_video.slug, stage="enhanced_video", video=ref, qa=qa,
@@ -749,81 +636,23 @@ def output_package(
     source_upload: SourceUploadRecord,
     identity_bundle: IdentityBundleRecord,
 ) -> dg.Output[OutputPackageRecord]:
-    from datetime import UTC, datetime
+    from avatar_assets.media.images import thumbnail_markdown
+    from avatar_assets.video.packaging import PackageSources, build_package
 
-    from avatar_assets.media.images import encode_png, thumbnail_markdown
-    from avatar_assets.media.video import poster_frame, transcode_for_platform
-
-    request: OutputRequest = script.request
-    folder = f"packages/{script.avatar_id}/{script.slug}"
-    source = store.local_path(enhanced_video.video)
-    master_aspect = request.renditions()[0]
-    renditions = []
+    sources = PackageSources(
+        script=script, storyboard=storyboard, speech=speech, backgrounds=backgrounds, scene_assets=scene_assets,
+        lip_sync=lip_sync, stitched_video=stitched_video, enhanced_video=enhanced_video,
+        source_upload=source_upload, identity_bundle=identity_bundle,
+    )
     with scratch_dir(context) as tmp:
-        for aspect in request.renditions():
-            width, height = ASPECT_SIZE[aspect]
-            context.log.info(f"packaging {aspect} at {width}x{height}")
-            path = Path(tmp) / f"video_{aspect.replace(':', 'x')}.mp4"
-            transcode_for_platform(source, width=width, height=height, path=path,
-                                   fit="cover" if aspect == master_aspect else "pad", crf=video.crf, preset=video.preset)
-            ref = store.put_file(path, "mp4", "video/mp4")
-            store.copy_to(ref, f"{folder}/{path.name}")
-            platforms = [p for p in request.platforms if PLATFORM_ASPECT[p] == aspect]
-            renditions.append(Rendition(aspect_ratio=aspect, platforms=platforms, width=width, height=height, video=ref))
-    poster_rgb = poster_frame(source, enhanced_video.qa.duration_s / 3)
-    poster = store.put_bytes(encode_png(poster_rgb), "png", "image/png")
-    store.copy_to(poster, f"{folder}/poster.png")
-    store.copy_to(speech.captions_srt, f"{folder}/captions.srt")
-    store.copy_to(speech.captions_vtt, f"{folder}/captions.vtt")
-    manifest = RightsManifest(
-        avatar_id=script.avatar_id,
-        slug=script.slug,
-        created_at=datetime.now(UTC),
-        creator_id=source_upload.manifest.creator_id,
-        consent=identity_bundle.consent,
-        source_bundle_sha256=source_upload.bundle_sha256,
-        source_files={p.path: p.original.sha256 for p in source_upload.photos}
-        | ({source_upload.voice.path: source_upload.voice.original.sha256} if source_upload.voice else {}),
-        request_sha256=script.request_sha256,
-        stages=[
-            *[StageProvenance(asset=part.asset, record_sha256=part.record_hash, providers=part.providers) for part in identity_bundle.parts],
-            StageProvenance(asset="script", record_sha256=script.content_hash(), providers=[]),
-            StageProvenance(asset="storyboard", record_sha256=storyboard.content_hash(), providers=[],
-                            prompts=[s.background_prompt for s in storyboard.scenes]),
-            StageProvenance(asset="speech", record_sha256=speech.content_hash(), providers=[speech.provider]),
-            StageProvenance(asset="backgrounds", record_sha256=backgrounds.content_hash(), providers=[backgrounds.provider],
-                            prompts=backgrounds.prompts),
-            StageProvenance(asset="scene_assets", record_sha256=scene_assets.content_hash(), providers=[]),
-            StageProvenance(asset="lip_sync", record_sha256=lip_sync.content_hash(), providers=[lip_sync.provider]),
-            StageProvenance(asset="stitched_video", record_sha256=stitched_video.content_hash(), providers=[stitched_video.provider]),
-            StageProvenance(asset="enhanced_video", record_sha256=enhanced_video.content_hash(), providers=[enhanced_video.provider]),
-        ],
-        outputs={
-            **{f"video_{r.aspect_ratio.replace(':', 'x')}.mp4": r.video.sha256 for r in renditions},
-            "poster.png": poster.sha256,
-            "captions.srt": speech.captions_srt.sha256,
-            "captions.vtt": speech.captions_vtt.sha256,
-        },
-    )
-    manifest_ref = store.put_bytes(manifest.model_dump_json(indent=2).encode(), "json", "application/json")
-    store.copy_to(manifest_ref, f"{folder}/rights_manifest.json")
-    # A re-render that drops a rendition (the request changed) must not leave the old file in the folder.
-    keep = {f"{folder}/{name}" for name in [*manifest.outputs, "rights_manifest.json"]}
-    for stale in [key for key in store.list_keys(f"{folder}/") if key not in keep]:
-        context.log.info(f"removing {stale}: no longer part of the package")
-        store.delete_key(stale)
-    record = OutputPackageRecord(
-        avatar_id=script.avatar_id, slug=script.slug, renditions=renditions, poster=poster,
-        captions_srt=speech.captions_srt, captions_vtt=speech.captions_vtt, rights_manifest=manifest_ref,
-        folder=folder,
-    )
+        record, poster_rgb = build_package(store, video, sources, Path(tmp), context.log)
     return recorded(
         record,
         {
             "folder": dg.MetadataValue.path(store.uri(record.folder)),
             "poster": dg.MetadataValue.md(thumbnail_markdown(poster_rgb, max_side=320, alt="poster")),
-            "renditions": ", ".join(f"{r.aspect_ratio} {r.width}x{r.height}" for r in renditions),
-            "rights_manifest": dg.MetadataValue.path(store.uri(manifest_ref)),
+            "renditions": ", ".join(f"{r.aspect_ratio} {r.width}x{r.height}" for r in record.renditions),
+            "rights_manifest": dg.MetadataValue.path(store.uri(record.rights_manifest)),
         },
     )
 

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from avatar_assets.media.faces import Face, PhotoMetrics, choose_best_photo, colour_cast, detect_faces, photo_metrics
+from avatar_assets.media.faces import Face, colour_cast, detect_faces, photo_metrics
 
 
 def _paste_scaled(rgb: np.ndarray, face_height: float, canvas_shape: tuple[int, int]) -> np.ndarray:
@@ -110,28 +110,3 @@ def test_metrics_rows_build_a_table(astronaut_rgb: np.ndarray) -> None:
     assert {"width", "height", "face_count", "face_x", "face_h", "sharpness", "colour_cast"} <= set(table.columns)
     assert table.loc[0, "face_x"] == pytest.approx(178, abs=8)
     assert table.loc[1, "width"] == 80 and pd.isna(table.loc[1, "face_x"])
-
-
-def _metrics(
-    face_count: int = 1, face_fraction: float = 0.3, sharpness: float = 200.0, exposure: float = 0.5, cast: float = 2.0
-) -> PhotoMetrics:
-    box = (10, 10, 50, 50) if face_count else None
-    return PhotoMetrics(640, 480, face_count, box, face_fraction, sharpness, exposure, 0.0, cast, 0.0)
-
-
-def test_choose_best_photo_on_real_photos(astronaut_rgb: np.ndarray) -> None:
-    two = np.concatenate([astronaut_rgb, astronaut_rgb], axis=1)
-    blurred = cv2.GaussianBlur(astronaut_rgb, (0, 0), 3.0)
-    candidates = [np.full((200, 200, 3), 128, np.uint8), two, blurred, astronaut_rgb]
-    assert choose_best_photo([photo_metrics(image) for image in candidates]) == 3
-
-
-def test_choose_best_photo_preferences() -> None:
-    assert choose_best_photo([]) is None
-    assert choose_best_photo([_metrics(face_count=0), _metrics(face_count=2)]) is None
-    assert choose_best_photo([_metrics(face_fraction=0.9), _metrics(face_fraction=0.2)]) == 1
-    assert choose_best_photo([_metrics(face_fraction=0.2), _metrics(face_fraction=0.4)]) == 1
-    assert choose_best_photo([_metrics(sharpness=20), _metrics(sharpness=400)]) == 1
-    assert choose_best_photo([_metrics(exposure=0.2), _metrics(exposure=0.5)]) == 1
-    assert choose_best_photo([_metrics(cast=15), _metrics(cast=1)]) == 1
-    assert choose_best_photo([_metrics(), _metrics()]) == 0

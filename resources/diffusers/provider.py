@@ -1,12 +1,9 @@
-"""The diffusers-backed image provider: `ImageGenerator` with a real model behind the same interface.
-
-Selected by configuration (`resources.wiring.image_generator`): `AVATAR_IMAGE_PROVIDER=diffusers` and
-`AVATAR_DIFFUSERS_MODEL=<local diffusers folder>`; see `DiffusersImageGenerator.from_env` for the rest.
-Weights are only ever read from local folders (`local_files_only=True` in `DiffusionGenerator`).
+"""`DiffusersImageGenerator`: the classical results are the model's img2img inits, so framing and
+backdrop stay what the later stages expect.
 
 - `neutral_image`: the classical aligned crop (the classical neutral portrait) is the img2img init, at
   the preset's low portrait strength; the result is composited back onto the neutral backdrop with the
-  classical person mask, so framing and backdrop stay what the later stages expect.
+  classical person mask.
 - `character_sheet`: six variants (front, three-quarter left/right, profile, smiling, neutral
   lighting), each an img2img of the matching classical variant (the classical warp supplies the pose),
   all with ONE seed so they share their noise, in one batched call per strength. The sheet keeps the
@@ -15,42 +12,35 @@ Weights are only ever read from local folders (`local_files_only=True` in `Diffu
 - `backgrounds`: text2img of the storyboard prompts plus the preset's background style, at a working
   size that fits the model, resized to the master size.
 
-Lifecycle: pipelines live in a process-wide cache keyed by (paths, device, dtype) and are loaded on
-first use, so a run process (in-process executor: every step of the run) or an `avatarops process`
-pass over many avatars loads the model once, and a run that hits the content cache never loads it.
-
 Failures: a missing or broken model folder is not retried; a failed generation is retried (batch
 size 1 from the second attempt, so an out-of-memory batch can still pass). Then either the asset fails
 with a message that names the folder, or, with `AVATAR_IMAGE_FALLBACK=classical`, the classical
 result is used and the record says so (`ProviderInfo.fallback_from="diffusers"`, the error and the
-attempts in `settings`). A fallback result is never reused from the content cache (`reuse_or_generate`).
-
-Importing this module imports neither torch nor diffusers (only `DiffusionGenerator` methods do).
+attempts in `settings`). A fallback result is never reused from the content cache
+(`avatar_assets.pipeline.caching.reuse_or_generate`).
 """
 
 from __future__ import annotations
 
-import math
 import os
-import threading
 import time
-from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import numpy as np
 
-from avatar_assets.contracts import ProviderInfo, Record
+from avatar_assets.contracts import ProviderInfo
 from avatar_assets.media.diffusion import (
     DiffusionGenerator,
     GenerationError,
     GenerationSettings,
     ModelUnavailable,
+    img2img_steps,
+    model_size,
 )
 from avatar_assets.styles import (
     FRONTAL_VARIANTS,
@@ -58,79 +48,11 @@ from avatar_assets.styles import (
     StylePreset,
     resolve_preset,
 )
+from resources.diffusers.config import FALLBACKS, fields_from_env
+from resources.diffusers.models import shared_generator
 from resources.providers import ImageGenerator, PortraitJob, SheetJob
 
 PROVIDER = "diffusers"
-FALLBACKS = ("classical",)
-_MAX_CACHED_MODELS = 2
-_BACKDROP_KEY_DISTANCE = 24  # same threshold the pose route uses to key a variant off its backdrop
-
-
-# --------------------------------------------------------------------------- process-wide model cache
-
-_cache: OrderedDict[tuple, DiffusionGenerator] = OrderedDict()
-_cache_lock = threading.Lock()
-_loads: Counter[tuple] = Counter()
-
-
-def _cache_key(model_path: str, img2img_path: str | None, text2img_path: str | None, device: str | None, dtype: str | None) -> tuple:
-    def norm(path: str | None) -> str | None:
-        return None if path is None else str(Path(path).expanduser().absolute())
-
-    return (norm(model_path), norm(img2img_path), norm(text2img_path), device or "auto", dtype or "auto")
-
-
-def shared_generator(
-    model_path: str,
-    *,
-    img2img_path: str | None = None,
-    text2img_path: str | None = None,
-    device: str | None = None,
-    dtype: str | None = None,
-) -> DiffusionGenerator:
-    """The loaded generator for this configuration, loading it on first use in this process.
-
-    A failed load (ModelUnavailable) is not cached: the next asset tries again and gets the same clear
-    error. At most two configurations stay loaded; the least recently used is dropped.
-    """
-    key = _cache_key(model_path, img2img_path, text2img_path, device, dtype)
-    with _cache_lock:
-        generator = _cache.get(key)
-        if generator is not None:
-            _cache.move_to_end(key)
-            return generator
-        generator = DiffusionGenerator(
-            key[0], img2img_path=key[1], text2img_path=key[2], device=device, dtype=dtype
-        )
-        generator.load()
-        _loads[key] += 1
-        dg.get_dagster_logger().info(
-            f"loaded diffusers model {generator.model_id} on {generator.device} ({generator.dtype}) "
-            f"in {generator.load_seconds:.2f} s"
-        )
-        _cache[key] = generator
-        while len(_cache) > _MAX_CACHED_MODELS:
-            _cache.popitem(last=False)
-        return generator
-
-
-def load_count(model_path: str | None = None) -> int:
-    """How many times this process loaded a model (for one model folder, or in total)."""
-    with _cache_lock:
-        if model_path is None:
-            return sum(_loads.values())
-        path = str(Path(model_path).expanduser().absolute())
-        return sum(count for key, count in _loads.items() if key[0] == path)
-
-
-def clear_generator_cache() -> None:
-    """Drop loaded pipelines and load counts (tests, or to pick up weights replaced on disk)."""
-    with _cache_lock:
-        _cache.clear()
-        _loads.clear()
-
-
-# --------------------------------------------------------------------------- helpers
 
 
 class _ProviderDown(Exception):
@@ -140,143 +62,11 @@ class _ProviderDown(Exception):
         self.transient = transient
 
 
-def _img2img_steps(steps: int, strength: float) -> int:
-    """Enough steps that img2img runs at least one denoising step (steps * strength >= 1)."""
-    steps = max(steps, math.ceil(1.0 / strength))
-    while int(steps * strength) < 1:
-        steps += 1
-    return steps
-
-
-def _multiple_of_8(value: float) -> int:
-    return max(8, int(value / 8.0 + 0.5) * 8)  # half up (round() would go to even: 36 -> 32)
-
-
-def _working_size(size: tuple[int, int], long_side: int) -> tuple[int, int]:
-    """The output aspect ratio at `long_side`, both sides multiples of 8 (what the UNet accepts)."""
-    width, height = size
-    scale = long_side / max(width, height)
-    return _multiple_of_8(width * scale), _multiple_of_8(height * scale)
-
-
-def _resize(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    import cv2
-
-    if (rgb.shape[1], rgb.shape[0]) == size:
-        return rgb
-    shrinking = size[0] < rgb.shape[1]
-    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
-
-
-def _onto_backdrop(rgb: np.ndarray, mask: np.ndarray, backdrop: tuple[int, int, int]) -> np.ndarray:
-    """Composite the generated person over the flat backdrop with a feathered person mask."""
-    import cv2
-
-    alpha = cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), sigmaX=max(1.0, mask.shape[0] / 512))[:, :, None]
-    plate = np.asarray(backdrop, dtype=np.float32)
-    return np.clip(rgb.astype(np.float32) * alpha + plate * (1.0 - alpha) + 0.5, 0, 255).astype(np.uint8)
-
-
-def _keyed_mask(rgb: np.ndarray, backdrop: tuple[int, int, int]) -> np.ndarray:
-    """Person mask of a classical variant: everything that is not its flat backdrop."""
-    import cv2
-
-    distance = np.abs(rgb.astype(np.int16) - np.asarray(backdrop, dtype=np.int16)).sum(axis=2)
-    mask = np.where(distance > _BACKDROP_KEY_DISTANCE, 255, 0).astype(np.uint8)
-    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))
-    return cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((9, 9), np.uint8))
-
-
-def _nearest_face(rgb: np.ndarray, expected, min_size: int):
-    from avatar_assets.media.faces import detect_faces
-
-    ex, ey = expected.centre
-    close = [f for f in detect_faces(rgb, min_size=min_size) if math.hypot(f.centre[0] - ex, f.centre[1] - ey) < 0.5 * expected.w]
-    return min(close, key=lambda f: math.hypot(f.centre[0] - ex, f.centre[1] - ey), default=None)
-
-
 def _torch_version() -> str:
     try:
         return package_version("torch")
     except PackageNotFoundError:  # pragma: no cover - torch is a dependency
         return "unknown"
-
-
-def _drop_fallback_result(store, asset_name: str, key: str, log) -> None:
-    """A fallback stands in while the configured provider is down; reusing it would keep serving the
-    stand-in after the model is back. Recomputing a fallback is cheap (classical) and, being
-    deterministic, gives the same record (no spurious staleness)."""
-    from avatar_assets.pipeline.caching import cache_path
-    from resources.records import parse_record
-
-    cache_key = cache_path(asset_name, key)
-    text = store.read_text(cache_key)
-    if text is not None:
-        provider = getattr(parse_record(text), "provider", None)
-        if provider is not None and provider.fallback_from:
-            log.info(
-                f"cached {asset_name} was made by the fallback provider {provider.provider!r}: "
-                f"trying {provider.fallback_from!r} again"
-            )
-            store.delete_key(cache_key)
-
-
-def reuse_or_generate(store, asset_name: str, key: str, compute: Callable[[], Record], log) -> tuple[Record, bool]:
-    """`reuse_or_compute`, except that a cached result made by a fallback provider is not reused."""
-    from avatar_assets.pipeline.caching import reuse_or_compute
-
-    _drop_fallback_result(store, asset_name, key, log)
-    return reuse_or_compute(store, asset_name, key, compute, log)
-
-
-def reuse_or_generate_many(
-    store, asset_name: str, keys: Mapping[str, str], generate: Callable[[list[str]], dict[str, Record]], log
-) -> dict[str, Record]:
-    """`reuse_or_generate` for many partitions ({partition: content key}): the misses are generated in
-    ONE call, so a generative provider batches them. `generate` may leave out partitions it could not
-    make; the caller reports those."""
-    from avatar_assets.pipeline.caching import cached, remember
-
-    records: dict[str, Record] = {}
-    for partition, key in keys.items():
-        _drop_fallback_result(store, asset_name, key, log)
-        hit = cached(store, asset_name, key, log)
-        if hit is not None:
-            records[partition] = hit
-    missing = [partition for partition in keys if partition not in records]
-    if missing:
-        for partition, record in generate(missing).items():
-            remember(store, asset_name, keys[partition], record)
-            records[partition] = record
-    return records
-
-
-def _env_int(environ: Mapping[str, str], name: str, default: int | None) -> int | None:
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError as error:
-        raise ValueError(f"{name}={raw!r}: expected an integer") from error
-
-
-def _env_float(environ: Mapping[str, str], name: str, default: float | None) -> float | None:
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return float(raw)
-    except ValueError as error:
-        raise ValueError(f"{name}={raw!r}: expected a number") from error
-
-
-def _env_path(environ: Mapping[str, str], name: str) -> str | None:
-    raw = environ.get(name, "").strip()
-    return str(Path(raw).expanduser().absolute()) if raw else None
-
-
-# --------------------------------------------------------------------------- the provider
 
 
 @dataclass(frozen=True)
@@ -317,25 +107,7 @@ class DiffusersImageGenerator(ImageGenerator):
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> DiffusersImageGenerator:
-        env = os.environ if environ is None else environ
-        fallback = env.get("AVATAR_IMAGE_FALLBACK", "").strip() or None
-        if fallback is not None and fallback not in FALLBACKS:
-            raise ValueError(f"AVATAR_IMAGE_FALLBACK={fallback!r}: expected one of {list(FALLBACKS)} or nothing")
-        resource = cls(
-            model_path=_env_path(env, "AVATAR_DIFFUSERS_MODEL"),
-            img2img_model_path=_env_path(env, "AVATAR_DIFFUSERS_IMG2IMG_MODEL"),
-            text2img_model_path=_env_path(env, "AVATAR_DIFFUSERS_TEXT2IMG_MODEL"),
-            device=env.get("AVATAR_DIFFUSERS_DEVICE", "").strip() or None,
-            dtype=env.get("AVATAR_DIFFUSERS_DTYPE", "").strip() or None,
-            fallback=fallback,
-            working_side=_env_int(env, "AVATAR_DIFFUSERS_SIZE", 512),
-            background_long_side=_env_int(env, "AVATAR_DIFFUSERS_BACKGROUND_SIZE", 768),
-            batch_size=_env_int(env, "AVATAR_DIFFUSERS_BATCH", 8),
-            retries=_env_int(env, "AVATAR_DIFFUSERS_RETRIES", 1),
-            retry_backoff_s=_env_float(env, "AVATAR_DIFFUSERS_RETRY_BACKOFF_S", 2.0),
-            steps=_env_int(env, "AVATAR_DIFFUSERS_STEPS", None),
-            guidance_scale=_env_float(env, "AVATAR_DIFFUSERS_GUIDANCE", None),
-        )
+        resource = cls(**fields_from_env(os.environ if environ is None else environ))
         resource.check_config()
         return resource
 
@@ -399,7 +171,7 @@ class DiffusersImageGenerator(ImageGenerator):
         return GenerationSettings(
             prompt=prompt,
             negative_prompt=style.negative_prompt,
-            steps=_img2img_steps(self._steps(style), strength),
+            steps=img2img_steps(self._steps(style), strength),
             guidance_scale=self._guidance(style),
             strength=strength,
             scheduler=style.scheduler,
@@ -469,6 +241,10 @@ class DiffusersImageGenerator(ImageGenerator):
 
     def neutral_portraits(self, jobs: list[PortraitJob], *, size: int = 1024):
         """img2img of each classical aligned crop; avatars of one preset share the model's batches."""
+        from avatar_assets.media.cutout import onto_backdrop
+        from avatar_assets.media.faces import detect_faces
+        from avatar_assets.media.portrait import nearest_face
+
         if not jobs:
             return []
         classical = [ImageGenerator.neutral_portrait(self, job.rgb, job.face, size=size) for job in jobs]
@@ -500,8 +276,8 @@ class DiffusersImageGenerator(ImageGenerator):
             return [self._fall_back(down, c, info, plan[0]) for (c, info), plan in zip(classical, plans, strict=True)]
         results = []
         for job, (base, _), (style, found, seed, settings), image in zip(jobs, classical, plans, generated, strict=True):
-            composite = _onto_backdrop(image, base.mask, base.backdrop_rgb)
-            redetected = _nearest_face(composite, base.face, min_size=size // 8)
+            composite = onto_backdrop(image, base.mask, base.backdrop_rgb)
+            redetected = nearest_face(detect_faces(composite, min_size=size // 8), base.face)
             portrait = replace(base, rgb=composite, face=redetected or base.face, face_redetected=redetected is not None)
             info = ProviderInfo(
                 capability="neutral_image",
@@ -585,8 +361,9 @@ class DiffusersImageGenerator(ImageGenerator):
         )
 
     def _assembled_sheet(self, job: SheetJob, plan: _SheetPlan, generated: dict[str, np.ndarray], generator):
+        from avatar_assets.media.cutout import keyed_mask, onto_backdrop
         from avatar_assets.media.faces import detect_faces
-        from avatar_assets.media.sheet import VARIANT_SIZE, CharacterSheet, _layout
+        from avatar_assets.media.sheet import VARIANT_SIZE, CharacterSheet, layout_sheet
 
         backdrop = job.portrait.backdrop_rgb
         variants: dict[str, np.ndarray] = {}
@@ -594,8 +371,8 @@ class DiffusersImageGenerator(ImageGenerator):
         for variant in SHEET_VARIANTS:
             mask = plan.masks.get(variant.init)
             if mask is None:
-                mask = _keyed_mask(plan.inits[variant.init], backdrop)
-            image = _onto_backdrop(generated[variant.name], mask, backdrop)
+                mask = keyed_mask(plan.inits[variant.init], backdrop)
+            image = onto_backdrop(generated[variant.name], mask, backdrop)
             variants[variant.name] = image
             found_faces = detect_faces(image, min_size=VARIANT_SIZE // 8)
             box = found_faces[0] if found_faces else None
@@ -615,7 +392,7 @@ class DiffusersImageGenerator(ImageGenerator):
             "seed": plan.seed,
         }
         sheet = CharacterSheet(
-            sheet_rgb=_layout(job.portrait.rgb, variants, plan.classical.palette),
+            sheet_rgb=layout_sheet(job.portrait.rgb, variants, plan.classical.palette),
             variants={**variants, **{alias: variants[name] for alias, name in aliases.items()}},
             palette=plan.classical.palette,
             geometry=geometry,
@@ -640,7 +417,7 @@ class DiffusersImageGenerator(ImageGenerator):
                     v.name: {
                         "prompt": style.variant_prompt(v),
                         "strength": style.variant_strength_for(v),
-                        "steps": _img2img_steps(self._steps(style), style.variant_strength_for(v)),
+                        "steps": img2img_steps(self._steps(style), style.variant_strength_for(v)),
                         "init": v.init,
                     }
                     for v in SHEET_VARIANTS
@@ -651,8 +428,10 @@ class DiffusersImageGenerator(ImageGenerator):
         return sheet, info
 
     def backgrounds(self, prompts: list[str], size: tuple[int, int], seeds: list[int], *, preset: str | None = None):
+        from avatar_assets.media.compose import exact_resize
+
         style, found = resolve_preset(preset)
-        working = _working_size(size, self.background_long_side)
+        working = model_size(size, self.background_long_side)
         full_prompts = [style.background(prompt) for prompt in prompts]
         settings = GenerationSettings(
             negative_prompt=style.background_negative_prompt,
@@ -690,4 +469,4 @@ class DiffusersImageGenerator(ImageGenerator):
                 "size": list(size),
             },
         )
-        return [_resize(image, tuple(size)) for image in generated], info
+        return [exact_resize(image, tuple(size)) for image in generated], info

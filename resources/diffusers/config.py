@@ -1,0 +1,56 @@
+"""The AVATAR_DIFFUSERS_* environment variables, read into the provider's fields (docs/diffusers.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+FALLBACKS = ("classical",)
+
+
+def fields_from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    """`DiffusersImageGenerator` fields from the environment; a malformed value names its variable."""
+    fallback = env.get("AVATAR_IMAGE_FALLBACK", "").strip() or None
+    if fallback is not None and fallback not in FALLBACKS:
+        raise ValueError(f"AVATAR_IMAGE_FALLBACK={fallback!r}: expected one of {list(FALLBACKS)} or nothing")
+    return dict(
+        model_path=_env_path(env, "AVATAR_DIFFUSERS_MODEL"),
+        img2img_model_path=_env_path(env, "AVATAR_DIFFUSERS_IMG2IMG_MODEL"),
+        text2img_model_path=_env_path(env, "AVATAR_DIFFUSERS_TEXT2IMG_MODEL"),
+        device=env.get("AVATAR_DIFFUSERS_DEVICE", "").strip() or None,
+        dtype=env.get("AVATAR_DIFFUSERS_DTYPE", "").strip() or None,
+        fallback=fallback,
+        working_side=_env_int(env, "AVATAR_DIFFUSERS_SIZE", 512),
+        background_long_side=_env_int(env, "AVATAR_DIFFUSERS_BACKGROUND_SIZE", 768),
+        batch_size=_env_int(env, "AVATAR_DIFFUSERS_BATCH", 8),
+        retries=_env_int(env, "AVATAR_DIFFUSERS_RETRIES", 1),
+        retry_backoff_s=_env_float(env, "AVATAR_DIFFUSERS_RETRY_BACKOFF_S", 2.0),
+        steps=_env_int(env, "AVATAR_DIFFUSERS_STEPS", None),
+        guidance_scale=_env_float(env, "AVATAR_DIFFUSERS_GUIDANCE", None),
+    )
+
+
+def _env_int(environ: Mapping[str, str], name: str, default: int | None) -> int | None:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError as error:
+        raise ValueError(f"{name}={raw!r}: expected an integer") from error
+
+
+def _env_float(environ: Mapping[str, str], name: str, default: float | None) -> float | None:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError as error:
+        raise ValueError(f"{name}={raw!r}: expected a number") from error
+
+
+def _env_path(environ: Mapping[str, str], name: str) -> str | None:
+    raw = environ.get(name, "").strip()
+    return str(Path(raw).expanduser().absolute()) if raw else None
