@@ -25,8 +25,9 @@ from pydantic import (
     model_validator,
 )
 
-KEY_PATTERN = r"^[a-z0-9][a-z0-9-]{1,62}$"
-PartitionId = Annotated[str, StringConstraints(pattern=KEY_PATTERN)]
+from partitions import PARTITION_KEY_PATTERN
+
+PartitionId = Annotated[str, StringConstraints(pattern=PARTITION_KEY_PATTERN.pattern)]
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
 

@@ -10,6 +10,7 @@ import json
 import dagster as dg
 
 from avatar_assets.contracts import RECORD_TYPES, Record
+from partitions import split_cell
 from resources.media_store import MediaStore
 
 
@@ -18,10 +19,10 @@ def avatar_prefix(avatar_id: str) -> str:
 
 
 def record_key(asset_name: str, partition_key: str | dg.MultiPartitionKey) -> str:
-    if isinstance(partition_key, dg.MultiPartitionKey) or "|" in str(partition_key):
-        avatar_id, slug = str(partition_key).split("|", 1)
+    avatar_id, slug = split_cell(partition_key)
+    if slug is not None:
         return f"{avatar_prefix(avatar_id)}outputs/{slug}/{asset_name}.json"
-    return f"{avatar_prefix(str(partition_key))}{asset_name}.json"
+    return f"{avatar_prefix(avatar_id)}{asset_name}.json"
 
 
 def dump_record(record: Record) -> str:
@@ -56,7 +57,7 @@ class RecordIOManager(dg.ConfigurableIOManager):
             if not isinstance(record, Record):
                 raise TypeError(f"{context.asset_key.to_user_string()} returned {type(record).__name__}, not a Record")
         for partition_key in records:
-            avatar_id = partition_key.split("|", 1)[0]
+            avatar_id, _ = split_cell(partition_key)
             if self.store.read_text(f"tombstones/{avatar_id}.json") is not None:
                 raise dg.Failure(f"avatar {avatar_id} was revoked; its records are not written", allow_retries=False)
         written = {}

@@ -98,9 +98,10 @@ def evaluate_requests(instance: dg.DagsterInstance, log) -> dg.SensorResult:
         if scanned.slug not in known_slugs and scanned.slug not in new_slugs:
             new_slugs.append(scanned.slug)
         sha = hashlib.sha256(scanned.raw).hexdigest()
+        cell = cell_key(scanned.avatar_id, scanned.slug)
         events.emit(
             store, "accepted", avatar_id=scanned.avatar_id, output=scanned.slug, asset="script",
-            dedupe_key=f"{scanned.avatar_id}|{scanned.slug}:{sha}", route=scanned.request.route,
+            dedupe_key=f"{cell}:{sha}", route=scanned.request.route,
         )
         if "full_output_generation" in scanned.request.gates() and not gates.is_approved(
             store, scanned.avatar_id, scanned.slug, "script", sha
@@ -112,8 +113,8 @@ def evaluate_requests(instance: dg.DagsterInstance, log) -> dg.SensorResult:
         segment = gates.next_segment(scanned.request, None)
         run_requests.append(
             dg.RunRequest(
-                run_key=f"{scanned.avatar_id}|{scanned.slug}:{sha}",
-                partition_key=cell_key(scanned.avatar_id, scanned.slug),
+                run_key=f"{cell}:{sha}",
+                partition_key=cell,
                 asset_selection=[dg.AssetKey(stage) for stage in segment] if len(segment) < len(gates.VIDEO_STAGES) else None,
                 tags={"avatar": scanned.avatar_id, "output": scanned.slug, "request_sha256": sha,
                       "route": scanned.request.route},

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from partitions import cell_key, split_cell
 from tests.conftest import Home, avatar_home, copy_sample
 
 SHORT_SIDE = "160"
@@ -46,7 +47,7 @@ _WORLDS: dict[str, tuple[Path, Path]] = {}
 
 
 def cell(avatar_id: str, slug: str) -> str:
-    return f"{avatar_id}|{slug}"
+    return str(cell_key(avatar_id, slug))
 
 
 def expected_after_neutral_image(avatar_id: str, slugs=SLUGS) -> Counter:
@@ -76,7 +77,7 @@ def descendants(graph, key: dg.AssetKey) -> set[dg.AssetKey]:
 def expected_refresh(graph, key: dg.AssetKey, partition: str, slugs=SLUGS) -> Counter:
     """The regenerated partition and every existing partition below it: an identity asset's descendants
     at the same avatar and, for video stages, at each of that avatar's cells; a stage's at its cell."""
-    avatar_id = partition.split("|")[0]
+    avatar_id, _ = split_cell(partition)
     expected = Counter({(key.to_user_string(), partition): 1})
     for child in descendants(graph, key):
         if not is_video(graph, child):
@@ -286,7 +287,7 @@ def stale_partitions(home: Home, graph=None) -> dict[tuple[str, str], list[str]]
     for key in graph.get_all_asset_keys():
         partitions_def = graph.get(key).partitions_def
         if isinstance(partitions_def, dg.MultiPartitionsDefinition):
-            partitions = [dg.MultiPartitionKey({"avatar": a, "output": o}) for a in avatars for o in outputs]
+            partitions = [cell_key(a, o) for a in avatars for o in outputs]
         else:
             partitions = list(avatars)
         for partition in partitions:

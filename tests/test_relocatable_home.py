@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from avatar_assets.contracts import MediaRef, OutputPackageRecord, QuarantineReason, VoiceProfileRecord
 from avatar_assets.pipeline.caching import cached, media_refs, remember
+from partitions import cell_key, partition_key
 from resources.media_store import LocalMediaStore
 from resources.records import dump_record, parse_record, record_key
 from tests.conftest import copy_sample, write_bundle
@@ -190,7 +191,7 @@ def data_versions_match_records(home: Path) -> list[str]:
         for key in store.list_keys("records/avatars/"):
             match = re.fullmatch(r"records/avatars/([^/]+)/(?:outputs/([^/]+)/)?([a-z_]+)\.json", key)
             avatar_id, slug, asset = match.groups()
-            partition = f"{avatar_id}|{slug}" if slug else avatar_id
+            partition = partition_key(avatar_id, slug)
             latest = instance.fetch_materializations(
                 dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1
             ).records
@@ -217,7 +218,7 @@ def test_a_copied_home_regenerates_processes_and_reports(finished_home: Path, tm
         status = json.loads(cli(home, "status", "--json").stdout)
         assert status["home"] == str(home.resolve()) and status["avatars"][AVATAR]["state"] == "ready", status
 
-        package = parse_record(LocalMediaStore(root=str(home)).read_text(record_key("output_package", f"{AVATAR}|{SLUG}")) or "")
+        package = parse_record(LocalMediaStore(root=str(home)).read_text(record_key("output_package", cell_key(AVATAR, SLUG))) or "")
         assert package.folder == f"packages/{AVATAR}/{SLUG}"
         assert all((home / ref.key).is_file() for ref in media_refs(package))
         assert files_naming(home, finished_home) == [] and files_naming(home, home) == []

@@ -18,6 +18,7 @@ import dagster as dg
 import numpy as np
 
 from avatar_assets.contracts import OutputRequest
+from partitions import cell_key
 from tests.conftest import Home, avatar_home, copy_sample
 
 SHORT_SIDE = 240
@@ -41,7 +42,7 @@ def video_home(root: Path, sample_bundle: Path, avatars: tuple[str, ...] = ("ast
 
 
 def cell(avatar_id: str, slug: str) -> str:
-    return f"{avatar_id}|{slug}"
+    return str(cell_key(avatar_id, slug))
 
 
 def submit(home: Home, avatar_id: str, slug: str, script: str, *, route: str = "single_scene", **fields) -> OutputRequest:

@@ -25,7 +25,7 @@ from avatar_assets.ops.run_health import ACTIVE
 from avatar_assets.pipeline import events
 from avatar_assets.pipeline.caching import media_refs
 from avatar_assets.pipeline.tombstones import tombstone, tombstone_key
-from partitions import run_partition
+from partitions import cell_key, run_partition, split_cell
 from resources.media_store import MediaStore
 from resources.records import parse_record
 
@@ -41,7 +41,7 @@ def runs_touching(instance: dg.DagsterInstance, avatar_id: str, exclude_run_id: 
         if run.run_id == exclude_run_id:
             continue
         partition = run_partition(run.tags) or ""
-        if run.tags.get("avatar") == avatar_id or partition == avatar_id or partition.startswith(f"{avatar_id}|"):
+        if run.tags.get("avatar") == avatar_id or split_cell(partition)[0] == avatar_id:
             mine.append(run)
     return mine
 
@@ -173,7 +173,7 @@ def runs_of_avatar(instance: dg.DagsterInstance, avatar_id: str, exclude_run_id:
         if run.run_id == exclude_run_id:
             continue
         partition = run_partition(run.tags) or ""
-        if run.tags.get("avatar") == avatar_id or partition == avatar_id or partition.startswith(f"{avatar_id}|"):
+        if run.tags.get("avatar") == avatar_id or split_cell(partition)[0] == avatar_id:
             run_ids.append(run.run_id)
     return run_ids
 
@@ -189,7 +189,7 @@ def forget_partitions(
     leaves in the event-log tables (its events in ranged runs, cached asset rows, check executions) is
     deleted by SQL in `dagster_compat`, which a contract test runs on SQLite and Postgres.
     """
-    cells = [f"{avatar_id}|{slug}" for slug in instance.get_dynamic_partitions("outputs")]
+    cells = [cell_key(avatar_id, slug) for slug in instance.get_dynamic_partitions("outputs")]
     keys = []
     for key in graph.get_all_asset_keys():
         definition = graph.get(key).partitions_def

@@ -13,6 +13,7 @@ from avatar_assets import settings
 from avatar_assets.contracts import QuarantineReason
 from avatar_assets.dagster_compat import PARTITION_NAME_TAG
 from avatar_assets.pipeline import tombstones
+from partitions import cell_key
 from resources.records import record_key
 
 CHECK_HISTORY_LIMIT = 5000
@@ -166,7 +167,7 @@ def output_status(instance: dg.DagsterInstance, avatar_id: str) -> dict:
     store = media_store()
     cells = {}
     for slug in instance.get_dynamic_partitions("outputs"):
-        partition = f"{avatar_id}|{slug}"
+        partition = cell_key(avatar_id, slug)
         done = [stage for stage in VIDEO_STAGES if store.read_text(record_key(stage, partition)) is not None]
         run = latest_run(instance, partition)
         if not done and run is None:

@@ -42,7 +42,7 @@ from avatar_assets.pipeline.caching import content_key, reuse_or_compute
 from avatar_assets.pipeline.lifecycle import PROVIDER_RETRIES, emits_lifecycle, progress, recorded, seed_override
 from avatar_assets.video import gates
 from avatar_assets.video.requests import RequestError, read_request
-from partitions import identity_to_video, refresh_cell, video_cells
+from partitions import cell_key, identity_to_video, refresh_cell, video_cells
 from resources.media_store import MediaStore, sha256_bytes
 from resources.providers import Enhancer, ImageGenerator, LipSyncer, SpeechSynthesizer, VideoSettings
 
@@ -76,9 +76,9 @@ def approval_guard(fn):
 
         avatar_id, slug = cell(context)
         store = media_store()
-        script_record = read_record(store, "script", f"{avatar_id}|{slug}")
+        script_record = read_record(store, "script", cell_key(avatar_id, slug))
         if script_record is not None and gate in gates.gate_assets(script_record.request):
-            gated = read_record(store, gate, f"{avatar_id}|{slug}")
+            gated = read_record(store, gate, cell_key(avatar_id, slug))
             content = gated.content_hash() if gated else "missing"
             if gated is None or not gates.is_approved(store, avatar_id, slug, gate, content):
                 raise dg.Failure(
@@ -691,7 +691,7 @@ def enhanced_video(
     from avatar_assets.media.video import encode_frames, read_audio, read_frames
     from avatar_assets.media.watermark import embed_watermark
 
-    payload = hashlib.sha256(f"{stitched_video.avatar_id}|{stitched_video.slug}".encode()).digest()[:8]
+    payload = hashlib.sha256(cell_key(stitched_video.avatar_id, stitched_video.slug).encode()).digest()[:8]
 
     def compute() -> VideoRecord:
         source = store.local_path(stitched_video.video)
