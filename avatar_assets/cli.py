@@ -405,13 +405,14 @@ def events() -> None:
 def events_list(limit) -> None:
     """The latest events with their delivery state: delivered, pending (with failed attempts) or dead."""
     from avatar_assets.pipeline import events as outbox
+    from resources.layout import outbox_key
     from resources.wiring import media_store
 
     store = media_store()
     state = outbox.DeliveryState.load(store)
     dead = outbox.dead_letter_ids(store)
     for event_id in outbox.pending_ids(store, None)[-limit:]:
-        text = store.read_text(f"{outbox.OUTBOX}{event_id}.json")
+        text = store.read_text(outbox_key(event_id))
         if text is None:  # forgotten (revoke) since the listing
             continue
         event = json.loads(text)

@@ -206,11 +206,11 @@ def _drop_fallback_result(store, asset_name: str, key: str, log) -> None:
     """A fallback stands in while the configured provider is down; reusing it would keep serving the
     stand-in after the model is back. Recomputing a fallback is cheap (classical) and, being
     deterministic, gives the same record (no spurious staleness)."""
-    from avatar_assets.pipeline.caching import cache_path
+    from resources.layout import cache_key
     from resources.records import parse_record
 
-    cache_key = cache_path(asset_name, key)
-    text = store.read_text(cache_key)
+    entry = cache_key(asset_name, key)
+    text = store.read_text(entry)
     if text is not None:
         provider = getattr(parse_record(text), "provider", None)
         if provider is not None and provider.fallback_from:
@@ -218,7 +218,7 @@ def _drop_fallback_result(store, asset_name: str, key: str, log) -> None:
                 f"cached {asset_name} was made by the fallback provider {provider.provider!r}: "
                 f"trying {provider.fallback_from!r} again"
             )
-            store.delete_key(cache_key)
+            store.delete_key(entry)
 
 
 def reuse_or_generate(store, asset_name: str, key: str, compute: Callable[[], Record], log) -> tuple[Record, bool]:

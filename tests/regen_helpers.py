@@ -27,6 +27,7 @@ from pathlib import Path
 import dagster as dg
 
 from partitions import cell_key, split_cell
+from resources import layout
 from tests.conftest import Home, avatar_home, copy_sample
 
 SHORT_SIDE = "160"
@@ -237,11 +238,11 @@ def materialize_only(home: Home, asset: str, partition: str, tags: dict[str, str
 
 
 def blob_keys(store) -> set[str]:
-    """Every content-addressed blob in the media store (`media/<sha[:2]>/<sha>.<ext>`)."""
-    return set(store.list_keys("media/"))
+    """Every content-addressed blob in the media store."""
+    return set(store.list_keys(layout.MEDIA))
 
 
-def referenced_blob_keys(store, prefixes=("records/", "cache/")) -> dict[str, set[str]]:
+def referenced_blob_keys(store, prefixes=(layout.RECORDS, layout.CACHE)) -> dict[str, set[str]]:
     """Blob key -> the record / cache documents that reference it (every MediaRef inside them)."""
     from avatar_assets.pipeline.caching import media_refs
     from resources.records import parse_record
@@ -264,7 +265,7 @@ def orphan_blobs(store) -> set[str]:
 
 def blobs_of_avatar(store, avatar_id: str) -> set[str]:
     """Blob keys that the avatar's records (identity and every cell) reference."""
-    refs = referenced_blob_keys(store, prefixes=(f"records/avatars/{avatar_id}/",))
+    refs = referenced_blob_keys(store, prefixes=(layout.avatar_records(avatar_id),))
     return set(refs)
 
 

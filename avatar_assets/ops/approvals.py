@@ -15,12 +15,11 @@ import dagster as dg
 
 from avatar_assets.contracts import Approval, JobType
 from avatar_assets.pipeline import tombstones
-from avatar_assets.video.gates import GATE_ASSET, audit_prefix, decisions
+from avatar_assets.video.gates import GATE_ASSET, decisions
 from partitions import partition_key, run_partition, split_cell
+from resources.layout import APPROVAL_QUEUE, audit_key, queued_approval_key
 from resources.media_store import MediaStore
 from resources.records import read_record
-
-QUEUE = "approvals/queue/"
 
 
 class ApprovalError(ValueError):
@@ -94,17 +93,17 @@ def record_decision(
         decision=decision, by=by, at=now, note=note, run_id=run_id,
     )
     document = approval.model_dump_json(indent=2)
-    store.write_text(f"{audit_prefix(avatar_id, output, asset)}{approval.approval_id}.json", document)
-    store.write_text(f"{QUEUE}{approval.approval_id}.json", document)
+    store.write_text(audit_key(avatar_id, output, asset, approval.approval_id), document)
+    store.write_text(queued_approval_key(approval.approval_id), document)
     return approval
 
 
 def queued(store: MediaStore) -> list[Approval]:
-    return [Approval.model_validate_json(store.read_text(key) or "{}") for key in sorted(store.list_keys(QUEUE))]
+    return [Approval.model_validate_json(store.read_text(key) or "{}") for key in sorted(store.list_keys(APPROVAL_QUEUE))]
 
 
 def dequeue(store: MediaStore, approval: Approval) -> None:
-    store.delete_key(f"{QUEUE}{approval.approval_id}.json")
+    store.delete_key(queued_approval_key(approval.approval_id))
 
 
 def reseed(approval: Approval) -> int:

@@ -77,7 +77,8 @@ def run_demo(instance: dg.DagsterInstance, defs: dg.Definitions, echo=print) -> 
     from avatar_assets.ops.uploads import upload_bundle
     from avatar_assets.video.requests import write_request
     from partitions import cell_key
-    from resources.records import read_record, record_key
+    from resources.layout import record_key
+    from resources.records import read_record
     from resources.wiring import media_store
 
     sample = build_sample_bundle(settings.avatar_home() / "samples" / DEMO_AVATAR)

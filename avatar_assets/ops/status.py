@@ -14,7 +14,7 @@ from avatar_assets.contracts import QuarantineReason
 from avatar_assets.dagster_compat import PARTITION_NAME_TAG
 from avatar_assets.pipeline import tombstones
 from partitions import cell_key
-from resources.records import record_key
+from resources.layout import TOMBSTONES, record_key, tombstone_avatar
 
 CHECK_HISTORY_LIMIT = 5000
 
@@ -142,8 +142,8 @@ def collect_status(defs: dg.Definitions, instance: dg.DagsterInstance) -> dict:
             "blocked_by": blocked,
             "outputs": output_status(instance, avatar_id),
         }
-    for key in store.list_keys("tombstones/"):
-        stone = tombstones.tombstone(store, key.removeprefix("tombstones/").removesuffix(".json"))
+    for key in store.list_keys(TOMBSTONES):
+        stone = tombstones.tombstone(store, tombstone_avatar(key))
         if stone is not None and stone.avatar_id not in avatars:
             avatars[stone.avatar_id] = {"state": stone.status, "identity": None, "assets": {}, "gates": {},
                                         "blocked_by": [], "outputs": {}}

@@ -1,7 +1,7 @@
 """Content keys make work idempotent: same inputs + provider config + code version -> same record.
 
-A cache entry is the record JSON stored under `cache/<asset>/<key>.json`; it is reused only when every
-blob it points at still exists, so a revoked or deleted blob forces a recompute.
+A cache entry is the record JSON stored under its content key (`resources.layout.cache_key`); it is reused
+only when every blob it points at still exists, so a revoked or deleted blob forces a recompute.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from avatar_assets.contracts import MediaRef, Record
+from resources.layout import cache_key
 from resources.media_store import MediaStore
 from resources.records import dump_record, parse_record
 
@@ -44,7 +45,7 @@ def media_refs(value: Any) -> Iterator[MediaRef]:
 
 def cached(store: MediaStore, asset_name: str, key: str, log) -> Record | None:
     """The stored result for this content key, if every blob it points at still exists."""
-    text = store.read_text(cache_path(asset_name, key))
+    text = store.read_text(cache_key(asset_name, key))
     if text is None:
         return None
     record = parse_record(text)
@@ -55,7 +56,7 @@ def cached(store: MediaStore, asset_name: str, key: str, log) -> Record | None:
 
 
 def remember(store: MediaStore, asset_name: str, key: str, record: Record) -> None:
-    store.write_text(cache_path(asset_name, key), dump_record(record))
+    store.write_text(cache_key(asset_name, key), dump_record(record))
 
 
 def reuse_or_compute(
@@ -67,8 +68,3 @@ def reuse_or_compute(
     record = compute()
     remember(store, asset_name, key, record)
     return record, False
-
-
-def cache_path(asset_name: str, key: str) -> str:
-    """Where the cached record of this content key lives in the media store."""
-    return f"cache/{asset_name}/{key}.json"

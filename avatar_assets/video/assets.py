@@ -43,6 +43,7 @@ from avatar_assets.pipeline.lifecycle import PROVIDER_RETRIES, emits_lifecycle, 
 from avatar_assets.video import gates
 from avatar_assets.video.requests import RequestError, read_request
 from partitions import cell_key, identity_to_video, refresh_cell, video_cells
+from resources.layout import package_folder
 from resources.media_store import MediaStore, sha256_bytes
 from resources.providers import Enhancer, ImageGenerator, LipSyncer, SpeechSynthesizer, VideoSettings
 
@@ -754,7 +755,7 @@ def output_package(
     from avatar_assets.media.video import poster_frame, transcode_for_platform
 
     request: OutputRequest = script.request
-    folder = f"packages/{script.avatar_id}/{script.slug}"
+    folder = package_folder(script.avatar_id, script.slug)
     source = store.local_path(enhanced_video.video)
     master_aspect = request.renditions()[0]
     renditions = []

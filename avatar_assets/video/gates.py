@@ -9,6 +9,7 @@ trail (`avatar_assets.ops.approvals` records them).
 from __future__ import annotations
 
 from avatar_assets.contracts import Approval, OutputRequest
+from resources.layout import audit_prefix
 from resources.media_store import MediaStore
 
 VIDEO_STAGES = ["script", "storyboard", "speech", "backgrounds", "scene_assets", "lip_sync",
@@ -38,10 +39,6 @@ def next_segment(request: OutputRequest, after: str | None) -> list[str]:
         if stage in gates:
             break
     return segment
-
-
-def audit_prefix(avatar_id: str, output: str | None, asset: str) -> str:
-    return f"approvals/avatars/{avatar_id}/{output or '_identity'}/{asset}/"
 
 
 def decisions(store: MediaStore, avatar_id: str, output: str | None, asset: str) -> list[Approval]:
