@@ -17,7 +17,8 @@ from avatar_assets import settings
 from avatar_assets.contracts import QuarantineReason
 from avatar_assets.dagster_compat import latest_check_evaluations
 from avatar_assets.media.partial import atomic_write_text
-from avatar_assets.pipeline import events, privacy, tombstones
+from avatar_assets.pipeline import events, tombstones
+from avatar_assets.pipeline.quarantine import set_aside
 from avatar_assets.video import gates, requests
 from partitions import cell_key, outputs
 from resources.wiring import media_store
@@ -55,22 +56,18 @@ def identity_blocker(instance: dg.DagsterInstance, avatar_id: str) -> str | None
 
 
 def quarantine_request(scanned: requests.ScannedRequest) -> str:
-    stamp = datetime.now(UTC)
-    target = settings.quarantine_dir() / f"output-{scanned.avatar_id}-{scanned.slug}-{stamp:%Y%m%dT%H%M%S%fZ}"
-    target.mkdir(parents=True)
-    scanned.path.rename(target / scanned.path.name)
-    privacy.tighten(target)  # a hand-dropped request keeps its mode through the rename
     reason = QuarantineReason(
         kind="output_request",
         avatar_id=scanned.avatar_id,
         slug=scanned.slug,
         bundle=settings.home_relative(scanned.path),
-        quarantined_at=stamp,
+        quarantined_at=datetime.now(UTC),
         problems=scanned.problems,
         original_files={scanned.path.name: hashlib.sha256(scanned.raw).hexdigest()},
         action="Fix the problems listed, then submit the request again (avatarops request ...).",
     )
-    atomic_write_text(target / "reason.json", reason.model_dump_json(indent=2))
+    name = f"output-{scanned.avatar_id}-{scanned.slug}"
+    target = set_aside(settings.quarantine_dir(), name, reason, lambda target: scanned.path.rename(target / scanned.path.name))
     return str(target)
 
 

@@ -22,7 +22,7 @@ from avatar_assets.contracts import Tombstone
 from avatar_assets.dagster_compat import AssetGraph
 from avatar_assets.ops import run_health
 from avatar_assets.ops.run_health import ACTIVE
-from avatar_assets.pipeline import events
+from avatar_assets.pipeline import events, quarantine
 from avatar_assets.pipeline.caching import media_refs
 from avatar_assets.pipeline.tombstones import tombstone
 from partitions import cell_key, run_partition, split_cell
@@ -161,11 +161,9 @@ def remove_local_inputs(avatar_id: str) -> None:
         shutil.rmtree(path, ignore_errors=True)
     for path in (settings.avatar_home() / "requests" / "held").glob(f"{avatar_id}--*.json"):
         path.unlink(missing_ok=True)
-    from avatar_assets.ops.status import quarantine_entry
-
-    for reason_file in settings.quarantine_dir().glob("*/reason.json"):
-        if quarantine_entry(reason_file)["avatar_id"] == avatar_id:
-            shutil.rmtree(reason_file.parent, ignore_errors=True)
+    for folder, entry in list(quarantine.entries()):
+        if entry["avatar_id"] == avatar_id:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def runs_of_avatar(instance: dg.DagsterInstance, avatar_id: str, exclude_run_id: str | None = None) -> list[str]:
