@@ -16,6 +16,7 @@ from avatar_assets.ops import approvals
 from avatar_assets.pipeline import tombstones
 from avatar_assets.pipeline.lifecycle import SEED_TAG
 from avatar_assets.video import gates
+from avatar_assets.video.graph import next_segment
 from partitions import partition_key, run_partition
 from resources.records import read_record
 from resources.wiring import media_store
@@ -73,7 +74,7 @@ def plan(instance: dg.DagsterInstance, store, approval: Approval, log) -> dg.Run
         log.warning(f"approval {approval.approval_id} is for a version of {approval.asset} that no longer exists")
         return None
     script = read_record(store, "script", str(partition))
-    segment = gates.next_segment(script.request, approval.asset)
+    segment = next_segment(script.request, approval.asset)
     if not segment:
         return None
     return dg.RunRequest(

@@ -14,22 +14,28 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from avatar_assets import settings
+from avatar_assets.checks.consistency import CONSISTENCY_CHECKS
+from avatar_assets.checks.identity import IDENTITY_CHECKS
 from avatar_assets.contracts import QuarantineReason
 from avatar_assets.dagster_compat import latest_check_evaluations
+from avatar_assets.identity.assets import IDENTITY_ASSETS
 from avatar_assets.media.partial import atomic_write_text
 from avatar_assets.pipeline import events, tombstones
 from avatar_assets.pipeline.quarantine import set_aside
 from avatar_assets.video import gates, requests
+from avatar_assets.video.graph import VIDEO_STAGES, next_segment
 from partitions import cell_key, outputs
 from resources.wiring import media_store
 
 REQUEST_SENSOR = "output_request_sensor"
+_IDENTITY_CHECK_SPECS = [spec for checks in (*IDENTITY_CHECKS, *CONSISTENCY_CHECKS) for spec in checks.check_specs]
 IDENTITY_GATED = {
-    "validated_inputs": ["usable_photo_and_consent"],
-    "neutral_image": ["neutral_face_geometry", "neutral_identity_consistency"],
-    "character_sheet": ["sheet_identity_consistency"],
-    "voice_profile": ["voice_sample_quality"],
+    asset.key.to_user_string(): blocking
+    for asset in IDENTITY_ASSETS
+    if (blocking := [spec.name for spec in _IDENTITY_CHECK_SPECS if spec.blocking and spec.asset_key == asset.key])
 }
+"""Every blocking check on an identity asset, by asset in graph order, read from the checks: a render waits
+for them all."""
 
 
 def identity_blocker(instance: dg.DagsterInstance, avatar_id: str) -> str | None:
@@ -107,12 +113,12 @@ def evaluate_requests(instance: dg.DagsterInstance, log) -> dg.SensorResult:
                           f"(avatarops approve script --avatar {scanned.avatar_id} --output {scanned.slug} "
                           "--job-type full_output_generation)")
             continue
-        segment = gates.next_segment(scanned.request, None)
+        segment = next_segment(scanned.request, None)
         run_requests.append(
             dg.RunRequest(
                 run_key=f"{cell}:{sha}",
                 partition_key=cell,
-                asset_selection=[dg.AssetKey(stage) for stage in segment] if len(segment) < len(gates.VIDEO_STAGES) else None,
+                asset_selection=[dg.AssetKey(stage) for stage in segment] if len(segment) < len(VIDEO_STAGES) else None,
                 tags={"avatar": scanned.avatar_id, "output": scanned.slug, "request_sha256": sha,
                       "route": scanned.request.route},
             )

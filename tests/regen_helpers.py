@@ -34,10 +34,6 @@ SHORT_SIDE = "160"
 AVATARS = ("ava", "bob", "cal")
 SLUGS = ("s1", "s2")
 SCRIPT = "Hello there."
-VIDEO_STAGES = ["script", "storyboard", "speech", "backgrounds", "scene_assets", "lip_sync",
-                "stitched_video", "enhanced_video", "output_package"]
-IDENTITY_ASSETS = ["source_upload", "validated_inputs", "neutral_image", "character_sheet", "voice_profile",
-                   "identity_bundle"]
 # What re-materializing neutral_image of one avatar must refresh: its own identity descendants and, in each
 # of its cells, the stages that read neutral_image / character_sheet / identity_bundle and their descendants.
 NEUTRAL_IDENTITY_DOWNSTREAM = ["character_sheet", "identity_bundle"]

@@ -21,9 +21,9 @@ import pytest
 import standardwebhooks
 
 from avatar_assets.pipeline import events
+from avatar_assets.video.graph import VIDEO_STAGES
 from resources import layout
 from tests.regen_helpers import (
-    VIDEO_STAGES,
     WEBHOOK_SECRET,
     Webhook,
     avatarops,

@@ -19,12 +19,12 @@ import pytest
 
 from avatar_assets.media.partial import writer_of
 from avatar_assets.pipeline import tombstones
+from avatar_assets.video.graph import VIDEO_STAGES
 from resources import layout
 from tests.conftest import copy_sample
 from tests.regen_helpers import (
     AVATARS,
     SLUGS,
-    VIDEO_STAGES,
     avatarops,
     blob_keys,
     blobs_of_avatar,

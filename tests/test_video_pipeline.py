@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from avatar_assets.contracts import ASPECT_SIZE, RightsManifest
+from avatar_assets.video.graph import VIDEO_STAGES
 from tests.video_helpers import (
     FPS,
     SHORT_SIDE,
-    VIDEO_STAGES,
     audio_rms,
     cell,
     check_verdicts,

@@ -23,10 +23,6 @@ from tests.conftest import Home, avatar_home, copy_sample
 
 SHORT_SIDE = 240
 FPS = 25
-VIDEO_STAGES = ["script", "storyboard", "speech", "backgrounds", "scene_assets", "lip_sync",
-                "stitched_video", "enhanced_video", "output_package"]
-IDENTITY_ASSETS = ["source_upload", "validated_inputs", "neutral_image", "character_sheet", "voice_profile",
-                   "identity_bundle"]
 
 
 @contextlib.contextmanager

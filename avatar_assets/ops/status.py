@@ -133,7 +133,7 @@ def collect_status(defs: dg.Definitions, instance: dg.DagsterInstance) -> dict:
 
 def output_status(instance: dg.DagsterInstance, avatar_id: str) -> dict:
     """Per output slug of the avatar: the stages materialized and the state of its newest run."""
-    from avatar_assets.video.gates import VIDEO_STAGES
+    from avatar_assets.video.graph import VIDEO_STAGES
     from resources.records import read_record
     from resources.wiring import media_store
 

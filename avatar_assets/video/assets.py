@@ -65,28 +65,32 @@ def video_asset(*, refresh: bool = True, **kwargs):
 
 
 def approval_guard(fn):
-    """A stage behind a human gate runs only when that gate's current content is approved."""
-    gate = gates.GUARDED_BY.get(fn.__name__)
-    if gate is None:
-        return fn
+    """A stage behind a human gate runs only when that gate's current content is approved. Which gates a
+    stage waits behind is read from the graph that the stages make together (`video.graph`), so it is
+    looked up when the stage runs, not when it is defined."""
 
     @functools.wraps(fn)
     def guarded(context, *args, **kwargs):
-        from resources.records import read_record
-        from resources.wiring import media_store
+        from avatar_assets.video.graph import GUARDED_BY
 
-        avatar_id, slug = cell(context)
-        store = media_store()
-        script_record = read_record(store, "script", cell_key(avatar_id, slug))
-        if script_record is not None and gate in gates.gate_assets(script_record.request):
-            gated = read_record(store, gate, cell_key(avatar_id, slug))
-            content = gated.content_hash() if gated else "missing"
-            if gated is None or not gates.is_approved(store, avatar_id, slug, gate, content):
-                raise dg.Failure(
-                    f"waiting for approval of {gate} {content[:12]} for {avatar_id}/{slug}: "
-                    f"avatarops approve {gate} --avatar {avatar_id} --output {slug}",
-                    allow_retries=False,
-                )
+        waits_for = GUARDED_BY.get(fn.__name__, ())
+        if waits_for:
+            from resources.records import read_record
+            from resources.wiring import media_store
+
+            avatar_id, slug = cell(context)
+            store = media_store()
+            script_record = read_record(store, "script", cell_key(avatar_id, slug))
+            requested = gates.gate_assets(script_record.request) if script_record is not None else []
+            for gate in [gate for gate in waits_for if gate in requested]:
+                gated = read_record(store, gate, cell_key(avatar_id, slug))
+                content = gated.content_hash() if gated else "missing"
+                if gated is None or not gates.is_approved(store, avatar_id, slug, gate, content):
+                    raise dg.Failure(
+                        f"waiting for approval of {gate} {content[:12]} for {avatar_id}/{slug}: "
+                        f"avatarops approve {gate} --avatar {avatar_id} --output {slug}",
+                        allow_retries=False,
+                    )
         return fn(context, *args, **kwargs)
 
     return guarded
