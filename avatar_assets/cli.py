@@ -385,7 +385,7 @@ def revoke(avatar, reason, by, wait_s, creator) -> None:
     refuse_unless_owner(avatar, creator, "revoke")
     instance, defs = load_instance_and_defs()
     try:
-        stone = revocation.revoke(instance, defs.resolve_asset_graph(), media_store(), avatar, by=by, reason=reason, wait_s=wait_s)
+        stone = revocation.revoke(instance, media_store(), avatar, by=by, reason=reason, wait_s=wait_s)
     except revocation.RevokeError as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(EXIT_BAD_INPUT)

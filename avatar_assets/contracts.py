@@ -376,6 +376,15 @@ class Token(Strict):
     pause_after_ms: int = 0
 
 
+class AcceptedRequest(Strict):
+    """Which stored request snapshot a video cell renders when a run does not name one."""
+
+    avatar_id: str
+    slug: str
+    sha256: Sha256
+    accepted_at: datetime
+
+
 class ScriptRecord(Record):
     kind: ClassVar[str] = "script"
     avatar_id: str

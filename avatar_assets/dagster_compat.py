@@ -26,7 +26,6 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,
 )
 from dagster._core.definitions.asset_daemon_cursor import AssetDaemonCursor
-from dagster._core.definitions.assets.graph.base_asset_graph import BaseAssetGraph as AssetGraph
 from dagster._core.definitions.reconstruct import ReconstructableJob, ReconstructableRepository
 from dagster._core.event_api import PartitionKeyFilter
 from dagster._core.storage.tags import (
@@ -40,7 +39,6 @@ from dagster._core.storage.tags import (
 from dagster_shared.serdes import deserialize_value, serialize_value
 
 __all__ = [
-    "AssetGraph",
     "ASSET_PARTITION_RANGE_END_TAG",
     "ASSET_PARTITION_RANGE_START_TAG",
     "PARTITION_NAME_TAG",

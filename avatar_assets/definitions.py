@@ -6,11 +6,9 @@ from avatar_assets import settings
 from avatar_assets.checks.consistency import CONSISTENCY_CHECKS
 from avatar_assets.checks.identity import IDENTITY_CHECKS
 from avatar_assets.checks.video import VIDEO_CHECKS
-from avatar_assets.identity.assets import IDENTITY_ASSETS
-from avatar_assets.jobs import identity_job, video_job
+from avatar_assets.jobs import ASSETS, identity_job, video_job
 from avatar_assets.launchpad import OPERATION_JOBS
 from avatar_assets.pipeline import privacy
-from avatar_assets.video.assets import VIDEO_ASSETS
 from resources.wiring import build_resources
 from sensors.approvals import build_approval_sensor
 from sensors.events import build_delivery_sensor
@@ -29,7 +27,7 @@ automation = dg.AutomationConditionSensorDefinition(
 )
 
 defs = dg.Definitions(
-    assets=[*IDENTITY_ASSETS, *VIDEO_ASSETS],
+    assets=ASSETS,
     asset_checks=[*IDENTITY_CHECKS, *CONSISTENCY_CHECKS, *VIDEO_CHECKS],
     jobs=[identity_job, video_job, *OPERATION_JOBS],
     sensors=[

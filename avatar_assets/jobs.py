@@ -13,6 +13,9 @@ warnings.filterwarnings(
     "ignore", message="Asset job build_identity materializes assets with varying BackfillPolicies", category=UserWarning
 )
 
+ASSETS = [*IDENTITY_ASSETS, *VIDEO_ASSETS]
+"""Every asset of the platform (what revocation forgets partitions of, too)."""
+
 identity_job = dg.define_asset_job(
     "build_identity",
     selection=dg.AssetSelection.assets(*IDENTITY_ASSETS),

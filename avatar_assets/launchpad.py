@@ -46,7 +46,7 @@ class RevokeConfig(dg.Config):
 @dg.op(description="Deletes everything derived from an avatar and keeps an auditable tombstone.")
 def revoke_avatar_op(context: dg.OpExecutionContext, config: RevokeConfig, store: MediaStore) -> None:
     try:
-        stone = revoke.revoke(context.instance, context.repository_def.asset_graph, store, config.avatar_id, by=config.by, reason=config.reason,
+        stone = revoke.revoke(context.instance, store, config.avatar_id, by=config.by, reason=config.reason,
                               wait_s=0, exclude_run_id=context.run_id)
     except revoke.RevokeError as error:
         raise dg.Failure(str(error), allow_retries=False) from error

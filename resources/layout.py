@@ -20,6 +20,7 @@ TOMBSTONES = "tombstones/"
 OWNERS = "owners/"
 _PACKAGES = "packages/"
 _APPROVALS = "approvals/avatars/"
+_REQUESTS = "requests/accepted/"
 APPROVAL_QUEUE = "approvals/queue/"
 OUTBOX = "events/outbox/"
 DEDUPE_MARKERS = "events/keys/"
@@ -118,7 +119,24 @@ def queued_approval_key(approval_id: str) -> str:
 def erased_with(avatar_id: str) -> tuple[str, ...]:
     """Prefixes holding only the avatar's keys, which revoke deletes whole (its records and cache entries
     are read first, for the blobs they point at)."""
-    return avatar_packages(avatar_id), avatar_approvals(avatar_id)
+    return avatar_packages(avatar_id), avatar_approvals(avatar_id), avatar_requests(avatar_id)
+
+
+# --------------------------------------------------------------------------- accepted output requests
+
+
+def avatar_requests(avatar_id: str) -> str:
+    return f"{_REQUESTS}{avatar_id}/"
+
+
+def request_snapshot_key(avatar_id: str, slug: str, sha256: str) -> str:
+    """An accepted request's bytes, stored once under their hash."""
+    return _json(f"{avatar_requests(avatar_id)}{slug}/", sha256)
+
+
+def current_request_key(avatar_id: str, slug: str) -> str:
+    """Which accepted snapshot is the cell's current request."""
+    return _json(f"{avatar_requests(avatar_id)}{slug}/", "current")
 
 
 # --------------------------------------------------------------------------- lifecycle events

@@ -113,13 +113,14 @@ def evaluate_requests(instance: dg.DagsterInstance, log) -> dg.SensorResult:
                           f"(avatarops approve script --avatar {scanned.avatar_id} --output {scanned.slug} "
                           "--job-type full_output_generation)")
             continue
+        requests.accept(store, scanned.request, scanned.raw)
         segment = next_segment(scanned.request, None)
         run_requests.append(
             dg.RunRequest(
                 run_key=f"{cell}:{sha}",
                 partition_key=cell,
                 asset_selection=[dg.AssetKey(stage) for stage in segment] if len(segment) < len(VIDEO_STAGES) else None,
-                tags={"avatar": scanned.avatar_id, "output": scanned.slug, "request_sha256": sha,
+                tags={"avatar": scanned.avatar_id, "output": scanned.slug, requests.REQUEST_TAG: sha,
                       "route": scanned.request.route},
             )
         )

@@ -14,6 +14,7 @@ from avatar_assets.ops import approvals
 from avatar_assets.pipeline import tombstones
 from avatar_assets.video import gates
 from avatar_assets.video.graph import VIDEO_STAGES
+from avatar_assets.video.requests import accept, read_request
 from tests.regen_helpers import (
     NEUTRAL_CELL_DOWNSTREAM,
     avatarops,
@@ -214,6 +215,7 @@ def test_retry_from_stage_approval_resumes_a_failed_render(tmp_path_factory, sam
     with restored_world(tmp_path_factory, sample_bundle) as home:
         instance, key = home.instance, cell("ava", "retry")
         submit("ava", "retry")
+        accept(home.store, *read_request("ava", "retry"))  # what the request sensor does before it launches
         instance.add_dynamic_partitions("outputs", ["retry"])
         failed = definitions_with(home, enhancer=enhancer_down()).resolve_job_def("render_video").execute_in_process(
             instance=instance, partition_key=key, raise_on_error=False

@@ -121,12 +121,6 @@ def test_dagster_compat_imports_nothing_of_ours() -> None:
 # --------------------------------------------------------------------------- run tags
 
 
-def test_asset_graph_type() -> None:
-    with internal("dagster._core.definitions.assets.graph.base_asset_graph.BaseAssetGraph"):
-        graph = dg.Definitions(assets=[dg.AssetSpec("a")]).resolve_asset_graph()
-        assert isinstance(graph, compat.AssetGraph)
-
-
 def test_partition_tags(instance) -> None:
     with internal("dagster._core.storage.tags.PARTITION_NAME_TAG"):
         single = execute(instance, ["tag-a"])

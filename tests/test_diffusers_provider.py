@@ -377,14 +377,14 @@ def test_same_seed_and_inputs_give_identical_bytes_in_another_home(generated, tm
 
 
 def test_backgrounds_asset_uses_storyboard_prompts_and_the_avatars_preset(generated) -> None:
-    from avatar_assets.video.requests import write_request
+    from avatar_assets.video.requests import accept, write_request
 
     home, _, _ = generated
     request = OutputRequest(
         avatar_id="gen-b", slug="bg-one", route="multi_scene", background_prompts=["beach", "office"],
         script="Hello there. This is the second sentence. And a third one for good measure.",
     )
-    write_request(request)
+    accept(home.store, request, write_request(request).read_bytes())  # what the request sensor does
     home.instance.add_dynamic_partitions("outputs", ["bg-one"])
     result = home.defs.resolve_job_def("render_video").execute_in_process(
         partition_key=cell_key("gen-b", "bg-one"),

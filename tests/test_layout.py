@@ -28,10 +28,12 @@ def test_every_other_key_is_where_existing_homes_keep_it():
     assert layout.owner_key("ada") == "owners/ada.json"
     assert layout.tombstone_key("ada") == "tombstones/ada.json"
     assert layout.package_folder("ada", "launch") == "packages/ada/launch"
-    assert layout.erased_with("ada") == ("packages/ada/", "approvals/avatars/ada/")
+    assert layout.erased_with("ada") == ("packages/ada/", "approvals/avatars/ada/", "requests/accepted/ada/")
     assert layout.audit_key("ada", None, "neutral_image", "a1") == "approvals/avatars/ada/_identity/neutral_image/a1.json"
     assert layout.audit_key("ada", "launch", "lip_sync", "a1") == "approvals/avatars/ada/launch/lip_sync/a1.json"
     assert layout.queued_approval_key("a1") == "approvals/queue/a1.json"
+    assert layout.request_snapshot_key("ada", "launch", SHA) == f"requests/accepted/ada/launch/{SHA}.json"
+    assert layout.current_request_key("ada", "launch") == "requests/accepted/ada/launch/current.json"
     assert layout.outbox_key("e1") == "events/outbox/e1.json"
     assert layout.dead_letter_key("e1") == "events/dead/e1.json"
     assert layout.dedupe_marker_key("d1") == "events/keys/d1"

@@ -246,7 +246,7 @@ def test_revoking_one_avatar_of_a_batch_removes_only_its_events_from_the_shared_
     home = world
     (ranged,) = [run for run in home.instance.get_runs() if RANGE_START in run.tags]
     kept = [a for a in AVATARS if a != "rng-b"]
-    revocation.revoke(home.instance, home.defs.resolve_asset_graph(), home.store, "rng-b", by="test", reason="consent withdrawn", wait_s=5)
+    revocation.revoke(home.instance, home.store, "rng-b", by="test", reason="consent withdrawn", wait_s=5)
 
     assert home.instance.get_run_by_id(ranged.run_id) is not None  # the other avatars' history stays
     assert {p for _, p in materializations(home.instance, ranged.run_id)} == set(kept)

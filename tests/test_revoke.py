@@ -89,6 +89,7 @@ def assert_nothing_left_of(home, avatar_id: str, ava_only_blobs: set[str]) -> No
     assert record_keys(store, avatar_id) == []
     assert list(store.list_keys(layout.avatar_packages(avatar_id))) == []
     assert list(store.list_keys(layout.avatar_approvals(avatar_id))) == []
+    assert list(store.list_keys(layout.avatar_requests(avatar_id))) == []  # the request snapshots
     assert not [p for p in (home.root / "packages" / avatar_id).rglob("*") if p.is_file()]
     assert not (home.root / "inbox" / "avatars" / avatar_id).exists()
     assert not (home.root / "inbox" / "outputs" / avatar_id).exists()
@@ -176,7 +177,7 @@ def test_revoke_deletes_the_avatar_and_keeps_the_others_intact(tmp_path_factory,
         with pytest.raises(approvals.ApprovalError, match="was revoked"):
             approvals.record_decision(store, instance, job_type="video_asset_approval", asset="lip_sync",
                                       avatar_id="ava", output="s1", decision="approve", by="rita")
-        assert revoke.revoke(instance, home.defs.resolve_asset_graph(), store, "ava", by="x", reason="again") == stone
+        assert revoke.revoke(instance, store, "ava", by="x", reason="again") == stone
 
 
 @pytest.mark.slow  # renders while revoking
@@ -201,7 +202,7 @@ def test_revoke_during_a_running_render_leaves_no_orphans(tmp_path_factory, samp
                 )
 
             wait_until(render_started, timeout=240, interval=0.2, what="the render to reach lip_sync")
-            stone = revoke.revoke(instance, home.defs.resolve_asset_graph(), store, "cal", by="legal", reason="takedown", wait_s=240)
+            stone = revoke.revoke(instance, store, "cal", by="legal", reason="takedown", wait_s=240)
             worker.wait(timeout=240)
         finally:
             if worker.poll() is None:
@@ -235,5 +236,5 @@ def test_revoke_refuses_an_unknown_avatar_or_a_missing_reason(home):
 
     home.instance.add_dynamic_partitions("avatars", ["somebody"])
     with pytest.raises(revoke.RevokeError, match="needs a reason"):
-        revoke.revoke(home.instance, home.defs.resolve_asset_graph(), home.store, "somebody", by="x", reason="  ")
+        revoke.revoke(home.instance, home.store, "somebody", by="x", reason="  ")
     assert tombstones.tombstone(home.store, "somebody") is None

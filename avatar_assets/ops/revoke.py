@@ -19,7 +19,7 @@ import dagster as dg
 
 from avatar_assets import dagster_compat, settings
 from avatar_assets.contracts import Tombstone
-from avatar_assets.dagster_compat import AssetGraph
+from avatar_assets.jobs import ASSETS
 from avatar_assets.ops import run_health
 from avatar_assets.ops.run_health import ACTIVE
 from avatar_assets.pipeline import events, quarantine
@@ -178,9 +178,7 @@ def runs_of_avatar(instance: dg.DagsterInstance, avatar_id: str, exclude_run_id:
     return run_ids
 
 
-def forget_partitions(
-    instance: dg.DagsterInstance, graph: AssetGraph, avatar_id: str, exclude_run_id: str | None = None
-) -> None:
+def forget_partitions(instance: dg.DagsterInstance, avatar_id: str, exclude_run_id: str | None = None) -> None:
     """Wipe the avatar's materializations (their metadata holds thumbnails) and its partition keys.
 
     Open-source event logs (SQLite, Postgres) do not implement partition wipes (dagster 1.13 raises
@@ -191,16 +189,16 @@ def forget_partitions(
     """
     cells = [cell_key(avatar_id, slug) for slug in instance.get_dynamic_partitions("outputs")]
     keys = []
-    for key in graph.get_all_asset_keys():
-        definition = graph.get(key).partitions_def
-        if definition is None:
+    for asset in ASSETS:
+        if asset.partitions_def is None:
             continue
-        keys.append(key)
-        partitions = [avatar_id] if isinstance(definition, dg.DynamicPartitionsDefinition) else cells
-        try:
-            instance.wipe_asset_partitions(key, partitions)
-        except NotImplementedError:
-            pass
+        keys += asset.keys
+        partitions = [avatar_id] if isinstance(asset.partitions_def, dg.DynamicPartitionsDefinition) else cells
+        for key in asset.keys:
+            try:
+                instance.wipe_asset_partitions(key, partitions)
+            except NotImplementedError:
+                pass
     run_ids = runs_of_avatar(instance, avatar_id, exclude_run_id)
     for run_id in run_ids:
         instance.delete_run(run_id)
@@ -212,7 +210,6 @@ def forget_partitions(
 
 def revoke(
     instance: dg.DagsterInstance,
-    graph: AssetGraph,
     store: MediaStore,
     avatar_id: str,
     *,
@@ -236,7 +233,7 @@ def revoke(
     deleted += [sha for sha in collect_unreferenced(store, instance, exclude_run_id) if sha not in deleted]
     remove_local_inputs(avatar_id)
     events.forget_avatar(store, avatar_id)
-    forget_partitions(instance, graph, avatar_id, exclude_run_id)
+    forget_partitions(instance, avatar_id, exclude_run_id)
     slugs = sorted({cell[1] for cell in map(layout.record_cell, keys) if cell and cell[1]})
     done = started.model_copy(
         update={"status": "revoked", "deleted_blobs": deleted, "kept_shared_blobs": kept,

@@ -41,7 +41,7 @@ from avatar_assets.contracts import (
 from avatar_assets.pipeline.caching import content_key, reuse_or_compute
 from avatar_assets.pipeline.lifecycle import PROVIDER_RETRIES, emits_lifecycle, progress, recorded, seed_override
 from avatar_assets.video import gates
-from avatar_assets.video.requests import RequestError, read_request
+from avatar_assets.video.requests import REQUEST_TAG, RequestError, accepted_request
 from partitions import cell_key, identity_to_video, refresh_cell, video_cells
 from resources.layout import package_folder
 from resources.media_store import MediaStore, sha256_bytes
@@ -129,7 +129,7 @@ def script(context: dg.AssetExecutionContext, store: MediaStore) -> dg.Output[Sc
 
     avatar_id, slug = cell(context)
     try:
-        request, raw = read_request(avatar_id, slug)
+        request, raw = accepted_request(store, avatar_id, slug, context.run.tags.get(REQUEST_TAG))
     except RequestError as error:
         raise dg.Failure(str(error), allow_retries=False) from error
     try:

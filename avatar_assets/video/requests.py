@@ -3,19 +3,31 @@
 A request whose avatar is unknown, revoked or not yet through its identity gates is held (kept in the
 inbox, with a reason a person can read in `avatarops status`), never dropped; a malformed one is moved
 to quarantine with its reason.
+
+The inbox file is what a person may still change. What a run renders is the snapshot the request sensor
+accepted: stored once under its sha256, named by the run's `request_sha256` tag, and made the cell's
+current request. A run without the tag (automation, `regenerate`, `retry`, a launch from the UI) renders
+the cell's current snapshot, so an edited inbox file changes nothing until the sensor accepts it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from avatar_assets import settings
-from avatar_assets.contracts import OutputRequest, describe_validation_error
+from avatar_assets.contracts import AcceptedRequest, OutputRequest, describe_validation_error
 from avatar_assets.media.partial import atomic_write_text
+from resources.layout import current_request_key, request_snapshot_key
+from resources.media_store import MediaStore
+
+REQUEST_TAG = "request_sha256"
+"""The run tag naming the accepted request snapshot a render run is for."""
 
 
 class RequestError(ValueError):
@@ -88,10 +100,39 @@ def scan_requests() -> list[ScannedRequest]:
 
 
 def read_request(avatar_id: str, slug: str) -> tuple[OutputRequest, bytes]:
+    """The request as it is in the inbox now (what a person is deciding on, not what a run renders)."""
     path = request_path(avatar_id, slug)
     if not path.is_file():
         raise RequestError(f"no output request at {path}")
     raw = path.read_bytes()
+    return parse_request(raw, avatar_id=avatar_id, slug=slug), raw
+
+
+def accept(store: MediaStore, request: OutputRequest, raw: bytes) -> str:
+    """Store the request's bytes under their hash (once) and make them the cell's current request."""
+    sha = hashlib.sha256(raw).hexdigest()
+    store.create_text(request_snapshot_key(request.avatar_id, request.slug, sha), raw.decode("utf-8"))
+    current = store.read_text(current_request_key(request.avatar_id, request.slug))
+    if current is None or AcceptedRequest.model_validate_json(current).sha256 != sha:
+        pointer = AcceptedRequest(avatar_id=request.avatar_id, slug=request.slug, sha256=sha, accepted_at=datetime.now(UTC))
+        store.write_text(current_request_key(request.avatar_id, request.slug), pointer.model_dump_json(indent=2))
+    return sha
+
+
+def accepted_request(store: MediaStore, avatar_id: str, slug: str, sha256: str | None = None) -> tuple[OutputRequest, bytes]:
+    """The accepted snapshot `sha256` names, or the cell's current one; what a render run renders."""
+    if sha256 is None:
+        current = store.read_text(current_request_key(avatar_id, slug))
+        if current is None:
+            raise RequestError(
+                f"no request for {avatar_id}/{slug} has been accepted: submit one (avatarops request) and let "
+                "the request sensor accept it"
+            )
+        sha256 = AcceptedRequest.model_validate_json(current).sha256
+    text = store.read_text(request_snapshot_key(avatar_id, slug, sha256))
+    if text is None:
+        raise RequestError(f"accepted request {sha256[:12]} of {avatar_id}/{slug} is not in the media store")
+    raw = text.encode("utf-8")
     return parse_request(raw, avatar_id=avatar_id, slug=slug), raw
 
 
