@@ -266,6 +266,7 @@ def regenerate(asset, avatar, output, seed, creator) -> None:
     from avatar_assets.ops.runner import execute
     from avatar_assets.ops.runner import process as run_process
     from avatar_assets.pipeline.lifecycle import SEED_TAG
+    from partitions import partition_key
 
     instance, defs = load_instance_and_defs()
     graph = defs.resolve_asset_graph()
@@ -281,7 +282,7 @@ def regenerate(asset, avatar, output, seed, creator) -> None:
     if is_video and (not output or not instance.has_dynamic_partition("outputs", output)):
         click.echo(f"error: {asset} is a video stage: give an existing --output slug", err=True)
         sys.exit(EXIT_BAD_INPUT)
-    partition = f"{avatar}|{output}" if is_video else avatar
+    partition = partition_key(avatar, output if is_video else None)
     tags = {"avatar": avatar, "avatarops/regenerate": asset, **({SEED_TAG: str(seed)} if seed is not None else {})}
     if daemon_drives(instance):
         from avatar_assets.ops.daemon_handoff import submit_asset_run
@@ -416,12 +417,13 @@ def events() -> None:
 def events_list(limit) -> None:
     """The latest events with their delivery state: delivered, pending (with failed attempts) or dead."""
     from avatar_assets.pipeline import events as outbox
+    from resources.layout import outbox_key
 
     store = loaded_store()
     state = outbox.DeliveryState.load(store)
     dead = outbox.dead_letter_ids(store)
     for event_id in outbox.pending_ids(store, None)[-limit:]:
-        text = store.read_text(f"{outbox.OUTBOX}{event_id}.json")
+        text = store.read_text(outbox_key(event_id))
         if text is None:  # forgotten (revoke) since the listing
             continue
         event = json.loads(text)

@@ -25,8 +25,9 @@ from pydantic import (
     model_validator,
 )
 
-KEY_PATTERN = r"^[a-z0-9][a-z0-9-]{1,62}$"
-PartitionId = Annotated[str, StringConstraints(pattern=KEY_PATTERN)]
+from partitions import PARTITION_KEY_PATTERN
+
+PartitionId = Annotated[str, StringConstraints(pattern=PARTITION_KEY_PATTERN.pattern)]
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
 
@@ -115,9 +116,13 @@ class QuarantineReason(Strict):
 # --------------------------------------------------------------------------- records
 
 
+MEDIA = "media/"
+
+
 def media_key(sha256: str, ext: str) -> str:
-    """The store-relative key of a content-addressed blob, the same in every store."""
-    return f"media/{sha256[:2]}/{sha256}.{ext.lstrip('.')}"
+    """The store-relative key of a content-addressed blob, the same in every store (`resources.layout`
+    holds every other key; this one lives here because MediaRef checks each ref against it)."""
+    return f"{MEDIA}{sha256[:2]}/{sha256}.{ext.lstrip('.')}"
 
 
 def key_from_location(location: str, depth: int) -> str:

@@ -298,7 +298,7 @@ def bench_backend(instance, defs, params: dict[str, Any], reopen=None) -> dict[s
     """Seed, then tick. With `reopen` (Postgres), the ticks run on a fresh instance after ANALYZE."""
     import dagster as dg
 
-    from partitions import cell_key
+    from partitions import cell_key, split_cell
 
     graph = defs.resolve_asset_graph()
     keys = list(graph.toposorted_asset_keys)
@@ -392,7 +392,7 @@ def bench_backend(instance, defs, params: dict[str, Any], reopen=None) -> dict[s
             "exact": got == expected and extra.get("settle_exact", True),
             "missing": sorted(f"{a}[{p}]" for a, p in expected - got)[:20],
             "unexpected": sorted(f"{a}[{p}]" for a, p in got - expected)[:20],
-            "other_avatars_requested": sorted({p.split("|")[0] for _, p in got} - {avatar})[:20],
+            "other_avatars_requested": sorted({split_cell(p)[0] for _, p in got} - {avatar})[:20],
             **extra,
         }
         label = {"measured": "", "memoized": " (what-if: dynamic partitions memoized)"}[variant]

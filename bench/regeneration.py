@@ -46,6 +46,8 @@ def _expected(defs, avatar: str, slugs: list[str]) -> set[tuple[str, str]]:
     video stages of its cells."""
     import dagster as dg
 
+    from partitions import cell_key
+
     graph = defs.resolve_asset_graph()
     seen, frontier = set(), [dg.AssetKey("neutral_image")]
     while frontier:
@@ -56,7 +58,7 @@ def _expected(defs, avatar: str, slugs: list[str]) -> set[tuple[str, str]]:
     expected = set()
     for key in seen:
         if isinstance(graph.get(key).partitions_def, dg.MultiPartitionsDefinition):
-            expected |= {(key.to_user_string(), f"{avatar}|{slug}") for slug in slugs}
+            expected |= {(key.to_user_string(), str(cell_key(avatar, slug))) for slug in slugs}
         else:
             expected.add((key.to_user_string(), avatar))
     return expected

@@ -60,6 +60,7 @@ def run(opts) -> dict[str, Any]:
         from avatar_assets.contracts import OutputRequest
         from avatar_assets.ops.runner import process
         from avatar_assets.video.requests import write_request
+        from partitions import cell_key
         from resources.records import read_record
         from resources.wiring import store_of
 
@@ -85,9 +86,10 @@ def run(opts) -> dict[str, Any]:
                 raise RuntimeError(f"video render failed: {video.as_dict()}")
             video_steps, video_run_s = _stages(instance, video.runs)
             with store_of(defs) as store:
-                speech = read_record(store, "speech", "bench-e2e|bench-video")
-                package = read_record(store, "output_package", "bench-e2e|bench-video")
-                stitched = read_record(store, "stitched_video", "bench-e2e|bench-video")
+                cell = cell_key("bench-e2e", "bench-video")
+                speech = read_record(store, "speech", cell)
+                package = read_record(store, "output_package", cell)
+                stitched = read_record(store, "stitched_video", cell)
             duration = speech.duration_s
             say(f"video: {video_s:.1f} s for {duration:.1f} s of video")
         finally:

@@ -1,4 +1,4 @@
-"""Partition definitions and the one automation condition every downstream asset shares.
+"""Partition definitions, the key format and the one automation condition every downstream asset shares.
 
 Only built-in partition mappings are used: a custom PartitionMapping is dropped from the remote asset
 graph that the daemon and the UI evaluate (dagster 1.13), which would widen avatar-exact lineage.
@@ -17,6 +17,7 @@ from avatar_assets.dagster_compat import (
 )
 
 PARTITION_KEY_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
+"""What an avatar id or an output slug may be (the contracts validate uploads and requests with it)."""
 
 avatars = dg.DynamicPartitionsDefinition(name="avatars")
 outputs = dg.DynamicPartitionsDefinition(name="outputs")
@@ -56,12 +57,20 @@ refresh_cell = (refresh_existing & ~identity_changing).with_label("refresh exist
 change refreshes each stage exactly once (`tests/test_one_automation.py`)."""
 
 
-def is_valid_key(key: str) -> bool:
-    return bool(PARTITION_KEY_PATTERN.fullmatch(key))
-
-
 def cell_key(avatar_id: str, slug: str) -> dg.MultiPartitionKey:
+    """A video cell's key; as a string (run tags, record keys) it reads `<avatar>|<slug>`."""
     return dg.MultiPartitionKey({"avatar": avatar_id, "output": slug})
+
+
+def partition_key(avatar_id: str, slug: str | None) -> str:
+    """The key of what a decision or a run is about: the cell when an output is named, else the avatar."""
+    return cell_key(avatar_id, slug) if slug else avatar_id
+
+
+def split_cell(key: str) -> tuple[str, str | None]:
+    """(avatar, slug) of a cell key, (avatar, None) of an avatar's key: the inverse of `partition_key`."""
+    avatar_id, _, slug = str(key).partition("|")
+    return avatar_id, slug or None
 
 
 def run_partition(tags: Mapping[str, str]) -> str | None:

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from avatar_assets.contracts import MediaRef, media_key
+from avatar_assets.contracts import MediaRef
 from avatar_assets.media.partial import PART_SUFFIX, create_atomically, replace_atomically, writer_of
+from resources.layout import media_key
 
 CHUNK = 1 << 20
 

@@ -1,7 +1,7 @@
 """JSON record IO manager: assets return small pydantic records; media stays in the MediaStore.
 
-Records are laid out per avatar so that everything derived from one avatar sits under one prefix:
-`records/avatars/<avatar>/<asset>.json` and `records/avatars/<avatar>/outputs/<slug>/<asset>.json`.
+Records are laid out per avatar so that everything derived from one avatar sits under one prefix
+(`resources.layout.record_key`).
 """
 
 
@@ -10,18 +10,9 @@ import json
 import dagster as dg
 
 from avatar_assets.contracts import RECORD_TYPES, Record
+from partitions import split_cell
+from resources.layout import record_key, tombstone_key
 from resources.media_store import MediaStore
-
-
-def avatar_prefix(avatar_id: str) -> str:
-    return f"records/avatars/{avatar_id}/"
-
-
-def record_key(asset_name: str, partition_key: str | dg.MultiPartitionKey) -> str:
-    if isinstance(partition_key, dg.MultiPartitionKey) or "|" in str(partition_key):
-        avatar_id, slug = str(partition_key).split("|", 1)
-        return f"{avatar_prefix(avatar_id)}outputs/{slug}/{asset_name}.json"
-    return f"{avatar_prefix(str(partition_key))}{asset_name}.json"
 
 
 def dump_record(record: Record) -> str:
@@ -56,8 +47,8 @@ class RecordIOManager(dg.ConfigurableIOManager):
             if not isinstance(record, Record):
                 raise TypeError(f"{context.asset_key.to_user_string()} returned {type(record).__name__}, not a Record")
         for partition_key in records:
-            avatar_id = partition_key.split("|", 1)[0]
-            if self.store.read_text(f"tombstones/{avatar_id}.json") is not None:
+            avatar_id, _ = split_cell(partition_key)
+            if self.store.read_text(tombstone_key(avatar_id)) is not None:
                 raise dg.Failure(f"avatar {avatar_id} was revoked; its records are not written", allow_retries=False)
         written = {}
         for partition_key, record in records.items():

@@ -16,7 +16,8 @@ from avatar_assets.ops import approvals
 from avatar_assets.pipeline import tombstones
 from avatar_assets.pipeline.lifecycle import SEED_TAG
 from avatar_assets.video import gates
-from partitions import cell_key, run_partition
+from avatar_assets.video.graph import next_segment
+from partitions import partition_key, run_partition
 from resources.media_store import MediaStore
 from resources.records import read_record
 
@@ -48,7 +49,7 @@ def _retry_selection(instance: dg.DagsterInstance, run_id: str) -> tuple[list[dg
 def plan(instance: dg.DagsterInstance, store: MediaStore, approval: Approval, log) -> dg.RunRequest | None:
     run_key = f"approval:{approval.approval_id}"
     tags = {"avatar": approval.avatar_id, "approval_id": approval.approval_id, "approved_by": approval.by}
-    partition = cell_key(approval.avatar_id, approval.output) if approval.output else approval.avatar_id
+    partition = partition_key(approval.avatar_id, approval.output)
     if approval.job_type == "retry_from_stage":
         if approval.decision != "approve":
             return None
@@ -73,7 +74,7 @@ def plan(instance: dg.DagsterInstance, store: MediaStore, approval: Approval, lo
         log.warning(f"approval {approval.approval_id} is for a version of {approval.asset} that no longer exists")
         return None
     script = read_record(store, "script", str(partition))
-    segment = gates.next_segment(script.request, approval.asset)
+    segment = next_segment(script.request, approval.asset)
     if not segment:
         return None
     return dg.RunRequest(

@@ -14,21 +14,28 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from avatar_assets import settings
+from avatar_assets.checks.consistency import CONSISTENCY_CHECKS
+from avatar_assets.checks.identity import IDENTITY_CHECKS
 from avatar_assets.contracts import QuarantineReason
 from avatar_assets.dagster_compat import latest_check_evaluations
+from avatar_assets.identity.assets import IDENTITY_ASSETS
 from avatar_assets.media.partial import atomic_write_text
-from avatar_assets.pipeline import events, privacy, tombstones
+from avatar_assets.pipeline import events, tombstones
+from avatar_assets.pipeline.quarantine import set_aside
 from avatar_assets.video import gates, requests
+from avatar_assets.video.graph import VIDEO_STAGES, next_segment
 from partitions import cell_key, outputs
 from resources.media_store import MediaStore
 
 REQUEST_SENSOR = "output_request_sensor"
+_IDENTITY_CHECK_SPECS = [spec for checks in (*IDENTITY_CHECKS, *CONSISTENCY_CHECKS) for spec in checks.check_specs]
 IDENTITY_GATED = {
-    "validated_inputs": ["usable_photo_and_consent"],
-    "neutral_image": ["neutral_face_geometry", "neutral_identity_consistency"],
-    "character_sheet": ["sheet_identity_consistency"],
-    "voice_profile": ["voice_sample_quality"],
+    asset.key.to_user_string(): blocking
+    for asset in IDENTITY_ASSETS
+    if (blocking := [spec.name for spec in _IDENTITY_CHECK_SPECS if spec.blocking and spec.asset_key == asset.key])
 }
+"""Every blocking check on an identity asset, by asset in graph order, read from the checks: a render waits
+for them all."""
 
 
 def identity_blocker(instance: dg.DagsterInstance, store: MediaStore, avatar_id: str) -> str | None:
@@ -55,22 +62,18 @@ def identity_blocker(instance: dg.DagsterInstance, store: MediaStore, avatar_id:
 
 
 def quarantine_request(scanned: requests.ScannedRequest) -> str:
-    stamp = datetime.now(UTC)
-    target = settings.quarantine_dir() / f"output-{scanned.avatar_id}-{scanned.slug}-{stamp:%Y%m%dT%H%M%S%fZ}"
-    target.mkdir(parents=True)
-    scanned.path.rename(target / scanned.path.name)
-    privacy.tighten(target)  # a hand-dropped request keeps its mode through the rename
     reason = QuarantineReason(
         kind="output_request",
         avatar_id=scanned.avatar_id,
         slug=scanned.slug,
         bundle=settings.home_relative(scanned.path),
-        quarantined_at=stamp,
+        quarantined_at=datetime.now(UTC),
         problems=scanned.problems,
         original_files={scanned.path.name: hashlib.sha256(scanned.raw).hexdigest()},
         action="Fix the problems listed, then submit the request again (avatarops request ...).",
     )
-    atomic_write_text(target / "reason.json", reason.model_dump_json(indent=2))
+    name = f"output-{scanned.avatar_id}-{scanned.slug}"
+    target = set_aside(settings.quarantine_dir(), name, reason, lambda target: scanned.path.rename(target / scanned.path.name))
     return str(target)
 
 
@@ -97,9 +100,10 @@ def evaluate_requests(instance: dg.DagsterInstance, store: MediaStore, log) -> d
         if scanned.slug not in known_slugs and scanned.slug not in new_slugs:
             new_slugs.append(scanned.slug)
         sha = hashlib.sha256(scanned.raw).hexdigest()
+        cell = cell_key(scanned.avatar_id, scanned.slug)
         events.emit(
             store, "accepted", avatar_id=scanned.avatar_id, output=scanned.slug, asset="script",
-            dedupe_key=f"{scanned.avatar_id}|{scanned.slug}:{sha}", route=scanned.request.route,
+            dedupe_key=f"{cell}:{sha}", route=scanned.request.route,
         )
         if "full_output_generation" in scanned.request.gates() and not gates.is_approved(
             store, scanned.avatar_id, scanned.slug, "script", sha
@@ -109,12 +113,12 @@ def evaluate_requests(instance: dg.DagsterInstance, store: MediaStore, log) -> d
                           "--job-type full_output_generation)")
             continue
         requests.accept(store, scanned.request, scanned.raw)
-        segment = gates.next_segment(scanned.request, None)
+        segment = next_segment(scanned.request, None)
         run_requests.append(
             dg.RunRequest(
-                run_key=f"{scanned.avatar_id}|{scanned.slug}:{sha}",
-                partition_key=cell_key(scanned.avatar_id, scanned.slug),
-                asset_selection=[dg.AssetKey(stage) for stage in segment] if len(segment) < len(gates.VIDEO_STAGES) else None,
+                run_key=f"{cell}:{sha}",
+                partition_key=cell,
+                asset_selection=[dg.AssetKey(stage) for stage in segment] if len(segment) < len(VIDEO_STAGES) else None,
                 tags={"avatar": scanned.avatar_id, "output": scanned.slug, requests.REQUEST_TAG: sha,
                       "route": scanned.request.route},
             )

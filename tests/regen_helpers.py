@@ -26,16 +26,14 @@ from pathlib import Path
 
 import dagster as dg
 
+from partitions import cell_key, split_cell
+from resources import layout
 from tests.conftest import Home, avatar_home, copy_sample
 
 SHORT_SIDE = "160"
 AVATARS = ("ava", "bob", "cal")
 SLUGS = ("s1", "s2")
 SCRIPT = "Hello there."
-VIDEO_STAGES = ["script", "storyboard", "speech", "backgrounds", "scene_assets", "lip_sync",
-                "stitched_video", "enhanced_video", "output_package"]
-IDENTITY_ASSETS = ["source_upload", "validated_inputs", "neutral_image", "character_sheet", "voice_profile",
-                   "identity_bundle"]
 # What re-materializing neutral_image of one avatar must refresh: its own identity descendants and, in each
 # of its cells, the stages that read neutral_image / character_sheet / identity_bundle and their descendants.
 NEUTRAL_IDENTITY_DOWNSTREAM = ["character_sheet", "identity_bundle"]
@@ -46,7 +44,7 @@ _WORLDS: dict[str, tuple[Path, Path]] = {}
 
 
 def cell(avatar_id: str, slug: str) -> str:
-    return f"{avatar_id}|{slug}"
+    return str(cell_key(avatar_id, slug))
 
 
 def expected_after_neutral_image(avatar_id: str, slugs=SLUGS) -> Counter:
@@ -76,7 +74,7 @@ def descendants(graph, key: dg.AssetKey) -> set[dg.AssetKey]:
 def expected_refresh(graph, key: dg.AssetKey, partition: str, slugs=SLUGS) -> Counter:
     """The regenerated partition and every existing partition below it: an identity asset's descendants
     at the same avatar and, for video stages, at each of that avatar's cells; a stage's at its cell."""
-    avatar_id = partition.split("|")[0]
+    avatar_id, _ = split_cell(partition)
     expected = Counter({(key.to_user_string(), partition): 1})
     for child in descendants(graph, key):
         if not is_video(graph, child):
@@ -232,11 +230,11 @@ def materialize_only(home: Home, asset: str, partition: str, tags: dict[str, str
 
 
 def blob_keys(store) -> set[str]:
-    """Every content-addressed blob in the media store (`media/<sha[:2]>/<sha>.<ext>`)."""
-    return set(store.list_keys("media/"))
+    """Every content-addressed blob in the media store."""
+    return set(store.list_keys(layout.MEDIA))
 
 
-def referenced_blob_keys(store, prefixes=("records/", "cache/")) -> dict[str, set[str]]:
+def referenced_blob_keys(store, prefixes=(layout.RECORDS, layout.CACHE)) -> dict[str, set[str]]:
     """Blob key -> the record / cache documents that reference it (every MediaRef inside them)."""
     from avatar_assets.pipeline.caching import media_refs
     from resources.records import parse_record
@@ -259,7 +257,7 @@ def orphan_blobs(store) -> set[str]:
 
 def blobs_of_avatar(store, avatar_id: str) -> set[str]:
     """Blob keys that the avatar's records (identity and every cell) reference."""
-    refs = referenced_blob_keys(store, prefixes=(f"records/avatars/{avatar_id}/",))
+    refs = referenced_blob_keys(store, prefixes=(layout.avatar_records(avatar_id),))
     return set(refs)
 
 
@@ -282,7 +280,7 @@ def stale_partitions(home: Home, graph=None) -> dict[tuple[str, str], list[str]]
     for key in graph.get_all_asset_keys():
         partitions_def = graph.get(key).partitions_def
         if isinstance(partitions_def, dg.MultiPartitionsDefinition):
-            partitions = [dg.MultiPartitionKey({"avatar": a, "output": o}) for a in avatars for o in outputs]
+            partitions = [cell_key(a, o) for a in avatars for o in outputs]
         else:
             partitions = list(avatars)
         for partition in partitions:

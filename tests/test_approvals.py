@@ -13,10 +13,10 @@ import pytest
 from avatar_assets.ops import approvals
 from avatar_assets.pipeline import tombstones
 from avatar_assets.video import gates
+from avatar_assets.video.graph import VIDEO_STAGES
 from avatar_assets.video.requests import accept, read_request
 from tests.regen_helpers import (
     NEUTRAL_CELL_DOWNSTREAM,
-    VIDEO_STAGES,
     avatarops,
     cell,
     definitions_with,

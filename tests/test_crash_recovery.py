@@ -16,7 +16,9 @@ import dagster as dg
 import pytest
 
 from avatar_assets.media.partial import host_label, writer_of
-from tests.regen_helpers import VIDEO_STAGES, avatarops, cell, restored_world, step_events, submit, world_env
+from avatar_assets.video.graph import VIDEO_STAGES
+from resources.layout import avatar_records
+from tests.regen_helpers import avatarops, cell, restored_world, step_events, submit, world_env
 from tests.servers import REPO_ROOT, VENV_BIN, wait_until
 
 LONG_SCRIPT = (
@@ -106,7 +108,7 @@ def test_revoke_completes_after_a_crash_and_leaves_nothing_of_the_dead_render(tm
         assert instance.get_run_by_id(run.run_id) is None  # the crashed run, with its events, is deleted too
         assert not (home.root / "tmp" / run.run_id).exists()
         assert files_of_dead_writer(home.root, worker.pid) == []
-        assert list(home.store.list_keys("records/avatars/bob/")) == []
+        assert list(home.store.list_keys(avatar_records("bob"))) == []
         assert not (home.root / "inbox" / "avatars" / "bob").exists()
         report = json.loads(avatarops(home, "status", "--json").stdout)
         assert report["avatars"]["bob"]["state"] == "revoked"
@@ -118,7 +120,7 @@ def test_an_interrupted_revoke_says_revoking_refuses_requests_and_resumes(home, 
     from datetime import UTC, datetime
 
     from avatar_assets.contracts import Tombstone
-    from avatar_assets.pipeline.tombstones import tombstone_key
+    from resources.layout import tombstone_key
     from tests.conftest import copy_sample
 
     copy_sample(sample_bundle, home.inbox, "dan")

@@ -22,6 +22,7 @@ import pytest
 from avatar_assets.contracts import OutputRequest
 from avatar_assets.media.images import decode_image
 from avatar_assets.styles import PRESETS, SHEET_VARIANTS
+from partitions import cell_key
 from resources.diffusers.models import clear_generator_cache, load_count
 from resources.diffusers.provider import DiffusersImageGenerator
 from tests.conftest import avatar_home, copy_sample
@@ -383,14 +384,14 @@ def test_backgrounds_asset_uses_storyboard_prompts_and_the_avatars_preset(genera
     accept(home.store, request, write_request(request).read_bytes())  # what the request sensor does
     home.instance.add_dynamic_partitions("outputs", ["bg-one"])
     result = home.defs.resolve_job_def("render_video").execute_in_process(
-        partition_key=dg.MultiPartitionKey({"avatar": "gen-b", "output": "bg-one"}),
+        partition_key=cell_key("gen-b", "bg-one"),
         instance=home.instance,
         asset_selection=[dg.AssetKey(name) for name in ("script", "storyboard", "backgrounds")],
         raise_on_error=False,
     )
     assert result.success, step_errors(result)
-    storyboard = home.record("storyboard", "gen-b|bg-one")
-    record = home.record("backgrounds", "gen-b|bg-one")
+    storyboard = home.record("storyboard", cell_key("gen-b", "bg-one"))
+    record = home.record("backgrounds", cell_key("gen-b", "bg-one"))
     style = PRESETS["studio"].background_style  # gen-b's manifest asks for the studio preset
     assert record.provider.provider == "diffusers"
     assert record.provider.settings["prompts"] == [f"{s.background_prompt}, {style}" for s in storyboard.scenes]

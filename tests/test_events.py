@@ -21,8 +21,9 @@ import pytest
 import standardwebhooks
 
 from avatar_assets.pipeline import events
+from avatar_assets.video.graph import VIDEO_STAGES
+from resources import layout
 from tests.regen_helpers import (
-    VIDEO_STAGES,
     WEBHOOK_SECRET,
     Webhook,
     avatarops,
@@ -68,7 +69,7 @@ def test_every_stage_reports_its_lifecycle_and_all_of_it_is_delivered_in_order(t
     with restored_world(tmp_path_factory, sample_bundle) as home:
         store = home.store
         outbox = outbox_ids(store)
-        documents = [events.LifecycleEvent.model_validate_json(store.read_text(f"{events.OUTBOX}{i}.json"))
+        documents = [events.LifecycleEvent.model_validate_json(store.read_text(layout.outbox_key(i)))
                      for i in outbox]
         mine = [e for e in documents if (e.avatar_id, e.output) == ("ava", "s1")]
         assert [(e.type, e.asset) for e in mine if e.type == "accepted"] == [("accepted", "script")]
@@ -97,7 +98,7 @@ def test_deliveries_are_signed_per_standard_webhooks_and_carry_a_sequence(home):
     legacy_id = events.new_event_id()
     legacy = {"event_id": legacy_id, "type": "accepted", "at": "2026-01-01T00:00:00Z", "avatar_id": "ava",
               "output": None, "asset": "source_upload", "run_id": None, "detail": {}}
-    store.write_text(f"{events.OUTBOX}{legacy_id}.json", json.dumps(legacy))  # the outbox as it was
+    store.write_text(layout.outbox_key(legacy_id), json.dumps(legacy))  # the outbox as it was
     ids = [legacy_id, *emit_many(store, 3)]
     with webhook() as hook:
         assert deliver(store, hook).delivered == 4
@@ -123,7 +124,7 @@ def test_an_outbox_and_delivery_state_written_before_per_event_retries_still_loa
     store = home.store
     done, waiting = emit_many(store, 2)
     old_state = {"last_delivered": done, "failures": 3, "next_attempt_at": 0.0, "last_error": f"{waiting}: 500"}
-    store.write_text(events.STATE, json.dumps(old_state))
+    store.write_text(layout.DELIVERY_STATE, json.dumps(old_state))
     state = events.DeliveryState.load(store)
     assert (state.cursor, state.retrying) == (done, {})
     with webhook() as hook:
@@ -257,7 +258,7 @@ def test_a_pass_stops_starting_attempts_when_its_budget_is_spent(home):
 def test_an_unreadable_outbox_document_is_dead_lettered_and_blocks_nothing(home):
     store = home.store
     broken = events.new_event_id()
-    store.write_text(f"{events.OUTBOX}{broken}.json", "{not json")
+    store.write_text(layout.outbox_key(broken), "{not json")
     after = emit_many(store, 1)
     with webhook() as hook:
         report = deliver(store, hook)
@@ -328,7 +329,7 @@ def test_an_event_written_late_with_an_earlier_id_is_not_skipped(home):
     with webhook() as hook:
         assert events.deliver(store, hook.url, signer()).delivered == 0  # `later` is too new to be settled
         document = events.LifecycleEvent(event_id=early, type="started", at=later.at, avatar_id="bob")
-        store.write_text(f"{events.OUTBOX}{early}.json", document.model_dump_json())
+        store.write_text(layout.outbox_key(early), document.model_dump_json())
         time.sleep(0.6)
         report = events.deliver(store, hook.url, signer(), settle_s=0.5)
         assert report.delivered == 2
@@ -361,7 +362,7 @@ def test_the_delivery_sensor_says_why_it_sends_nothing_without_a_secret(home, mo
 
     settled_id = f"{time.time_ns() - 10**10:020d}-settled"  # 10 s old: past the sensor's settle time
     event = events.LifecycleEvent(event_id=settled_id, type="started", at=time.time(), avatar_id="ava")
-    home.store.write_text(f"{events.OUTBOX}{settled_id}.json", event.model_dump_json())
+    home.store.write_text(layout.outbox_key(settled_id), event.model_dump_json())
     with webhook() as hook:
         monkeypatch.setenv("AVATAR_WEBHOOK_URL", hook.url)
         monkeypatch.delenv("AVATAR_WEBHOOK_SECRET", raising=False)
@@ -391,7 +392,7 @@ def test_forget_avatar_deletes_its_events_retry_state_and_dead_letters(home):
     assert events.forget_avatar(store, "ava") == 3
     assert outbox_ids(store) == bob
     assert events.dead_letters(store) == [] and list(events.DeliveryState.load(store).retrying) == [bob[0]]
-    assert list(store.list_keys(events.KEYS)) == []
+    assert list(store.list_keys(layout.DEDUPE_MARKERS)) == []
     assert events.forget_avatar(store, "ava") == 0
 
 

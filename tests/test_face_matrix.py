@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import SAMPLE_PHOTO, avatar_home, copy_sample
-from tests.video_helpers import check_verdicts, decoded_frames, record, submit
+from tests.video_helpers import cell, check_verdicts, decoded_frames, record, submit
 
 pytestmark = pytest.mark.slow  # one identity pass for 14 avatars and one render pass for 10 cells (~3 min)
 
@@ -151,7 +151,7 @@ def test_every_route_renders_for_each_face_with_every_gate_passed(matrix):
     for avatar_id in RENDERED:
         for route in ROUTES:
             slug = route.replace("_", "-")
-            verdicts = check_verdicts(home.instance, f"{avatar_id}|{slug}")
+            verdicts = check_verdicts(home.instance, cell(avatar_id, slug))
             expected = VIDEO_GATES if route != "approval_gated" else {"speech_timing_and_level", "mouth_follows_speech", "scene_identity_consistency"}
             assert verdicts == dict.fromkeys(expected, True), (avatar_id, route, verdicts, videos.as_dict())
             if route != "approval_gated":

@@ -21,6 +21,7 @@ from avatar_assets.contracts import RECORD_TYPES
 from avatar_assets.identity.assets import CODE_VERSION as IDENTITY_CODE_VERSION
 from avatar_assets.ops.runner import execute
 from avatar_assets.ops.status import collect_status
+from resources.layout import media_key, record_key
 from resources.media_store import sha256_bytes
 from tests.conftest import avatar_home, copy_sample, sha256_tree
 
@@ -139,7 +140,7 @@ def test_neutral_image_is_a_1024_png_with_one_face(built):
     data = home.store.read(record.image)
     assert sha256_bytes(data) == record.image.sha256 and len(data) == record.image.size
     assert record.image.media_type == "image/png"
-    assert record.image.key == f"media/{record.image.sha256[:2]}/{record.image.sha256}.png"
+    assert record.image.key == media_key(record.image.sha256, "png")
     image = decode_png(data)
     assert image.size == (1024, 1024) and image.mode == "RGB"
     faces = detect_faces(np.asarray(image))
@@ -192,7 +193,7 @@ def test_thumbnails_are_in_materialization_metadata(built, asset):
     thumbnail = decode_png(base64.b64decode(encoded))
     assert 16 <= max(thumbnail.size) <= 512
     assert len(preview.value) < 100_000
-    assert metadata["record"].value.endswith(f"/records/avatars/ada-01/{asset}.json")
+    assert metadata["record"].value.endswith(f"/{record_key(asset, 'ada-01')}")
 
 
 def test_upload_is_snapshotted_and_left_unmodified(built):

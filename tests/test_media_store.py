@@ -1,4 +1,4 @@
-"""The local media store: content-addressed layout, atomic writes, idempotent puts, record layout."""
+"""The local media store: content-addressed blobs, atomic writes, idempotent puts, records as JSON."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import os
 import threading
 from pathlib import Path
 
-import dagster as dg
 import pytest
 
 from avatar_assets.contracts import MediaRef, ProviderInfo, VoiceProfileRecord
-from resources.media_store import LocalMediaStore, media_key, sha256_file
-from resources.records import avatar_prefix, dump_record, parse_record, read_record, record_key
+from resources.layout import media_key, record_key
+from resources.media_store import LocalMediaStore, sha256_file
+from resources.records import dump_record, parse_record, read_record
 
 
 @pytest.fixture
@@ -130,14 +130,6 @@ def test_text_documents_and_listing(store):
     assert list(store.list_keys("nothing/here")) == []
     store.delete_key("records/avatars/ada/source_upload.json")
     assert store.read_text("records/avatars/ada/source_upload.json") is None
-
-
-def test_record_layout_per_avatar():
-    assert avatar_prefix("ada-01") == "records/avatars/ada-01/"
-    assert record_key("neutral_image", "ada-01") == "records/avatars/ada-01/neutral_image.json"
-    cell = dg.MultiPartitionKey({"avatar": "ada-01", "output": "launch"})
-    assert record_key("speech", cell) == "records/avatars/ada-01/outputs/launch/speech.json"
-    assert record_key("speech", "ada-01|launch") == "records/avatars/ada-01/outputs/launch/speech.json"
 
 
 def test_records_round_trip_as_json(store, tmp_path):

@@ -203,9 +203,10 @@ def test_backfill_runs_the_images_of_three_avatars_in_one_run_and_judges_each(wo
 
     # Lifecycle events per avatar, each 'completed' with that avatar's own record hash.
     from avatar_assets.contracts import LifecycleEvent
-    from avatar_assets.pipeline.events import OUTBOX, pending_ids
+    from avatar_assets.pipeline.events import pending_ids
+    from resources.layout import outbox_key
 
-    outbox = [LifecycleEvent.model_validate_json(home.store.read_text(f"{OUTBOX}{i}.json")) for i in pending_ids(home.store, None)]
+    outbox = [LifecycleEvent.model_validate_json(home.store.read_text(outbox_key(i))) for i in pending_ids(home.store, None)]
     completed = [e for e in outbox if e.run_id == run_id and e.type == "completed"]
     assert Counter((e.asset, e.avatar_id) for e in completed) == Counter((k.to_user_string(), a) for k in IMAGES for a in AVATARS)
     assert {e.avatar_id: e.detail["data_version"] for e in completed if e.asset == "character_sheet"} == {

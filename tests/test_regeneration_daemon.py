@@ -16,7 +16,7 @@ import pytest
 from dagster._core.scheduler.instigation import TickStatus
 from dagster._core.storage.tags import AUTOMATION_CONDITION_TAG, SENSOR_NAME_TAG
 
-from partitions import run_partition
+from partitions import run_partition, split_cell
 from tests.regen_helpers import (
     FINISHED,
     avatarops,
@@ -78,7 +78,7 @@ def test_regenerate_beside_a_live_daemon_is_queued_and_its_automation_refreshes_
 def regenerate_through_the_daemon(home, instance, graph, daemon, asset: str, partition: str, quiet_ticks: int) -> None:
     runs_before = {run.run_id for run in instance.get_runs()}
     start = last_storage_id(instance)
-    avatar_id, _, slug = partition.partition("|")
+    avatar_id, slug = split_cell(partition)
     queued = avatarops(home, "regenerate", asset, "--avatar", avatar_id, *(["--output", slug] if slug else []))
     assert queued.returncode == 0 and "queued" in queued.stdout, queued.stdout + queued.stderr[-2000:]
     expected = expected_refresh(graph, dg.AssetKey(asset), partition)

@@ -24,8 +24,11 @@ from pydantic import ValidationError
 
 from avatar_assets.contracts import MediaRef, OutputPackageRecord, QuarantineReason, VoiceProfileRecord
 from avatar_assets.pipeline.caching import cached, media_refs, remember
+from partitions import cell_key, partition_key
 from resources.media_store import LocalMediaStore
-from resources.records import dump_record, parse_record, record_key
+from resources import layout
+from resources.layout import record_key
+from resources.records import dump_record, parse_record
 from tests.conftest import copy_sample, write_bundle
 from tests.servers import REPO_ROOT, avatarops, clean_env
 
@@ -187,10 +190,10 @@ def data_versions_match_records(home: Path) -> list[str]:
     instance = dg.DagsterInstance.from_config(str(home / "dagster"))
     mismatches = []
     try:
-        for key in store.list_keys("records/avatars/"):
-            match = re.fullmatch(r"records/avatars/([^/]+)/(?:outputs/([^/]+)/)?([a-z_]+)\.json", key)
-            avatar_id, slug, asset = match.groups()
-            partition = f"{avatar_id}|{slug}" if slug else avatar_id
+        for key in store.list_keys(layout.AVATAR_RECORDS):
+            avatar_id, slug = layout.record_cell(key)
+            asset = key.rsplit("/", 1)[-1].removesuffix(".json")
+            partition = partition_key(avatar_id, slug)
             latest = instance.fetch_materializations(
                 dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1
             ).records
@@ -217,8 +220,8 @@ def test_a_copied_home_regenerates_processes_and_reports(finished_home: Path, tm
         status = json.loads(cli(home, "status", "--json").stdout)
         assert status["home"] == str(home.resolve()) and status["avatars"][AVATAR]["state"] == "ready", status
 
-        package = parse_record(LocalMediaStore(root=str(home)).read_text(record_key("output_package", f"{AVATAR}|{SLUG}")) or "")
-        assert package.folder == f"packages/{AVATAR}/{SLUG}"
+        package = parse_record(LocalMediaStore(root=str(home)).read_text(record_key("output_package", cell_key(AVATAR, SLUG))) or "")
+        assert package.folder == layout.package_folder(AVATAR, SLUG)
         assert all((home / ref.key).is_file() for ref in media_refs(package))
         assert files_naming(home, finished_home) == [] and files_naming(home, home) == []
     finally:
@@ -231,7 +234,7 @@ def test_an_old_home_with_file_uris_still_works_after_a_move(finished_home: Path
     `file://` locations), move it, and drive it: the old records are read through the active store."""
     old = copied(finished_home, tmp_path / "old" / "home")
     store = LocalMediaStore(root=str(old))
-    for prefix in ("records/", "cache/"):
+    for prefix in (layout.RECORDS, layout.CACHE):
         for key in store.list_keys(prefix):
             document = json.loads(store.read_text(key) or "")
             document["record"] = legacy(document["record"], old.resolve().as_uri())
@@ -248,5 +251,5 @@ def test_an_old_home_with_file_uris_still_works_after_a_move(finished_home: Path
     status = json.loads(cli(home, "status", "--json").stdout)
     assert status["avatars"][AVATAR]["state"] == "ready", status
     rewritten = files_naming(home, old)
-    assert f"records/avatars/{AVATAR}/outputs/{SLUG}/output_package.json" not in rewritten, "written anew, by key"
-    assert all(name.startswith(("records/", "cache/")) for name in rewritten), rewritten
+    assert record_key("output_package", cell_key(AVATAR, SLUG)) not in rewritten, "written anew, by key"
+    assert all(name.startswith((layout.RECORDS, layout.CACHE)) for name in rewritten), rewritten

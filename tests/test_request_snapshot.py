@@ -15,7 +15,8 @@ import pytest
 
 from avatar_assets.contracts import OutputRequest
 from avatar_assets.ops.runner import sensor_context
-from avatar_assets.video.requests import REQUEST_TAG, current_key, snapshot_key, write_request
+from avatar_assets.video.requests import REQUEST_TAG, write_request
+from resources.layout import current_request_key, request_snapshot_key
 from tests.regen_helpers import materialize_only
 from tests.video_helpers import cell, record, video_home
 
@@ -63,7 +64,7 @@ def test_the_run_renders_what_the_sensor_accepted_even_if_the_file_changed(studi
     first = submit("race", FIRST)
     [launched] = request_sensor_tick(studio, "race")
     assert launched.tags[REQUEST_TAG] == sha(first)
-    assert studio.store.read_text(snapshot_key(AVATAR, "race", sha(first))) == first.decode()
+    assert studio.store.read_text(request_snapshot_key(AVATAR, "race", sha(first))) == first.decode()
 
     second = submit("race", SECOND)  # changed between the sensor's look and the run's start
     result = render_script(studio, launched)
@@ -90,7 +91,7 @@ def test_an_edited_request_changes_nothing_until_the_sensor_accepts_it(studio) -
     assert (script.request.script, script.request_sha256) == (FIRST, sha(first))
 
     request_sensor_tick(studio, "edit")  # accepted: now the cell's current request
-    assert sha(second) in studio.store.read_text(current_key(AVATAR, "edit"))
+    assert sha(second) in studio.store.read_text(current_request_key(AVATAR, "edit"))
     materialize_only(studio, "script", cell(AVATAR, "edit"))
     assert record(studio, "script", AVATAR, "edit").request.script == SECOND
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from avatar_assets.contracts import QuarantineReason, RightsManifest, Tombstone
+from avatar_assets.video.graph import VIDEO_STAGES
 from tests.conftest import copy_sample
 from tests.video_helpers import (
-    VIDEO_STAGES,
     cell,
     check_verdicts,
     materialization_counts,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
+from resources.layout import outbox_key
 from tests.regen_helpers import avatarops, cell, definitions_with, enhancer_down, restored_world, step_events, submit
 
 pytestmark = pytest.mark.slow  # renders a cell
@@ -68,7 +69,7 @@ def test_transient_tts_failure_is_retried_with_exponential_backoff(tmp_path_fact
         # Each attempt reported itself in the outbox: two failures with their retry number, then completed.
         store = home.store
         speech_events = [
-            events.LifecycleEvent.model_validate_json(store.read_text(f"{events.OUTBOX}{event_id}.json"))
+            events.LifecycleEvent.model_validate_json(store.read_text(outbox_key(event_id)))
             for event_id in events.pending_ids(store, None)
         ]
         mine = [(e.type, e.detail.get("retry_number")) for e in speech_events

@@ -19,11 +19,12 @@ import pytest
 
 from avatar_assets.media.partial import writer_of
 from avatar_assets.pipeline import tombstones
+from avatar_assets.video.graph import VIDEO_STAGES
+from resources import layout
 from tests.conftest import copy_sample
 from tests.regen_helpers import (
     AVATARS,
     SLUGS,
-    VIDEO_STAGES,
     avatarops,
     blob_keys,
     blobs_of_avatar,
@@ -38,7 +39,7 @@ from tests.servers import REPO_ROOT, VENV_BIN, wait_until
 
 
 def record_keys(store, avatar_id: str) -> list[str]:
-    return sorted(store.list_keys(f"records/avatars/{avatar_id}/"))
+    return sorted(store.list_keys(layout.avatar_records(avatar_id)))
 
 
 def snapshot_others(home, revoked: str) -> dict:
@@ -86,13 +87,13 @@ def mentions(store, key: str, avatar_id: str) -> bool:
 def assert_nothing_left_of(home, avatar_id: str, ava_only_blobs: set[str]) -> None:
     store, instance = home.store, home.instance
     assert record_keys(store, avatar_id) == []
-    assert list(store.list_keys(f"packages/{avatar_id}/")) == []
-    assert list(store.list_keys(f"approvals/avatars/{avatar_id}/")) == []
-    assert list(store.list_keys(f"requests/accepted/{avatar_id}/")) == []  # the request snapshots
+    assert list(store.list_keys(layout.avatar_packages(avatar_id))) == []
+    assert list(store.list_keys(layout.avatar_approvals(avatar_id))) == []
+    assert list(store.list_keys(layout.avatar_requests(avatar_id))) == []  # the request snapshots
     assert not [p for p in (home.root / "packages" / avatar_id).rglob("*") if p.is_file()]
     assert not (home.root / "inbox" / "avatars" / avatar_id).exists()
     assert not (home.root / "inbox" / "outputs" / avatar_id).exists()
-    for key in store.list_keys("cache/"):
+    for key in store.list_keys(layout.CACHE):
         assert json.loads(store.read_text(key))["record"].get("avatar_id") != avatar_id, key
     still_there = {key for key in ava_only_blobs if store._exists(key)}
     assert not still_there, f"{len(still_there)} blobs of {avatar_id} survived: {sorted(still_there)[:5]}"
@@ -103,7 +104,7 @@ def assert_nothing_left_of(home, avatar_id: str, ava_only_blobs: set[str]) -> No
     # Its outbox events and dead letters are gone; one `revoked` event naming only the id tells receivers.
     from avatar_assets.pipeline import events
 
-    left = [events.LifecycleEvent.model_validate_json(store.read_text(key)) for key in store.list_keys(events.OUTBOX)]
+    left = [events.LifecycleEvent.model_validate_json(store.read_text(key)) for key in store.list_keys(layout.OUTBOX)]
     assert [(e.type, e.output, e.asset, e.detail) for e in left if e.avatar_id == avatar_id] == [("revoked", None, None, {})]
     assert not [letter for letter in events.dead_letters(store) if letter.avatar_id == avatar_id]
 
@@ -154,13 +155,12 @@ def test_revoke_deletes_the_avatar_and_keeps_the_others_intact(tmp_path_factory,
         assert (stone.status, stone.by, stone.reason) == ("revoked", "legal", "consent withdrawn by the subject")
         assert abs(stone.revoked_at.timestamp() - time.time()) < 600
         assert {bg.sha256} <= set(stone.kept_shared_blobs)
-        assert {key.split("/")[2].split(".")[0] for key in ava_only} <= set(stone.deleted_blobs)
+        assert {layout.blob_sha256(key) for key in ava_only} <= set(stone.deleted_blobs)
         assert sorted(stone.outputs) == sorted(SLUGS)
-        assert all(key.startswith(("records/avatars/ava/", "cache/", "packages/ava/", "approvals/avatars/ava/",
-                                   "requests/accepted/ava/"))
+        assert all(key.startswith((layout.avatar_records("ava"), layout.CACHE, *layout.erased_with("ava")))
                    for key in stone.deleted_records)
-        raw = store.read_text(tombstones.tombstone_key("ava"))
-        assert "file://" not in raw and "media/" not in raw  # hashes only: no media, no way back to it
+        raw = store.read_text(layout.tombstone_key("ava"))
+        assert "file://" not in raw and layout.MEDIA not in raw  # hashes only: no media, no way back to it
 
         assert_nothing_left_of(home, "ava", ava_only)
         assert_others_untouched(home, before, "ava")

@@ -14,8 +14,10 @@ from dagster_aws.s3 import S3Resource
 
 from avatar_assets.contracts import Consent, MediaRef, VoiceProfileRecord
 from avatar_assets.pipeline.caching import media_refs
-from resources.media_store import LocalMediaStore, media_key, sha256_bytes
-from resources.records import RecordIOManager, parse_record, record_key
+from resources import layout
+from resources.layout import media_key, record_key
+from resources.media_store import LocalMediaStore, sha256_bytes
+from resources.records import RecordIOManager, parse_record
 from resources.s3_store import S3MediaStore
 from tests.servers import IDENTITY_ASSETS, avatarops, build_sample, clean_env, moto_s3_server, upload_and_process
 
@@ -310,7 +312,7 @@ def test_identity_run_with_s3_storage(s3_server, tmp_path):
     relative = [key[len(prefix) + 1 :] for key in keys]
 
     # Every blob is content addressed: its name is the sha256 of the bytes in it.
-    blobs = [key for key in relative if key.startswith("media/")]
+    blobs = [key for key in relative if key.startswith(layout.MEDIA)]
     assert len(blobs) >= 6, relative
     for key in blobs:
         match = MEDIA_KEY.match(key)
@@ -320,14 +322,14 @@ def test_identity_run_with_s3_storage(s3_server, tmp_path):
 
     # One record per identity asset, each pointing at blobs that are in the bucket.
     for asset in IDENTITY_ASSETS:
-        key = f"records/avatars/astronaut/{asset}.json"
+        key = record_key(asset, "astronaut")
         assert key in relative, f"{key} missing from the bucket: {relative}"
         body = client.get_object(Bucket=bucket, Key=f"{prefix}/{key}")["Body"].read().decode()
         record = parse_record(body)
         refs: list[MediaRef] = list(media_refs(record))
         for ref in refs:
             assert ref.key in blobs, ref.key
-    assert any(key.startswith("cache/") for key in relative), "content-key cache entries live in the store too"
+    assert any(key.startswith(layout.CACHE) for key in relative), "content-key cache entries live in the store too"
 
     # Nothing went to the local media or record folders.
     assert not (home / "media").exists() or not any((home / "media").rglob("*"))

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from avatar_assets.contracts import ASPECT_SIZE, RightsManifest
+from avatar_assets.video.graph import VIDEO_STAGES
 from tests.video_helpers import (
     FPS,
     SHORT_SIDE,
-    VIDEO_STAGES,
     audio_rms,
     cell,
     check_verdicts,
@@ -400,7 +400,7 @@ def test_a_second_slug_with_the_same_script_reuses_bytes_but_gets_its_own_waterm
     marks = {}
     for slug in (first, second):
         enhanced = record(home, "enhanced_video", AVATAR, slug)
-        assert enhanced.watermark == hashlib.sha256(f"{AVATAR}|{slug}".encode()).digest()[:8].hex()
+        assert enhanced.watermark == hashlib.sha256(cell(AVATAR, slug).encode()).digest()[:8].hex()
         marks[slug] = detect_watermark_frames(decoded_frames(home.store.local_path(enhanced.video)))
         assert marks[slug] == bytes.fromhex(enhanced.watermark), slug
     assert marks[first] != marks[second]

@@ -18,14 +18,11 @@ import dagster as dg
 import numpy as np
 
 from avatar_assets.contracts import OutputRequest
+from partitions import cell_key
 from tests.conftest import Home, avatar_home, copy_sample
 
 SHORT_SIDE = 240
 FPS = 25
-VIDEO_STAGES = ["script", "storyboard", "speech", "backgrounds", "scene_assets", "lip_sync",
-                "stitched_video", "enhanced_video", "output_package"]
-IDENTITY_ASSETS = ["source_upload", "validated_inputs", "neutral_image", "character_sheet", "voice_profile",
-                   "identity_bundle"]
 
 
 @contextlib.contextmanager
@@ -41,7 +38,7 @@ def video_home(root: Path, sample_bundle: Path, avatars: tuple[str, ...] = ("ast
 
 
 def cell(avatar_id: str, slug: str) -> str:
-    return f"{avatar_id}|{slug}"
+    return str(cell_key(avatar_id, slug))
 
 
 def submit(home: Home, avatar_id: str, slug: str, script: str, *, route: str = "single_scene", **fields) -> OutputRequest:

@@ -20,8 +20,7 @@ from pydantic import ValidationError
 
 from avatar_assets import settings
 from avatar_assets.contracts import AvatarUpload, QuarantineReason, describe_validation_error
-from avatar_assets.media.partial import atomic_write_text
-from avatar_assets.pipeline import privacy
+from avatar_assets.pipeline.quarantine import set_aside
 
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 64 * 1024
@@ -167,27 +166,25 @@ def file_hashes(bundle: Path) -> dict[str, str]:
 
 def quarantine(bundle: Path, problems: list[str], quarantine_root: Path) -> Path:
     """Move the whole bundle, unaltered, to `quarantine/<name>-<time>/bundle` and explain why."""
-    stamp = datetime.now(UTC)
-    target = quarantine_root / f"{bundle.name}-{stamp.strftime('%Y%m%dT%H%M%S%fZ')}"
-    target.mkdir(parents=True)
     hashes = file_hashes(bundle)
-    try:
-        os.rename(bundle, target / "bundle")
-    except OSError:
-        shutil.copytree(bundle, target / "bundle", symlinks=True, copy_function=shutil.copy2)
-        if file_hashes(target / "bundle") != hashes:
-            raise RuntimeError(f"copy of {bundle} to quarantine did not verify; original left in place")
-        shutil.rmtree(bundle)
-    privacy.tighten(target)  # a rename or copy2 keeps the dropped files' modes
     reason = QuarantineReason(
         avatar_id=bundle.name,
         bundle=settings.home_relative(bundle),
-        quarantined_at=stamp,
+        quarantined_at=datetime.now(UTC),
         problems=problems,
         original_files=hashes,
     )
-    atomic_write_text(target / "reason.json", reason.model_dump_json(indent=2))
-    return target
+
+    def move_into(target: Path) -> None:
+        try:
+            os.rename(bundle, target / "bundle")
+        except OSError:
+            shutil.copytree(bundle, target / "bundle", symlinks=True, copy_function=shutil.copy2)
+            if file_hashes(target / "bundle") != hashes:
+                raise RuntimeError(f"copy of {bundle} to quarantine did not verify; original left in place")
+            shutil.rmtree(bundle)
+
+    return set_aside(quarantine_root, bundle.name, reason, move_into)
 
 
 def settling_bundles(avatars_root: Path, settle_seconds: float) -> list[Path]:

@@ -10,17 +10,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from avatar_assets.contracts import Ownership
+from resources.layout import owner_key
 from resources.media_store import MediaStore
-
-OWNERS = "owners/"
 
 
 class OwnershipError(ValueError):
     """A creator acted on an avatar id another creator owns; the message names the rule."""
-
-
-def owner_key(avatar_id: str) -> str:
-    return f"{OWNERS}{avatar_id}.json"
 
 
 def owner(store: MediaStore, avatar_id: str) -> Ownership | None:

@@ -15,12 +15,11 @@ import dagster as dg
 
 from avatar_assets.contracts import Approval, JobType
 from avatar_assets.pipeline import tombstones
-from avatar_assets.video.gates import GATE_ASSET, audit_prefix, decisions
-from partitions import run_partition
+from avatar_assets.video.gates import GATE_ASSET, decisions
+from partitions import partition_key, run_partition, split_cell
+from resources.layout import APPROVAL_QUEUE, audit_key, queued_approval_key
 from resources.media_store import MediaStore
 from resources.records import read_record
-
-QUEUE = "approvals/queue/"
 
 
 class ApprovalError(ValueError):
@@ -38,7 +37,7 @@ def current_hash(
     if job_type == "full_output_generation":
         _, raw = read_request(avatar_id, output or "")
         return hashlib.sha256(raw).hexdigest()
-    partition = f"{avatar_id}|{output}" if output else avatar_id
+    partition = partition_key(avatar_id, output)
     record = read_record(store, asset, partition)
     if record is None:
         raise ApprovalError(f"there is no {asset} for {partition} to decide on")
@@ -71,7 +70,7 @@ def record_decision(
         run = instance.get_run_by_id(run_id) if run_id else None
         if run is None:
             raise ApprovalError(f"retry_from_stage needs the id of a failed run of {avatar_id} (got {run_id!r})")
-        if (run_partition(run.tags) or "").split("|")[0] != avatar_id:
+        if split_cell(run_partition(run.tags) or "")[0] != avatar_id:
             raise ApprovalError(f"run {run_id} is not a run of {avatar_id}")
         if run.status != dg.DagsterRunStatus.FAILURE:
             raise ApprovalError(f"run {run_id} is {run.status.value.lower()}; only a failed run is retried")
@@ -94,17 +93,17 @@ def record_decision(
         decision=decision, by=by, at=now, note=note, run_id=run_id,
     )
     document = approval.model_dump_json(indent=2)
-    store.write_text(f"{audit_prefix(avatar_id, output, asset)}{approval.approval_id}.json", document)
-    store.write_text(f"{QUEUE}{approval.approval_id}.json", document)
+    store.write_text(audit_key(avatar_id, output, asset, approval.approval_id), document)
+    store.write_text(queued_approval_key(approval.approval_id), document)
     return approval
 
 
 def queued(store: MediaStore) -> list[Approval]:
-    return [Approval.model_validate_json(store.read_text(key) or "{}") for key in sorted(store.list_keys(QUEUE))]
+    return [Approval.model_validate_json(store.read_text(key) or "{}") for key in sorted(store.list_keys(APPROVAL_QUEUE))]
 
 
 def dequeue(store: MediaStore, approval: Approval) -> None:
-    store.delete_key(f"{QUEUE}{approval.approval_id}.json")
+    store.delete_key(queued_approval_key(approval.approval_id))
 
 
 def reseed(approval: Approval) -> int:

@@ -77,7 +77,9 @@ def run_demo(instance: dg.DagsterInstance, defs: dg.Definitions, store: MediaSto
     from avatar_assets.ops.runner import process
     from avatar_assets.ops.uploads import upload_bundle
     from avatar_assets.video.requests import write_request
-    from resources.records import read_record, record_key
+    from partitions import cell_key
+    from resources.layout import record_key
+    from resources.records import read_record
 
     sample = build_sample_bundle(settings.avatar_home() / "samples" / DEMO_AVATAR)
     echo(f"sample bundle: {sample}")
@@ -100,7 +102,7 @@ def run_demo(instance: dg.DagsterInstance, defs: dg.Definitions, store: MediaSto
     neutral = read_record(store, "neutral_image", DEMO_AVATAR)
     sheet = read_record(store, "character_sheet", DEMO_AVATAR)
     voice = read_record(store, "voice_profile", DEMO_AVATAR)
-    package = read_record(store, "output_package", f"{DEMO_AVATAR}|{DEMO_SLUG}")
+    package = read_record(store, "output_package", cell_key(DEMO_AVATAR, DEMO_SLUG))
     if not report.ok or None in (neutral, sheet, voice, package):
         echo("demo did not finish: see the problems above, or `avatarops status`")
         return 1

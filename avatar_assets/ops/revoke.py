@@ -22,10 +22,11 @@ from avatar_assets.contracts import Tombstone
 from avatar_assets.jobs import ASSETS
 from avatar_assets.ops import run_health
 from avatar_assets.ops.run_health import ACTIVE
-from avatar_assets.pipeline import events
+from avatar_assets.pipeline import events, quarantine
 from avatar_assets.pipeline.caching import media_refs
-from avatar_assets.pipeline.tombstones import tombstone, tombstone_key
-from partitions import run_partition
+from avatar_assets.pipeline.tombstones import tombstone
+from partitions import cell_key, run_partition, split_cell
+from resources import layout
 from resources.media_store import MediaStore
 from resources.records import parse_record
 
@@ -41,7 +42,7 @@ def runs_touching(instance: dg.DagsterInstance, avatar_id: str, exclude_run_id: 
         if run.run_id == exclude_run_id:
             continue
         partition = run_partition(run.tags) or ""
-        if run.tags.get("avatar") == avatar_id or partition == avatar_id or partition.startswith(f"{avatar_id}|"):
+        if run.tags.get("avatar") == avatar_id or split_cell(partition)[0] == avatar_id:
             mine.append(run)
     return mine
 
@@ -79,8 +80,9 @@ def _documents(store: MediaStore, prefix: str):
 def sweep(store: MediaStore, avatar_id: str) -> tuple[list[str], list[str], list[str]]:
     """Delete the avatar's records, cache entries, packages and approvals, then its unshared blobs."""
     mine, shared_with_others, keys = {}, set(), []
-    for key, record in _documents(store, "records/avatars/"):
-        owner = key.split("/")[2]
+    for key, record in _documents(store, layout.AVATAR_RECORDS):
+        cell = layout.record_cell(key)
+        owner = cell[0] if cell else None
         for ref in media_refs(record):
             if owner == avatar_id:
                 mine[ref.sha256] = ref
@@ -88,14 +90,13 @@ def sweep(store: MediaStore, avatar_id: str) -> tuple[list[str], list[str], list
                 shared_with_others.add(ref.sha256)
         if owner == avatar_id:
             keys.append(key)
-    for key, record in _documents(store, "cache/"):
+    for key, record in _documents(store, layout.CACHE):
         if getattr(record, "avatar_id", None) == avatar_id:
             keys.append(key)
             mine |= {ref.sha256: ref for ref in media_refs(record)}
         else:
             shared_with_others |= {ref.sha256 for ref in media_refs(record)}
-    for prefix in (f"packages/{avatar_id}/", f"approvals/avatars/{avatar_id}/", f"requests/accepted/{avatar_id}/"):
-        keys += list(store.list_keys(prefix))
+    keys += [key for prefix in layout.erased_with(avatar_id) for key in store.list_keys(prefix)]
     for key in keys:
         store.delete_key(key)
     deleted, kept = [], []
@@ -130,7 +131,7 @@ def collect_unreferenced(store: MediaStore, instance: dg.DagsterInstance, exclud
     active run are left alone.
     """
     referenced = set()
-    for prefix in ("records/", "cache/"):
+    for prefix in (layout.RECORDS, layout.CACHE):
         for _, record in _documents(store, prefix):
             referenced |= {ref.key for ref in media_refs(record)}
     starts = [
@@ -140,13 +141,13 @@ def collect_unreferenced(store: MediaStore, instance: dg.DagsterInstance, exclud
     ]
     cutoff = min(starts) - 5.0 if starts else None
     deleted = []
-    for key in sorted(set(store.list_keys("media/")) - referenced):
+    for key in sorted(set(store.list_keys(layout.MEDIA)) - referenced):
         if cutoff is not None:
             written = _written_at(store, key)
             if written is None or written >= cutoff:
                 continue
         store.delete_key(key)
-        deleted.append(key.rsplit("/", 1)[-1].split(".", 1)[0])
+        deleted.append(layout.blob_sha256(key))
     return deleted
 
 
@@ -160,11 +161,9 @@ def remove_local_inputs(avatar_id: str) -> None:
         shutil.rmtree(path, ignore_errors=True)
     for path in (settings.avatar_home() / "requests" / "held").glob(f"{avatar_id}--*.json"):
         path.unlink(missing_ok=True)
-    from avatar_assets.ops.status import quarantine_entry
-
-    for reason_file in settings.quarantine_dir().glob("*/reason.json"):
-        if quarantine_entry(reason_file)["avatar_id"] == avatar_id:
-            shutil.rmtree(reason_file.parent, ignore_errors=True)
+    for folder, entry in list(quarantine.entries()):
+        if entry["avatar_id"] == avatar_id:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def runs_of_avatar(instance: dg.DagsterInstance, avatar_id: str, exclude_run_id: str | None = None) -> list[str]:
@@ -174,7 +173,7 @@ def runs_of_avatar(instance: dg.DagsterInstance, avatar_id: str, exclude_run_id:
         if run.run_id == exclude_run_id:
             continue
         partition = run_partition(run.tags) or ""
-        if run.tags.get("avatar") == avatar_id or partition == avatar_id or partition.startswith(f"{avatar_id}|"):
+        if run.tags.get("avatar") == avatar_id or split_cell(partition)[0] == avatar_id:
             run_ids.append(run.run_id)
     return run_ids
 
@@ -188,7 +187,7 @@ def forget_partitions(instance: dg.DagsterInstance, avatar_id: str, exclude_run_
     leaves in the event-log tables (its events in ranged runs, cached asset rows, check executions) is
     deleted by SQL in `dagster_compat`, which a contract test runs on SQLite and Postgres.
     """
-    cells = [f"{avatar_id}|{slug}" for slug in instance.get_dynamic_partitions("outputs")]
+    cells = [cell_key(avatar_id, slug) for slug in instance.get_dynamic_partitions("outputs")]
     keys = []
     for asset in ASSETS:
         if asset.partitions_def is None:
@@ -227,7 +226,7 @@ def revoke(
     if previous is not None and previous.status == "revoked":
         return previous
     started = Tombstone(avatar_id=avatar_id, status="revoking", revoked_at=datetime.now(UTC), by=by, reason=reason)
-    store.write_text(tombstone_key(avatar_id), started.model_dump_json(indent=2))
+    store.write_text(layout.tombstone_key(avatar_id), started.model_dump_json(indent=2))
     stop_runs(instance, avatar_id, wait_s, exclude_run_id)
     run_health.reap(instance, sweep_partials=True)  # the stopped runs' scratch and half-written files
     deleted, kept, keys = sweep(store, avatar_id)
@@ -235,12 +234,12 @@ def revoke(
     remove_local_inputs(avatar_id)
     events.forget_avatar(store, avatar_id)
     forget_partitions(instance, avatar_id, exclude_run_id)
-    slugs = sorted({key.split("/")[4] for key in keys if key.startswith(f"records/avatars/{avatar_id}/outputs/")})
+    slugs = sorted({cell[1] for cell in map(layout.record_cell, keys) if cell and cell[1]})
     done = started.model_copy(
         update={"status": "revoked", "deleted_blobs": deleted, "kept_shared_blobs": kept,
                 "deleted_records": keys, "outputs": slugs}
     )
-    store.write_text(tombstone_key(avatar_id), done.model_dump_json(indent=2))
+    store.write_text(layout.tombstone_key(avatar_id), done.model_dump_json(indent=2))
     # The one event that stays: receivers learn to forget the avatar too. It carries its id and nothing else.
     events.emit(store, "revoked", avatar_id=avatar_id, dedupe_key=f"revoked:{avatar_id}")
     return done

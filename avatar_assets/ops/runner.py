@@ -27,6 +27,7 @@ from avatar_assets.dagster_compat import (
 )
 from avatar_assets.identity import intake
 from avatar_assets.ops import run_health
+from avatar_assets.pipeline import quarantine
 
 MAX_ROUNDS = 20
 
@@ -331,7 +332,7 @@ def process(defs: dg.Definitions, instance: dg.DagsterInstance, echo=print) -> P
         echo(f"waiting {settle:.0f} s for {len(settling)} upload(s) to settle")
         time.sleep(settle)
     for name in sorted(quarantine_entries() - before):
-        reason = settings.quarantine_dir() / name / "reason.json"
-        problems = json.loads(reason.read_text()).get("problems", []) if reason.is_file() else []
+        reason = settings.quarantine_dir() / name / quarantine.REASON
+        problems = quarantine.entry(reason)["problems"] if reason.is_file() else []
         report.quarantined.append({"path": str(settings.quarantine_dir() / name), "problems": problems})
     return report

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 
 import dagster as dg
-from pydantic import ValidationError
 
 from avatar_assets import settings
-from avatar_assets.contracts import QuarantineReason
 from avatar_assets.dagster_compat import PARTITION_NAME_TAG
-from avatar_assets.pipeline import tombstones
+from avatar_assets.pipeline import quarantine, tombstones
+from partitions import cell_key
+from resources.layout import TOMBSTONES, record_key, tombstone_avatar
 from resources.media_store import MediaStore
-from resources.records import record_key
 
 CHECK_HISTORY_LIMIT = 5000
 
@@ -39,27 +37,6 @@ def latest_check_verdicts(instance: dg.DagsterInstance) -> dict[tuple[str, str],
             },
         )
     return verdicts
-
-
-def quarantine_entry(reason_file: Path) -> dict:
-    """What a quarantine entry says, through the one `QuarantineReason` schema; an entry written by an older
-    version (output requests had their own shape) or edited by hand is still listed, never a crash."""
-    try:
-        reason = QuarantineReason.model_validate_json(reason_file.read_text())
-        return {"kind": reason.kind, "avatar_id": reason.avatar_id, "slug": reason.slug, "problems": reason.problems}
-    except (ValidationError, OSError, ValueError):
-        try:
-            document = json.loads(reason_file.read_text())
-        except (OSError, ValueError):
-            document = {}
-        document = document if isinstance(document, dict) else {}
-        return {
-            "kind": "output_request" if "request" in document else "upload",
-            "avatar_id": str(document.get("avatar_id") or reason_file.parent.name),
-            "slug": None,
-            "problems": [str(p) for p in document.get("problems", [])] if isinstance(document.get("problems"), list)
-            else [f"{reason_file} could not be read as a quarantine reason"],
-        }
 
 
 RUN_STATES = ("queued", "running", "waiting_approval", "blocked", "failed", "crashed", "done")
@@ -140,8 +117,8 @@ def collect_status(defs: dg.Definitions, instance: dg.DagsterInstance, store: Me
             "blocked_by": blocked,
             "outputs": output_status(instance, store, avatar_id),
         }
-    for key in store.list_keys("tombstones/"):
-        stone = tombstones.tombstone(store, key.removeprefix("tombstones/").removesuffix(".json"))
+    for key in store.list_keys(TOMBSTONES):
+        stone = tombstones.tombstone(store, tombstone_avatar(key))
         if stone is not None and stone.avatar_id not in avatars:
             avatars[stone.avatar_id] = {"state": stone.status, "identity": None, "assets": {}, "gates": {},
                                         "blocked_by": [], "outputs": {}}
@@ -149,21 +126,18 @@ def collect_status(defs: dg.Definitions, instance: dg.DagsterInstance, store: Me
     held_root = settings.avatar_home() / "requests" / "held"
     for path in sorted(held_root.glob("*.json")) if held_root.is_dir() else []:
         held.append({"request": path.stem.replace("--", "/"), **json.loads(path.read_text())})
-    quarantined = []
-    root = settings.quarantine_dir()
-    for reason_file in sorted(root.glob("*/reason.json")) if root.is_dir() else []:
-        quarantined.append({"path": str(reason_file.parent), **quarantine_entry(reason_file)})
+    quarantined = [{"path": str(folder), **entry} for folder, entry in quarantine.entries()]
     return {"home": str(settings.avatar_home()), "avatars": avatars, "held": held, "quarantined": quarantined}
 
 
 def output_status(instance: dg.DagsterInstance, store: MediaStore, avatar_id: str) -> dict:
     """Per output slug of the avatar: the stages materialized and the state of its newest run."""
-    from avatar_assets.video.gates import VIDEO_STAGES
+    from avatar_assets.video.graph import VIDEO_STAGES
     from resources.records import read_record
 
     cells = {}
     for slug in instance.get_dynamic_partitions("outputs"):
-        partition = f"{avatar_id}|{slug}"
+        partition = cell_key(avatar_id, slug)
         done = [stage for stage in VIDEO_STAGES if store.read_text(record_key(stage, partition)) is not None]
         run = latest_run(instance, partition)
         if not done and run is None:

@@ -1,8 +1,8 @@
 """Content keys make work idempotent: same inputs + provider config + code version -> same record.
 
-A cache entry is the record JSON stored under `cache/<asset>/<key>.json`; it is reused only when every
-blob it points at still exists, so a revoked or deleted blob forces a recompute. Generated images
-(`reuse_or_generate`) are also never reused when a fallback provider made them.
+A cache entry is the record JSON stored under its content key (`resources.layout.cache_key`); it is reused
+only when every blob it points at still exists, so a revoked or deleted blob forces a recompute. Generated
+images (`reuse_or_generate`) are also never reused when a fallback provider made them.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from avatar_assets.contracts import MediaRef, Record
+from resources.layout import cache_key
 from resources.media_store import MediaStore
 from resources.records import dump_record, parse_record
 
@@ -45,7 +46,7 @@ def media_refs(value: Any) -> Iterator[MediaRef]:
 
 def cached(store: MediaStore, asset_name: str, key: str, log) -> Record | None:
     """The stored result for this content key, if every blob it points at still exists."""
-    text = store.read_text(cache_path(asset_name, key))
+    text = store.read_text(cache_key(asset_name, key))
     if text is None:
         return None
     record = parse_record(text)
@@ -56,7 +57,7 @@ def cached(store: MediaStore, asset_name: str, key: str, log) -> Record | None:
 
 
 def remember(store: MediaStore, asset_name: str, key: str, record: Record) -> None:
-    store.write_text(cache_path(asset_name, key), dump_record(record))
+    store.write_text(cache_key(asset_name, key), dump_record(record))
 
 
 def reuse_or_compute(
@@ -68,11 +69,6 @@ def reuse_or_compute(
     record = compute()
     remember(store, asset_name, key, record)
     return record, False
-
-
-def cache_path(asset_name: str, key: str) -> str:
-    """Where the cached record of this content key lives in the media store."""
-    return f"cache/{asset_name}/{key}.json"
 
 
 def reuse_or_generate(store: MediaStore, asset_name: str, key: str, compute: Callable[[], Record], log) -> tuple[Record, bool]:
@@ -105,7 +101,7 @@ def _drop_fallback_result(store: MediaStore, asset_name: str, key: str, log) -> 
     """A fallback stands in while the configured provider is down; reusing it would keep serving the
     stand-in after the model is back. Recomputing a fallback is cheap (classical) and, being
     deterministic, gives the same record (no spurious staleness)."""
-    path = cache_path(asset_name, key)
+    path = cache_key(asset_name, key)
     text = store.read_text(path)
     if text is not None:
         provider = getattr(parse_record(text), "provider", None)

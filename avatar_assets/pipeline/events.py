@@ -37,12 +37,18 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from avatar_assets.contracts import DeadLetter, EventType, LifecycleEvent
+from resources.layout import (
+    DEAD_LETTERS,
+    DEDUPE_MARKERS,
+    DELIVERY_STATE,
+    OUTBOX,
+    dead_letter_id,
+    dead_letter_key,
+    dedupe_marker_key,
+    event_id,
+    outbox_key,
+)
 from resources.media_store import MediaStore
-
-OUTBOX = "events/outbox/"
-KEYS = "events/keys/"
-DEAD = "events/dead/"
-STATE = "events/delivery.json"
 
 URL_ENV = "AVATAR_WEBHOOK_URL"
 SECRET_ENV = "AVATAR_WEBHOOK_SECRET"
@@ -86,7 +92,7 @@ def emit(
 ) -> LifecycleEvent | None:
     """Write one event to the outbox. With a dedupe key, the same key is written only once."""
     if dedupe_key is not None:
-        marker = f"{KEYS}{hashlib.sha256(dedupe_key.encode()).hexdigest()}"
+        marker = dedupe_marker_key(hashlib.sha256(dedupe_key.encode()).hexdigest())
         if store.read_text(marker) is not None:
             return None
     event = LifecycleEvent(
@@ -99,14 +105,14 @@ def emit(
         run_id=run_id,
         detail=detail,
     )
-    store.write_text(f"{OUTBOX}{event.event_id}.json", event.model_dump_json())
+    store.write_text(outbox_key(event.event_id), event.model_dump_json())
     if dedupe_key is not None:
         store.write_text(marker, event.event_id)
     return event
 
 
 def pending_ids(store: MediaStore, after: str | None) -> list[str]:
-    ids = sorted(key.removeprefix(OUTBOX).removesuffix(".json") for key in store.list_keys(OUTBOX))
+    ids = sorted(event_id(key) for key in store.list_keys(OUTBOX))
     return [event_id for event_id in ids if after is None or event_id > after]
 
 
@@ -257,11 +263,11 @@ class DeliveryState(BaseModel):
 
     @classmethod
     def load(cls, store: MediaStore) -> DeliveryState:
-        text = store.read_text(STATE)
+        text = store.read_text(DELIVERY_STATE)
         return cls.model_validate_json(text) if text else cls()
 
     def save(self, store: MediaStore) -> None:
-        store.write_text(STATE, self.model_dump_json())
+        store.write_text(DELIVERY_STATE, self.model_dump_json())
 
     def status_of(self, event_id: str, dead: set[str]) -> Literal["delivered", "pending", "dead"]:
         if event_id in dead:
@@ -272,12 +278,12 @@ class DeliveryState(BaseModel):
 
 
 def dead_letters(store: MediaStore) -> list[DeadLetter]:
-    letters = (store.read_text(key) for key in sorted(store.list_keys(DEAD)))
+    letters = (store.read_text(key) for key in sorted(store.list_keys(DEAD_LETTERS)))
     return [DeadLetter.model_validate_json(text) for text in letters if text is not None]
 
 
 def dead_letter_ids(store: MediaStore) -> set[str]:
-    return {key.removeprefix(DEAD).removesuffix(".json") for key in store.list_keys(DEAD)}
+    return {dead_letter_id(key) for key in store.list_keys(DEAD_LETTERS)}
 
 
 @dataclass(frozen=True)
@@ -330,7 +336,7 @@ def deliver(
             break
         previous = state.retrying.pop(event_id, None)
         attempts = (previous.attempts if previous else 0) + 1
-        text = store.read_text(f"{OUTBOX}{event_id}.json")
+        text = store.read_text(outbox_key(event_id))
         if text is not None:  # None: forgotten (revoke) since the listing
             attempted_at = now()
             event, outcome = _attempt(url, signer, event_id, text, attempted_at, timeout_s)
@@ -367,7 +373,7 @@ def _bury(store: MediaStore, event_id: str, event: LifecycleEvent | None, attemp
     fields = event.model_dump(include={"sequence", "type", "avatar_id", "output", "asset"}) if event else {}
     letter = DeadLetter(event_id=event_id, attempts=attempts, last_status=outcome.status,
                         last_error=outcome.error or "", dead_at=datetime.now(UTC), **fields)
-    store.write_text(f"{DEAD}{event_id}.json", letter.model_dump_json())
+    store.write_text(dead_letter_key(event_id), letter.model_dump_json())
 
 
 # --------------------------------------------------------------------------- replay and forget
@@ -397,7 +403,7 @@ def replay_dead_letters(store: MediaStore) -> int:
         state.retrying[event_id] = Retry(attempts=0, next_attempt_at=0.0)
     state.save(store)
     for event_id in ids:
-        store.delete_key(f"{DEAD}{event_id}.json")
+        store.delete_key(dead_letter_key(event_id))
     return len(ids)
 
 
@@ -414,7 +420,7 @@ def forget_avatar(store: MediaStore, avatar_id: str) -> int:
             continue
         if event is not None and event.avatar_id == avatar_id:
             ids.add(event.event_id)
-    for key in list(store.list_keys(KEYS)):
+    for key in list(store.list_keys(DEDUPE_MARKERS)):
         if store.read_text(key) in ids:
             store.delete_key(key)
     state = DeliveryState.load(store)
@@ -422,6 +428,6 @@ def forget_avatar(store: MediaStore, avatar_id: str) -> int:
         state.retrying = {i: retry for i, retry in state.retrying.items() if i not in ids}
         state.save(store)
     for event_id in ids:
-        store.delete_key(f"{DEAD}{event_id}.json")
-        store.delete_key(f"{OUTBOX}{event_id}.json")
+        store.delete_key(dead_letter_key(event_id))
+        store.delete_key(outbox_key(event_id))
     return len(ids)

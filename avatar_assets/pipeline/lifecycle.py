@@ -9,6 +9,7 @@ import dagster as dg
 
 from avatar_assets.contracts import Record
 from avatar_assets.pipeline import events
+from partitions import split_cell
 
 PROVIDER_RETRIES = dg.RetryPolicy(max_retries=2, delay=1, backoff=dg.Backoff.EXPONENTIAL)
 """Transient provider failures retry with backoff; input problems raise Failure(allow_retries=False)."""
@@ -67,9 +68,8 @@ def accepts_partition_ranges(wrapper):
 
 
 def _partitions(context) -> list[tuple[str, str | None]]:
-    """(avatar, output) of each partition of the step; a video cell key reads "avatar|output"."""
-    cells = (key.partition("|") for key in partition_keys(context))
-    return [(avatar_id, output or None) for avatar_id, _, output in cells]
+    """(avatar, output) of each partition of the step."""
+    return [split_cell(key) for key in partition_keys(context)]
 
 
 def emit_for(context, type: events.EventType, *, versions: dict[str, str] | None = None, **detail) -> None:

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 from avatar_assets.contracts import Tombstone
+from resources.layout import tombstone_key
 from resources.media_store import MediaStore
-
-
-def tombstone_key(avatar_id: str) -> str:
-    return f"tombstones/{avatar_id}.json"
 
 
 def tombstone(store: MediaStore, avatar_id: str) -> Tombstone | None:

@@ -36,7 +36,7 @@ from avatar_assets.pipeline.caching import content_key, reuse_or_compute, reuse_
 from avatar_assets.pipeline.lifecycle import PROVIDER_RETRIES, emits_lifecycle, progress, recorded, seed_override
 from avatar_assets.video import gates
 from avatar_assets.video.requests import REQUEST_TAG, RequestError, accepted_request
-from partitions import identity_to_video, refresh_cell, video_cells
+from partitions import cell_key, identity_to_video, refresh_cell, video_cells
 from resources.media_store import MediaStore, sha256_bytes
 from resources.providers import Enhancer, ImageGenerator, LipSyncer, SpeechSynthesizer, VideoSettings
 
@@ -58,27 +58,31 @@ def video_asset(*, refresh: bool = True, **kwargs):
 
 
 def approval_guard(fn):
-    """A stage behind a human gate runs only when that gate's current content is approved."""
-    gate = gates.GUARDED_BY.get(fn.__name__)
-    if gate is None:
-        return fn
+    """A stage behind a human gate runs only when that gate's current content is approved. Which gates a
+    stage waits behind is read from the graph that the stages make together (`video.graph`), so it is
+    looked up when the stage runs, not when it is defined."""
 
     @functools.wraps(fn)
     def guarded(context, *args, **kwargs):
-        from resources.records import read_record
+        from avatar_assets.video.graph import GUARDED_BY
 
-        avatar_id, slug = cell(context)
-        store = context.resources.store
-        script_record = read_record(store, "script", f"{avatar_id}|{slug}")
-        if script_record is not None and gate in gates.gate_assets(script_record.request):
-            gated = read_record(store, gate, f"{avatar_id}|{slug}")
-            content = gated.content_hash() if gated else "missing"
-            if gated is None or not gates.is_approved(store, avatar_id, slug, gate, content):
-                raise dg.Failure(
-                    f"waiting for approval of {gate} {content[:12]} for {avatar_id}/{slug}: "
-                    f"avatarops approve {gate} --avatar {avatar_id} --output {slug}",
-                    allow_retries=False,
-                )
+        waits_for = GUARDED_BY.get(fn.__name__, ())
+        if waits_for:
+            from resources.records import read_record
+
+            avatar_id, slug = cell(context)
+            store = context.resources.store
+            script_record = read_record(store, "script", cell_key(avatar_id, slug))
+            requested = gates.gate_assets(script_record.request) if script_record is not None else []
+            for gate in [gate for gate in waits_for if gate in requested]:
+                gated = read_record(store, gate, cell_key(avatar_id, slug))
+                content = gated.content_hash() if gated else "missing"
+                if gated is None or not gates.is_approved(store, avatar_id, slug, gate, content):
+                    raise dg.Failure(
+                        f"waiting for approval of {gate} {content[:12]} for {avatar_id}/{slug}: "
+                        f"avatarops approve {gate} --avatar {avatar_id} --output {slug}",
+                        allow_retries=False,
+                    )
         return fn(context, *args, **kwargs)
 
     return guarded
@@ -576,7 +580,7 @@ def enhanced_video(
     from avatar_assets.media.video_qa import analyse_video
     from avatar_assets.media.watermark import embed_watermark
 
-    payload = hashlib.sha256(f"{stitched_video.avatar_id}|{stitched_video.slug}".encode()).digest()[:8]
+    payload = hashlib.sha256(cell_key(stitched_video.avatar_id, stitched_video.slug).encode()).digest()[:8]
 
     def compute() -> VideoRecord:
         source = store.local_path(stitched_video.video)

@@ -1,47 +1,29 @@
-"""Human approval gates on a video cell: which stages a request gates, what runs next, what is approved.
+"""Human approval gates on a video cell: which stages a request gates and what is approved.
 
 A request can require people to approve its script, storyboard, backgrounds or lip-synced video (the
 `approval_gated` route always requires the last), or the whole generation before anything runs. A
-render stops at each gate; an approval launches the next segment. Decisions live in the avatar's audit
-trail (`avatar_assets.ops.approvals` records them).
+render stops at each gate; an approval launches the next segment (`video.graph` knows the order).
+Decisions live in the avatar's audit trail (`avatar_assets.ops.approvals` records them).
 """
 
 from __future__ import annotations
 
 from avatar_assets.contracts import Approval, OutputRequest
+from resources.layout import audit_prefix
 from resources.media_store import MediaStore
 
-VIDEO_STAGES = ["script", "storyboard", "speech", "backgrounds", "scene_assets", "lip_sync",
-                "stitched_video", "enhanced_video", "output_package"]
 GATE_ASSET = {
     "script_approval": "script",
     "storyboard_approval": "storyboard",
     "background_approval": "backgrounds",
     "video_asset_approval": "lip_sync",
 }
+"""Which stage each approval job type decides on: a product rule."""
 ASSET_JOB_TYPE = {asset: job for job, asset in GATE_ASSET.items()}
-GUARDED_BY = {"storyboard": "script", "speech": "storyboard", "backgrounds": "storyboard",
-              "scene_assets": "backgrounds", "stitched_video": "lip_sync"}
 
 
 def gate_assets(request: OutputRequest) -> list[str]:
     return [GATE_ASSET[g] for g in request.gates() if g in GATE_ASSET]
-
-
-def next_segment(request: OutputRequest, after: str | None) -> list[str]:
-    """Stages to run after `after` (None: from the start), stopping at the next gated stage, inclusive."""
-    start = 0 if after is None else VIDEO_STAGES.index(after) + 1
-    gates = gate_assets(request)
-    segment = []
-    for stage in VIDEO_STAGES[start:]:
-        segment.append(stage)
-        if stage in gates:
-            break
-    return segment
-
-
-def audit_prefix(avatar_id: str, output: str | None, asset: str) -> str:
-    return f"approvals/avatars/{avatar_id}/{output or '_identity'}/{asset}/"
 
 
 def decisions(store: MediaStore, avatar_id: str, output: str | None, asset: str) -> list[Approval]:

@@ -32,6 +32,7 @@ from avatar_assets.contracts import (
 )
 from avatar_assets.media.images import encode_png
 from avatar_assets.media.video import poster_frame, transcode_for_platform
+from resources.layout import package_folder
 from resources.media_store import MediaStore
 from resources.providers import VideoSettings
 
@@ -58,7 +59,7 @@ def build_package(
     """The package record and its poster frame. A re-render that drops a file (the request changed)
     does not leave the old one in the folder."""
     script, speech = sources.script, sources.speech
-    folder = f"packages/{script.avatar_id}/{script.slug}"
+    folder = package_folder(script.avatar_id, script.slug)
     source = store.local_path(sources.enhanced_video.video)
     renditions = _renditions(store, video, script, source, folder, scratch, log)
     poster_rgb = poster_frame(source, sources.enhanced_video.qa.duration_s / 3)

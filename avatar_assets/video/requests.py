@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from avatar_assets import settings
 from avatar_assets.contracts import AcceptedRequest, OutputRequest, describe_validation_error
 from avatar_assets.media.partial import atomic_write_text
+from resources.layout import current_request_key, request_snapshot_key
 from resources.media_store import MediaStore
 
 REQUEST_TAG = "request_sha256"
@@ -107,36 +108,28 @@ def read_request(avatar_id: str, slug: str) -> tuple[OutputRequest, bytes]:
     return parse_request(raw, avatar_id=avatar_id, slug=slug), raw
 
 
-def snapshot_key(avatar_id: str, slug: str, sha256: str) -> str:
-    return f"requests/accepted/{avatar_id}/{slug}/{sha256}.json"
-
-
-def current_key(avatar_id: str, slug: str) -> str:
-    return f"requests/accepted/{avatar_id}/{slug}/current.json"
-
-
 def accept(store: MediaStore, request: OutputRequest, raw: bytes) -> str:
     """Store the request's bytes under their hash (once) and make them the cell's current request."""
     sha = hashlib.sha256(raw).hexdigest()
-    store.create_text(snapshot_key(request.avatar_id, request.slug, sha), raw.decode("utf-8"))
-    current = store.read_text(current_key(request.avatar_id, request.slug))
+    store.create_text(request_snapshot_key(request.avatar_id, request.slug, sha), raw.decode("utf-8"))
+    current = store.read_text(current_request_key(request.avatar_id, request.slug))
     if current is None or AcceptedRequest.model_validate_json(current).sha256 != sha:
         pointer = AcceptedRequest(avatar_id=request.avatar_id, slug=request.slug, sha256=sha, accepted_at=datetime.now(UTC))
-        store.write_text(current_key(request.avatar_id, request.slug), pointer.model_dump_json(indent=2))
+        store.write_text(current_request_key(request.avatar_id, request.slug), pointer.model_dump_json(indent=2))
     return sha
 
 
 def accepted_request(store: MediaStore, avatar_id: str, slug: str, sha256: str | None = None) -> tuple[OutputRequest, bytes]:
     """The accepted snapshot `sha256` names, or the cell's current one; what a render run renders."""
     if sha256 is None:
-        current = store.read_text(current_key(avatar_id, slug))
+        current = store.read_text(current_request_key(avatar_id, slug))
         if current is None:
             raise RequestError(
                 f"no request for {avatar_id}/{slug} has been accepted: submit one (avatarops request) and let "
                 "the request sensor accept it"
             )
         sha256 = AcceptedRequest.model_validate_json(current).sha256
-    text = store.read_text(snapshot_key(avatar_id, slug, sha256))
+    text = store.read_text(request_snapshot_key(avatar_id, slug, sha256))
     if text is None:
         raise RequestError(f"accepted request {sha256[:12]} of {avatar_id}/{slug} is not in the media store")
     raw = text.encode("utf-8")

@@ -1,0 +1,57 @@
+"""Quarantine: what a user sent and the platform cannot take is set aside, unaltered, beside a `reason.json`
+that a person can read. Uploads and output requests share the one `QuarantineReason` schema, this writer
+and this reader.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from avatar_assets import settings
+from avatar_assets.contracts import QuarantineReason
+from avatar_assets.media.partial import atomic_write_text
+from avatar_assets.pipeline import privacy
+
+REASON = "reason.json"
+
+
+def set_aside(root: Path, name: str, reason: QuarantineReason, move_into: Callable[[Path], None]) -> Path:
+    """`root/<name>-<time>/`, holding what `move_into` moves there and the reason beside it."""
+    target = root / f"{name}-{reason.quarantined_at:%Y%m%dT%H%M%S%fZ}"
+    target.mkdir(parents=True)
+    move_into(target)
+    privacy.tighten(target)  # a rename or a copy keeps the modes of files dropped into the inbox
+    atomic_write_text(target / REASON, reason.model_dump_json(indent=2))
+    return target
+
+
+def entry(reason_file: Path) -> dict:
+    """What a quarantine entry says. Entries written before requests shared the schema (they held a
+    `request` and `problems`), or edited by hand, are still listed and found by revoke, never a crash."""
+    try:
+        reason = QuarantineReason.model_validate_json(reason_file.read_text())
+        return {"kind": reason.kind, "avatar_id": reason.avatar_id, "slug": reason.slug, "problems": reason.problems}
+    except (ValidationError, OSError, ValueError):
+        try:
+            document = json.loads(reason_file.read_text())
+        except (OSError, ValueError):
+            document = {}
+        document = document if isinstance(document, dict) else {}
+        return {
+            "kind": "output_request" if "request" in document else "upload",
+            "avatar_id": str(document.get("avatar_id") or reason_file.parent.name),
+            "slug": None,
+            "problems": [str(p) for p in document.get("problems", [])] if isinstance(document.get("problems"), list)
+            else [f"{reason_file} could not be read as a quarantine reason"],
+        }
+
+
+def entries() -> Iterator[tuple[Path, dict]]:
+    """Every quarantined folder of the home with what its reason says, in name order."""
+    root = settings.quarantine_dir()
+    for reason_file in sorted(root.glob(f"*/{REASON}")) if root.is_dir() else []:
+        yield reason_file.parent, entry(reason_file)

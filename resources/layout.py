@@ -1,0 +1,163 @@
+"""The media store's key layout: every key the platform writes, built and taken apart here only.
+
+Keys are store-relative and the same in every store (a local home, an S3 bucket and prefix); DESIGN.md
+fixes them and existing homes depend on them, so a builder here may gain a sibling but never change. What
+is derived from one avatar lives under prefixes that name it, which is how revoke finds all of it.
+"""
+
+from __future__ import annotations
+
+# Blobs, `media/<sha256[:2]>/<sha256>.<ext>`: MEDIA and media_key are defined beside MediaRef, which checks
+# every ref against them (contracts sit below resources), and belong to this layout all the same.
+from avatar_assets.contracts import MEDIA as MEDIA
+from avatar_assets.contracts import media_key as media_key
+from partitions import split_cell
+
+RECORDS = "records/"
+AVATAR_RECORDS = f"{RECORDS}avatars/"
+CACHE = "cache/"
+TOMBSTONES = "tombstones/"
+OWNERS = "owners/"
+_PACKAGES = "packages/"
+_APPROVALS = "approvals/avatars/"
+_REQUESTS = "requests/accepted/"
+APPROVAL_QUEUE = "approvals/queue/"
+OUTBOX = "events/outbox/"
+DEDUPE_MARKERS = "events/keys/"
+DEAD_LETTERS = "events/dead/"
+DELIVERY_STATE = "events/delivery.json"
+
+
+def _json(prefix: str, name: str) -> str:
+    return f"{prefix}{name}.json"
+
+
+def _name(prefix: str, key: str) -> str:
+    return key.removeprefix(prefix).removesuffix(".json")
+
+
+def blob_sha256(key: str) -> str:
+    """The content hash a blob key names."""
+    return key.rsplit("/", 1)[-1].split(".", 1)[0]
+
+
+# --------------------------------------------------------------------------- records (the IO manager's)
+
+
+def avatar_records(avatar_id: str) -> str:
+    return f"{AVATAR_RECORDS}{avatar_id}/"
+
+
+def record_key(asset_name: str, partition_key: str) -> str:
+    """`records/avatars/<avatar>/<asset>.json`, or `.../outputs/<slug>/<asset>.json` for a video cell."""
+    avatar_id, slug = split_cell(partition_key)
+    folder = avatar_records(avatar_id) + (f"outputs/{slug}/" if slug is not None else "")
+    return _json(folder, asset_name)
+
+
+def record_cell(key: str) -> tuple[str, str | None] | None:
+    """(avatar, slug or None) of a record key; None for a key that is not one."""
+    parts = key.removeprefix(AVATAR_RECORDS).split("/") if key.startswith(AVATAR_RECORDS) else []
+    if len(parts) == 2:
+        return parts[0], None
+    if len(parts) == 4 and parts[1] == "outputs":
+        return parts[0], parts[2]
+    return None
+
+
+# --------------------------------------------------------------------------- content-key cache
+
+
+def cache_key(asset_name: str, content_key: str) -> str:
+    return _json(f"{CACHE}{asset_name}/", content_key)
+
+
+# --------------------------------------------------------------------------- who owns an avatar, who revoked it
+
+
+def owner_key(avatar_id: str) -> str:
+    return _json(OWNERS, avatar_id)
+
+
+def tombstone_key(avatar_id: str) -> str:
+    return _json(TOMBSTONES, avatar_id)
+
+
+def tombstone_avatar(key: str) -> str:
+    return _name(TOMBSTONES, key)
+
+
+# --------------------------------------------------------------------------- packages and approvals
+
+
+def package_folder(avatar_id: str, slug: str) -> str:
+    """A cell's delivered files (its renditions, captions and rights manifest), under a key prefix."""
+    return f"{avatar_packages(avatar_id)}{slug}"
+
+
+def avatar_packages(avatar_id: str) -> str:
+    return f"{_PACKAGES}{avatar_id}/"
+
+
+def avatar_approvals(avatar_id: str) -> str:
+    return f"{_APPROVALS}{avatar_id}/"
+
+
+def audit_prefix(avatar_id: str, output: str | None, asset: str) -> str:
+    """Where the decisions on one asset of an avatar (or of one of its cells) are kept, oldest first."""
+    return f"{avatar_approvals(avatar_id)}{output or '_identity'}/{asset}/"
+
+
+def audit_key(avatar_id: str, output: str | None, asset: str, approval_id: str) -> str:
+    return _json(audit_prefix(avatar_id, output, asset), approval_id)
+
+
+def queued_approval_key(approval_id: str) -> str:
+    return _json(APPROVAL_QUEUE, approval_id)
+
+
+def erased_with(avatar_id: str) -> tuple[str, ...]:
+    """Prefixes holding only the avatar's keys, which revoke deletes whole (its records and cache entries
+    are read first, for the blobs they point at)."""
+    return avatar_packages(avatar_id), avatar_approvals(avatar_id), avatar_requests(avatar_id)
+
+
+# --------------------------------------------------------------------------- accepted output requests
+
+
+def avatar_requests(avatar_id: str) -> str:
+    return f"{_REQUESTS}{avatar_id}/"
+
+
+def request_snapshot_key(avatar_id: str, slug: str, sha256: str) -> str:
+    """An accepted request's bytes, stored once under their hash."""
+    return _json(f"{avatar_requests(avatar_id)}{slug}/", sha256)
+
+
+def current_request_key(avatar_id: str, slug: str) -> str:
+    """Which accepted snapshot is the cell's current request."""
+    return _json(f"{avatar_requests(avatar_id)}{slug}/", "current")
+
+
+# --------------------------------------------------------------------------- lifecycle events
+
+
+def outbox_key(event_id: str) -> str:
+    return _json(OUTBOX, event_id)
+
+
+def event_id(key: str) -> str:
+    return _name(OUTBOX, key)
+
+
+def dead_letter_key(event_id: str) -> str:
+    return _json(DEAD_LETTERS, event_id)
+
+
+def dead_letter_id(key: str) -> str:
+    return _name(DEAD_LETTERS, key)
+
+
+def dedupe_marker_key(digest: str) -> str:
+    """A marker (no suffix) holding the id of the one event written for a dedupe key's digest."""
+    return f"{DEDUPE_MARKERS}{digest}"
