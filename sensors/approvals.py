@@ -16,6 +16,7 @@ from avatar_assets.ops import approvals
 from avatar_assets.pipeline import tombstones
 from avatar_assets.pipeline.lifecycle import SEED_TAG
 from avatar_assets.video import gates
+from avatar_assets.video.assets import VIDEO_STAGES
 from avatar_assets.video.graph import next_segment
 from partitions import partition_key, run_partition
 from resources.media_store import MediaStore
@@ -74,7 +75,7 @@ def plan(instance: dg.DagsterInstance, store: MediaStore, approval: Approval, lo
         log.warning(f"approval {approval.approval_id} is for a version of {approval.asset} that no longer exists")
         return None
     script = read_record(store, "script", str(partition))
-    segment = next_segment(script.request, approval.asset)
+    segment = next_segment(VIDEO_STAGES, script.request, approval.asset)
     if not segment:
         return None
     return dg.RunRequest(

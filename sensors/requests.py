@@ -23,7 +23,8 @@ from avatar_assets.media.partial import atomic_write_text
 from avatar_assets.pipeline import events, tombstones
 from avatar_assets.pipeline.quarantine import set_aside
 from avatar_assets.video import gates, requests
-from avatar_assets.video.graph import VIDEO_STAGES, next_segment
+from avatar_assets.video.assets import VIDEO_STAGES
+from avatar_assets.video.graph import next_segment
 from partitions import cell_key, outputs
 from resources.media_store import MediaStore
 
@@ -113,7 +114,7 @@ def evaluate_requests(instance: dg.DagsterInstance, store: MediaStore, log) -> d
                           "--job-type full_output_generation)")
             continue
         requests.accept(store, scanned.request, scanned.raw)
-        segment = next_segment(scanned.request, None)
+        segment = next_segment(VIDEO_STAGES, scanned.request, None)
         run_requests.append(
             dg.RunRequest(
                 run_key=f"{cell}:{sha}",

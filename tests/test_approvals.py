@@ -13,7 +13,7 @@ import pytest
 from avatar_assets.ops import approvals
 from avatar_assets.pipeline import tombstones
 from avatar_assets.video import gates
-from avatar_assets.video.graph import VIDEO_STAGES
+from avatar_assets.video.assets import VIDEO_STAGES
 from avatar_assets.video.requests import accept, read_request
 from tests.regen_helpers import (
     NEUTRAL_CELL_DOWNSTREAM,

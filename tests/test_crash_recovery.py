@@ -16,7 +16,7 @@ import dagster as dg
 import pytest
 
 from avatar_assets.media.partial import host_label, writer_of
-from avatar_assets.video.graph import VIDEO_STAGES
+from avatar_assets.video.assets import VIDEO_STAGES
 from resources.layout import avatar_records
 from tests.regen_helpers import avatarops, cell, restored_world, step_events, submit, world_env
 from tests.servers import REPO_ROOT, VENV_BIN, wait_until

@@ -21,7 +21,7 @@ import pytest
 import standardwebhooks
 
 from avatar_assets.pipeline import events
-from avatar_assets.video.graph import VIDEO_STAGES
+from avatar_assets.video.assets import VIDEO_STAGES
 from resources import layout
 from tests.regen_helpers import (
     WEBHOOK_SECRET,

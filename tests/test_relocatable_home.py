@@ -12,7 +12,6 @@ elsewhere, remove the original and drive the copy with `regenerate`, `process` a
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 from collections.abc import Iterator

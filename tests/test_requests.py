@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from avatar_assets.contracts import QuarantineReason, RightsManifest, Tombstone
-from avatar_assets.video.graph import VIDEO_STAGES
+from avatar_assets.video.assets import VIDEO_STAGES
 from tests.conftest import copy_sample
 from tests.video_helpers import (
     cell,

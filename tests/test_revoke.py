@@ -19,7 +19,7 @@ import pytest
 
 from avatar_assets.media.partial import writer_of
 from avatar_assets.pipeline import tombstones
-from avatar_assets.video.graph import VIDEO_STAGES
+from avatar_assets.video.assets import VIDEO_STAGES
 from resources import layout
 from tests.conftest import copy_sample
 from tests.regen_helpers import (

@@ -2,7 +2,8 @@
 behind and the segments a gated request runs in. Read from the asset definitions, pinned here."""
 
 from avatar_assets.contracts import OutputRequest
-from avatar_assets.video.graph import GUARDED_BY, VIDEO_STAGES, next_segment
+from avatar_assets.video.assets import GUARDED_BY, VIDEO_STAGES
+from avatar_assets.video.graph import next_segment
 
 
 def test_stages_run_in_the_order_they_read_each_other():
@@ -18,7 +19,7 @@ def test_each_stage_waits_for_the_gates_it_is_first_to_read():
 def test_a_gated_request_runs_in_segments_that_end_at_its_gates():
     request = OutputRequest(avatar_id="ada", slug="launch", script="Hello there.", route="approval_gated",
                             approvals_required=["storyboard_approval"])
-    assert next_segment(request, None) == ["script", "storyboard"]
-    assert next_segment(request, "storyboard") == ["speech", "backgrounds", "scene_assets", "lip_sync"]
-    assert next_segment(request, "lip_sync") == ["stitched_video", "enhanced_video", "output_package"]
-    assert next_segment(request, "output_package") == []
+    assert next_segment(VIDEO_STAGES, request, None) == ["script", "storyboard"]
+    assert next_segment(VIDEO_STAGES, request, "storyboard") == ["speech", "backgrounds", "scene_assets", "lip_sync"]
+    assert next_segment(VIDEO_STAGES, request, "lip_sync") == ["stitched_video", "enhanced_video", "output_package"]
+    assert next_segment(VIDEO_STAGES, request, "output_package") == []

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from avatar_assets.contracts import ASPECT_SIZE, RightsManifest
-from avatar_assets.video.graph import VIDEO_STAGES
+from avatar_assets.video.assets import VIDEO_STAGES
 from tests.video_helpers import (
     FPS,
     SHORT_SIDE,

@@ -132,7 +132,7 @@ def collect_status(defs: dg.Definitions, instance: dg.DagsterInstance, store: Me
 
 def output_status(instance: dg.DagsterInstance, store: MediaStore, avatar_id: str) -> dict:
     """Per output slug of the avatar: the stages materialized and the state of its newest run."""
-    from avatar_assets.video.graph import VIDEO_STAGES
+    from avatar_assets.video.assets import VIDEO_STAGES
     from resources.records import read_record
 
     cells = {}

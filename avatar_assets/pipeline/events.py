@@ -45,9 +45,9 @@ from resources.layout import (
     dead_letter_id,
     dead_letter_key,
     dedupe_marker_key,
-    event_id,
     outbox_key,
 )
+from resources.layout import event_id as outbox_event_id  # `event_id` names the events themselves here
 from resources.media_store import MediaStore
 
 URL_ENV = "AVATAR_WEBHOOK_URL"
@@ -112,7 +112,7 @@ def emit(
 
 
 def pending_ids(store: MediaStore, after: str | None) -> list[str]:
-    ids = sorted(event_id(key) for key in store.list_keys(OUTBOX))
+    ids = sorted(outbox_event_id(key) for key in store.list_keys(OUTBOX))
     return [event_id for event_id in ids if after is None or event_id > after]
 
 

@@ -35,6 +35,7 @@ from avatar_assets.contracts import (
 from avatar_assets.pipeline.caching import content_key, reuse_or_compute, reuse_or_generate
 from avatar_assets.pipeline.lifecycle import PROVIDER_RETRIES, emits_lifecycle, progress, recorded, seed_override
 from avatar_assets.video import gates
+from avatar_assets.video.graph import gates_waited_for, stage_order
 from avatar_assets.video.requests import REQUEST_TAG, RequestError, accepted_request
 from partitions import cell_key, identity_to_video, refresh_cell, video_cells
 from resources.media_store import MediaStore, sha256_bytes
@@ -59,13 +60,11 @@ def video_asset(*, refresh: bool = True, **kwargs):
 
 def approval_guard(fn):
     """A stage behind a human gate runs only when that gate's current content is approved. Which gates a
-    stage waits behind is read from the graph that the stages make together (`video.graph`), so it is
+    stage waits behind is read from the graph that the stages make together (`GUARDED_BY`), so it is
     looked up when the stage runs, not when it is defined."""
 
     @functools.wraps(fn)
     def guarded(context, *args, **kwargs):
-        from avatar_assets.video.graph import GUARDED_BY
-
         waits_for = GUARDED_BY.get(fn.__name__, ())
         if waits_for:
             from resources.records import read_record
@@ -662,3 +661,5 @@ def output_package(
 
 
 VIDEO_ASSETS = [script, storyboard, speech, backgrounds, scene_assets, lip_sync, stitched_video, enhanced_video, output_package]
+VIDEO_STAGES = stage_order(VIDEO_ASSETS)
+GUARDED_BY = gates_waited_for(VIDEO_ASSETS)
