@@ -98,6 +98,16 @@ def submit(avatar_id: str, slug: str, script: str = SCRIPT, **fields):
     return request
 
 
+def submit_accepted(home: Home, avatar_id: str, slug: str, script: str = SCRIPT, **fields):
+    """`submit`, then accept it as the request sensor does before it launches a run: for tests that launch
+    `render_video` themselves (what the UI's launchpad does)."""
+    from avatar_assets.video.requests import accept, read_request
+
+    request = submit(avatar_id, slug, script, **fields)
+    accept(home.store, *read_request(avatar_id, slug))
+    return request
+
+
 def _build_world(root: Path, sample_bundle: Path) -> None:
     with avatar_home(root, **ENV) as home:
         for avatar_id in AVATARS:

@@ -14,7 +14,6 @@ from avatar_assets.ops import approvals
 from avatar_assets.pipeline import tombstones
 from avatar_assets.video import gates
 from avatar_assets.video.assets import VIDEO_STAGES
-from avatar_assets.video.requests import accept, read_request
 from tests.regen_helpers import (
     NEUTRAL_CELL_DOWNSTREAM,
     avatarops,
@@ -26,6 +25,7 @@ from tests.regen_helpers import (
     restored_world,
     step_events,
     submit,
+    submit_accepted,
 )
 
 pytestmark = pytest.mark.slow  # every test renders at least part of a video
@@ -214,8 +214,7 @@ def test_background_regeneration_refreshes_only_that_cell(tmp_path_factory, samp
 def test_retry_from_stage_approval_resumes_a_failed_render(tmp_path_factory, sample_bundle):
     with restored_world(tmp_path_factory, sample_bundle) as home:
         instance, key = home.instance, cell("ava", "retry")
-        submit("ava", "retry")
-        accept(home.store, *read_request("ava", "retry"))  # what the request sensor does before it launches
+        submit_accepted(home, "ava", "retry")
         instance.add_dynamic_partitions("outputs", ["retry"])
         failed = definitions_with(home, enhancer=enhancer_down()).resolve_job_def("render_video").execute_in_process(
             instance=instance, partition_key=key, raise_on_error=False

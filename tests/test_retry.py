@@ -12,7 +12,7 @@ import dagster as dg
 import pytest
 
 from resources.layout import outbox_key
-from tests.regen_helpers import avatarops, cell, definitions_with, enhancer_down, restored_world, step_events, submit
+from tests.regen_helpers import avatarops, cell, definitions_with, enhancer_down, restored_world, step_events, submit_accepted
 
 pytestmark = pytest.mark.slow  # renders a cell
 
@@ -41,7 +41,7 @@ def test_transient_tts_failure_is_retried_with_exponential_backoff(tmp_path_fact
 
     with restored_world(tmp_path_factory, sample_bundle) as home:
         instance, key = home.instance, cell("ava", "flaky")
-        submit("ava", "flaky", script="A sentence nobody has synthesised yet.")  # no content-cache hit for speech
+        submit_accepted(home, "ava", "flaky", script="A sentence nobody has synthesised yet.")  # no content-cache hit for speech
         instance.add_dynamic_partitions("outputs", ["flaky"])
         CALLS["synthesize"] = 0
         result = definitions_with(home, tts=FlakySpeech()).resolve_job_def("render_video").execute_in_process(
@@ -80,7 +80,7 @@ def test_transient_tts_failure_is_retried_with_exponential_backoff(tmp_path_fact
 def test_avatarops_retry_resumes_a_failed_run_from_its_failed_stage(tmp_path_factory, sample_bundle):
     with restored_world(tmp_path_factory, sample_bundle) as home:
         instance, key = home.instance, cell("bob", "resume")
-        submit("bob", "resume")
+        submit_accepted(home, "bob", "resume")
         instance.add_dynamic_partitions("outputs", ["resume"])
         failed = definitions_with(home, enhancer=enhancer_down()).resolve_job_def("render_video").execute_in_process(
             instance=instance, partition_key=key, raise_on_error=False
