@@ -146,7 +146,7 @@ def outbox_key(event_id: str) -> str:
     return _json(OUTBOX, event_id)
 
 
-def event_id(key: str) -> str:
+def outbox_event_id(key: str) -> str:
     return _name(OUTBOX, key)
 
 

@@ -47,5 +47,5 @@ def test_parsers_take_back_what_builders_made():
         assert layout.record_cell(key) is None, key
     assert layout.blob_sha256(layout.media_key(SHA, "png")) == SHA
     assert layout.tombstone_avatar(layout.tombstone_key("ada")) == "ada"
-    assert layout.event_id(layout.outbox_key("e1")) == "e1"
+    assert layout.outbox_event_id(layout.outbox_key("e1")) == "e1"
     assert layout.dead_letter_id(layout.dead_letter_key("e1")) == "e1"

@@ -45,9 +45,9 @@ from resources.layout import (
     dead_letter_id,
     dead_letter_key,
     dedupe_marker_key,
+    outbox_event_id,
     outbox_key,
 )
-from resources.layout import event_id as outbox_event_id  # `event_id` names the events themselves here
 from resources.media_store import MediaStore
 
 URL_ENV = "AVATAR_WEBHOOK_URL"
