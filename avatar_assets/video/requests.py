@@ -109,13 +109,15 @@ def read_request(avatar_id: str, slug: str) -> tuple[OutputRequest, bytes]:
 
 
 def accept(store: MediaStore, request: OutputRequest, raw: bytes) -> str:
-    """Store the request's bytes under their hash (once) and make them the cell's current request."""
+    """Store the request's bytes under their hash (once) and make them the cell's current request. The
+    sensor asks again on every tick for every request in the inbox: one read when nothing changed."""
     sha = hashlib.sha256(raw).hexdigest()
-    store.create_text(request_snapshot_key(request.avatar_id, request.slug, sha), raw.decode("utf-8"))
     current = store.read_text(current_request_key(request.avatar_id, request.slug))
-    if current is None or AcceptedRequest.model_validate_json(current).sha256 != sha:
-        pointer = AcceptedRequest(avatar_id=request.avatar_id, slug=request.slug, sha256=sha, accepted_at=datetime.now(UTC))
-        store.write_text(current_request_key(request.avatar_id, request.slug), pointer.model_dump_json(indent=2))
+    if current is not None and AcceptedRequest.model_validate_json(current).sha256 == sha:
+        return sha  # the pointer is written after the snapshot, so the snapshot is there too
+    store.create_text(request_snapshot_key(request.avatar_id, request.slug, sha), raw.decode("utf-8"))
+    pointer = AcceptedRequest(avatar_id=request.avatar_id, slug=request.slug, sha256=sha, accepted_at=datetime.now(UTC))
+    store.write_text(current_request_key(request.avatar_id, request.slug), pointer.model_dump_json(indent=2))
     return sha
 
 
