@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 DEFAULT_HOME = "./.avatar_home"
 
@@ -66,13 +68,19 @@ def sensor_interval_seconds() -> int:
 
 def whole_number(name: str, default: int) -> int:
     """An integer setting; unset or blank means `default`."""
-    raw = os.environ.get(name, "").strip()
+    return parsed_setting(os.environ, name, default, int, "a whole number")
+
+
+def parsed_setting(environ: Mapping[str, str], name: str, default, parse: Callable[[str], Any], expected: str):
+    """`name` from `environ` through `parse`; unset or blank means `default`, a value `parse` refuses is a
+    ConfigurationError saying what was `expected`."""
+    raw = environ.get(name, "").strip()
     if not raw:
         return default
     try:
-        return int(raw)
+        return parse(raw)
     except ValueError:
-        raise ConfigurationError(f"{name}={raw!r}: expected a whole number") from None
+        raise ConfigurationError(f"{name}={raw!r}: expected {expected}") from None
 
 
 def console_log_level() -> str:

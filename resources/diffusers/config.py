@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from avatar_assets.settings import parsed_setting
+
 FALLBACKS = ("classical",)
 
 
@@ -21,34 +23,14 @@ def fields_from_env(env: Mapping[str, str]) -> dict[str, Any]:
         device=env.get("AVATAR_DIFFUSERS_DEVICE", "").strip() or None,
         dtype=env.get("AVATAR_DIFFUSERS_DTYPE", "").strip() or None,
         fallback=fallback,
-        working_side=_env_int(env, "AVATAR_DIFFUSERS_SIZE", 512),
-        background_long_side=_env_int(env, "AVATAR_DIFFUSERS_BACKGROUND_SIZE", 768),
-        batch_size=_env_int(env, "AVATAR_DIFFUSERS_BATCH", 8),
-        retries=_env_int(env, "AVATAR_DIFFUSERS_RETRIES", 1),
-        retry_backoff_s=_env_float(env, "AVATAR_DIFFUSERS_RETRY_BACKOFF_S", 2.0),
-        steps=_env_int(env, "AVATAR_DIFFUSERS_STEPS", None),
-        guidance_scale=_env_float(env, "AVATAR_DIFFUSERS_GUIDANCE", None),
+        working_side=parsed_setting(env, "AVATAR_DIFFUSERS_SIZE", 512, int, "an integer"),
+        background_long_side=parsed_setting(env, "AVATAR_DIFFUSERS_BACKGROUND_SIZE", 768, int, "an integer"),
+        batch_size=parsed_setting(env, "AVATAR_DIFFUSERS_BATCH", 8, int, "an integer"),
+        retries=parsed_setting(env, "AVATAR_DIFFUSERS_RETRIES", 1, int, "an integer"),
+        retry_backoff_s=parsed_setting(env, "AVATAR_DIFFUSERS_RETRY_BACKOFF_S", 2.0, float, "a number"),
+        steps=parsed_setting(env, "AVATAR_DIFFUSERS_STEPS", None, int, "an integer"),
+        guidance_scale=parsed_setting(env, "AVATAR_DIFFUSERS_GUIDANCE", None, float, "a number"),
     )
-
-
-def _env_int(environ: Mapping[str, str], name: str, default: int | None) -> int | None:
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError as error:
-        raise ValueError(f"{name}={raw!r}: expected an integer") from error
-
-
-def _env_float(environ: Mapping[str, str], name: str, default: float | None) -> float | None:
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return float(raw)
-    except ValueError as error:
-        raise ValueError(f"{name}={raw!r}: expected a number") from error
 
 
 def _env_path(environ: Mapping[str, str], name: str) -> str | None:
