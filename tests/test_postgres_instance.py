@@ -105,7 +105,7 @@ def test_deploy_configs_validate(monkeypatch):
     storage = process_config(resolve_to_config_type(PostgresRunStorage.config_type()), custom["config"])
     assert storage.success, storage.errors
     assert storage.value["postgres_db"]["port"] == 5432
-    assert storage.value["postgres_db"]["scheme"] == "postgresql+psycopg2", "SQLAlchemy 2.1 defaults to psycopg 3"
+    assert storage.value["postgres_db"]["scheme"] == "postgresql+psycopg2", "pinned to the driver dagster-postgres ships"
     assert config["run_retries"]["enabled"] and config["run_retries"]["max_retries"] >= 1
     assert config["concurrency"]["pools"]["granularity"] == "op"
     assert config["concurrency"]["runs"]["tag_concurrency_limits"]
@@ -195,3 +195,40 @@ def test_identity_run_is_stored_in_postgres(pg_database, tmp_path, monkeypatch):
             assert cursor.fetchall() == [("astronaut",)]
     finally:
         connection.close()
+
+
+def test_dagster_docs_postgres_block_as_written(pg_database, tmp_path):
+    """The `storage: postgres: postgres_db:` block from Dagster's docs, no scheme. SQLAlchemy 2.1 reads the
+    plain postgresql:// URL as psycopg 3, on which dagster-postgres's `NOTIFY run_events, :id` is a syntax
+    error (psycopg 3 binds parameters on the server); SQLAlchemy 2.0 (pinned) reads it as psycopg2."""
+    import yaml
+
+    dagster_home = tmp_path / "docs-home"
+    dagster_home.mkdir()
+    (dagster_home / "dagster.yaml").write_text(yaml.safe_dump({
+        "storage": {"postgres": {"postgres_db": {
+            "hostname": PG["host"],
+            "username": PG["user"],
+            "password": PG["password"],
+            "db_name": pg_database,
+            "port": PG["port"],
+        }}},
+    }))
+
+    @dg.asset
+    def written() -> int:
+        return 1
+
+    instance = dg.DagsterInstance.from_config(str(dagster_home))
+    try:
+        import sqlalchemy
+
+        driver = instance.run_storage._engine.dialect.driver
+        assert driver == "psycopg2", f"SQLAlchemy {sqlalchemy.__version__} reads postgresql:// as {driver}; the lock pins 2.0"
+        result = dg.materialize([written], instance=instance)
+        assert result.success
+        stored = instance.get_run_by_id(result.run_id)
+        assert stored is not None and stored.status == dg.DagsterRunStatus.SUCCESS
+        assert instance.get_latest_materialization_event(dg.AssetKey("written")) is not None
+    finally:
+        instance.dispose()
