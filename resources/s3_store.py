@@ -22,6 +22,9 @@ class S3MediaStore(MediaStore):
     bucket: str
     prefix: str = ""
     cache_dir: str = "/tmp/avatar-media-cache"
+    # Every object is encrypted at rest by the store itself, not only by the bucket's default (a backstop
+    # someone can switch off): SSE-S3 (AES256), or SSE-KMS with this key (AVATAR_S3_KMS_KEY_ID).
+    kms_key_id: str | None = None
 
     _client: Any = PrivateAttr(default=None)
 
@@ -34,16 +37,24 @@ class S3MediaStore(MediaStore):
     def _object(self, key: str) -> str:
         return f"{self.prefix.strip('/')}/{key}" if self.prefix.strip("/") else key
 
+    def _encryption(self) -> dict[str, str]:
+        """The server-side encryption arguments of every put."""
+        if self.kms_key_id:
+            return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self.kms_key_id}
+        return {"ServerSideEncryption": "AES256"}
+
     def _write(self, key: str, source: bytes | Path) -> None:
         if isinstance(source, Path):
             # upload_file may go multipart; S3 shows the object only once it is complete.
-            self.client.upload_file(str(source), self.bucket, self._object(key))
+            self.client.upload_file(str(source), self.bucket, self._object(key), ExtraArgs=self._encryption())
         else:
-            self.client.put_object(Bucket=self.bucket, Key=self._object(key), Body=source)
+            self.client.put_object(Bucket=self.bucket, Key=self._object(key), Body=source, **self._encryption())
 
     def _create(self, key: str, data: bytes) -> bool:
         try:
-            self.client.put_object(Bucket=self.bucket, Key=self._object(key), Body=data, IfNoneMatch="*")
+            self.client.put_object(
+                Bucket=self.bucket, Key=self._object(key), Body=data, IfNoneMatch="*", **self._encryption()
+            )
         except self.client.exceptions.ClientError as error:
             if error.response.get("Error", {}).get("Code") in {"PreconditionFailed", "412", "ConditionalRequestConflict"}:
                 return False

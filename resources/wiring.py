@@ -48,6 +48,7 @@ def media_store() -> MediaStore:
         bucket=parsed.netloc,
         prefix=parsed.path.strip("/"),
         cache_dir=str(settings.avatar_home() / "s3-cache"),
+        kms_key_id=os.environ.get("AVATAR_S3_KMS_KEY_ID", "").strip() or None,
     )
 
 

@@ -131,6 +131,29 @@ def test_put_file_and_local_path(store, s3_server, bucket, tmp_path):
     assert store.local_path(ref) == local and local.read_bytes() == source.read_bytes()
 
 
+@pytest.mark.parametrize("kms_key_id", [None, "alias/avatar-media"])
+def test_every_write_is_encrypted_at_rest(kms_key_id, s3_server, bucket, tmp_path):
+    """Every way the store writes an object asks S3 for server-side encryption: SSE-S3 by default,
+    SSE-KMS with the configured key (AVATAR_S3_KMS_KEY_ID), whatever the bucket's default says."""
+    store = make_store(s3_server, bucket, "sse", tmp_path / "cache").model_copy(update={"kms_key_id": kms_key_id})
+    source = tmp_path / "clip.wav"
+    source.write_bytes(b"RIFF" + bytes(2048))
+    blob = store.put_bytes(b"encrypted", "txt", "text/plain")
+    store.put_file(source, "wav", "audio/wav")
+    store.copy_to(blob, "packages/one/readme.txt")
+    store.write_text("records/one.json", "{}")
+    assert store.create_text("claims/one", "mine")
+
+    client = s3_server.client()
+    keys = bucket_keys(s3_server, bucket, "sse/")
+    assert len(keys) == 5, keys
+    for key in keys:
+        head = client.head_object(Bucket=bucket, Key=key)
+        assert head.get("ServerSideEncryption") == ("aws:kms" if kms_key_id else "AES256"), key
+        if kms_key_id:
+            assert kms_key_id in head.get("SSEKMSKeyId", ""), key
+
+
 def test_prefixes_are_isolated(s3_server, bucket, tmp_path):
     tenant_a = make_store(s3_server, bucket, "tenant-a", tmp_path / "a")
     tenant_b = make_store(s3_server, bucket, "/tenant-b/", tmp_path / "b")
@@ -209,6 +232,9 @@ def test_wiring_builds_the_s3_store_from_the_environment(s3_server, bucket, tmp_
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
     store = wiring.media_store()
     assert store.s3.endpoint_url is None and store.s3.region_name == "eu-west-1"
+    assert store.kms_key_id is None
+    monkeypatch.setenv("AVATAR_S3_KMS_KEY_ID", "alias/avatar-media")
+    assert wiring.media_store().kms_key_id == "alias/avatar-media"
 
     monkeypatch.setenv("AVATAR_STORAGE", "gs://elsewhere/x")
     with pytest.raises(ValueError, match="s3://bucket/prefix"):
