@@ -8,7 +8,7 @@ export AVATAR_HOME ?= $(CURDIR)/.avatar_home
 export DAGSTER_HOME ?= $(AVATAR_HOME)/dagster
 PYTEST_ARGS ?=
 
-.PHONY: setup browser demo dev test test-fast bench readme-frames clean
+.PHONY: setup browser demo dev test test-fast bench readme-frames cluster cluster-down clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,9 +45,17 @@ test-fast: setup
 bench: setup
 	$(BIN)/python -m bench
 
+# The production topology on loopback (scripts/cluster.py): Postgres, moto S3, a gRPC code server, the daemon,
+# the webserver and CLUSTER_WORKERS Celery workers (CLUSTER_GPU_WORKERS of them gpu-only), state under .cluster/.
+cluster: setup
+	$(BIN)/python scripts/cluster.py up
+
+cluster-down: setup
+	$(BIN)/python scripts/cluster.py down
+
 # The README's before/after face frames (docs/img/face_*.png).
 readme-frames: setup
 	$(BIN)/python scripts/readme_frames.py
 
 clean:
-	rm -rf $(VENV) .avatar_home .pytest_cache
+	rm -rf $(VENV) .avatar_home .pytest_cache .cluster

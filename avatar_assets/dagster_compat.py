@@ -28,6 +28,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 from dagster._core.definitions.asset_daemon_cursor import AssetDaemonCursor
 from dagster._core.definitions.reconstruct import ReconstructableJob, ReconstructableRepository
 from dagster._core.event_api import PartitionKeyFilter
+from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
@@ -46,6 +47,8 @@ __all__ = [
     "SENSOR_NAME_TAG",
     "TAGS_TO_MAYBE_OMIT_ON_RETRY",
     "AutomationCursor",
+    "CheckRunHealthResult",
+    "WorkerStatus",
     "automation_cursor_from_json",
     "automation_cursor_to_json",
     "check_evaluation_target",

@@ -118,6 +118,19 @@ def test_dagster_compat_imports_nothing_of_ours() -> None:
     assert {name.split(".")[0] for name in imported} & {"avatar_assets", "resources", "sensors", "partitions"} == set()
 
 
+# --------------------------------------------------------------------------- run launcher
+
+
+def test_run_health_is_what_run_monitoring_reads() -> None:
+    """avatar_assets/cluster/launcher.py answers run monitoring with these types."""
+    with internal("dagster._core.launcher.CheckRunHealthResult/WorkerStatus"):
+        from dagster._daemon.monitoring import run_monitoring
+
+        assert run_monitoring.WorkerStatus is compat.WorkerStatus
+        result = compat.CheckRunHealthResult(compat.WorkerStatus.FAILED, "gone")
+        assert (result.status, result.msg) == (compat.WorkerStatus.FAILED, "gone")
+
+
 # --------------------------------------------------------------------------- run tags
 
 

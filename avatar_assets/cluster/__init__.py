@@ -1,0 +1,6 @@
+"""The distributed engine: dagster-celery's run launcher and workers, configured for the avatar graph.
+
+`launcher.py` is loaded by the instance (daemon, webserver) and decides each run's queue and whether its
+worker is alive; `worker.py` is the Celery app the workers run. `make cluster` (scripts/cluster.py)
+starts them on loopback; deploy/README.md says how the same pieces run on ECS or Kubernetes.
+"""
