@@ -118,7 +118,10 @@ def place_in_inboxes(cluster: Cluster, bundle: Path) -> None:
 
 def submit(cluster: Cluster, instance: dg.DagsterInstance, assets: list[str], partition: str) -> str:
     """Submit a run of `assets` to the cluster's queue, as `avatarops regenerate` does; the daemon launches it."""
-    request = dg.RunRequest(asset_selection=[dg.AssetKey(a) for a in assets], partition_key=partition)
+    request = dg.RunRequest(
+        asset_selection=[dg.AssetKey(a) for a in assets], partition_key=partition,
+        tags={compat.PARTITION_NAME_TAG: partition},  # a queued run reads its partition from its tags
+    )
     with _env(cluster.env):
         return compat.submit_asset_run(
             instance, request, module_name="avatar_assets.definitions", location_name="avatar_assets"

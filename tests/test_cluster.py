@@ -77,7 +77,8 @@ def test_cluster_is_up_and_its_env_file_reaches_the_instance(cluster: Cluster):
     ]
     # Every process has its own homes; the webserver answers on loopback.
     homes = sorted(p.parent.name for p in (cluster.root / "homes").glob("*/avatar_home"))
-    assert homes == ["client", "code-server", "cpu1", "cpu2", "daemon", "gpu1", "webserver"]
+    assert homes == ["code-server", "cpu1", "cpu2", "daemon", "gpu1", "webserver"]
+    assert cluster.env["DAGSTER_HOME"] == str(cluster.root / "client" / "dagster_home")
     assert cluster.state.spec.host == "127.0.0.1"
     rule = cluster.s3().get_bucket_encryption(Bucket="avatars")["ServerSideEncryptionConfiguration"]["Rules"][0]
     assert rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
