@@ -1,0 +1,59 @@
+"""The cluster's pieces that need no running cluster: the queue a run goes to, read from its own plan, and
+`scripts/cluster.py` refusing bad configuration with a sentence (tests/test_cluster.py runs the real thing)."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+
+from avatar_assets.cluster.launcher import run_queue
+from tests.cluster_helpers import cluster_env, run_script, script
+
+
+@dg.asset
+def plain() -> int:
+    return 1
+
+
+@dg.asset(pool="gpu")
+def rendered(plain: int) -> int:
+    return plain + 1
+
+
+@pytest.mark.parametrize(("selection", "queue"), [([plain], "cpu"), ([plain, rendered], "gpu"), ([rendered], "gpu")])
+def test_a_run_with_a_gpu_pool_step_goes_to_the_gpu_queue(selection, queue):
+    with dg.instance_for_test() as instance:
+        # `rendered` alone cannot load its input here; the plan, not the outcome, decides the queue.
+        result = dg.materialize([plain, rendered], instance=instance, selection=selection, raise_on_error=False)
+        assert run_queue(instance, instance.get_run_by_id(result.run_id)) == queue
+
+
+def test_the_avatar_graph_routes_identity_to_gpu():
+    """build_identity holds the image-model stages (pool="gpu"); its plan says so, not a list of ours."""
+    from avatar_assets.definitions import defs
+
+    job = defs.resolve_job_def("build_identity")
+    pools = {node.name: node.definition.pool for node in job.graph.node_dict.values() if hasattr(node.definition, "pool")}
+    assert "gpu" in pools.values() and None in pools.values()
+
+
+def test_worker_queues_follow_the_gpu_worker_count(tmp_path):
+    assert script.Spec(root=tmp_path, workers=2).worker_queues() == [("worker1", ["cpu", "gpu"]), ("worker2", ["cpu", "gpu"])]
+    assert script.Spec(root=tmp_path, workers=3, gpu_workers=1).worker_queues() == [
+        ("gpu1", ["gpu"]), ("cpu1", ["cpu"]), ("cpu2", ["cpu"])]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--workers", "0"], "workers: Input should be greater than or equal to 1"),
+    (["--workers", "2", "--gpu-workers", "2"], "at least one worker must take the cpu queue"),
+])
+def test_bad_configuration_is_one_sentence(args, message, tmp_path):
+    done = run_script("up", "--root", str(tmp_path / "c"), *args, env=cluster_env(), timeout=120)
+    assert done.returncode == 2
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "c").exists(), "nothing was started"
+
+
+def test_down_without_a_cluster_says_so(tmp_path):
+    done = run_script("down", "--root", str(tmp_path), env=cluster_env(), timeout=120)
+    assert done.returncode == 0 and "nothing running" in done.stdout
