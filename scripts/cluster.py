@@ -351,6 +351,18 @@ def _answering_workers(spec: Spec) -> set[str]:
         app.close()
 
 
+def _consumed_queues(spec: Spec) -> dict[str, list[str]]:
+    """Worker name (without @host) -> the queues it consumes, as the workers themselves report them."""
+    from celery import Celery
+
+    app = Celery(broker=spec.broker)
+    try:
+        replies = app.control.inspect(timeout=3.0).active_queues() or {}
+    finally:
+        app.close()
+    return {node.split("@")[0]: [queue["name"] for queue in queues] for node, queues in replies.items()}
+
+
 def _workers_answer(spec: Spec, names: list[str]) -> bool:
     answered = _answering_workers(spec)
     return all(any(a.startswith(f"{n}@") for a in answered) for n in names)
@@ -423,7 +435,8 @@ def _start(spec: Spec, state: State, logs: Path) -> None:
     for name, queues in spec.worker_queues():
         workers.append(started(spawn(name, [
             str(BIN / "dagster-celery"), "worker", "start", "-A", CELERY_APP, "-y", str(spec.root / "worker.yaml"),
-            *[arg for queue in queues for arg in ("-q", queue)], "--name", name, "--",
+            # One comma-separated -q: dagster-celery passes each -q on as -Q, and Celery 5 keeps only the last -Q.
+            "-q", ",".join(queues), "--name", name, "--",
             "--concurrency", "1", "--max-tasks-per-child", str(spec.max_tasks_per_child),
         ], process_env(spec, state, homes / name), logs)))
 
@@ -434,8 +447,12 @@ def _start(spec: Spec, state: State, logs: Path) -> None:
 
     everything = [code, daemon, webserver, *workers]
     wait_for("the webserver", lambda: _http_ok(f"http://{spec.host}:{spec.ui_port}/server_info"), everything, spec.startup_timeout)
-    names = [name for name, _ in spec.worker_queues()]
-    wait_for("the Celery workers", lambda: _workers_answer(spec, names), everything, spec.startup_timeout)
+    expected = dict(spec.worker_queues())
+    wait_for("the Celery workers", lambda: _workers_answer(spec, list(expected)), everything, spec.startup_timeout)
+    consumed = _consumed_queues(spec)
+    wrong = {name: queues for name, queues in consumed.items() if sorted(queues) != sorted(expected[name])}
+    if wrong:
+        raise ClusterError(f"workers consume other queues than asked: {wrong}, expected {expected}")
     wait_for("the daemon's heartbeats", lambda: _quiet([str(BIN / "dagster-daemon"), "liveness-check"], client_env),
              everything, spec.startup_timeout)
 

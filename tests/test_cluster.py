@@ -80,6 +80,7 @@ def test_cluster_is_up_and_its_env_file_reaches_the_instance(cluster: Cluster):
     assert homes == ["code-server", "cpu1", "cpu2", "daemon", "gpu1", "webserver"]
     assert cluster.env["DAGSTER_HOME"] == str(cluster.root / "client" / "dagster_home")
     assert cluster.state.spec.host == "127.0.0.1"
+    assert script._consumed_queues(cluster.state.spec) == {"gpu1": ["gpu"], "cpu1": ["cpu"], "cpu2": ["cpu"]}
     rule = cluster.s3().get_bucket_encryption(Bucket="avatars")["ServerSideEncryptionConfiguration"]["Rules"][0]
     assert rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
     print(f"cluster up in {cluster.up_seconds:.1f} s")
