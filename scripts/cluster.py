@@ -351,6 +351,21 @@ def _answering_workers(spec: Spec) -> set[str]:
         app.close()
 
 
+def _purge_stale_tasks(spec: Spec) -> None:
+    """Drop tasks a cluster that is gone left in the queues (no worker answers, checked just before):
+    a worker of this cluster would take them and fail on run ids its instance never had."""
+    from amqp.exceptions import NotFound
+    from kombu import Connection
+
+    with Connection(spec.broker, connect_timeout=5) as connection:
+        for queue in ("cpu", "gpu"):
+            channel = connection.channel()  # a fresh one: the broker closes a channel after NOT_FOUND
+            try:
+                channel.queue_purge(queue)
+            except NotFound:  # never declared: nothing to drop
+                pass
+
+
 def _consumed_queues(spec: Spec) -> dict[str, list[str]]:
     """Worker name (without @host) -> the queues it consumes, as the workers themselves report them."""
     from celery import Celery
@@ -404,6 +419,7 @@ def _start(spec: Spec, state: State, logs: Path) -> None:
             f"Celery workers of another cluster already consume {spec.broker} ({', '.join(sorted(others))}): they "
             "would take this cluster's runs. Take that cluster down, or set CLUSTER_BROKER_URL to another vhost."
         )
+    _purge_stale_tasks(spec)
     _postgres(spec, f'CREATE DATABASE "{state.db_name}"')
     s3_port = state.s3_endpoint.rsplit(":", 1)[1]
     moto = started(spawn("s3", [str(BIN / "moto_server"), "-H", spec.host, "-p", s3_port], os.environ, logs))
