@@ -391,6 +391,7 @@ def up(spec: Spec) -> State:
         shutil.rmtree(spec.root)
     logs = spec.root / "logs"
     logs.mkdir(parents=True, mode=0o700)
+    spec.root.chmod(0o700)  # the env file holds credentials; the homes hold personal data
     host = spec.host
     state = State(
         spec=spec,
