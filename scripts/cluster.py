@@ -100,6 +100,7 @@ class State(BaseModel):
     db_name: str
     s3_endpoint: str
     code_port: int
+    db_created: bool = False  # only a database `up` created is dropped by `down`
     processes: list[Process] = []
 
 
@@ -317,6 +318,8 @@ def _postgres(spec: Spec, statement: str) -> None:
     try:
         with connection.cursor() as cursor:
             cursor.execute(statement)
+    except psycopg2.Error as error:
+        raise ClusterError(f"PostgreSQL refused `{statement}`: {str(error).strip()}") from None
     finally:
         connection.close()
 
@@ -351,6 +354,16 @@ def _answering_workers(spec: Spec) -> set[str]:
         app.close()
 
 
+def _check_backend(spec: Spec) -> None:
+    """The result backend answers: without it every task stays PENDING and monitoring fails every run."""
+    import redis
+
+    try:
+        redis.Redis.from_url(spec.backend, socket_connect_timeout=3).ping()
+    except (redis.RedisError, ValueError) as error:
+        raise ClusterError(f"the result backend {spec.backend} does not answer: {error}") from None
+
+
 def _purge_stale_tasks(spec: Spec) -> None:
     """Drop tasks a cluster that is gone left in the queues (no worker answers, checked just before):
     a worker of this cluster would take them and fail on run ids its instance never had."""
@@ -383,12 +396,29 @@ def _workers_answer(spec: Spec, names: list[str]) -> bool:
     return all(any(a.startswith(f"{n}@") for a in answered) for n in names)
 
 
+# What `up` writes under its root; the only names it removes there before starting again.
+_WRITTEN = ("logs", "homes", "client", "env", "dagster.yaml", "worker.yaml", "state.json")
+
+
+def _clear(root: Path) -> None:
+    if not root.exists():
+        return
+    foreign = sorted(p.name for p in root.iterdir() if p.name not in _WRITTEN)
+    if foreign:
+        raise ClusterError(f"{root} holds {', '.join(foreign[:5])}: not a cluster folder; pick another --root")
+    for name in _WRITTEN:
+        path = root / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
 def up(spec: Spec) -> State:
     existing = load_state(spec.root)
     if existing and any(group_members(p) for p in existing.processes):
         raise ClusterError(f"a cluster is already running from {spec.root}: `make cluster-down` first")
-    if spec.root.exists():
-        shutil.rmtree(spec.root)
+    _clear(spec.root)
     logs = spec.root / "logs"
     logs.mkdir(parents=True, mode=0o700)
     spec.root.chmod(0o700)  # the env file holds credentials; the homes hold personal data
@@ -421,7 +451,10 @@ def _start(spec: Spec, state: State, logs: Path) -> None:
             "would take this cluster's runs. Take that cluster down, or set CLUSTER_BROKER_URL to another vhost."
         )
     _purge_stale_tasks(spec)
+    _check_backend(spec)
     _postgres(spec, f'CREATE DATABASE "{state.db_name}"')
+    state.db_created = True
+    _save(state)
     s3_port = state.s3_endpoint.rsplit(":", 1)[1]
     moto = started(spawn("s3", [str(BIN / "moto_server"), "-H", spec.host, "-p", s3_port], os.environ, logs))
     wait_for("the S3 server", lambda: _http_ok(f"{state.s3_endpoint}/moto-api/"), [moto], 60)
@@ -485,7 +518,8 @@ def down(root: Path) -> list[str]:
             stop(process)
             stopped.append(process.name)
     try:
-        _postgres(state.spec, f'DROP DATABASE IF EXISTS "{state.db_name}" WITH (FORCE)')
+        if state.db_created:
+            _postgres(state.spec, f'DROP DATABASE IF EXISTS "{state.db_name}" WITH (FORCE)')
     except ClusterError as error:
         print(f"cluster: database {state.db_name} not dropped: {error}", file=sys.stderr)
     (root / "state.json").unlink()

@@ -57,3 +57,17 @@ def test_bad_configuration_is_one_sentence(args, message, tmp_path):
 def test_down_without_a_cluster_says_so(tmp_path):
     done = run_script("down", "--root", str(tmp_path), env=cluster_env(), timeout=120)
     assert done.returncode == 0 and "nothing running" in done.stdout
+
+
+def test_a_folder_that_is_not_a_cluster_is_left_alone(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    done = run_script("up", "--root", str(tmp_path), env=cluster_env(), timeout=120)
+    assert done.returncode == 1 and "not a cluster folder" in done.stderr and "Traceback" not in done.stderr
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_an_unreachable_service_is_one_sentence(tmp_path):
+    env = cluster_env(CLUSTER_BACKEND_URL="redis://127.0.0.1:1/0")
+    done = run_script("up", "--root", str(tmp_path / "c"), env=env, timeout=120)
+    assert done.returncode == 1 and "does not answer" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "c" / "state.json").exists()
