@@ -71,3 +71,31 @@ def test_an_unreachable_service_is_one_sentence(tmp_path):
     done = run_script("up", "--root", str(tmp_path / "c"), env=env, timeout=120)
     assert done.returncode == 1 and "does not answer" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "c" / "state.json").exists()
+
+
+def test_a_started_task_whose_worker_does_not_answer_fails_its_run():
+    """The health check against the machine's broker and Redis, no workers: a task recorded STARTED by a
+    worker that is gone (what a SIGKILL leaves) is FAILED, not RUNNING forever; other states pass through."""
+    import uuid
+
+    from avatar_assets.cluster.launcher import AvatarCeleryRunLauncher
+    from avatar_assets.dagster_compat import WorkerStatus
+
+    spec = script.Spec(root=".")
+    try:
+        script._check_backend(spec)
+    except script.ClusterError as error:
+        pytest.skip(str(error))
+    launcher = AvatarCeleryRunLauncher(default_queue="cpu", broker=spec.broker, backend=spec.backend)
+
+    def health(state: str, meta: dict) -> tuple:
+        task_id = f"test-{uuid.uuid4()}"
+        launcher.celery.backend.store_result(task_id, meta, state)
+        run = dg.DagsterRun(job_name="any", run_id=str(uuid.uuid4()), tags={"dagster-celery/task_id": task_id})
+        result = launcher.check_run_worker_health(run)
+        return result.status, result.msg
+
+    status, message = health("STARTED", {"hostname": "ghost@nowhere", "pid": 1})
+    assert status == WorkerStatus.FAILED and "ghost@nowhere" in message
+    assert health("SUCCESS", 0)[0] == WorkerStatus.SUCCESS
+    assert health("FAILURE", {"exc_type": "WorkerLostError", "exc_message": "lost"})[0] == WorkerStatus.FAILED
