@@ -6,13 +6,15 @@ Its own module so that loading the code location in local mode never imports dag
 import os
 import tempfile
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from dagster_aws.s3 import S3Resource
+from dagster_aws.s3.sensor import get_objects
 from pydantic import PrivateAttr
 
-from resources.media_store import MediaStore
+from resources.media_store import MediaStore, StoredObject
 
 
 class S3MediaStore(MediaStore):
@@ -71,6 +73,18 @@ class S3MediaStore(MediaStore):
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self._object(prefix)):
             for item in page.get("Contents", []):
                 yield item["Key"][strip:]
+
+    def objects(self, prefix: str, since: datetime | None = None) -> list[StoredObject]:
+        strip = len(self._object(""))
+        listed = get_objects(self.bucket, self._object(prefix), since_last_modified=since, client=self.client)
+        return [StoredObject(item["Key"][strip:], item["Size"], item["LastModified"], item.get("ETag", "")) for item in listed]
+
+    def copy_key(self, source: str, target: str) -> None:
+        """A server-side copy: a voice sample is not downloaded to be archived."""
+        self.client.copy_object(
+            Bucket=self.bucket, Key=self._object(self._key(target)),
+            CopySource={"Bucket": self.bucket, "Key": self._object(self._key(source))},
+        )
 
     def _uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._object(key)}"

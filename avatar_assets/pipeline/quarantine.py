@@ -15,6 +15,8 @@ from avatar_assets import settings
 from avatar_assets.contracts import QuarantineReason
 from avatar_assets.media.partial import atomic_write_text
 from avatar_assets.pipeline import privacy
+from resources import layout
+from resources.media_store import MediaStore
 
 REASON = "reason.json"
 
@@ -26,6 +28,24 @@ def set_aside(root: Path, name: str, reason: QuarantineReason, move_into: Callab
     move_into(target)
     privacy.tighten(target)  # a rename or a copy keeps the modes of files dropped into the inbox
     atomic_write_text(target / REASON, reason.model_dump_json(indent=2))
+    return target
+
+
+def set_aside_in_store(store: MediaStore, prefix: str, reason: QuarantineReason, remove_first: str) -> str:
+    """In an object store, where nothing renames: copy every object under `prefix` to
+    `quarantine/<avatar>-<time>/bundle/`, check each copy is there whole, write the reason beside them, and
+    only then delete the originals, `remove_first` (the name that makes the rest count) before the others.
+    Returns the entry's key prefix."""
+    target = layout.quarantine_entry(reason.avatar_id, reason.quarantined_at)
+    originals = {item.key.removeprefix(prefix): item.size for item in store.objects(prefix)}
+    for relative in originals:
+        store.copy_key(prefix + relative, f"{target}bundle/{relative}")
+    copied = {item.key.removeprefix(f"{target}bundle/"): item.size for item in store.objects(f"{target}bundle/")}
+    if copied != originals:
+        raise RuntimeError(f"copy of {prefix} to {target} did not verify; the originals are left in place")
+    store.write_text(f"{target}{REASON}", reason.model_dump_json(indent=2))
+    for relative in sorted(originals, key=lambda name: name != remove_first):
+        store.delete_key(prefix + relative)
     return target
 
 
