@@ -37,6 +37,11 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+class StoreUnavailable(RuntimeError):
+    """The store did not answer (a network or service error): what was asked may work on a later try, so
+    it says nothing about the key or the bytes asked for."""
+
+
 @dataclass(frozen=True)
 class StoredObject:
     """One object of an object store's listing: its store-relative key, size, LastModified time and ETag

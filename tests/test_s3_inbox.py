@@ -18,7 +18,9 @@ from avatar_assets.identity import intake
 from avatar_assets.ops import revoke
 from avatar_assets.ops.runner import execute
 from avatar_assets.ops.uploads import upload_bundle
+from avatar_assets.pipeline import quarantine
 from resources import layout
+from resources.media_store import StoreUnavailable
 from resources.s3_store import S3MediaStore
 from sensors.uploads import evaluate_uploads
 from tests.conftest import avatar_home, copy_sample
@@ -165,6 +167,22 @@ def test_the_sensor_survives_keys_that_left_the_inbox(home, sample_bundle, tmp_p
     assert [r.partition_key for r in second.run_requests] == ["bob-02"]
 
 
+def test_a_store_that_does_not_answer_fails_the_tick_and_quarantines_nothing(home, sample_bundle, tmp_path, monkeypatch):
+    from botocore.exceptions import EndpointConnectionError
+
+    put_bundle(home.store, copy_sample(sample_bundle, tmp_path, "ada-01"))
+
+    def unreachable(**_):
+        raise EndpointConnectionError(endpoint_url="http://s3.example")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(home.store.client, "get_object", unreachable)
+        with pytest.raises(StoreUnavailable):
+            tick(home)
+    assert list(home.store.list_keys(layout.QUARANTINE)) == []
+    assert [r.partition_key for r in tick(home).run_requests] == ["ada-01"]
+
+
 def test_a_malformed_manifest_is_quarantined_and_the_bundle_next_to_it_still_taken(home, sample_bundle, tmp_path):
     poisoned = copy_sample(sample_bundle, tmp_path, "aaa-poison")
     (poisoned / "manifest.json").write_text("{not json")
@@ -184,6 +202,31 @@ def test_a_malformed_manifest_is_quarantined_and_the_bundle_next_to_it_still_tak
     assert home.store.read_text(f"{entry}bundle/manifest.json") == "{not json"  # kept, unaltered
     assert set(reason.original_files) == {"manifest.json", "consent.txt", "photos/portrait.jpg", "voice/sample.wav"}
     assert tick(home, result.cursor).run_requests == []
+    [(where, listed)] = list(quarantine.stored_entries(home.store))  # what `avatarops status` shows
+    assert where == home.store.uri(entry) and listed["avatar_id"] == "aaa-poison"
+    assert listed["problems"] == reason.problems
+
+
+def test_upload_in_one_home_is_built_by_process_in_another(s3_server, storage, sample_bundle, tmp_path):
+    """No shared disk: the uploader and `avatarops process` (sensors and runs) each have their own home."""
+    uploader = clean_env(AVATAR_HOME=tmp_path / "uploader-home", AVATAR_STORAGE=storage, **s3_server.env)
+    worker = clean_env(AVATAR_HOME=tmp_path / "worker-home", AVATAR_STORAGE=storage,
+                       AVATAR_UPLOAD_SETTLE_SECONDS="0", **s3_server.env)
+    uploaded = avatarops("upload", str(copy_sample(sample_bundle, tmp_path / "src", "ada-01")), env=uploader)
+    assert uploaded.returncode == 0, uploaded.stderr
+    with avatar_home(tmp_path / "third-home", AVATAR_STORAGE=storage, **s3_server.env) as other:
+        other.store.write_text(layout.inbox_bundle("bad-02") + intake.MANIFEST, "[]")
+
+    processed = avatarops("process", "--json", env=worker, timeout=600)
+
+    assert processed.returncode == 1, processed.stderr[-4000:]  # 1: something was quarantined
+    report = json.loads(processed.stdout[processed.stdout.find("{"):])
+    [run] = [r for r in report["runs"] if r["job"] == "build_identity"]
+    assert run["partition"] == "ada-01" and run["success"], json.dumps(report, indent=2)
+    [quarantined] = report["quarantined"]
+    assert quarantined["path"].startswith(f"{storage}/quarantine/bad-02-")
+    assert quarantined["problems"] == ["manifest.json must hold a JSON object"]
+    assert not (tmp_path / "worker-home" / "inbox").exists() and not (tmp_path / "uploader-home" / "inbox").exists()
 
 
 def test_a_bundle_whose_manifest_names_another_avatar_is_quarantined(home, sample_bundle, tmp_path):

@@ -26,7 +26,7 @@ from avatar_assets import settings
 from avatar_assets.contracts import AvatarUpload, QuarantineReason, describe_validation_error
 from avatar_assets.pipeline.quarantine import set_aside, set_aside_in_store
 from resources import layout
-from resources.media_store import MediaStore
+from resources.media_store import MediaStore, StoreUnavailable
 
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 64 * 1024
@@ -268,6 +268,10 @@ def scan_stored_bundle(store: MediaStore, avatar_id: str) -> BundleScan:
         if problems:
             return BundleScan(prefix, "bad", 0.0, avatar_id, manifest, problems=problems)
         return BundleScan(prefix, "ready", 0.0, avatar_id, manifest, contents_sha256(contents), contents=contents)
+    except FileNotFoundError:  # a key left between listing and reading (a re-upload or revoke under way)
+        return BundleScan(prefix, "pending", 0.0, avatar_id)
+    except StoreUnavailable:  # says nothing about the bundle: the tick fails and its cursor is kept
+        raise
     except Exception as error:  # noqa: BLE001 - one poisoned bundle must not stop intake
         return BundleScan(prefix, "bad", 0.0, avatar_id, problems=[f"the bundle could not be read: {error!r}"[:500]])
 
