@@ -7,6 +7,9 @@ is derived from one avatar lives under prefixes that name it, which is how revok
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
+
 # Blobs, `media/<sha256[:2]>/<sha256>.<ext>`: MEDIA and media_key are defined beside MediaRef, which checks
 # every ref against them (contracts sit below resources), and belong to this layout all the same.
 from avatar_assets.contracts import MEDIA as MEDIA
@@ -26,6 +29,10 @@ OUTBOX = "events/outbox/"
 DEDUPE_MARKERS = "events/keys/"
 DEAD_LETTERS = "events/dead/"
 DELIVERY_STATE = "events/delivery.json"
+INBOX_AVATARS = "inbox/avatars/"
+ARCHIVED_UPLOADS = "archive/uploads/"
+QUARANTINE = "quarantine/"
+_MOMENT = "%Y%m%dT%H%M%S%fZ"
 
 
 def _json(prefix: str, name: str) -> str:
@@ -161,3 +168,43 @@ def dead_letter_id(key: str) -> str:
 def dedupe_marker_key(digest: str) -> str:
     """A marker (no suffix) holding the id of the one event written for a dedupe key's digest."""
     return f"{DEDUPE_MARKERS}{digest}"
+
+
+# --------------------------------------------------------------------------- what users send: the inbox
+
+
+def moment(at: datetime) -> str:
+    """The time in an archived upload's or a quarantine entry's name (`<name>-<moment>`), sortable."""
+    return f"{at:{_MOMENT}}"
+
+
+def inbox_bundle(avatar_id: str) -> str:
+    """`inbox/avatars/<avatar>/`: an upload bundle (manifest.json, photos, voice), which the uploader and the
+    upload sensor share through the store (a local home's inbox folder, or objects on S3)."""
+    return f"{INBOX_AVATARS}{avatar_id}/"
+
+
+def inbox_bundle_of(key: str) -> str | None:
+    """The bundle folder name of a key inside an inbox bundle; None for any other key."""
+    name, _, rest = key.removeprefix(INBOX_AVATARS).partition("/") if key.startswith(INBOX_AVATARS) else ("", "", "")
+    return name if name and rest else None
+
+
+def archived_upload(avatar_id: str, at: datetime) -> str:
+    """Where a bundle replaced by a re-upload is kept: `archive/uploads/<avatar>-<moment>/`."""
+    return f"{ARCHIVED_UPLOADS}{avatar_id}-{moment(at)}/"
+
+
+def quarantine_entry(name: str, at: datetime) -> str:
+    """`quarantine/<name>-<moment>/`: what was set aside, and its reason.json beside it."""
+    return f"{QUARANTINE}{name}-{moment(at)}/"
+
+
+def set_aside_avatar(key: str) -> str | None:
+    """The name an archived upload or quarantine entry was set aside under (for uploads, the avatar id);
+    None for any other key. The moment is matched whole, so `ada` never claims `ada-01`'s entries."""
+    for prefix in (ARCHIVED_UPLOADS, QUARANTINE):
+        match = re.match(rf"{prefix}(?P<name>[^/]+)-\d{{8}}T\d{{12}}Z/", key)
+        if match:
+            return match["name"]
+    return None

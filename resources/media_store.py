@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import dagster as dg
@@ -33,6 +35,22 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: handle.read(CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+class StoreUnavailable(RuntimeError):
+    """The store did not answer (a network or service error): what was asked may work on a later try, so
+    it says nothing about the key or the bytes asked for."""
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """One object of an object store's listing: its store-relative key, size, LastModified time and ETag
+    (which changes when the object is written with other bytes)."""
+
+    key: str
+    size: int
+    last_modified: datetime
+    etag: str
 
 
 class MediaStore(dg.ConfigurableResource):
@@ -57,6 +75,16 @@ class MediaStore(dg.ConfigurableResource):
         raise NotImplementedError
 
     def _local_path(self, key: str) -> Path:
+        raise NotImplementedError
+
+    def folder(self, prefix: str) -> Path | None:
+        """The local folder a key prefix is, where the store keeps keys as files; None in an object store.
+        What needs folder semantics (an atomic rename of a whole bundle, change times) asks here."""
+        return None
+
+    def objects(self, prefix: str, since: datetime | None = None) -> list[StoredObject]:
+        """An object store's keys under `prefix` with their sizes and times, oldest first; with `since`,
+        only those modified strictly after it."""
         raise NotImplementedError
 
     @staticmethod
@@ -109,11 +137,19 @@ class MediaStore(dg.ConfigurableResource):
     def write_text(self, key: str, text: str) -> None:
         self._write(key, text.encode())
 
+    def write_file(self, key: str, path: Path) -> None:
+        """A local file's bytes under `key`, whole (an upload's photo or voice sample)."""
+        self._write(self._key(key), path)
+
     def read_text(self, key: str) -> str | None:
         return self._read(key).decode() if self._exists(key) else None
 
     def delete_key(self, key: str) -> None:
         self._delete(key)
+
+    def copy_key(self, source: str, target: str) -> None:
+        """Copy one key's bytes to another key (an archive or quarantine copy); the source stays."""
+        self._write(self._key(target), self._read(self._key(source)))
 
     def create_text(self, key: str, text: str) -> bool:
         """Write `key` only if it does not exist, atomically against every other writer (a claim):
@@ -170,3 +206,6 @@ class LocalMediaStore(MediaStore):
 
     def _local_path(self, key: str) -> Path:
         return self._path(key)
+
+    def folder(self, prefix: str) -> Path | None:
+        return self._path(prefix)

@@ -6,13 +6,18 @@ Its own module so that loading the code location in local mode never imports dag
 import os
 import tempfile
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
 from dagster_aws.s3 import S3Resource
+from dagster_aws.s3.sensor import get_objects
 from pydantic import PrivateAttr
 
-from resources.media_store import MediaStore
+from resources.media_store import MediaStore, StoredObject, StoreUnavailable
+
+_MISSING = {"404", "NoSuchKey", "NotFound"}
 
 
 class S3MediaStore(MediaStore):
@@ -62,13 +67,21 @@ class S3MediaStore(MediaStore):
         return True
 
     def _read(self, key: str) -> bytes:
-        return self.client.get_object(Bucket=self.bucket, Key=self._object(key))["Body"].read()
+        """A missing key is FileNotFoundError, as in a local store; any other failure StoreUnavailable."""
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._object(key))["Body"].read()
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in _MISSING:
+                raise FileNotFoundError(f"{self._uri(key)} is not there") from error
+            raise StoreUnavailable(f"reading {self._uri(key)}: {error}") from error
+        except BotoCoreError as error:
+            raise StoreUnavailable(f"reading {self._uri(key)}: {error}") from error
 
     def _exists(self, key: str) -> bool:
         try:
             self.client.head_object(Bucket=self.bucket, Key=self._object(key))
         except self.client.exceptions.ClientError as error:
-            if error.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+            if error.response.get("Error", {}).get("Code") in _MISSING:
                 return False
             raise
         return True
@@ -82,6 +95,21 @@ class S3MediaStore(MediaStore):
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self._object(prefix)):
             for item in page.get("Contents", []):
                 yield item["Key"][strip:]
+
+    def objects(self, prefix: str, since: datetime | None = None) -> list[StoredObject]:
+        strip = len(self._object(""))
+        try:
+            listed = get_objects(self.bucket, self._object(prefix), since_last_modified=since, client=self.client)
+        except (ClientError, BotoCoreError) as error:
+            raise StoreUnavailable(f"listing {self._uri(prefix)}: {error}") from error
+        return [StoredObject(item["Key"][strip:], item["Size"], item["LastModified"], item.get("ETag", "")) for item in listed]
+
+    def copy_key(self, source: str, target: str) -> None:
+        """A server-side copy: a voice sample is not downloaded to be archived."""
+        self.client.copy_object(
+            Bucket=self.bucket, Key=self._object(self._key(target)),
+            CopySource={"Bucket": self.bucket, "Key": self._object(self._key(source))},
+        )
 
     def _uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._object(key)}"

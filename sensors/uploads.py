@@ -1,48 +1,105 @@
-"""Upload sensor: a complete, valid bundle in `<inbox>/avatars/` becomes an identity run.
+"""Upload sensor: a complete, valid bundle in the inbox (`inbox/avatars/` of the store) becomes an
+identity run; a bad one is quarantined with its reason, and never stops intake of the others.
 
-The cursor holds one number, a watermark of bundle change times, so it stays small however many
-avatars there are; Dagster's run-key de-duplication (`<avatar_id>:<bundle sha256>`) guarantees that a
-re-scan never launches twice, while a changed upload (new hash) launches again.
+In a local home the cursor holds one number, a watermark of bundle change times, so it stays small however
+many avatars there are. In an object store it holds the newest LastModified seen and the objects seen
+within a second of it: the listing starts one second before it, because the filter is strictly-after and
+S3 times are whole seconds, so objects written later in that second are still found (`since_key` is never
+used: it raises once that key has left the inbox). Either way Dagster's run-key de-duplication
+(`<avatar_id>:<bundle sha256>`) guarantees that a re-scan never launches twice, while a changed upload (new
+hash) launches again.
 """
 
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 
 import dagster as dg
+from pydantic import BaseModel
 
 from avatar_assets import settings
 from avatar_assets.identity import intake, ownership
 from avatar_assets.pipeline import events, privacy, tombstones
 from partitions import avatars
+from resources import layout
 from resources.media_store import MediaStore
 
 UPLOAD_SENSOR = "avatar_upload_sensor"
+_SECOND = timedelta(seconds=1)
+
+
+class StoredInboxCursor(BaseModel):
+    """How far an object store's inbox was read: the newest LastModified seen, and the objects (key, ETag)
+    seen within the second up to it, which the next listing, starting a second earlier, returns again."""
+
+    last_modified: datetime | None = None
+    seen: list[tuple[str, str]] = []
 
 
 def _watermark(cursor: str | None) -> float:
     return float(json.loads(cursor)["watermark"]) if cursor else 0.0
 
 
-def _quarantine(bundle, problems: list[str], log) -> None:
-    """Quarantine one bad bundle; a bundle that cannot be moved is logged and left, and intake goes on."""
+def _quarantine(scan: intake.BundleScan, problems: list[str], store: MediaStore, log) -> None:
+    """Quarantine one bad bundle; a bundle that cannot be set aside is logged and left, and intake goes on."""
     try:
-        target = intake.quarantine(bundle, problems, settings.quarantine_dir())
-    except (OSError, RuntimeError) as error:
-        log.error(f"could not quarantine {bundle.name} ({'; '.join(problems)}): {error}; it stays in the inbox")
+        if isinstance(scan.path, str):
+            target = store.uri(intake.quarantine_stored(store, scan.avatar_id, problems))
+        else:
+            target = intake.quarantine(scan.path, problems, settings.quarantine_dir())
+    except Exception as error:  # noqa: BLE001 - a disk or S3 error leaves this bundle, never stops intake
+        log.error(f"could not quarantine {scan.avatar_id} ({'; '.join(problems)}): {error}; it stays in the inbox")
         return
-    log.warning(f"quarantined {bundle.name}: {'; '.join(problems)} -> {target}")
+    log.warning(f"quarantined {scan.avatar_id}: {'; '.join(problems)} -> {target}")
+
+
+def _take(scan: intake.BundleScan, store: MediaStore, log) -> dg.RunRequest | None:
+    """The run for a ready or bad bundle: None when it is quarantined instead."""
+    if scan.status == "bad":
+        _quarantine(scan, scan.problems, store, log)
+        return None
+    if tombstones.is_revoked(store, scan.avatar_id):
+        _quarantine(scan, [f"avatar {scan.avatar_id} was revoked; a revoked avatar id cannot be uploaded again"], store, log)
+        return None
+    try:
+        ownership.claim(store, scan.avatar_id, scan.manifest.creator_id)
+    except ownership.OwnershipError as error:
+        _quarantine(scan, [str(error)], store, log)
+        return None
+    if not isinstance(scan.path, str):
+        privacy.tighten(scan.path)  # a hand-dropped bundle keeps the dropper's modes while it stays in the inbox
+    events.emit(
+        store, "accepted", avatar_id=scan.avatar_id, asset="source_upload",
+        dedupe_key=f"{scan.avatar_id}:{scan.sha256}", bundle_sha256=scan.sha256,
+    )
+    return dg.RunRequest(
+        run_key=f"{scan.avatar_id}:{scan.sha256}",
+        partition_key=scan.avatar_id,
+        tags={"avatar": scan.avatar_id, "bundle_sha256": scan.sha256},
+    )
+
+
+def _result(run_requests: list[dg.RunRequest], cursor: str) -> dg.SensorResult:
+    new_avatars = [request.partition_key for request in run_requests]
+    return dg.SensorResult(
+        run_requests=run_requests,
+        dynamic_partitions_requests=[avatars.build_add_request(new_avatars)] if new_avatars else [],
+        cursor=cursor,
+    )
 
 
 def evaluate_uploads(
     cursor: str | None, *, store: MediaStore, settle_seconds: float, log
 ) -> dg.SensorResult | dg.SkipReason:
-    root = settings.inbox_dir() / "avatars"
+    root = store.folder(layout.INBOX_AVATARS)
+    if root is None:
+        return _evaluate_stored(cursor, store=store, log=log)
     if not root.is_dir():
         return dg.SkipReason(f"no inbox at {root}")
     watermark = _watermark(cursor)
     newest_handled, oldest_pending = watermark, None
-    run_requests, new_avatars = [], []
+    run_requests = []
     for bundle in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if intake.bundle_fingerprint(bundle) <= watermark:
             continue
@@ -55,37 +112,33 @@ def evaluate_uploads(
                 oldest_pending = min(oldest_pending or scan.fingerprint, scan.fingerprint)
             continue
         newest_handled = max(newest_handled, scan.fingerprint)
-        if scan.status == "bad":
-            _quarantine(bundle, scan.problems, log)
-            continue
-        if tombstones.is_revoked(store, scan.avatar_id):
-            _quarantine(bundle, [f"avatar {scan.avatar_id} was revoked; a revoked avatar id cannot be uploaded again"], log)
-            continue
-        try:
-            ownership.claim(store, scan.avatar_id, scan.manifest.creator_id)
-        except ownership.OwnershipError as error:
-            _quarantine(bundle, [str(error)], log)
-            continue
-        privacy.tighten(bundle)  # a hand-dropped bundle keeps the dropper's modes while it stays in the inbox
-        new_avatars.append(scan.avatar_id)
-        events.emit(
-            store, "accepted", avatar_id=scan.avatar_id, asset="source_upload",
-            dedupe_key=f"{scan.avatar_id}:{scan.sha256}", bundle_sha256=scan.sha256,
-        )
-        run_requests.append(
-            dg.RunRequest(
-                run_key=f"{scan.avatar_id}:{scan.sha256}",
-                partition_key=scan.avatar_id,
-                tags={"avatar": scan.avatar_id, "bundle_sha256": scan.sha256},
-            )
-        )
+        if request := _take(scan, store, log):
+            run_requests.append(request)
     if oldest_pending is not None:
         newest_handled = min(newest_handled, oldest_pending - 1e-6)
-    return dg.SensorResult(
-        run_requests=run_requests,
-        dynamic_partitions_requests=[avatars.build_add_request(new_avatars)] if new_avatars else [],
-        cursor=json.dumps({"watermark": newest_handled}),
+    return _result(run_requests, json.dumps({"watermark": newest_handled}))
+
+
+def _evaluate_stored(cursor: str | None, *, store: MediaStore, log) -> dg.SensorResult:
+    """The inbox in an object store: every bundle with an object new since the cursor is scanned whole. A
+    bundle still arriving is left: the object that completes it (its manifest, or the last file the
+    manifest names) is new on a later tick."""
+    state = StoredInboxCursor.model_validate_json(cursor) if cursor else StoredInboxCursor()
+    since = state.last_modified - _SECOND if state.last_modified else None
+    listed = store.objects(layout.INBOX_AVATARS, since)
+    seen = set(state.seen)
+    touched = {layout.inbox_bundle_of(item.key) for item in listed if (item.key, item.etag) not in seen} - {None}
+    run_requests = []
+    for avatar_id in sorted(touched):
+        scan = intake.scan_stored_bundle(store, avatar_id)
+        if scan.status != "pending" and (request := _take(scan, store, log)):
+            run_requests.append(request)
+    newest = max([item.last_modified for item in listed], default=state.last_modified)
+    state = StoredInboxCursor(
+        last_modified=newest,
+        seen=sorted((item.key, item.etag) for item in listed if newest and item.last_modified > newest - _SECOND),
     )
+    return _result(run_requests, state.model_dump_json())
 
 
 def build_upload_sensor(identity_job: dg.UnresolvedAssetJobDefinition) -> dg.SensorDefinition:

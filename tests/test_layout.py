@@ -49,3 +49,17 @@ def test_parsers_take_back_what_builders_made():
     assert layout.tombstone_avatar(layout.tombstone_key("ada")) == "ada"
     assert layout.outbox_event_id(layout.outbox_key("e1")) == "e1"
     assert layout.dead_letter_id(layout.dead_letter_key("e1")) == "e1"
+
+
+def test_the_inbox_and_what_is_set_aside_from_it():
+    from datetime import UTC, datetime
+
+    at = datetime(2026, 12, 6, 5, 4, 3, 21, tzinfo=UTC)
+    assert layout.inbox_bundle("ada") == "inbox/avatars/ada/"
+    assert layout.inbox_bundle_of("inbox/avatars/ada/photos/p.jpg") == "ada"
+    assert layout.inbox_bundle_of("inbox/avatars/ada") is None and layout.inbox_bundle_of("records/x/y") is None
+    assert layout.archived_upload("ada", at) == "archive/uploads/ada-20261206T050403000021Z/"
+    assert layout.quarantine_entry("ada", at) == "quarantine/ada-20261206T050403000021Z/"
+    assert layout.set_aside_avatar(layout.archived_upload("ada-01", at) + "manifest.json") == "ada-01"
+    assert layout.set_aside_avatar(layout.quarantine_entry("ada", at) + "reason.json") == "ada"
+    assert layout.set_aside_avatar("quarantine/ada-01/reason.json") is None

@@ -4,12 +4,10 @@
 import io
 import json
 import warnings
-from pathlib import Path
 
 import dagster as dg
 import numpy as np
 
-from avatar_assets import settings
 from avatar_assets.contracts import (
     CharacterSheetRecord,
     IdentityBundleRecord,
@@ -75,19 +73,10 @@ def source_upload(context: dg.AssetExecutionContext, store: MediaStore) -> dg.Ou
     from avatar_assets.media.images import PhotoError, encode_png, load_photo, thumbnail_markdown
 
     avatar_id = context.partition_key
-    bundle = settings.inbox_dir() / "avatars" / avatar_id
-    if not (bundle / intake.MANIFEST).is_file():
-        raise dg.Failure(f"no upload bundle for {avatar_id} at {bundle}", allow_retries=False)
-    manifest, problems = intake.read_manifest(bundle)
-    problems += intake.check_files(bundle, manifest) if manifest else []
-    if problems or manifest is None:
-        raise dg.Failure(f"upload bundle {bundle} is not valid: {'; '.join(problems)}", allow_retries=False)
-
     try:
-        contents = {path: (bundle / path).read_bytes() for path in [intake.MANIFEST, *manifest.referenced_paths()]}
-    except OSError as error:  # removed or replaced between the check above and this read
-        raise dg.Failure(f"upload bundle {bundle} changed while it was read: {error.strerror or error}: "
-                         f"{Path(error.filename or '').name}; upload it again", allow_retries=False) from error
+        manifest, contents = intake.read_bundle(store, avatar_id)
+    except intake.BundleError as error:
+        raise dg.Failure(str(error), allow_retries=False) from error
     bundle_sha = intake.contents_sha256(contents)
     expected = context.run.tags.get("bundle_sha256")
     if expected and expected != bundle_sha:

@@ -1,12 +1,16 @@
 """Upload intake: decide whether a bundle in the inbox is ready, bad or still arriving.
 
-Used by the upload sensor and by `avatarops upload`. Nothing here alters or deletes a user's file:
-a bad bundle is renamed, whole, into quarantine next to a `reason.json` a person can read.
+Used by the upload sensor, `source_upload` and `avatarops upload`. The inbox is the store's
+`inbox/avatars/<avatar>/` keys: in a local home a folder (a bundle settles by its change times and moves
+whole), in an object store objects (a bundle is complete once its manifest and every file it names are
+there). Nothing here alters or deletes a user's file: a bad bundle is set aside, whole, into quarantine
+next to a `reason.json` a person can read.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -20,7 +24,9 @@ from pydantic import ValidationError
 
 from avatar_assets import settings
 from avatar_assets.contracts import AvatarUpload, QuarantineReason, describe_validation_error
-from avatar_assets.pipeline.quarantine import set_aside
+from avatar_assets.pipeline.quarantine import set_aside, set_aside_in_store
+from resources import layout
+from resources.media_store import MediaStore, StoreUnavailable
 
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 64 * 1024
@@ -32,13 +38,18 @@ MAX_VOICE_SECONDS = 600.0
 
 @dataclass(frozen=True)
 class BundleScan:
-    path: Path
+    path: Path | str  # the bundle's folder, or its key prefix in an object store
     status: Literal["pending", "ready", "bad"]
-    fingerprint: float
+    fingerprint: float  # newest change time of a folder; 0 in an object store, whose sensor keeps a cursor
     avatar_id: str
     manifest: AvatarUpload | None = None
     sha256: str | None = None
     problems: list[str] = field(default_factory=list)
+    contents: dict[str, bytes] = field(default_factory=dict, repr=False)  # a stored bundle's bytes, read once
+
+
+class BundleError(ValueError):
+    """An upload bundle that is not there, or not valid; the message says which and why."""
 
 
 def bundle_fingerprint(bundle: Path) -> float:
@@ -76,16 +87,27 @@ def read_manifest(bundle: Path) -> tuple[AvatarUpload | None, list[str]]:
     try:
         size = path.stat().st_size
         if size > MAX_MANIFEST_BYTES:
-            return None, [f"manifest.json is {size} bytes, over the {MAX_MANIFEST_BYTES // 1024} KB limit"]
-        document = json.loads(path.read_text(encoding="utf-8"))
+            return None, [_manifest_too_big(size)]
+        data = path.read_bytes()
+    except OSError as error:
+        return None, [f"manifest.json cannot be read: {error.strerror or error}"]
+    return parse_manifest(data)
+
+
+def _manifest_too_big(size: int) -> str:
+    return f"manifest.json is {size} bytes, over the {MAX_MANIFEST_BYTES // 1024} KB limit"
+
+
+def parse_manifest(data: bytes) -> tuple[AvatarUpload | None, list[str]]:
+    """A manifest's bytes as the contract, or the reasons they are not one."""
+    try:
+        document = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError:
         return None, ["manifest.json is not UTF-8 text"]
     except json.JSONDecodeError as error:
         return None, [f"manifest.json is not valid JSON: {error}"]
     except RecursionError:
         return None, ["manifest.json nests too deeply to be a manifest"]
-    except OSError as error:
-        return None, [f"manifest.json cannot be read: {error.strerror or error}"]
     if not isinstance(document, dict):
         return None, ["manifest.json must hold a JSON object"]
     try:
@@ -94,12 +116,18 @@ def read_manifest(bundle: Path) -> tuple[AvatarUpload | None, list[str]]:
         return None, describe_validation_error(error)
 
 
-def check_files(bundle: Path, manifest: AvatarUpload) -> list[str]:
-    problems = []
-    root = bundle.resolve()
+def _limits(manifest: AvatarUpload) -> dict[str, int]:
+    """The byte limit of every file the manifest names."""
     limits = {path: MAX_PHOTO_BYTES for path in manifest.photos}
     if manifest.voice_sample:
         limits[manifest.voice_sample] = MAX_VOICE_BYTES
+    return limits
+
+
+def check_files(bundle: Path, manifest: AvatarUpload) -> list[str]:
+    problems = []
+    root = bundle.resolve()
+    limits = _limits(manifest)
     for relative, limit in limits.items():
         path = bundle / relative
         if path.is_symlink() or root not in path.resolve().parents:
@@ -111,17 +139,22 @@ def check_files(bundle: Path, manifest: AvatarUpload) -> list[str]:
         elif relative == manifest.voice_sample:
             problems.extend(_voice_duration_problem(path, relative))
     total = sum((bundle / relative).stat().st_size for relative in limits if (bundle / relative).is_file())
+    return problems + _total_problem(total)
+
+
+def _total_problem(total: int) -> list[str]:
     if total > MAX_BUNDLE_BYTES:
-        problems.append(f"the bundle's files add up to {total} bytes, over the {MAX_BUNDLE_BYTES} byte limit")
-    return problems
+        return [f"the bundle's files add up to {total} bytes, over the {MAX_BUNDLE_BYTES} byte limit"]
+    return []
 
 
-def _voice_duration_problem(path: Path, relative: str) -> list[str]:
-    """A voice sample longer than 10 minutes is refused before anyone decodes it (its header says so)."""
+def _voice_duration_problem(sample: Path | bytes, relative: str) -> list[str]:
+    """A voice sample (a file, or a stored one's bytes) longer than 10 minutes is refused before anyone
+    decodes it (its header says so)."""
     import soundfile
 
     try:
-        seconds = soundfile.info(str(path)).duration
+        seconds = soundfile.info(io.BytesIO(sample) if isinstance(sample, bytes) else str(sample)).duration
     except Exception:  # an unreadable file is the voice gate's to explain, with the decoder's words
         return []
     if seconds > MAX_VOICE_SECONDS:
@@ -199,3 +232,83 @@ def settling_bundles(avatars_root: Path, settle_seconds: float) -> list[Path]:
         and (bundle / MANIFEST).is_file()
         and now - bundle_fingerprint(bundle) < settle_seconds
     ]
+
+
+# --------------------------------------------------------------------------- bundles in an object store
+
+
+def scan_stored_bundle(store: MediaStore, avatar_id: str) -> BundleScan:
+    """A bundle in an object store: pending until its manifest and every file the manifest names are
+    there (the uploader writes the manifest last), then ready or bad. As with a folder, whatever is wrong
+    with one bundle makes it bad, never an exception that stops intake of the others."""
+    prefix = layout.inbox_bundle(avatar_id)
+    try:
+        sizes = {item.key.removeprefix(prefix): item.size for item in store.objects(prefix)}
+        if MANIFEST not in sizes:
+            return BundleScan(prefix, "pending", 0.0, avatar_id)
+        if sizes[MANIFEST] > MAX_MANIFEST_BYTES:
+            return BundleScan(prefix, "bad", 0.0, avatar_id, problems=[_manifest_too_big(sizes[MANIFEST])])
+        manifest_bytes = store.read(prefix + MANIFEST)
+        manifest, problems = parse_manifest(manifest_bytes)
+        if manifest is None:
+            return BundleScan(prefix, "bad", 0.0, avatar_id, problems=problems)
+        if any(relative not in sizes for relative in manifest.referenced_paths()):
+            return BundleScan(prefix, "pending", 0.0, avatar_id, manifest)
+        if manifest.avatar_id != avatar_id:
+            problems.append(f"avatar_id {manifest.avatar_id!r} does not match the bundle folder name {avatar_id!r}")
+        limits = _limits(manifest)
+        problems += [f"{relative}: {sizes[relative]} bytes, over the {limit} byte limit"
+                     for relative, limit in limits.items() if sizes[relative] > limit]
+        problems += _total_problem(sum(sizes[relative] for relative in limits))
+        if problems:
+            return BundleScan(prefix, "bad", 0.0, avatar_id, manifest, problems=problems)
+        contents = {MANIFEST: manifest_bytes, **{relative: store.read(prefix + relative) for relative in limits}}
+        if manifest.voice_sample:
+            problems += _voice_duration_problem(contents[manifest.voice_sample], manifest.voice_sample)
+        if problems:
+            return BundleScan(prefix, "bad", 0.0, avatar_id, manifest, problems=problems)
+        return BundleScan(prefix, "ready", 0.0, avatar_id, manifest, contents_sha256(contents), contents=contents)
+    except FileNotFoundError:  # a key left between listing and reading (a re-upload or revoke under way)
+        return BundleScan(prefix, "pending", 0.0, avatar_id)
+    except StoreUnavailable:  # says nothing about the bundle: the tick fails and its cursor is kept
+        raise
+    except Exception as error:  # noqa: BLE001 - one poisoned bundle must not stop intake
+        return BundleScan(prefix, "bad", 0.0, avatar_id, problems=[f"the bundle could not be read: {error!r}"[:500]])
+
+
+def quarantine_stored(store: MediaStore, avatar_id: str, problems: list[str]) -> str:
+    """Set a bundle in an object store aside, unaltered, under `quarantine/<name>-<time>/bundle/`."""
+    prefix = layout.inbox_bundle(avatar_id)
+    reason = QuarantineReason(
+        avatar_id=avatar_id,
+        bundle=prefix.rstrip("/"),
+        quarantined_at=datetime.now(UTC),
+        problems=problems,
+        original_files={item.key.removeprefix(prefix): hashlib.sha256(store.read(item.key)).hexdigest()
+                        for item in store.objects(prefix)},
+    )
+    return set_aside_in_store(store, prefix, reason, remove_first=MANIFEST)
+
+
+def read_bundle(store: MediaStore, avatar_id: str) -> tuple[AvatarUpload, dict[str, bytes]]:
+    """The avatar's bundle as it is in the inbox now, through whichever store holds it: its manifest and
+    the bytes of the manifest and of every file it names. Raises BundleError saying what is wrong."""
+    folder = store.folder(layout.inbox_bundle(avatar_id))
+    if folder is None:
+        scan = scan_stored_bundle(store, avatar_id)
+        if scan.status == "pending":
+            raise BundleError(f"no complete upload bundle for {avatar_id} at {store.uri(scan.path)}")
+        if scan.status == "bad":
+            raise BundleError(f"upload bundle {store.uri(scan.path)} is not valid: {'; '.join(scan.problems)}")
+        return scan.manifest, scan.contents
+    if not (folder / MANIFEST).is_file():
+        raise BundleError(f"no upload bundle for {avatar_id} at {folder}")
+    manifest, problems = read_manifest(folder)
+    problems += check_files(folder, manifest) if manifest else []
+    if problems or manifest is None:
+        raise BundleError(f"upload bundle {folder} is not valid: {'; '.join(problems)}")
+    try:
+        return manifest, {path: (folder / path).read_bytes() for path in [MANIFEST, *manifest.referenced_paths()]}
+    except OSError as error:  # removed or replaced between the check above and this read
+        raise BundleError(f"upload bundle {folder} changed while it was read: {error.strerror or error}: "
+                          f"{Path(error.filename or '').name}; upload it again") from error

@@ -151,9 +151,14 @@ def collect_unreferenced(store: MediaStore, instance: dg.DagsterInstance, exclud
     return deleted
 
 
-def remove_local_inputs(avatar_id: str) -> None:
+def remove_inputs(store: MediaStore, avatar_id: str) -> None:
     """The upload, its archived and quarantined copies and its requests carry the likeness and voice too:
-    revocation removes them."""
+    revocation removes them, from the store's inbox (an object store's too) and from the local home."""
+    for key in store.list_keys(layout.inbox_bundle(avatar_id)):
+        store.delete_key(key)
+    for prefix in (layout.ARCHIVED_UPLOADS, layout.QUARANTINE):
+        for key in [key for key in store.list_keys(prefix) if layout.set_aside_avatar(key) == avatar_id]:
+            store.delete_key(key)
     inbox = settings.inbox_dir()
     shutil.rmtree(inbox / "avatars" / avatar_id, ignore_errors=True)
     shutil.rmtree(inbox / "outputs" / avatar_id, ignore_errors=True)
@@ -231,7 +236,7 @@ def revoke(
     run_health.reap(instance, sweep_partials=True)  # the stopped runs' scratch and half-written files
     deleted, kept, keys = sweep(store, avatar_id)
     deleted += [sha for sha in collect_unreferenced(store, instance, exclude_run_id) if sha not in deleted]
-    remove_local_inputs(avatar_id)
+    remove_inputs(store, avatar_id)
     events.forget_avatar(store, avatar_id)
     forget_partitions(instance, avatar_id, exclude_run_id)
     slugs = sorted({cell[1] for cell in map(layout.record_cell, keys) if cell and cell[1]})

@@ -28,6 +28,7 @@ from avatar_assets.dagster_compat import (
 from avatar_assets.identity import intake
 from avatar_assets.ops import run_health
 from avatar_assets.pipeline import quarantine
+from resources.wiring import store_of
 
 MAX_ROUNDS = 20
 
@@ -59,9 +60,11 @@ class ProcessReport:
                 "quarantined": self.quarantined, "crashed": self.crashed}
 
 
-def quarantine_entries() -> set[str]:
-    root = settings.quarantine_dir()
-    return {path.name for path in root.iterdir()} if root.is_dir() else set()
+def quarantine_entries(defs: dg.Definitions) -> dict[str, list[str]]:
+    """Every quarantine entry, the home's and an object store's, with its problems, by where it is."""
+    with store_of(defs) as store:
+        listed = [*quarantine.entries(), *quarantine.stored_entries(store)]
+    return {str(where): entry["problems"] for where, entry in listed}
 
 
 class CliState:
@@ -320,7 +323,7 @@ def process(defs: dg.Definitions, instance: dg.DagsterInstance, echo=print) -> P
     state = CliState(settings.dagster_home() / "avatarops_state.json")
     report = ProcessReport(crashed=run_health.reap(instance).failed_runs)
     settle = settings.upload_settle_seconds()
-    before = quarantine_entries()
+    before = quarantine_entries(defs)
     for _ in range(MAX_ROUNDS):
         launched = run_sensors(defs, instance, state, report, echo)
         launched += run_automation(defs, instance, state, report, echo)
@@ -331,8 +334,7 @@ def process(defs: dg.Definitions, instance: dg.DagsterInstance, echo=print) -> P
             break
         echo(f"waiting {settle:.0f} s for {len(settling)} upload(s) to settle")
         time.sleep(settle)
-    for name in sorted(quarantine_entries() - before):
-        reason = settings.quarantine_dir() / name / quarantine.REASON
-        problems = quarantine.entry(reason)["problems"] if reason.is_file() else []
-        report.quarantined.append({"path": str(settings.quarantine_dir() / name), "problems": problems})
+    for where, problems in sorted(quarantine_entries(defs).items()):
+        if where not in before:
+            report.quarantined.append({"path": where, "problems": problems})
     return report

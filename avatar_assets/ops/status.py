@@ -126,7 +126,8 @@ def collect_status(defs: dg.Definitions, instance: dg.DagsterInstance, store: Me
     held_root = settings.avatar_home() / "requests" / "held"
     for path in sorted(held_root.glob("*.json")) if held_root.is_dir() else []:
         held.append({"request": path.stem.replace("--", "/"), **json.loads(path.read_text())})
-    quarantined = [{"path": str(folder), **entry} for folder, entry in quarantine.entries()]
+    listed = [*quarantine.entries(), *quarantine.stored_entries(store)]
+    quarantined = [{"path": str(folder), **entry} for folder, entry in listed]
     return {"home": str(settings.avatar_home()), "avatars": avatars, "held": held, "quarantined": quarantined}
 
 

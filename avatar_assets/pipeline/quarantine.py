@@ -15,13 +15,15 @@ from avatar_assets import settings
 from avatar_assets.contracts import QuarantineReason
 from avatar_assets.media.partial import atomic_write_text
 from avatar_assets.pipeline import privacy
+from resources import layout
+from resources.media_store import MediaStore
 
 REASON = "reason.json"
 
 
 def set_aside(root: Path, name: str, reason: QuarantineReason, move_into: Callable[[Path], None]) -> Path:
     """`root/<name>-<time>/`, holding what `move_into` moves there and the reason beside it."""
-    target = root / f"{name}-{reason.quarantined_at:%Y%m%dT%H%M%S%fZ}"
+    target = root / f"{name}-{layout.moment(reason.quarantined_at)}"
     target.mkdir(parents=True)
     move_into(target)
     privacy.tighten(target)  # a rename or a copy keeps the modes of files dropped into the inbox
@@ -29,24 +31,50 @@ def set_aside(root: Path, name: str, reason: QuarantineReason, move_into: Callab
     return target
 
 
+def set_aside_in_store(store: MediaStore, prefix: str, reason: QuarantineReason, remove_first: str) -> str:
+    """In an object store, where nothing renames: copy every object under `prefix` to
+    `quarantine/<avatar>-<time>/bundle/`, check each copy is there whole, write the reason beside them, and
+    only then delete the originals, `remove_first` (the name that makes the rest count) before the others.
+    Returns the entry's key prefix."""
+    target = layout.quarantine_entry(reason.avatar_id, reason.quarantined_at)
+    originals = {item.key.removeprefix(prefix): item.size for item in store.objects(prefix)}
+    for relative in originals:
+        store.copy_key(prefix + relative, f"{target}bundle/{relative}")
+    copied = {item.key.removeprefix(f"{target}bundle/"): item.size for item in store.objects(f"{target}bundle/")}
+    if copied != originals:
+        raise RuntimeError(f"copy of {prefix} to {target} did not verify; the originals are left in place")
+    store.write_text(f"{target}{REASON}", reason.model_dump_json(indent=2))
+    for relative in sorted(originals, key=lambda name: name != remove_first):
+        store.delete_key(prefix + relative)
+    return target
+
+
 def entry(reason_file: Path) -> dict:
     """What a quarantine entry says. Entries written before requests shared the schema (they held a
     `request` and `problems`), or edited by hand, are still listed and found by revoke, never a crash."""
     try:
-        reason = QuarantineReason.model_validate_json(reason_file.read_text())
+        text = reason_file.read_text()
+    except OSError:
+        text = None
+    return _described(text, reason_file.parent.name, str(reason_file))
+
+
+def _described(text: str | None, name: str, where: str) -> dict:
+    try:
+        reason = QuarantineReason.model_validate_json(text or "")
         return {"kind": reason.kind, "avatar_id": reason.avatar_id, "slug": reason.slug, "problems": reason.problems}
-    except (ValidationError, OSError, ValueError):
+    except (ValidationError, ValueError):
         try:
-            document = json.loads(reason_file.read_text())
-        except (OSError, ValueError):
+            document = json.loads(text or "")
+        except ValueError:
             document = {}
         document = document if isinstance(document, dict) else {}
         return {
             "kind": "output_request" if "request" in document else "upload",
-            "avatar_id": str(document.get("avatar_id") or reason_file.parent.name),
+            "avatar_id": str(document.get("avatar_id") or name),
             "slug": None,
             "problems": [str(p) for p in document.get("problems", [])] if isinstance(document.get("problems"), list)
-            else [f"{reason_file} could not be read as a quarantine reason"],
+            else [f"{where} could not be read as a quarantine reason"],
         }
 
 
@@ -55,3 +83,14 @@ def entries() -> Iterator[tuple[Path, dict]]:
     root = settings.quarantine_dir()
     for reason_file in sorted(root.glob(f"*/{REASON}")) if root.is_dir() else []:
         yield reason_file.parent, entry(reason_file)
+
+
+def stored_entries(store: MediaStore) -> Iterator[tuple[str, dict]]:
+    """An object store's quarantine entries (uploads the sensor of any host set aside) by URI, in name
+    order; none where the store is the home's folders, which `entries` lists."""
+    if store.folder(layout.QUARANTINE) is not None:
+        return
+    for key in sorted(store.list_keys(layout.QUARANTINE)):
+        name, _, rest = key.removeprefix(layout.QUARANTINE).partition("/")
+        if rest == REASON:
+            yield store.uri(f"{layout.QUARANTINE}{name}/"), _described(store.read_text(key), name, store.uri(key))
