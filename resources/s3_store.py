@@ -109,6 +109,7 @@ class S3MediaStore(MediaStore):
         self.client.copy_object(
             Bucket=self.bucket, Key=self._object(self._key(target)),
             CopySource={"Bucket": self.bucket, "Key": self._object(self._key(source))},
+            **self._encryption(),  # a copy is a new object: it does not inherit the source's encryption
         )
 
     def _uri(self, key: str) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -102,18 +101,6 @@ def loopback_cluster(root: Path, *, workers: int, gpu_workers: int = 0) -> Itera
                       up_seconds=time.monotonic() - started)
     finally:
         run_script("down", "--root", str(root), env=env, timeout=120)
-
-
-def place_in_inboxes(cluster: Cluster, bundle: Path) -> None:
-    """Put an upload bundle into the inbox of every cluster process's own AVATAR_HOME.
-
-    A stand-in for `avatarops upload` while the inbox still lives on a filesystem: the daemon's upload
-    sensor lists its inbox, and `source_upload` reads the bundle from the worker's. Once the inbox is on S3
-    (issue 12 item 3), `test_avatarops_upload_reaches_the_cluster` passes and this goes away."""
-    for home in (cluster.root / "homes").glob("*/avatar_home"):
-        target = home / "inbox" / "avatars" / bundle.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(bundle, target)
 
 
 def submit(cluster: Cluster, instance: dg.DagsterInstance, assets: list[str], partition: str) -> str:

@@ -143,10 +143,11 @@ def test_every_write_is_encrypted_at_rest(kms_key_id, s3_server, bucket, tmp_pat
     store.copy_to(blob, "packages/one/readme.txt")
     store.write_text("records/one.json", "{}")
     assert store.create_text("claims/one", "mine")
+    store.copy_key("records/one.json", "archive/one.json")
 
     client = s3_server.client()
     keys = bucket_keys(s3_server, bucket, "sse/")
-    assert len(keys) == 5, keys
+    assert len(keys) == 6, keys
     for key in keys:
         head = client.head_object(Bucket=bucket, Key=key)
         assert head.get("ServerSideEncryption") == ("aws:kms" if kms_key_id else "AES256"), key
