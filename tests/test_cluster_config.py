@@ -15,16 +15,15 @@ def plain() -> int:
     return 1
 
 
-@dg.asset(pool="gpu")
-def rendered(plain: int) -> int:
-    return plain + 1
+@dg.asset(pool="gpu", deps=[plain])
+def rendered() -> int:
+    return 2
 
 
 @pytest.mark.parametrize(("selection", "queue"), [([plain], "cpu"), ([plain, rendered], "gpu"), ([rendered], "gpu")])
 def test_a_run_with_a_gpu_pool_step_goes_to_the_gpu_queue(selection, queue):
     with dg.instance_for_test() as instance:
-        # `rendered` alone cannot load its input here; the plan, not the outcome, decides the queue.
-        result = dg.materialize([plain, rendered], instance=instance, selection=selection, raise_on_error=False)
+        result = dg.materialize([plain, rendered], instance=instance, selection=selection)
         assert run_queue(instance, instance.get_run_by_id(result.run_id)) == queue
 
 
