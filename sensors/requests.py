@@ -98,7 +98,10 @@ def evaluate_requests(instance: dg.DagsterInstance, store: MediaStore, log) -> d
     known_slugs = set(instance.get_dynamic_partitions("outputs"))
     for scanned in requests.scan_requests(store):
         if scanned.request is None:
-            where = quarantine_request(store, scanned)
+            try:
+                where = quarantine_request(store, scanned)
+            except FileNotFoundError:  # gone since the listing (a revoke): nothing left to set aside
+                continue
             log.warning(f"quarantined request {store.uri(scanned.key)}: {'; '.join(scanned.problems)} -> {where}")
             continue
         blocker = identity_blocker(instance, store, scanned.avatar_id)

@@ -95,6 +95,14 @@ def test_a_malformed_request_is_quarantined_in_the_bucket_and_the_good_one_next_
     assert [r.run_key for r in request_sensor.evaluate_requests(home.instance, home.store, LOG).run_requests] == [run.run_key]
 
 
+def test_a_request_gone_before_it_is_set_aside_leaves_no_empty_quarantine_entry(home):
+    key = layout.inbox_request("ada-01", "broken")
+    scanned = requests.ScannedRequest(key, "ada-01", "broken", b"[]", None, ["request must be a JSON object"])
+    with pytest.raises(FileNotFoundError):
+        request_sensor.quarantine_request(home.store, scanned)
+    assert list(home.store.list_keys(layout.QUARANTINE)) == []
+
+
 def test_a_store_that_does_not_answer_fails_the_tick_and_quarantines_nothing(home, monkeypatch):
     from botocore.exceptions import EndpointConnectionError
 

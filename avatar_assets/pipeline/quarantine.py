@@ -43,9 +43,12 @@ def set_aside_in_store(store: MediaStore, prefix: str, reason: QuarantineReason,
 
 def set_key_aside_in_store(store: MediaStore, key: str, name: str, reason: QuarantineReason) -> str:
     """One object (an output request) set aside as `quarantine/<name>-<time>/<its file name>`, the layout a
-    local home gets by renaming the file into its entry. Returns the entry's key prefix."""
+    local home gets by renaming the file into its entry. Returns the entry's key prefix; FileNotFoundError
+    when the key has already left (as a rename of a file that is gone)."""
     target = layout.quarantine_entry(name, reason.quarantined_at)
     sizes = {item.key: item.size for item in store.objects(key) if item.key == key}
+    if not sizes:
+        raise FileNotFoundError(f"{store.uri(key)} is not there")
     return _copy_aside(store, target, sizes, {key: target + key.rsplit("/", 1)[-1]}, reason, first=key)
 
 
