@@ -140,7 +140,8 @@ def request(avatar_id, slug, script_file, route, platforms, aspect_ratios, backg
     except RequestError as error:
         click.echo(f"error: bad output request: {error}", err=True)
         sys.exit(EXIT_BAD_INPUT)
-    click.echo(f"requested {avatar_id}/{slug} ({parsed.route}) at {write_request(parsed)}")
+    store = loaded_store()
+    click.echo(f"requested {avatar_id}/{slug} ({parsed.route}) at {store.uri(write_request(store, parsed))}")
 
 
 @main.command()

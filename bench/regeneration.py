@@ -72,15 +72,17 @@ def _build(home, bundles, slugs, params):
     from avatar_assets.contracts import OutputRequest
     from avatar_assets.ops.runner import process
     from avatar_assets.video.requests import write_request
+    from resources.wiring import store_of
 
     defs = common.load_definitions()
     instance = dg.DagsterInstance.get()
     common.copy_into_inbox(bundles, home)
-    for bundle in bundles:
-        for slug in slugs:
-            route, script, prompts = SCRIPTS[slug]
-            write_request(OutputRequest(avatar_id=bundle.name, slug=slug, route=route, script=script,
-                                        background_prompts=prompts))
+    with store_of(defs) as store:
+        for bundle in bundles:
+            for slug in slugs:
+                route, script, prompts = SCRIPTS[slug]
+                write_request(store, OutputRequest(avatar_id=bundle.name, slug=slug, route=route, script=script,
+                                                   background_prompts=prompts))
     seconds, report = common.timed(lambda: process(defs, instance, echo=lambda _: None))
     if not report.ok:
         raise RuntimeError(f"build failed: {report.as_dict()}")

@@ -77,10 +77,11 @@ def run(opts) -> dict[str, Any]:
                 raise RuntimeError(f"identity build failed: {identity.as_dict()}")
             identity_steps, identity_run_s = _stages(instance, identity.runs)
             say(f"identity: {identity_s:.1f} s; rendering the video")
-            write_request(
-                OutputRequest(avatar_id="bench-e2e", slug="bench-video", route=params["route"], script=params["script"],
-                              background_prompts=params["background_prompts"], platforms=params["platforms"])
-            )
+            with store_of(defs) as store:
+                write_request(store, OutputRequest(
+                    avatar_id="bench-e2e", slug="bench-video", route=params["route"], script=params["script"],
+                    background_prompts=params["background_prompts"], platforms=params["platforms"],
+                ))
             video_s, video = common.timed(lambda: process(defs, instance, echo=lambda _: None))
             if not video.ok or not video.runs:
                 raise RuntimeError(f"video render failed: {video.as_dict()}")

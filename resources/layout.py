@@ -30,6 +30,8 @@ DEDUPE_MARKERS = "events/keys/"
 DEAD_LETTERS = "events/dead/"
 DELIVERY_STATE = "events/delivery.json"
 INBOX_AVATARS = "inbox/avatars/"
+INBOX_OUTPUTS = "inbox/outputs/"
+HELD_REQUESTS = "requests/held/"
 ARCHIVED_UPLOADS = "archive/uploads/"
 QUARANTINE = "quarantine/"
 _MOMENT = "%Y%m%dT%H%M%S%fZ"
@@ -188,6 +190,39 @@ def inbox_bundle_of(key: str) -> str | None:
     """The bundle folder name of a key inside an inbox bundle; None for any other key."""
     name, _, rest = key.removeprefix(INBOX_AVATARS).partition("/") if key.startswith(INBOX_AVATARS) else ("", "", "")
     return name if name and rest else None
+
+
+def inbox_requests(avatar_id: str) -> str:
+    """`inbox/outputs/<avatar>/`: the avatar's output requests, which `avatarops request` and the request
+    sensor share through the store."""
+    return f"{INBOX_OUTPUTS}{avatar_id}/"
+
+
+def inbox_request(avatar_id: str, slug: str) -> str:
+    return _json(inbox_requests(avatar_id), slug)
+
+
+def inbox_request_cell(key: str) -> tuple[str, str] | None:
+    """(avatar, slug) of an output request's key; None for any other key (deeper, or not JSON)."""
+    parts = key.removeprefix(INBOX_OUTPUTS).split("/") if key.startswith(INBOX_OUTPUTS) else []
+    if len(parts) == 2 and parts[0] and parts[1].endswith(".json") and parts[1] != ".json":
+        return parts[0], parts[1].removesuffix(".json")
+    return None
+
+
+def held_request_key(avatar_id: str, slug: str) -> str:
+    """Why a request waits (`requests/held/<avatar>--<slug>.json`), for `avatarops status` on any host."""
+    return _json(HELD_REQUESTS, f"{avatar_id}--{slug}")
+
+
+def held_request_name(key: str) -> str:
+    """`<avatar>/<slug>` of a held note's key, as status shows it."""
+    return _name(HELD_REQUESTS, key).replace("--", "/")
+
+
+def held_requests_of(avatar_id: str) -> str:
+    """The key prefix of the avatar's held notes (`ada--`, never `ada-01--`)."""
+    return f"{HELD_REQUESTS}{avatar_id}--"
 
 
 def archived_upload(avatar_id: str, at: datetime) -> str:

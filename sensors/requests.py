@@ -19,13 +19,14 @@ from avatar_assets.checks.identity import IDENTITY_CHECKS
 from avatar_assets.contracts import QuarantineReason
 from avatar_assets.dagster_compat import latest_check_evaluations
 from avatar_assets.identity.assets import IDENTITY_ASSETS
-from avatar_assets.media.partial import atomic_write_text
 from avatar_assets.pipeline import events, tombstones
-from avatar_assets.pipeline.quarantine import set_aside
+from avatar_assets.pipeline.quarantine import set_aside, set_key_aside_in_store
 from avatar_assets.video import gates, requests
 from avatar_assets.video.assets import VIDEO_STAGES
 from avatar_assets.video.graph import next_segment
 from partitions import cell_key, outputs
+from resources import layout
+from resources.layout import held_request_key
 from resources.media_store import MediaStore
 
 REQUEST_SENSOR = "output_request_sensor"
@@ -62,42 +63,53 @@ def identity_blocker(instance: dg.DagsterInstance, store: MediaStore, avatar_id:
     return None
 
 
-def quarantine_request(scanned: requests.ScannedRequest) -> str:
+def quarantine_request(store: MediaStore, scanned: requests.ScannedRequest) -> str:
+    """Set a malformed request aside with its reason: renamed into the home's quarantine folder, or in an
+    object store copied beside its reason and only then deleted from the inbox. Returns where it went."""
     reason = QuarantineReason(
         kind="output_request",
         avatar_id=scanned.avatar_id,
         slug=scanned.slug,
-        bundle=settings.home_relative(scanned.path),
+        bundle=scanned.key,
         quarantined_at=datetime.now(UTC),
         problems=scanned.problems,
-        original_files={scanned.path.name: hashlib.sha256(scanned.raw).hexdigest()},
+        original_files={f"{scanned.slug}.json": hashlib.sha256(scanned.raw).hexdigest()},
         action="Fix the problems listed, then submit the request again (avatarops request ...).",
     )
     name = f"output-{scanned.avatar_id}-{scanned.slug}"
-    target = set_aside(settings.quarantine_dir(), name, reason, lambda target: scanned.path.rename(target / scanned.path.name))
-    return str(target)
+    inbox = store.folder(layout.INBOX_OUTPUTS)
+    if inbox is None:
+        return store.uri(set_key_aside_in_store(store, scanned.key, name, reason))
+    path = inbox / scanned.key.removeprefix(layout.INBOX_OUTPUTS)
+    return str(set_aside(settings.quarantine_dir(), name, reason, lambda target: path.rename(target / path.name)))
 
 
-def hold(scanned: requests.ScannedRequest, reason: str) -> None:
-    path = requests.held_path(scanned.avatar_id, scanned.slug)
-    document = {"request": settings.home_relative(scanned.path), "reason": reason}
-    if not path.exists() or json.loads(path.read_text()).get("reason") != reason:
-        atomic_write_text(path, json.dumps(document, indent=2))
+def hold(store: MediaStore, scanned: requests.ScannedRequest, reason: str) -> None:
+    """Note why the request waits, where `avatarops status` on any host reads it; rewritten only when the
+    reason changes."""
+    key = held_request_key(scanned.avatar_id, scanned.slug)
+    current = store.read_text(key)
+    if current is None or json.loads(current).get("reason") != reason:
+        store.write_text(key, json.dumps({"request": scanned.key, "reason": reason}, indent=2))
 
 
 def evaluate_requests(instance: dg.DagsterInstance, store: MediaStore, log) -> dg.SensorResult:
     run_requests, new_slugs = [], []
     known_slugs = set(instance.get_dynamic_partitions("outputs"))
-    for scanned in requests.scan_requests():
+    for scanned in requests.scan_requests(store):
         if scanned.request is None:
-            log.warning(f"quarantined request {scanned.path}: {'; '.join(scanned.problems)} -> {quarantine_request(scanned)}")
+            try:
+                where = quarantine_request(store, scanned)
+            except FileNotFoundError:  # gone since the listing (a revoke): nothing left to set aside
+                continue
+            log.warning(f"quarantined request {store.uri(scanned.key)}: {'; '.join(scanned.problems)} -> {where}")
             continue
         blocker = identity_blocker(instance, store, scanned.avatar_id)
         if blocker:
-            hold(scanned, blocker)
+            hold(store, scanned, blocker)
             log.info(f"holding {scanned.avatar_id}/{scanned.slug}: {blocker}")
             continue
-        requests.held_path(scanned.avatar_id, scanned.slug).unlink(missing_ok=True)
+        store.delete_key(held_request_key(scanned.avatar_id, scanned.slug))
         if scanned.slug not in known_slugs and scanned.slug not in new_slugs:
             new_slugs.append(scanned.slug)
         sha = hashlib.sha256(scanned.raw).hexdigest()
@@ -109,7 +121,7 @@ def evaluate_requests(instance: dg.DagsterInstance, store: MediaStore, log) -> d
         if "full_output_generation" in scanned.request.gates() and not gates.is_approved(
             store, scanned.avatar_id, scanned.slug, "script", sha
         ):
-            hold(scanned, f"waiting for approval: full_output_generation of request {sha[:12]} "
+            hold(store, scanned, f"waiting for approval: full_output_generation of request {sha[:12]} "
                           f"(avatarops approve script --avatar {scanned.avatar_id} --output {scanned.slug} "
                           "--job-type full_output_generation)")
             continue

@@ -88,13 +88,13 @@ def expected_refresh(graph, key: dg.AssetKey, partition: str, slugs=SLUGS) -> Co
 # --------------------------------------------------------------------------- the rendered world
 
 
-def submit(avatar_id: str, slug: str, script: str = SCRIPT, **fields):
-    """Write `<inbox>/outputs/<avatar>/<slug>.json` as `avatarops request` does (atomic)."""
+def submit(home: Home, avatar_id: str, slug: str, script: str = SCRIPT, **fields):
+    """Put `inbox/outputs/<avatar>/<slug>.json` in the home's store as `avatarops request` does (atomic)."""
     from avatar_assets.contracts import OutputRequest
     from avatar_assets.video.requests import write_request
 
     request = OutputRequest(avatar_id=avatar_id, slug=slug, script=script, **fields)
-    write_request(request)
+    write_request(home.store, request)
     return request
 
 
@@ -103,8 +103,8 @@ def submit_accepted(home: Home, avatar_id: str, slug: str, script: str = SCRIPT,
     `render_video` themselves (what the UI's launchpad does)."""
     from avatar_assets.video.requests import accept, read_request
 
-    request = submit(avatar_id, slug, script, **fields)
-    accept(home.store, *read_request(avatar_id, slug))
+    request = submit(home, avatar_id, slug, script, **fields)
+    accept(home.store, *read_request(home.store, avatar_id, slug))
     return request
 
 
@@ -116,7 +116,7 @@ def _build_world(root: Path, sample_bundle: Path) -> None:
         assert report.ok and sorted(r.partition for r in report.runs) == sorted(AVATARS), report.as_dict()
         for avatar_id in AVATARS:
             for slug in SLUGS:
-                submit(avatar_id, slug)
+                submit(home, avatar_id, slug)
         report = home.process()
         assert report.ok, report.as_dict()
         assert sorted(r.partition for r in report.runs) == sorted(cell(a, s) for a in AVATARS for s in SLUGS)

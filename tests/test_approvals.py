@@ -14,6 +14,7 @@ from avatar_assets.ops import approvals
 from avatar_assets.pipeline import tombstones
 from avatar_assets.video import gates
 from avatar_assets.video.assets import VIDEO_STAGES
+from resources import layout
 from tests.regen_helpers import (
     NEUTRAL_CELL_DOWNSTREAM,
     avatarops,
@@ -65,7 +66,7 @@ def selection(instance, run_id: str) -> list[str]:
 def test_video_asset_approval_resumes_the_render_stopped_after_lip_sync(tmp_path_factory, sample_bundle):
     with restored_world(tmp_path_factory, sample_bundle) as home:
         instance, store = home.instance, home.store
-        submit("ava", "gated", route="approval_gated")
+        submit(home, "ava", "gated", route="approval_gated")
         first = home.process()
         assert first.ok, first.as_dict()
         [render] = runs_of(first, "output_request_sensor")
@@ -117,7 +118,7 @@ def test_script_storyboard_and_background_gates_with_a_rejection(tmp_path_factor
     note (new seed), approve what was regenerated, and the render runs to the end."""
     with restored_world(tmp_path_factory, sample_bundle) as home:
         instance, store, key = home.instance, home.store, cell("bob", "three")
-        submit("bob", "three", approvals_required=["script_approval", "storyboard_approval", "background_approval"])
+        submit(home, "bob", "three", approvals_required=["script_approval", "storyboard_approval", "background_approval"])
         report = home.process()
         assert report.ok and [selection(instance, r.run_id) for r in report.runs] == [["script"]], report.as_dict()
 
@@ -171,13 +172,11 @@ def test_script_storyboard_and_background_gates_with_a_rejection(tmp_path_factor
 
 
 def test_full_output_generation_holds_the_request_until_approved(tmp_path_factory, sample_bundle):
-    from avatar_assets.video.requests import held_path
-
     with restored_world(tmp_path_factory, sample_bundle) as home:
-        instance = home.instance
-        submit("cal", "whole", approvals_required=["full_output_generation", "script_approval"])
+        instance, held = home.instance, layout.held_request_key("cal", "whole")
+        submit(home, "cal", "whole", approvals_required=["full_output_generation", "script_approval"])
         report = home.process()
-        assert report.runs == [] and "waiting for approval: full_output_generation" in held_path("cal", "whole").read_text()
+        assert report.runs == [] and "waiting for approval: full_output_generation" in home.store.read_text(held)
 
         reject_bare = avatarops(home, "reject", "script", "--avatar", "cal", "--output", "whole",
                                 "--job-type", "full_output_generation", "--note", " ")
@@ -188,7 +187,7 @@ def test_full_output_generation_holds_the_request_until_approved(tmp_path_factor
         assert report.ok, report.as_dict()
         [run] = runs_of(report, "output_request_sensor")
         assert selection(instance, run.run_id) == ["script"]  # then the script gate stops it
-        assert not held_path("cal", "whole").exists()
+        assert home.store.read_text(held) is None
         assert runs_of(report, "approval_sensor") == []
 
 

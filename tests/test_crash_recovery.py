@@ -29,7 +29,7 @@ LONG_SCRIPT = (
 
 
 def start_render(home, tmp_path, avatar_id: str, slug: str) -> subprocess.Popen:
-    submit(avatar_id, slug, script=LONG_SCRIPT)
+    submit(home, avatar_id, slug, script=LONG_SCRIPT)
     log = open(tmp_path / f"process-{slug}.log", "wb")  # noqa: SIM115 - the child owns it
     return subprocess.Popen([str(VENV_BIN / "avatarops"), "process"], cwd=REPO_ROOT, env=world_env(home),
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

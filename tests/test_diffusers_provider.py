@@ -381,7 +381,7 @@ def test_backgrounds_asset_uses_storyboard_prompts_and_the_avatars_preset(genera
         avatar_id="gen-b", slug="bg-one", route="multi_scene", background_prompts=["beach", "office"],
         script="Hello there. This is the second sentence. And a third one for good measure.",
     )
-    accept(home.store, request, write_request(request).read_bytes())  # what the request sensor does
+    accept(home.store, request, home.store.read(write_request(home.store, request)))  # what the request sensor does
     home.instance.add_dynamic_partitions("outputs", ["bg-one"])
     result = home.defs.resolve_job_def("render_video").execute_in_process(
         partition_key=cell_key("gen-b", "bg-one"),

@@ -63,3 +63,16 @@ def test_the_inbox_and_what_is_set_aside_from_it():
     assert layout.set_aside_avatar(layout.archived_upload("ada-01", at) + "manifest.json") == "ada-01"
     assert layout.set_aside_avatar(layout.quarantine_entry("ada", at) + "reason.json") == "ada"
     assert layout.set_aside_avatar("quarantine/ada-01/reason.json") is None
+
+
+def test_output_requests_and_their_held_notes():
+    """The keys a local home has always kept them at (`inbox/outputs/...`, `requests/held/...`)."""
+    assert layout.inbox_request("ada", "promo") == "inbox/outputs/ada/promo.json"
+    assert layout.inbox_request_cell(layout.inbox_request("ada-01", "promo")) == ("ada-01", "promo")
+    for other in ("inbox/outputs/ada/promo.txt", "inbox/outputs/ada/x/promo.json", "inbox/outputs/promo.json",
+                  "inbox/avatars/ada/manifest.json"):
+        assert layout.inbox_request_cell(other) is None
+    assert layout.held_request_key("ada", "promo") == "requests/held/ada--promo.json"
+    assert layout.held_request_name(layout.held_request_key("ada", "promo")) == "ada/promo"
+    assert layout.held_request_key("ada", "promo").startswith(layout.held_requests_of("ada"))
+    assert not layout.held_request_key("ada-01", "promo").startswith(layout.held_requests_of("ada"))

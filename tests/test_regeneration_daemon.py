@@ -127,7 +127,7 @@ def a_killed_run_worker_is_failed_and_cleaned_up(home, instance, daemon) -> None
     from avatar_assets.media.partial import writer_of
     from tests.regen_helpers import step_events, submit
 
-    submit("ava", "killed", script="A render whose worker is killed in the middle of lip sync. " * 3)
+    submit(home, "ava", "killed", script="A render whose worker is killed in the middle of lip sync. " * 3)
 
     def in_lip_sync():
         runs = instance.get_runs(dg.RunsFilter(tags={"dagster/partition": "ava|killed"}), limit=1)

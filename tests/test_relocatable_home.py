@@ -115,12 +115,12 @@ def test_quarantine_reasons_and_held_requests_name_places_relative_to_the_home(t
     target = intake.quarantine(bundle, ["photos.0: not an image"], home / "quarantine")
     assert QuarantineReason.model_validate_json((target / "reason.json").read_text()).bundle == f"inbox/avatars/{AVATAR}"
 
-    path = requests.request_path(AVATAR, SLUG)
-    path.parent.mkdir(parents=True)
-    path.write_text("{}")
-    hold(requests.ScannedRequest(path, AVATAR, SLUG, b"{}", None, []), "identity is not built yet")
-    assert json.loads(requests.held_path(AVATAR, SLUG).read_text())["request"] == f"inbox/outputs/{AVATAR}/{SLUG}.json"
-    reason = Path(quarantine_request(requests.ScannedRequest(path, AVATAR, SLUG, b"{}", None, ["script: missing"])))
+    store, key = LocalMediaStore(root=str(home)), layout.inbox_request(AVATAR, SLUG)
+    store.write_text(key, "{}")
+    hold(store, requests.ScannedRequest(key, AVATAR, SLUG, b"{}", None, []), "identity is not built yet")
+    held = home / "requests" / "held" / f"{AVATAR}--{SLUG}.json"
+    assert json.loads(held.read_text())["request"] == f"inbox/outputs/{AVATAR}/{SLUG}.json"
+    reason = Path(quarantine_request(store, requests.ScannedRequest(key, AVATAR, SLUG, b"{}", None, ["script: missing"])))
     assert QuarantineReason.model_validate_json((reason / "reason.json").read_text()).bundle == (
         f"inbox/outputs/{AVATAR}/{SLUG}.json"
     )

@@ -33,9 +33,9 @@ def studio(tmp_path_factory, sample_bundle):
         yield home
 
 
-def submit(slug: str, script: str) -> bytes:
-    """Write the inbox file the way `avatarops request` does; its bytes."""
-    return write_request(OutputRequest(avatar_id=AVATAR, slug=slug, script=script)).read_bytes()
+def submit(home, slug: str, script: str) -> bytes:
+    """Put the request in the inbox the way `avatarops request` does; its bytes."""
+    return home.store.read(write_request(home.store, OutputRequest(avatar_id=AVATAR, slug=slug, script=script)))
 
 
 def request_sensor_tick(home, slug: str) -> list[dg.RunRequest]:
@@ -61,12 +61,12 @@ def sha(raw: bytes) -> str:
 
 
 def test_the_run_renders_what_the_sensor_accepted_even_if_the_file_changed(studio) -> None:
-    first = submit("race", FIRST)
+    first = submit(studio, "race", FIRST)
     [launched] = request_sensor_tick(studio, "race")
     assert launched.tags[REQUEST_TAG] == sha(first)
     assert studio.store.read_text(request_snapshot_key(AVATAR, "race", sha(first))) == first.decode()
 
-    second = submit("race", SECOND)  # changed between the sensor's look and the run's start
+    second = submit(studio, "race", SECOND)  # changed between the sensor's look and the run's start
     result = render_script(studio, launched)
     assert result.success
     script = record(studio, "script", AVATAR, "race")
@@ -80,11 +80,11 @@ def test_the_run_renders_what_the_sensor_accepted_even_if_the_file_changed(studi
 
 
 def test_an_edited_request_changes_nothing_until_the_sensor_accepts_it(studio) -> None:
-    first = submit("edit", FIRST)
+    first = submit(studio, "edit", FIRST)
     [launched] = request_sensor_tick(studio, "edit")
     assert render_script(studio, launched).success
 
-    second = submit("edit", SECOND)
+    second = submit(studio, "edit", SECOND)
     # A run without the tag (`avatarops regenerate`, the UI's Materialize) renders the current snapshot.
     materialize_only(studio, "script", cell(AVATAR, "edit"))
     script = record(studio, "script", AVATAR, "edit")

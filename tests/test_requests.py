@@ -305,7 +305,7 @@ def test_request_for_a_revoked_avatar_is_held_with_a_revoked_reason(studio, tmp_
     from avatar_assets.contracts import OutputRequest
     from avatar_assets.video.requests import write_request
 
-    write_request(OutputRequest(avatar_id=gone, slug=slug, script="Goodbye everybody."))
+    write_request(home.store, OutputRequest(avatar_id=gone, slug=slug, script="Goodbye everybody."))
     before = materialization_counts(home.instance)
     report = home.process()
     assert [r for r in report.runs if gone in r.partition] == []

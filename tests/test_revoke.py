@@ -135,7 +135,6 @@ def only_blobs_of(home, avatar_id: str) -> set[str]:
 @pytest.mark.slow  # restores (or first builds) the rendered world
 def test_revoke_deletes_the_avatar_and_keeps_the_others_intact(tmp_path_factory, sample_bundle):
     from avatar_assets.ops import approvals, revoke
-    from avatar_assets.video.requests import held_path
 
     with restored_world(tmp_path_factory, sample_bundle) as home:
         store, instance = home.store, home.instance
@@ -167,11 +166,11 @@ def test_revoke_deletes_the_avatar_and_keeps_the_others_intact(tmp_path_factory,
         assert blob_keys(store) <= blobs_before
 
         # Refused from now on: requests, uploads, approvals, and a second revoke is a no-op.
-        submit("ava", "again")
+        submit(home, "ava", "again")
         copy_sample(sample_bundle, home.inbox, "ava")
         report = home.process()
         assert report.runs == []
-        assert "revoked" in json.loads(held_path("ava", "again").read_text())["reason"]
+        assert "revoked" in json.loads(store.read_text(layout.held_request_key("ava", "again")))["reason"]
         [quarantined] = [p for p in (home.root / "quarantine").iterdir() if p.name.startswith("ava")]
         assert "was revoked" in (quarantined / "reason.json").read_text()
         with pytest.raises(approvals.ApprovalError, match="was revoked"):
@@ -189,7 +188,7 @@ def test_revoke_during_a_running_render_leaves_no_orphans(tmp_path_factory, samp
         before = snapshot_others(home, "cal")
         cal_only = only_blobs_of(home, "cal")
         blobs_before = blob_keys(store)
-        submit("cal", "live", script="A render that is revoked while it runs.")
+        submit(home, "cal", "live", script="A render that is revoked while it runs.")
         with open(tmp_path / "process.log", "wb") as log:
             worker = subprocess.Popen([str(VENV_BIN / "avatarops"), "process"], cwd=REPO_ROOT, env=world_env(home),
                                       stdout=log, stderr=subprocess.STDOUT)

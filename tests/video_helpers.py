@@ -42,11 +42,11 @@ def cell(avatar_id: str, slug: str) -> str:
 
 
 def submit(home: Home, avatar_id: str, slug: str, script: str, *, route: str = "single_scene", **fields) -> OutputRequest:
-    """Write `<inbox>/outputs/<avatar>/<slug>.json` the way `avatarops request` does."""
+    """Put `inbox/outputs/<avatar>/<slug>.json` in the home's store the way `avatarops request` does."""
     from avatar_assets.video.requests import write_request
 
     request = OutputRequest(avatar_id=avatar_id, slug=slug, route=route, script=script, **fields)
-    write_request(request)
+    write_request(home.store, request)
     return request
 
 

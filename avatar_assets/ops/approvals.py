@@ -35,7 +35,7 @@ def current_hash(
         # The decision is about a failed run, whose failed stage usually has no record yet.
         return hashlib.sha256(f"run:{run_id}".encode()).hexdigest()
     if job_type == "full_output_generation":
-        _, raw = read_request(avatar_id, output or "")
+        _, raw = read_request(store, avatar_id, output or "")
         return hashlib.sha256(raw).hexdigest()
     partition = partition_key(avatar_id, output)
     record = read_record(store, asset, partition)

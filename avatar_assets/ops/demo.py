@@ -85,6 +85,7 @@ def run_demo(instance: dg.DagsterInstance, defs: dg.Definitions, store: MediaSto
     echo(f"sample bundle: {sample}")
     echo(f"uploaded to {upload_bundle(store, sample)}")
     write_request(
+        store,
         OutputRequest(
             avatar_id=DEMO_AVATAR,
             slug=DEMO_SLUG,
@@ -92,7 +93,7 @@ def run_demo(instance: dg.DagsterInstance, defs: dg.Definitions, store: MediaSto
             script=DEMO_SCRIPT,
             background_prompts=["soft studio backdrop", "city at dusk", "calm ocean sunset"],
             platforms=["tiktok", "instagram_feed", "youtube"],
-        )
+        ),
     )
     echo(f"requested a multi_scene video: {DEMO_AVATAR}/{DEMO_SLUG}")
     report = process(defs, instance, echo=echo)

@@ -154,18 +154,20 @@ def collect_unreferenced(store: MediaStore, instance: dg.DagsterInstance, exclud
 def remove_inputs(store: MediaStore, avatar_id: str) -> None:
     """The upload, its archived and quarantined copies and its requests carry the likeness and voice too:
     revocation removes them, from the store's inbox (an object store's too) and from the local home."""
-    for key in store.list_keys(layout.inbox_bundle(avatar_id)):
+    held = [key for key in store.list_keys(layout.HELD_REQUESTS) if key.startswith(layout.held_requests_of(avatar_id))]
+    for key in [*store.list_keys(layout.inbox_bundle(avatar_id)), *store.list_keys(layout.inbox_requests(avatar_id)), *held]:
         store.delete_key(key)
     for prefix in (layout.ARCHIVED_UPLOADS, layout.QUARANTINE):
         for key in [key for key in store.list_keys(prefix) if layout.set_aside_avatar(key) == avatar_id]:
+            store.delete_key(key)
+    for entry_prefix in [prefix for prefix, entry in quarantine.stored_entry_keys(store) if entry["avatar_id"] == avatar_id]:
+        for key in list(store.list_keys(entry_prefix)):  # its quarantined requests, named output-<avatar>-<slug>
             store.delete_key(key)
     inbox = settings.inbox_dir()
     shutil.rmtree(inbox / "avatars" / avatar_id, ignore_errors=True)
     shutil.rmtree(inbox / "outputs" / avatar_id, ignore_errors=True)
     for path in (settings.avatar_home() / "archive" / "uploads").glob(f"{avatar_id}-*"):
         shutil.rmtree(path, ignore_errors=True)
-    for path in (settings.avatar_home() / "requests" / "held").glob(f"{avatar_id}--*.json"):
-        path.unlink(missing_ok=True)
     for folder, entry in list(quarantine.entries()):
         if entry["avatar_id"] == avatar_id:
             shutil.rmtree(folder, ignore_errors=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -10,6 +9,7 @@ import dagster as dg
 from avatar_assets import settings
 from avatar_assets.dagster_compat import PARTITION_NAME_TAG
 from avatar_assets.pipeline import quarantine, tombstones
+from avatar_assets.video import requests
 from partitions import cell_key
 from resources.layout import TOMBSTONES, record_key, tombstone_avatar
 from resources.media_store import MediaStore
@@ -122,10 +122,7 @@ def collect_status(defs: dg.Definitions, instance: dg.DagsterInstance, store: Me
         if stone is not None and stone.avatar_id not in avatars:
             avatars[stone.avatar_id] = {"state": stone.status, "identity": None, "assets": {}, "gates": {},
                                         "blocked_by": [], "outputs": {}}
-    held = []
-    held_root = settings.avatar_home() / "requests" / "held"
-    for path in sorted(held_root.glob("*.json")) if held_root.is_dir() else []:
-        held.append({"request": path.stem.replace("--", "/"), **json.loads(path.read_text())})
+    held = requests.held_requests(store)
     listed = [*quarantine.entries(), *quarantine.stored_entries(store)]
     quarantined = [{"path": str(folder), **entry} for folder, entry in listed]
     return {"home": str(settings.avatar_home()), "avatars": avatars, "held": held, "quarantined": quarantined}

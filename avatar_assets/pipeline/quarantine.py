@@ -32,20 +32,38 @@ def set_aside(root: Path, name: str, reason: QuarantineReason, move_into: Callab
 
 
 def set_aside_in_store(store: MediaStore, prefix: str, reason: QuarantineReason, remove_first: str) -> str:
-    """In an object store, where nothing renames: copy every object under `prefix` to
-    `quarantine/<avatar>-<time>/bundle/`, check each copy is there whole, write the reason beside them, and
-    only then delete the originals, `remove_first` (the name that makes the rest count) before the others.
-    Returns the entry's key prefix."""
+    """In an object store, where nothing renames: set every object under `prefix` aside under
+    `quarantine/<avatar>-<time>/bundle/`, `remove_first` (the name that makes the rest count) deleted before
+    the others. Returns the entry's key prefix."""
     target = layout.quarantine_entry(reason.avatar_id, reason.quarantined_at)
-    originals = {item.key.removeprefix(prefix): item.size for item in store.objects(prefix)}
-    for relative in originals:
-        store.copy_key(prefix + relative, f"{target}bundle/{relative}")
-    copied = {item.key.removeprefix(f"{target}bundle/"): item.size for item in store.objects(f"{target}bundle/")}
-    if copied != originals:
-        raise RuntimeError(f"copy of {prefix} to {target} did not verify; the originals are left in place")
+    sizes = {item.key: item.size for item in store.objects(prefix)}
+    copies = {key: f"{target}bundle/{key.removeprefix(prefix)}" for key in sizes}
+    return _copy_aside(store, target, sizes, copies, reason, first=prefix + remove_first)
+
+
+def set_key_aside_in_store(store: MediaStore, key: str, name: str, reason: QuarantineReason) -> str:
+    """One object (an output request) set aside as `quarantine/<name>-<time>/<its file name>`, the layout a
+    local home gets by renaming the file into its entry. Returns the entry's key prefix; FileNotFoundError
+    when the key has already left (as a rename of a file that is gone)."""
+    target = layout.quarantine_entry(name, reason.quarantined_at)
+    sizes = {item.key: item.size for item in store.objects(key) if item.key == key}
+    if not sizes:
+        raise FileNotFoundError(f"{store.uri(key)} is not there")
+    return _copy_aside(store, target, sizes, {key: target + key.rsplit("/", 1)[-1]}, reason, first=key)
+
+
+def _copy_aside(store: MediaStore, target: str, sizes: dict[str, int], copies: dict[str, str],
+                reason: QuarantineReason, first: str) -> str:
+    """Copy each original to its key in `target`, check every copy is there whole, write the reason beside
+    them, and only then delete the originals (`first` first): a failure on the way leaves them in place."""
+    for source, copy in copies.items():
+        store.copy_key(source, copy)
+    copied = {item.key: item.size for item in store.objects(target)}
+    if any(copied.get(copies[source]) != size for source, size in sizes.items()):
+        raise RuntimeError(f"copy to {target} did not verify; the originals are left in place")
     store.write_text(f"{target}{REASON}", reason.model_dump_json(indent=2))
-    for relative in sorted(originals, key=lambda name: name != remove_first):
-        store.delete_key(prefix + relative)
+    for source in sorted(sizes, key=lambda key: key != first):
+        store.delete_key(source)
     return target
 
 
@@ -86,11 +104,17 @@ def entries() -> Iterator[tuple[Path, dict]]:
 
 
 def stored_entries(store: MediaStore) -> Iterator[tuple[str, dict]]:
-    """An object store's quarantine entries (uploads the sensor of any host set aside) by URI, in name
+    """An object store's quarantine entries (what the sensors of any host set aside) by URI, in name
     order; none where the store is the home's folders, which `entries` lists."""
+    for prefix, described in stored_entry_keys(store):
+        yield store.uri(prefix), described
+
+
+def stored_entry_keys(store: MediaStore) -> Iterator[tuple[str, dict]]:
+    """`stored_entries` by key prefix, which revoke deletes."""
     if store.folder(layout.QUARANTINE) is not None:
         return
     for key in sorted(store.list_keys(layout.QUARANTINE)):
         name, _, rest = key.removeprefix(layout.QUARANTINE).partition("/")
         if rest == REASON:
-            yield store.uri(f"{layout.QUARANTINE}{name}/"), _described(store.read_text(key), name, store.uri(key))
+            yield f"{layout.QUARANTINE}{name}/", _described(store.read_text(key), name, store.uri(key))

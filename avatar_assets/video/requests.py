@@ -1,8 +1,10 @@
-"""Output requests: `<inbox>/outputs/<avatar_id>/<slug>.json` files, validated into `OutputRequest`s.
+"""Output requests: the store's `inbox/outputs/<avatar_id>/<slug>.json` keys (a local home's inbox files,
+or objects in a bucket that `avatarops request` on one host and the request sensor on another share),
+validated into `OutputRequest`s.
 
 A request whose avatar is unknown, revoked or not yet through its identity gates is held (kept in the
-inbox, with a reason a person can read in `avatarops status`), never dropped; a malformed one is moved
-to quarantine with its reason.
+inbox, with a reason under `requests/held/` in the store that `avatarops status` reads on any host), never
+dropped; a malformed one is moved to quarantine with its reason.
 
 The inbox file is what a person may still change. What a run renders is the snapshot the request sensor
 accepted: stored once under its sha256, named by the run's `request_sha256` tag, and made the cell's
@@ -16,13 +18,11 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 from pydantic import ValidationError
 
-from avatar_assets import settings
 from avatar_assets.contracts import AcceptedRequest, OutputRequest, describe_validation_error
-from avatar_assets.media.partial import atomic_write_text
+from resources import layout
 from resources.layout import current_request_key, request_snapshot_key
 from resources.media_store import MediaStore
 
@@ -36,16 +36,12 @@ class RequestError(ValueError):
 
 @dataclass(frozen=True)
 class ScannedRequest:
-    path: Path
+    key: str  # its store key, `inbox/outputs/<avatar>/<slug>.json`
     avatar_id: str
     slug: str
     raw: bytes
     request: OutputRequest | None
     problems: list[str]
-
-
-def request_path(avatar_id: str, slug: str) -> Path:
-    return settings.inbox_dir() / "outputs" / avatar_id / f"{slug}.json"
 
 
 def parse_request(raw: bytes, *, avatar_id: str | None = None, slug: str | None = None) -> OutputRequest:
@@ -86,25 +82,32 @@ def unspeakable(request: OutputRequest) -> str | None:
     return None
 
 
-def scan_requests() -> list[ScannedRequest]:
-    root = settings.inbox_dir() / "outputs"
+def scan_requests(store: MediaStore) -> list[ScannedRequest]:
+    """Every request in the store's inbox, parsed; a key gone between listing and reading (a revoke or
+    a quarantine by another host) is skipped."""
     scanned = []
-    for path in sorted(root.glob("*/*.json")) if root.is_dir() else []:
-        avatar_id, slug = path.parent.name, path.stem
-        raw = path.read_bytes()
+    for key in sorted(store.list_keys(layout.INBOX_OUTPUTS)):
+        if (cell := layout.inbox_request_cell(key)) is None:
+            continue
+        avatar_id, slug = cell
         try:
-            scanned.append(ScannedRequest(path, avatar_id, slug, raw, parse_request(raw, avatar_id=avatar_id, slug=slug), []))
+            raw = store.read(key)
+        except FileNotFoundError:
+            continue
+        try:
+            scanned.append(ScannedRequest(key, avatar_id, slug, raw, parse_request(raw, avatar_id=avatar_id, slug=slug), []))
         except RequestError as error:
-            scanned.append(ScannedRequest(path, avatar_id, slug, raw, None, [str(error)]))
+            scanned.append(ScannedRequest(key, avatar_id, slug, raw, None, [str(error)]))
     return scanned
 
 
-def read_request(avatar_id: str, slug: str) -> tuple[OutputRequest, bytes]:
+def read_request(store: MediaStore, avatar_id: str, slug: str) -> tuple[OutputRequest, bytes]:
     """The request as it is in the inbox now (what a person is deciding on, not what a run renders)."""
-    path = request_path(avatar_id, slug)
-    if not path.is_file():
-        raise RequestError(f"no output request at {path}")
-    raw = path.read_bytes()
+    key = layout.inbox_request(avatar_id, slug)
+    try:
+        raw = store.read(key)
+    except FileNotFoundError:
+        raise RequestError(f"no output request at {store.uri(key)}") from None
     return parse_request(raw, avatar_id=avatar_id, slug=slug), raw
 
 
@@ -138,12 +141,20 @@ def accepted_request(store: MediaStore, avatar_id: str, slug: str, sha256: str |
     return parse_request(raw, avatar_id=avatar_id, slug=slug), raw
 
 
-def write_request(request: OutputRequest) -> Path:
-    """Atomic write: the sensor never sees half a request."""
-    path = request_path(request.avatar_id, request.slug)
-    atomic_write_text(path, request.model_dump_json(indent=2))
-    return path
+def write_request(store: MediaStore, request: OutputRequest) -> str:
+    """Put the request in the store's inbox whole (a local file renamed into place, or one S3 PUT): the
+    sensor never sees half a request. Returns its key."""
+    key = layout.inbox_request(request.avatar_id, request.slug)
+    store.write_text(key, request.model_dump_json(indent=2))
+    return key
 
 
-def held_path(avatar_id: str, slug: str) -> Path:
-    return settings.avatar_home() / "requests" / "held" / f"{avatar_id}--{slug}.json"
+def held_requests(store: MediaStore) -> list[dict]:
+    """Every held request's note (`request`: `<avatar>/<slug>`, and why it waits), in name order."""
+    held = []
+    for key in sorted(store.list_keys(layout.HELD_REQUESTS)):
+        try:
+            held.append({"request": layout.held_request_name(key), **json.loads(store.read(key))})
+        except FileNotFoundError:  # released between listing and reading
+            continue
+    return held
