@@ -6,6 +6,9 @@ one takes the cluster down and checks that nothing it started is left.
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import subprocess
 import time
 
@@ -15,20 +18,31 @@ import pytest
 from tests.cluster_helpers import (
     ENV_CONTRACT,
     Cluster,
+    cluster_env,
+    duplicate_run_keys,
     kill_worker,
     loopback_cluster,
+    most_overlapping,
+    pool_child,
     read_env_file,
+    restart,
     run_script,
-    cluster_env,
     script,
+    sql,
+    step_intervals,
+    store_problems,
     submit,
     wait_for,
 )
+from avatar_assets import dagster_compat as compat
+from avatar_assets.ops.demo import build_sample_bundle
 from tests.servers import IDENTITY_ASSETS, REPO_ROOT, VENV_BIN, avatarops, build_sample
 
 pytestmark = pytest.mark.slow
 
 CPU_ASSETS = ["source_upload", "validated_inputs", "voice_profile"]  # no `gpu`-pool stage among them
+GPU_POOL_STEPS = {"neutral_image", "character_sheet", "backgrounds"}  # the stages declaring pool="gpu"
+LOAD_AVATARS = [f"load-{i}" for i in range(1, 5)]
 WORKER_TAG = "avatar/worker"
 QUEUE_TAG = "dagster-celery/queue"
 
@@ -112,6 +126,75 @@ def test_an_upload_with_the_env_file_runs_on_the_gpu_worker_encrypted(cluster: C
     # Nothing shared through a disk: no home holds the bundle, media or records.
     local = [p for p in cluster.root.glob("**/avatar_home/**/*") if p.is_file() and "s3-cache" not in p.parts]
     assert [p for p in local if {"inbox", "media", "records"} & set(p.parts)] == []
+
+
+def test_status_shows_the_worker_of_each_run(cluster: Cluster):
+    """`avatarops status` with the env file alone names the worker that ran the identity run, JSON and text."""
+    env = {**cluster_env(), **cluster.env}
+    shown = avatarops("status", "--json", env=env)
+    assert shown.returncode == 0, shown.stderr
+    identity = json.loads(shown.stdout)["avatars"]["astronaut"]["identity"]
+    assert identity["worker"].startswith("gpu1@")
+    text = avatarops("status", env=env)
+    assert f"avatar astronaut: ready (identity run on {identity['worker']})" in text.stdout, text.stdout
+
+
+def request_video(cluster: Cluster, avatar: str, slug: str, tmp_path) -> None:
+    """A one-sentence video request. The request inbox is still a folder of the home that evaluates sensors
+    (the code server's) on this base; the inbox moves onto S3 with branch s3-requests, then AVATAR_HOME
+    goes."""
+    script_file = tmp_path / f"{avatar}-{slug}.txt"
+    script_file.write_text("Hello from the cluster.")
+    env = {**cluster_env(), **cluster.env, "AVATAR_HOME": str(cluster.root / "homes" / "code-server" / "avatar_home")}
+    done = avatarops("request", avatar, slug, "--script", str(script_file), env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def runs_of(instance: dg.DagsterInstance, **tags: str) -> list[dg.DagsterRun]:
+    return list(instance.get_runs(filters=dg.RunsFilter(tags=tags)))
+
+
+def test_a_killed_pool_child_during_stitched_video_fails_the_run_and_the_retry_redoes_from_there(
+        cluster: Cluster, instance, tmp_path):
+    """SIGKILL the prefork child executing a video run while it is in `stitched_video`: nothing partial shows in
+    S3, run monitoring fails the run (Celery reports the lost task), and the run retry (FROM_FAILURE) executes
+    only stitched_video and what follows."""
+    request_video(cluster, "astronaut", "crash", tmp_path)
+    partition = "astronaut|crash"
+
+    def in_stitched_video():
+        runs = runs_of(instance, **{compat.PARTITION_NAME_TAG: partition})
+        if not runs:
+            return None
+        [row] = sql(cluster, "SELECT count(*) FROM event_logs WHERE run_id = %s AND step_key = 'stitched_video' "
+                             "AND dagster_event_type = 'STEP_START'", (runs[-1].run_id,))
+        return runs[-1] if row[0] else None
+
+    run = wait_for(in_stitched_video, timeout=300, interval=0.1, what="the video run to enter stitched_video")
+    worker = instance.get_run_by_id(run.run_id).tags[WORKER_TAG].split("@")[0]
+    os.kill(pool_child(cluster, worker), signal.SIGKILL)
+    killed_at = time.monotonic()
+
+    failed = wait_for(lambda: finished(instance, run.run_id), timeout=120, what="run monitoring to fail the run")
+    latency = time.monotonic() - killed_at
+    assert failed.status == dg.DagsterRunStatus.FAILURE
+    [row] = sql(cluster, "SELECT count(*) FROM event_logs WHERE run_id = %s AND step_key = 'stitched_video' "
+                         "AND dagster_event_type = 'STEP_SUCCESS'", (run.run_id,))
+    assert row[0] == 0, "the kill came after stitched_video had finished"
+    assert store_problems(cluster) == []
+
+    retry = wait_for(
+        lambda: [r for r in runs_of(instance, **{"dagster/parent_run_id": run.run_id}) if r.is_finished],
+        timeout=300, what="the retry run to finish")[0]
+    assert retry.status == dg.DagsterRunStatus.SUCCESS
+    assert retry.tags.get("dagster/retry_strategy", "FROM_FAILURE") == "FROM_FAILURE"
+    materialized = {
+        record.event_log_entry.dagster_event.asset_key.to_user_string()
+        for record in instance.get_records_for_run(retry.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+    }
+    assert materialized == {"stitched_video", "enhanced_video", "output_package"}
+    assert store_problems(cluster) == []
+    print(f"run failed {latency:.1f} s after its pool child was killed")
 
 
 def test_a_killed_worker_fails_its_run_and_the_retry_runs_on_the_other(cluster: Cluster, instance):
