@@ -154,6 +154,68 @@ def runs_of(instance: dg.DagsterInstance, **tags: str) -> list[dg.DagsterRun]:
     return list(instance.get_runs(filters=dg.RunsFilter(tags=tags)))
 
 
+def test_load_with_a_daemon_restart_mid_tick(cluster: Cluster, instance, tmp_path_factory):
+    """Four bundles uploaded at once (the daemon is killed -9 while its sensor submits their runs and started
+    again), four cpu-only refreshes, then four one-sentence video requests: every run completes, no run key
+    launches twice, none is lost, the `gpu` pool limit holds across workers, and both cpu workers took work."""
+    started = time.monotonic()
+    env = {**cluster_env(), **cluster.env}
+    folder = tmp_path_factory.mktemp("load")
+    bundles = [build_sample_bundle(folder / avatar, avatar) for avatar in LOAD_AVATARS]
+    uploads = [subprocess.Popen([str(VENV_BIN / "avatarops"), "upload", str(b)], env=env, cwd=REPO_ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for b in bundles]
+    for upload in uploads:
+        assert upload.wait(timeout=120) == 0, upload.stdout.read()
+
+    def identity_runs() -> list[dg.DagsterRun]:
+        return [r for r in instance.get_runs(filters=dg.RunsFilter(job_name="build_identity"))
+                if r.tags.get(compat.PARTITION_NAME_TAG) in LOAD_AVATARS and "dagster/parent_run_id" not in r.tags]
+
+    # Mid-tick: the sensor has submitted one of the four runs; kill -9 the daemon's whole group and restart it.
+    wait_for(identity_runs, timeout=120, interval=0.1, what="the upload sensor to submit a load run")
+    restarted = restart(cluster, "daemon")
+    assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+    done = wait_for(lambda: (runs := identity_runs()) and len({r.tags[compat.PARTITION_NAME_TAG] for r in runs}) == 4
+                    and all(r.is_finished for r in runs) and runs, timeout=480, what="four identity runs to finish")
+    assert sorted(r.tags[compat.PARTITION_NAME_TAG] for r in done) == LOAD_AVATARS, "one run per upload, none twice"
+    assert {r.status for r in done} == {dg.DagsterRunStatus.SUCCESS}
+    identities_at = time.monotonic() - started
+
+    refreshes = [submit(cluster, instance, CPU_ASSETS, avatar) for avatar in LOAD_AVATARS]
+    for avatar in LOAD_AVATARS:
+        request_video(cluster, avatar, "hello", folder)
+
+    def requested() -> list[dg.DagsterRun] | None:
+        """The request sensor's runs of the four cells (automation may refresh a cell too, in runs of its own)."""
+        runs = [r for a in LOAD_AVATARS for r in runs_of(instance, **{"dagster/sensor_name": "output_request_sensor",
+                                                                     compat.PARTITION_NAME_TAG: f"{a}|hello"})]
+        cells = {r.tags[compat.PARTITION_NAME_TAG] for r in runs}
+        return runs if len(cells) == 4 and all(r.is_finished for r in runs) else None
+
+    videos = wait_for(requested, timeout=480, what="four video runs to finish")
+    assert len(videos) == 4, "one run per request, none twice"
+    assert {r.status for r in videos} == {dg.DagsterRunStatus.SUCCESS}, [(r.run_id, r.status) for r in videos]
+    def refreshed() -> list[dg.DagsterRun] | None:
+        runs = [instance.get_run_by_id(run_id) for run_id in refreshes]
+        return runs if all(r.is_finished for r in runs) else None
+
+    cpu_runs = wait_for(refreshed, timeout=240, what="the cpu refreshes to finish")
+    assert {r.status for r in cpu_runs} == {dg.DagsterRunStatus.SUCCESS}
+    took = time.monotonic() - started
+
+    assert duplicate_run_keys(cluster) == []
+    assert {r.tags[WORKER_TAG].split("@")[0] for r in [*done, *videos]} == {"gpu1"}
+    assert {r.tags[WORKER_TAG].split("@")[0] for r in cpu_runs} == {"cpu1", "cpu2"}, "both cpu workers took work"
+    load_runs = {r.run_id for r in [*done, *videos]}
+    intervals = step_intervals(cluster, GPU_POOL_STEPS)  # every run's: the limit holds for all of them
+    # neutral_image and character_sheet per identity, backgrounds per video
+    assert len([i for i in intervals if i[0] in load_runs]) == 4 * 2 + 4, intervals
+    assert "default_limit: 1" in (cluster.root / "dagster.yaml").read_text()  # the `gpu` pool's limit
+    assert most_overlapping(intervals) <= 1
+    assert store_problems(cluster) == []
+    print(f"load: 4 identities in {identities_at:.0f} s, with 4 refreshes and 4 videos {took:.0f} s")
+
+
 def test_a_killed_pool_child_during_stitched_video_fails_the_run_and_the_retry_redoes_from_there(
         cluster: Cluster, instance, tmp_path):
     """SIGKILL the prefork child executing a video run while it is in `stitched_video`: nothing partial shows in
