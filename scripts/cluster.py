@@ -91,6 +91,7 @@ class Process(BaseModel):
     pid: int
     start_ticks: int  # /proc/<pid>/stat field 22: tells our process from a later one with the same PID
     log: Path
+    args: list[str] = []  # the command line, for `restart`
 
 
 class State(BaseModel):
@@ -161,7 +162,7 @@ def spawn(name: str, args: list[str], env: Mapping[str, str], logs: Path) -> Pro
     ticks = _start_ticks(popen.pid)
     if ticks is None:
         raise ClusterError(f"{name} exited at once: see {log}")
-    return Process(name=name, pid=popen.pid, start_ticks=ticks, log=log)
+    return Process(name=name, pid=popen.pid, start_ticks=ticks, log=log, args=list(args))
 
 
 def free_port(host: str) -> int:
@@ -526,6 +527,32 @@ def down(root: Path) -> list[str]:
     return stopped
 
 
+def restart(root: Path, name: str) -> Process:
+    """SIGKILL one recorded process's whole group, as a crash would, and start it again with the same command,
+    homes and environment (`cluster.py restart daemon`): what a supervisor (ECS, systemd, Kubernetes) does."""
+    state = load_state(root)
+    if state is None:
+        raise ClusterError(f"nothing running from {root}")
+    found = [p for p in state.processes if p.name == name]
+    if not found or not found[0].args:
+        raise ClusterError(f"no restartable process {name!r} in {root / 'state.json'}")
+    old = found[0]
+    for pid in group_members(old):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 10
+    while group_members(old) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    folder = root / "homes" / name
+    env = dict(os.environ) if name == "s3" else process_env(state.spec, state, folder)
+    new = spawn(name, old.args, env, old.log.parent)
+    state.processes[state.processes.index(old)] = new
+    _save(state)
+    return new
+
+
 # ------------------------------------------------------------------------------------------------- CLI
 
 
@@ -548,7 +575,8 @@ def _spec(args: argparse.Namespace) -> Spec:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cluster", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["up", "down"])
+    parser.add_argument("command", choices=["up", "down", "restart"])
+    parser.add_argument("name", nargs="?", help="restart: the process to kill -9 and start again (e.g. daemon)")
     parser.add_argument("--root", type=Path, default=REPO / ".cluster", help="state, logs, homes (default .cluster)")
     parser.add_argument("--workers", type=int, help="Celery workers (CLUSTER_WORKERS, default 2)")
     parser.add_argument("--gpu-workers", type=int, help="of them gpu-only (CLUSTER_GPU_WORKERS, default 0)")
@@ -560,6 +588,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     root = args.root.resolve()
     try:
+        if args.command == "restart":
+            if not args.name:
+                parser.error("restart needs the name of a process (daemon, webserver, code-server, a worker)")
+            process = restart(root, args.name)
+            print(f"cluster: restarted {process.name} (pid {process.pid})")
+            return 0
         if args.command == "down":
             stopped = down(root)
             print(f"cluster: stopped {', '.join(stopped)}" if stopped else f"cluster: nothing running from {root}")

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -88,10 +91,37 @@ def cluster_env(**overrides: str) -> dict[str, str]:
 
 
 @contextmanager
+def own_vhost() -> Iterator[str]:
+    """A broker URL on a RabbitMQ vhost of this test session's own (`rabbitmqctl`), deleted afterwards: the
+    queues are named `cpu` and `gpu`, so two clusters on one vhost would take each other's runs, and `up`
+    refuses to start beside another cluster's workers. Without `rabbitmqctl`, the default vhost."""
+    rabbitmqctl = shutil.which("rabbitmqctl")
+    if rabbitmqctl is None:
+        yield script.Spec.model_fields["broker"].default
+        return
+    vhost = f"avatar_test_{uuid.uuid4().hex[:10]}"
+    subprocess.run([rabbitmqctl, "add_vhost", vhost], check=True, capture_output=True, timeout=60)
+    try:
+        subprocess.run([rabbitmqctl, "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+                       check=True, capture_output=True, timeout=60)
+        yield f"pyamqp://guest:guest@127.0.0.1:5672/{vhost}"
+    finally:
+        subprocess.run([rabbitmqctl, "delete_vhost", vhost], capture_output=True, timeout=60)
+
+
+@contextmanager
 def loopback_cluster(root: Path, *, workers: int, gpu_workers: int = 0) -> Iterator[Cluster]:
-    """`cluster.py up` in `root` on free ports, `cluster.py down` afterwards even when the test failed."""
+    """`cluster.py up` in `root` on free ports and a vhost of its own, `cluster.py down` afterwards even when
+    the test failed."""
+    with own_vhost() as broker:
+        with _loopback_cluster(root, workers=workers, gpu_workers=gpu_workers, broker=broker) as cluster:
+            yield cluster
+
+
+@contextmanager
+def _loopback_cluster(root: Path, *, workers: int, gpu_workers: int, broker: str) -> Iterator[Cluster]:
     ui_port = free_port()
-    env = cluster_env()
+    env = cluster_env(CLUSTER_BROKER_URL=broker)
     started = time.monotonic()
     done = run_script("up", "--root", str(root), "--ui-port", str(ui_port), "--workers", str(workers),
                       "--gpu-workers", str(gpu_workers), env=env, timeout=420)
@@ -145,3 +175,95 @@ def kill_worker(cluster: Cluster, name: str) -> list[int]:
     for pid in members:
         os.kill(pid, signal.SIGKILL)
     return members
+
+
+def sql(cluster: Cluster, statement: str, params: tuple = ()) -> list[tuple]:
+    """Rows of `statement` on the cluster's own database (runs, tags and events live there)."""
+    import psycopg2
+
+    spec = cluster.state.spec
+    connection = psycopg2.connect(host=spec.pg_host, port=spec.pg_port, user=spec.pg_user,
+                                  dbname=cluster.state.db_name, password=os.environ.get("DAGSTER_PG_PASSWORD", ""),
+                                  connect_timeout=5)
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(statement, params)
+            return cursor.fetchall() if cursor.description else []
+    finally:
+        connection.close()
+
+
+def duplicate_run_keys(cluster: Cluster) -> list[tuple[str, int]]:
+    """Run keys carried by more than one run that is not a retry (a retry may inherit its parent's tags)."""
+    return sql(cluster, """
+        SELECT t.value, count(*) FROM run_tags t
+        WHERE t.key = 'dagster/run_key' AND NOT EXISTS (
+            SELECT 1 FROM run_tags p WHERE p.run_id = t.run_id AND p.key = 'dagster/parent_run_id')
+        GROUP BY t.value HAVING count(*) > 1""")
+
+
+def step_intervals(cluster: Cluster, step_keys: set[str]) -> list[tuple[str, str, float, float]]:
+    """(run id, step key, start, end) of every execution of `step_keys`, from the step events in Postgres; a step
+    still open (or killed) ends now."""
+    rows = sql(cluster, """
+        SELECT run_id, step_key, dagster_event_type, extract(epoch from timestamp) FROM event_logs
+        WHERE step_key = ANY(%s) AND dagster_event_type IN ('STEP_START', 'STEP_SUCCESS', 'STEP_FAILURE')
+        ORDER BY id""", (list(step_keys),))
+    opened, intervals = {}, []
+    for run_id, step_key, kind, at in rows:
+        if kind == "STEP_START":
+            opened[(run_id, step_key)] = float(at)
+        elif (run_id, step_key) in opened:
+            intervals.append((run_id, step_key, opened.pop((run_id, step_key)), float(at)))
+    now = time.time()
+    intervals.extend((run_id, step_key, start, now) for (run_id, step_key), start in opened.items())
+    return intervals
+
+
+def most_overlapping(intervals: list[tuple[str, str, float, float]]) -> int:
+    """The most intervals open at one instant (an end at the same instant as a start does not overlap)."""
+    edges = sorted([(start, 1) for *_, start, _ in intervals] + [(end, -1) for *_, end in intervals],
+                   key=lambda edge: (edge[0], edge[1]))
+    most = current = 0
+    for _, change in edges:
+        current += change
+        most = max(most, current)
+    return most
+
+
+def restart(cluster: Cluster, name: str) -> subprocess.CompletedProcess:
+    """`cluster.py restart NAME`: kill -9 the process's group and start it again with the same command."""
+    return run_script("restart", name, "--root", str(cluster.root), env=cluster_env(), timeout=60)
+
+
+def pool_child(cluster: Cluster, name: str) -> int:
+    """The prefork pool child of worker `name` (the process executing its run): the member of its group whose
+    parent is Celery's main process, itself a child of the recorded dagster-celery process."""
+    members = set(script.group_members(cluster.process(name)))
+
+    def parent(pid: int) -> int:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+    leader = cluster.process(name).pid
+    mains = {pid for pid in members if parent(pid) == leader}
+    children = [pid for pid in members if parent(pid) in mains]  # (the run's own subprocesses, ffmpeg, are below)
+    assert len(children) == 1, f"{name}: expected one pool child in {sorted(members)}, found {children}"
+    return children[0]
+
+
+MEDIA_REF = re.compile(r"media/[0-9a-f]{2}/[0-9a-f]{64}\.[A-Za-z0-9]+")
+
+
+def store_problems(cluster: Cluster) -> list[str]:
+    """What a reader of the bucket must never see: temporary or partial keys, and records naming media that
+    are not there."""
+    s3, bucket = cluster.s3(), cluster.env["AVATAR_STORAGE"].removeprefix("s3://").split("/", 1)[0]
+    prefix = cluster.env["AVATAR_STORAGE"].removeprefix(f"s3://{bucket}").strip("/")
+    keys = {o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+            for o in page.get("Contents", [])}
+    problems = [f"temporary key {k}" for k in keys if re.search(r"(\.part|\.tmp|~)$|/tmp|\.partial", k)]
+    for key in sorted(k for k in keys if k.startswith(f"{prefix}/records/") and k.endswith(".json")):
+        text = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+        problems += [f"{key} names missing {ref}" for ref in set(MEDIA_REF.findall(text)) if f"{prefix}/{ref}" not in keys]
+    return problems

@@ -190,3 +190,30 @@ def test_process_and_status_report_runs_gates_and_quarantine(home, sample_bundle
     # Nothing new: exit 0 again, even though bob-02 stays blocked (process reports runs, not history).
     third = invoke("process")
     assert third.exit_code == 0 and third.stdout.strip() == "nothing to do"
+
+
+def test_status_names_the_worker_that_ran_each_run(home):
+    """On a cluster each run carries `avatar/worker` (written by the Celery worker that executed it); `status`
+    shows it for the identity run and for each output's run, in the JSON and in the text."""
+    import dagster as dg
+    from dagster._core.test_utils import create_run_for_test
+
+    from avatar_assets.cluster import WORKER_TAG
+    from avatar_assets.dagster_compat import PARTITION_NAME_TAG
+    from partitions import cell_key
+
+    home.instance.add_dynamic_partitions("avatars", ["ada-01"])
+    home.instance.add_dynamic_partitions("outputs", ["hello"])
+    for partition, worker in (("ada-01", "gpu1@box"), (cell_key("ada-01", "hello"), "cpu2@box")):
+        create_run_for_test(home.instance, job_name="any", status=dg.DagsterRunStatus.SUCCESS,
+                            tags={PARTITION_NAME_TAG: partition, WORKER_TAG: worker})
+    create_run_for_test(home.instance, job_name="any", status=dg.DagsterRunStatus.SUCCESS,
+                        tags={PARTITION_NAME_TAG: "elsewhere"})
+
+    document = json.loads(invoke("status", "--json").stdout)
+    avatar = document["avatars"]["ada-01"]
+    assert avatar["identity"]["worker"] == "gpu1@box"
+    assert avatar["outputs"]["hello"]["worker"] == "cpu2@box"
+    text = invoke("status").stdout
+    assert "avatar ada-01: building (identity run on gpu1@box)" in text
+    assert "  output hello: done on cpu2@box" in text

@@ -6,6 +6,9 @@ one takes the cluster down and checks that nothing it started is left.
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import subprocess
 import time
 
@@ -15,20 +18,31 @@ import pytest
 from tests.cluster_helpers import (
     ENV_CONTRACT,
     Cluster,
+    cluster_env,
+    duplicate_run_keys,
     kill_worker,
     loopback_cluster,
+    most_overlapping,
+    pool_child,
     read_env_file,
+    restart,
     run_script,
-    cluster_env,
     script,
+    sql,
+    step_intervals,
+    store_problems,
     submit,
     wait_for,
 )
+from avatar_assets import dagster_compat as compat
+from avatar_assets.ops.demo import build_sample_bundle
 from tests.servers import IDENTITY_ASSETS, REPO_ROOT, VENV_BIN, avatarops, build_sample
 
 pytestmark = pytest.mark.slow
 
 CPU_ASSETS = ["source_upload", "validated_inputs", "voice_profile"]  # no `gpu`-pool stage among them
+GPU_POOL_STEPS = {"neutral_image", "character_sheet", "backgrounds"}  # the stages declaring pool="gpu"
+LOAD_AVATARS = [f"load-{i}" for i in range(1, 5)]
 WORKER_TAG = "avatar/worker"
 QUEUE_TAG = "dagster-celery/queue"
 
@@ -112,6 +126,137 @@ def test_an_upload_with_the_env_file_runs_on_the_gpu_worker_encrypted(cluster: C
     # Nothing shared through a disk: no home holds the bundle, media or records.
     local = [p for p in cluster.root.glob("**/avatar_home/**/*") if p.is_file() and "s3-cache" not in p.parts]
     assert [p for p in local if {"inbox", "media", "records"} & set(p.parts)] == []
+
+
+def test_status_shows_the_worker_of_each_run(cluster: Cluster):
+    """`avatarops status` with the env file alone names the worker that ran the identity run, JSON and text."""
+    env = {**cluster_env(), **cluster.env}
+    shown = avatarops("status", "--json", env=env)
+    assert shown.returncode == 0, shown.stderr
+    identity = json.loads(shown.stdout)["avatars"]["astronaut"]["identity"]
+    assert identity["worker"].startswith("gpu1@")
+    text = avatarops("status", env=env)
+    assert f"avatar astronaut: ready (identity run on {identity['worker']})" in text.stdout, text.stdout
+
+
+def request_video(cluster: Cluster, avatar: str, slug: str, tmp_path) -> None:
+    """A one-sentence video request. The request inbox is still a folder of the home that evaluates sensors
+    (the code server's) on this base; the inbox moves onto S3 with branch s3-requests, then AVATAR_HOME
+    goes."""
+    script_file = tmp_path / f"{avatar}-{slug}.txt"
+    script_file.write_text("Hello from the cluster.")
+    env = {**cluster_env(), **cluster.env, "AVATAR_HOME": str(cluster.root / "homes" / "code-server" / "avatar_home")}
+    done = avatarops("request", avatar, slug, "--script", str(script_file), env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def runs_of(instance: dg.DagsterInstance, **tags: str) -> list[dg.DagsterRun]:
+    return list(instance.get_runs(filters=dg.RunsFilter(tags=tags)))
+
+
+def test_load_with_a_daemon_restart_mid_tick(cluster: Cluster, instance, tmp_path_factory):
+    """Four bundles uploaded at once (the daemon is killed -9 while its sensor submits their runs and started
+    again), four cpu-only refreshes, then four one-sentence video requests: every run completes, no run key
+    launches twice, none is lost, the `gpu` pool limit holds across workers, and both cpu workers took work."""
+    started = time.monotonic()
+    env = {**cluster_env(), **cluster.env}
+    folder = tmp_path_factory.mktemp("load")
+    bundles = [build_sample_bundle(folder / avatar, avatar) for avatar in LOAD_AVATARS]
+    uploads = [subprocess.Popen([str(VENV_BIN / "avatarops"), "upload", str(b)], env=env, cwd=REPO_ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for b in bundles]
+    for upload in uploads:
+        assert upload.wait(timeout=120) == 0, upload.stdout.read()
+
+    def identity_runs() -> list[dg.DagsterRun]:
+        return [r for r in instance.get_runs(filters=dg.RunsFilter(job_name="build_identity"))
+                if r.tags.get(compat.PARTITION_NAME_TAG) in LOAD_AVATARS and "dagster/parent_run_id" not in r.tags]
+
+    # Mid-tick: the sensor has submitted one of the four runs; kill -9 the daemon's whole group and restart it.
+    wait_for(identity_runs, timeout=120, interval=0.1, what="the upload sensor to submit a load run")
+    restarted = restart(cluster, "daemon")
+    assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+    done = wait_for(lambda: (runs := identity_runs()) and len({r.tags[compat.PARTITION_NAME_TAG] for r in runs}) == 4
+                    and all(r.is_finished for r in runs) and runs, timeout=480, what="four identity runs to finish")
+    assert sorted(r.tags[compat.PARTITION_NAME_TAG] for r in done) == LOAD_AVATARS, "one run per upload, none twice"
+    assert {r.status for r in done} == {dg.DagsterRunStatus.SUCCESS}
+    identities_at = time.monotonic() - started
+
+    refreshes = [submit(cluster, instance, CPU_ASSETS, avatar) for avatar in LOAD_AVATARS]
+    for avatar in LOAD_AVATARS:
+        request_video(cluster, avatar, "hello", folder)
+
+    def requested() -> list[dg.DagsterRun] | None:
+        """The request sensor's runs of the four cells (automation may refresh a cell too, in runs of its own)."""
+        runs = [r for a in LOAD_AVATARS for r in runs_of(instance, **{"dagster/sensor_name": "output_request_sensor",
+                                                                     compat.PARTITION_NAME_TAG: f"{a}|hello"})]
+        cells = {r.tags[compat.PARTITION_NAME_TAG] for r in runs}
+        return runs if len(cells) == 4 and all(r.is_finished for r in runs) else None
+
+    videos = wait_for(requested, timeout=480, what="four video runs to finish")
+    assert len(videos) == 4, "one run per request, none twice"
+    assert {r.status for r in videos} == {dg.DagsterRunStatus.SUCCESS}, [(r.run_id, r.status) for r in videos]
+    def refreshed() -> list[dg.DagsterRun] | None:
+        runs = [instance.get_run_by_id(run_id) for run_id in refreshes]
+        return runs if all(r.is_finished for r in runs) else None
+
+    cpu_runs = wait_for(refreshed, timeout=240, what="the cpu refreshes to finish")
+    assert {r.status for r in cpu_runs} == {dg.DagsterRunStatus.SUCCESS}
+    took = time.monotonic() - started
+
+    assert duplicate_run_keys(cluster) == []
+    assert {r.tags[WORKER_TAG].split("@")[0] for r in [*done, *videos]} == {"gpu1"}
+    assert {r.tags[WORKER_TAG].split("@")[0] for r in cpu_runs} == {"cpu1", "cpu2"}, "both cpu workers took work"
+    load_runs = {r.run_id for r in [*done, *videos]}
+    intervals = step_intervals(cluster, GPU_POOL_STEPS)  # every run's: the limit holds for all of them
+    # neutral_image and character_sheet per identity, backgrounds per video
+    assert len([i for i in intervals if i[0] in load_runs]) == 4 * 2 + 4, intervals
+    assert "default_limit: 1" in (cluster.root / "dagster.yaml").read_text()  # the `gpu` pool's limit
+    assert most_overlapping(intervals) <= 1
+    assert store_problems(cluster) == []
+    print(f"load: 4 identities in {identities_at:.0f} s, with 4 refreshes and 4 videos {took:.0f} s")
+
+
+def test_a_killed_pool_child_during_stitched_video_fails_the_run_and_the_retry_redoes_from_there(
+        cluster: Cluster, instance, tmp_path):
+    """SIGKILL the prefork child executing a video run while it is in `stitched_video`: nothing partial shows in
+    S3, run monitoring fails the run (Celery reports the lost task), and the run retry (FROM_FAILURE) executes
+    only stitched_video and what follows."""
+    request_video(cluster, "astronaut", "crash", tmp_path)
+    partition = "astronaut|crash"
+
+    def in_stitched_video():
+        runs = runs_of(instance, **{compat.PARTITION_NAME_TAG: partition})
+        if not runs:
+            return None
+        [row] = sql(cluster, "SELECT count(*) FROM event_logs WHERE run_id = %s AND step_key = 'stitched_video' "
+                             "AND dagster_event_type = 'STEP_START'", (runs[-1].run_id,))
+        return runs[-1] if row[0] else None
+
+    run = wait_for(in_stitched_video, timeout=300, interval=0.1, what="the video run to enter stitched_video")
+    worker = instance.get_run_by_id(run.run_id).tags[WORKER_TAG].split("@")[0]
+    os.kill(pool_child(cluster, worker), signal.SIGKILL)
+    killed_at = time.monotonic()
+
+    failed = wait_for(lambda: finished(instance, run.run_id), timeout=120, what="run monitoring to fail the run")
+    latency = time.monotonic() - killed_at
+    assert failed.status == dg.DagsterRunStatus.FAILURE
+    [row] = sql(cluster, "SELECT count(*) FROM event_logs WHERE run_id = %s AND step_key = 'stitched_video' "
+                         "AND dagster_event_type = 'STEP_SUCCESS'", (run.run_id,))
+    assert row[0] == 0, "the kill came after stitched_video had finished"
+    assert store_problems(cluster) == []
+
+    retry = wait_for(
+        lambda: [r for r in runs_of(instance, **{"dagster/parent_run_id": run.run_id}) if r.is_finished],
+        timeout=300, what="the retry run to finish")[0]
+    assert retry.status == dg.DagsterRunStatus.SUCCESS
+    assert retry.tags.get("dagster/retry_strategy", "FROM_FAILURE") == "FROM_FAILURE"
+    materialized = {
+        record.event_log_entry.dagster_event.asset_key.to_user_string()
+        for record in instance.get_records_for_run(retry.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+    }
+    assert materialized == {"stitched_video", "enhanced_video", "output_package"}
+    assert store_problems(cluster) == []
+    print(f"run failed {latency:.1f} s after its pool child was killed")
 
 
 def test_a_killed_worker_fails_its_run_and_the_retry_runs_on_the_other(cluster: Cluster, instance):

@@ -4,3 +4,7 @@
 worker is alive; `worker.py` is the Celery app the workers run. `make cluster` (scripts/cluster.py)
 starts them on loopback; deploy/README.md says how the same pieces run on ECS or Kubernetes.
 """
+
+WORKER_TAG = "avatar/worker"
+"""The run tag naming the Celery node that executed a run (written by worker.py, shown by `avatarops status`);
+here, not in launcher.py, so that readers need not import Celery."""

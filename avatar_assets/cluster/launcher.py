@@ -13,12 +13,12 @@ import dagster as dg
 from dagster_celery.launcher import CeleryRunLauncher
 from dagster_celery.tags import DAGSTER_CELERY_QUEUE_TAG, DAGSTER_CELERY_TASK_ID_TAG
 
+from avatar_assets.cluster import WORKER_TAG
 from avatar_assets.dagster_compat import CheckRunHealthResult, WorkerStatus
 
 CPU_QUEUE = "cpu"
 GPU_QUEUE = "gpu"
 GPU_POOL = "gpu"  # the concurrency pool the model stages declare (`pool="gpu"` on their @dg.asset)
-WORKER_TAG = "avatar/worker"  # the Celery node name that executed the run (written by worker.py)
 PING_TIMEOUT_SECONDS = 2.0
 
 _log = logging.getLogger("avatarops")

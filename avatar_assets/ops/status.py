@@ -53,10 +53,12 @@ def _step_keys(instance: dg.DagsterInstance, run_id: str, kind: dg.DagsterEventT
 
 def run_state(instance: dg.DagsterInstance, run: dg.DagsterRun) -> dict:
     """One run's state, the stage it stopped in and, when it stopped, why (the gate's or the error's words)."""
+    from avatar_assets.cluster import WORKER_TAG
     from avatar_assets.ops.run_health import CRASHED_TAG
     from avatar_assets.ops.runner import check_failures, run_failure
 
-    entry = {"run_id": run.run_id, "state": "done", "stage": None, "reason": None}
+    # `worker`: the Celery node that executed the run on a cluster (`avatar/worker`), None elsewhere.
+    entry = {"run_id": run.run_id, "state": "done", "stage": None, "reason": None, "worker": run.tags.get(WORKER_TAG)}
     if run.status in _QUEUED:
         entry["state"] = "queued"
     elif run.status in _RUNNING:
@@ -155,7 +157,11 @@ def format_status(report: dict) -> str:
         lines.append("no avatars yet")
     for avatar_id, entry in sorted(report["avatars"].items()):
         identity = entry.get("identity")
-        note = f" (identity run {_describe(identity)})" if identity and identity["state"] != "done" else ""
+        note = ""
+        if identity and identity["state"] != "done":
+            note = f" (identity run {_describe(identity)})"
+        elif identity and identity.get("worker"):
+            note = f" (identity run on {identity['worker']})"
         lines.append(f"avatar {avatar_id}: {entry['state']}{note}")
         for asset, when in entry["assets"].items():
             lines.append(f"  {asset:18} {when or 'not materialized'}")
@@ -177,4 +183,5 @@ def format_status(report: dict) -> str:
 
 def _describe(entry: dict) -> str:
     words = entry["state"] + (f" at {entry['stage']}" if entry.get("stage") else "")
+    words += f" on {entry['worker']}" if entry.get("worker") else ""
     return words + (f": {entry['reason']}" if entry.get("reason") else "")
