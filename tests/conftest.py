@@ -16,6 +16,7 @@ import io
 import json
 import os
 import shutil
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -305,3 +306,23 @@ def deep_update(document: dict, changes: dict) -> dict:
 
 def env_without_homes() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in {"AVATAR_HOME", "DAGSTER_HOME", "AVATAR_STORAGE"}}
+
+
+# --------------------------------------------------------------------------- S3 API server
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    """A moto S3 API server on loopback, one per test module."""
+    from tests.servers import moto_s3_server
+
+    with moto_s3_server() as server:
+        yield server
+
+
+@pytest.fixture
+def storage(s3_server) -> str:
+    """An `AVATAR_STORAGE` in a bucket of its own, under a prefix (as a studio's would be)."""
+    bucket = f"avatars-{uuid.uuid4().hex[:12]}"
+    s3_server.client().create_bucket(Bucket=bucket)
+    return f"s3://{bucket}/studio/eu"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 from pathlib import Path
 
 import dagster as dg
@@ -24,23 +23,9 @@ from resources.media_store import StoreUnavailable
 from resources.s3_store import S3MediaStore
 from sensors.uploads import evaluate_uploads
 from tests.conftest import avatar_home, copy_sample
-from tests.servers import avatarops, clean_env, moto_s3_server
+from tests.servers import avatarops, clean_env
 
 LOG = logging.getLogger("test_s3_inbox")
-PREFIX = "studio/eu"
-
-
-@pytest.fixture(scope="module")
-def s3_server():
-    with moto_s3_server() as server:
-        yield server
-
-
-@pytest.fixture
-def storage(s3_server) -> str:
-    bucket = f"inbox-{uuid.uuid4().hex[:12]}"
-    s3_server.client().create_bucket(Bucket=bucket)
-    return f"s3://{bucket}/{PREFIX}"
 
 
 @pytest.fixture

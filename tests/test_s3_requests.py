@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 
 import pytest
 
@@ -21,24 +20,10 @@ from resources.media_store import StoreUnavailable
 from resources.s3_store import S3MediaStore
 from sensors import requests as request_sensor
 from tests.conftest import avatar_home, copy_sample
-from tests.servers import avatarops, clean_env, moto_s3_server
+from tests.servers import avatarops, clean_env
 
 LOG = logging.getLogger("test_s3_requests")
-PREFIX = "studio/eu"
 SCRIPT = "Hello from the bucket. This request crossed hosts without a shared disk."
-
-
-@pytest.fixture(scope="module")
-def s3_server():
-    with moto_s3_server() as server:
-        yield server
-
-
-@pytest.fixture
-def storage(s3_server) -> str:
-    bucket = f"requests-{uuid.uuid4().hex[:12]}"
-    s3_server.client().create_bucket(Bucket=bucket)
-    return f"s3://{bucket}/{PREFIX}"
 
 
 @pytest.fixture

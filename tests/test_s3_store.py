@@ -19,15 +19,9 @@ from resources.layout import media_key, record_key
 from resources.media_store import LocalMediaStore, sha256_bytes
 from resources.records import RecordIOManager, parse_record
 from resources.s3_store import S3MediaStore
-from tests.servers import IDENTITY_ASSETS, avatarops, build_sample, clean_env, moto_s3_server, upload_and_process
+from tests.servers import IDENTITY_ASSETS, avatarops, build_sample, clean_env, upload_and_process
 
 MEDIA_KEY = re.compile(r"^media/([0-9a-f]{2})/([0-9a-f]{64})\.[a-z0-9]{1,5}$")
-
-
-@pytest.fixture(scope="module")
-def s3_server():
-    with moto_s3_server() as server:
-        yield server
 
 
 @pytest.fixture
