@@ -490,3 +490,64 @@ def events_replay(since_event_id, dead_letters) -> None:
         return
     count = outbox.replay(loaded_store(), since_event_id)
     click.echo(f"{count} event(s) will be delivered again")
+
+
+@main.group()
+def tokens() -> None:
+    """The job API's bearer tokens (AVATAR_API_DATABASE_URL; default SQLite under AVATAR_HOME/api)."""
+
+
+def api_state():
+    """The job API's state database, its schema created or upgraded first."""
+    from avatar_assets.api.state import open_state
+
+    try:
+        return open_state()
+    except settings.ConfigurationError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+
+
+@tokens.command("create")
+@click.option("--tenant", required=True, help="The tenant: the creator_id its manifests carry.")
+@click.option("--scopes", required=True, help="Comma-separated: avatars:write,renders:write,renders:read,admin")
+@click.option("--expires", default="90d", show_default=True, help="Lifetime: <n>d, <n>h or <n>m.")
+def tokens_create(tenant, scopes, expires) -> None:
+    """Create a token; it is printed once, alone on the last line (only its hash is kept)."""
+    from avatar_assets.api import tokens as api_tokens
+
+    try:
+        parsed_scopes, lifetime = api_tokens.parse_scopes(scopes), api_tokens.parse_expiry(expires)
+        token, info = api_tokens.create_token(api_state(), tenant, parsed_scopes, lifetime)
+    except api_tokens.TokenError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    click.echo(f"token {info.token_id} of tenant {info.tenant} ({','.join(info.scopes)}), expires "
+               f"{info.expires_at:%Y-%m-%d %H:%M} UTC; it is shown only now:")
+    click.echo(token)
+
+
+@tokens.command("list")
+@click.option("--tenant", default=None, help="Only this tenant's tokens.")
+def tokens_list(tenant) -> None:
+    """Every token (never its secret): id, tenant, scopes, expiry and whether it is revoked."""
+    from avatar_assets.api.tokens import list_tokens
+
+    for info in list_tokens(api_state(), tenant):
+        state = f"revoked {info.revoked_at:%Y-%m-%d %H:%M}" if info.revoked_at else (
+            "active" if info.active else "expired")
+        click.echo(f"{info.token_id} {info.tenant} {','.join(info.scopes)} expires {info.expires_at:%Y-%m-%d %H:%M} {state}")
+
+
+@tokens.command("revoke")
+@click.argument("token_id")
+def tokens_revoke(token_id) -> None:
+    """Revoke TOKEN_ID (as `tokens list` shows it): every request with it answers 401 from now on."""
+    from avatar_assets.api import tokens as api_tokens
+
+    try:
+        info = api_tokens.revoke_token(api_state(), token_id)
+    except api_tokens.TokenError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    click.echo(f"revoked token {info.token_id} of tenant {info.tenant}")
