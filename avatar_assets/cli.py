@@ -492,6 +492,22 @@ def events_replay(since_event_id, dead_letters) -> None:
     click.echo(f"{count} event(s) will be delivered again")
 
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback unless told).")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+def serve(host, port) -> None:
+    """Serve the job API (/v1, OpenAPI at /v1/openapi.json). It only serves: runs come from the daemon
+    (make dev), the cluster, or `avatarops process`."""
+    import uvicorn
+
+    from avatar_assets.api.app import ApiContext, create_app
+
+    instance, defs = load_instance_and_defs()
+    context = ApiContext(defs=defs, instance=instance, store=loaded_store(), sessions=api_state())
+    click.echo(f"avatarops job API on http://{host}:{port}/v1 (OpenAPI: /v1/openapi.json)")
+    uvicorn.run(create_app(context), host=host, port=port, log_level="warning")
+
+
 @main.group()
 def tokens() -> None:
     """The job API's bearer tokens (AVATAR_API_DATABASE_URL; default SQLite under AVATAR_HOME/api)."""

@@ -1,4 +1,4 @@
-"""Real servers for integration tests: an S3 API (moto), `dagster-daemon`, `dagster-webserver`.
+"""Real servers for integration tests: an S3 API (moto), `dagster-daemon`, `dagster-webserver`, `avatarops serve`.
 
 Everything binds to 127.0.0.1 on a free port, runs with a temporary DAGSTER_HOME / AVATAR_HOME, and
 is torn down by a context manager even when the test fails: subprocesses get their own session
@@ -347,6 +347,24 @@ def _location_loaded(base_url: str) -> bool:
     return bool(entries) and all(
         e["loadStatus"] == "LOADED" and e["locationOrLoadError"]["__typename"] == "RepositoryLocation" for e in entries
     )
+
+
+@dataclass
+class JobApi:
+    process: ManagedProcess
+    base_url: str
+
+
+@contextlib.contextmanager
+def avatarops_serve(*, env: Mapping[str, str], log_path: Path, timeout: float = 120) -> Iterator[JobApi]:
+    """`avatarops serve` (the job API) on 127.0.0.1 and a free port, returned once its schema answers."""
+    port = free_port()
+    args = [str(VENV_BIN / "avatarops"), "serve", "--host", LOOPBACK, "--port", str(port)]
+    with managed_process("avatarops serve", args, env=env, log_path=log_path) as process:
+        base_url = f"http://{LOOPBACK}:{port}"
+        wait_until(lambda: http_get(f"{base_url}/v1/openapi.json")[0] == 200, timeout=timeout,
+                   what="avatarops serve /v1/openapi.json", process=process)
+        yield JobApi(process=process, base_url=base_url)
 
 
 # --------------------------------------------------------------------------- the sample avatar

@@ -19,6 +19,7 @@ import dagster as dg
 
 from avatar_assets import dagster_compat, settings
 from avatar_assets.contracts import Tombstone
+from avatar_assets.identity.ownership import owner
 from avatar_assets.jobs import ASSETS
 from avatar_assets.ops import run_health
 from avatar_assets.ops.run_health import ACTIVE
@@ -228,7 +229,8 @@ def revoke(
     if not reason.strip():
         raise RevokeError("a revocation needs a reason")
     previous = tombstone(store, avatar_id)
-    if previous is None and not instance.has_dynamic_partition("avatars", avatar_id):
+    # An uploaded bundle the upload sensor has not taken yet is an avatar too: its owner record says so.
+    if previous is None and not instance.has_dynamic_partition("avatars", avatar_id) and owner(store, avatar_id) is None:
         raise RevokeError(f"avatar {avatar_id} does not exist")
     if previous is not None and previous.status == "revoked":
         return previous

@@ -34,9 +34,20 @@ def latest_check_verdicts(instance: dg.DagsterInstance) -> dict[tuple[str, str],
                 "passed": evaluation.passed,
                 "severity": evaluation.severity.value,
                 "description": evaluation.description,
+                "numbers": measured_numbers(evaluation.metadata),
             },
         )
     return verdicts
+
+
+def measured_numbers(metadata: dict) -> dict[str, float]:
+    """The numbers a gate measured (its int and float metadata), which explain its verdict."""
+    numbers = {}
+    for name, entry in (metadata or {}).items():
+        value = getattr(entry, "value", entry)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            numbers[name] = value
+    return numbers
 
 
 RUN_STATES = ("queued", "running", "waiting_approval", "blocked", "failed", "crashed", "done")
@@ -94,31 +105,10 @@ def collect_status(defs: dg.Definitions, instance: dg.DagsterInstance, store: Me
     reap(instance)
     graph = defs.resolve_asset_graph()
     verdicts = latest_check_verdicts(instance)
-    avatars = {}
-    for avatar_id in instance.get_dynamic_partitions("avatars"):
-        assets = {}
-        for key in graph.toposorted_asset_keys:
-            # Only avatar-partitioned assets (video cells are multi-partitioned and have no `name`).
-            if getattr(graph.get(key).partitions_def, "name", None) != "avatars":
-                continue
-            events = instance.fetch_materializations(
-                dg.AssetRecordsFilter(asset_key=key, asset_partitions=[avatar_id]), limit=1
-            ).records
-            assets[key.to_user_string()] = (
-                datetime.fromtimestamp(events[0].timestamp, UTC).isoformat(timespec="seconds") if events else None
-            )
-        gates = {name: verdict for (partition, name), verdict in verdicts.items() if partition == avatar_id}
-        blocked = [f"{name}: {v['description']}" for name, v in gates.items() if not v["passed"] and v["severity"] == "ERROR"]
-        run = latest_run(instance, avatar_id)
-        stone = tombstones.tombstone(store, avatar_id)
-        avatars[avatar_id] = {
-            "state": stone.status if stone else ("ready" if all(assets.values()) and not blocked else "building"),
-            "identity": run_state(instance, run) if run else None,
-            "assets": assets,
-            "gates": gates,
-            "blocked_by": blocked,
-            "outputs": output_status(instance, store, avatar_id),
-        }
+    avatars = {
+        avatar_id: avatar_status(graph, instance, store, avatar_id, verdicts)
+        for avatar_id in instance.get_dynamic_partitions("avatars")
+    }
     for key in store.list_keys(TOMBSTONES):
         stone = tombstones.tombstone(store, tombstone_avatar(key))
         if stone is not None and stone.avatar_id not in avatars:
@@ -128,6 +118,33 @@ def collect_status(defs: dg.Definitions, instance: dg.DagsterInstance, store: Me
     listed = [*quarantine.entries(), *quarantine.stored_entries(store)]
     quarantined = [{"path": str(folder), **entry} for folder, entry in listed]
     return {"home": str(settings.avatar_home()), "avatars": avatars, "held": held, "quarantined": quarantined}
+
+
+def avatar_status(graph, instance: dg.DagsterInstance, store: MediaStore, avatar_id: str, verdicts: dict) -> dict:
+    """One avatar's entry of the report (`verdicts` from `latest_check_verdicts`, read once for all avatars)."""
+    assets = {}
+    for key in graph.toposorted_asset_keys:
+        # Only avatar-partitioned assets (video cells are multi-partitioned and have no `name`).
+        if getattr(graph.get(key).partitions_def, "name", None) != "avatars":
+            continue
+        events = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, asset_partitions=[avatar_id]), limit=1
+        ).records
+        assets[key.to_user_string()] = (
+            datetime.fromtimestamp(events[0].timestamp, UTC).isoformat(timespec="seconds") if events else None
+        )
+    gates = {name: verdict for (partition, name), verdict in verdicts.items() if partition == avatar_id}
+    blocked = [f"{name}: {v['description']}" for name, v in gates.items() if not v["passed"] and v["severity"] == "ERROR"]
+    run = latest_run(instance, avatar_id)
+    stone = tombstones.tombstone(store, avatar_id)
+    return {
+        "state": stone.status if stone else ("ready" if all(assets.values()) and not blocked else "building"),
+        "identity": run_state(instance, run) if run else None,
+        "assets": assets,
+        "gates": gates,
+        "blocked_by": blocked,
+        "outputs": output_status(instance, store, avatar_id),
+    }
 
 
 def output_status(instance: dg.DagsterInstance, store: MediaStore, avatar_id: str) -> dict:
@@ -185,3 +202,49 @@ def _describe(entry: dict) -> str:
     words = entry["state"] + (f" at {entry['stage']}" if entry.get("stage") else "")
     words += f" on {entry['worker']}" if entry.get("worker") else ""
     return words + (f": {entry['reason']}" if entry.get("reason") else "")
+
+
+def render_status(instance: dg.DagsterInstance, store: MediaStore, avatar_id: str, slug: str, sha256: str) -> dict:
+    """Where the render of one accepted request stands: its newest run's state and stage, the share of video
+    stages its runs finished, an ETA from their mean stage time, and its package once made.
+
+    `accepted` means the request waits in the inbox for the request sensor; `held` that the sensor holds it
+    (the note says why); the other states are `run_state`'s, plus `waiting_approval` when a segment ended at a gate.
+    """
+    from avatar_assets.video.assets import VIDEO_STAGES
+    from resources.records import read_record
+
+    partition = cell_key(avatar_id, slug)
+    runs = instance.get_runs(dg.RunsFilter(tags={PARTITION_NAME_TAG: partition, requests.REQUEST_TAG: sha256}))
+    entry = {"run_id": None, "state": "accepted", "stage": None, "reason": None, "progress_percent": 0.0,
+             "eta_seconds": None, "package": None}
+    if not runs:
+        held = next((note for note in requests.held_requests(store) if note["request"] == f"{avatar_id}/{slug}"), None)
+        if held is not None:
+            entry.update(state="held", reason=held.get("reason"))
+        return entry
+    entry.update({key: value for key, value in run_state(instance, runs[0]).items() if key != "worker"})
+    finished: dict[str, float] = {}
+    for run in runs:
+        finished.update(_finished_steps(instance, run.run_id))
+    done = [stage for stage in VIDEO_STAGES if stage in finished]
+    entry["progress_percent"] = round(100.0 * len(done) / len(VIDEO_STAGES), 1)
+    if entry["state"] in ("queued", "running") and finished:
+        entry["eta_seconds"] = round(sum(finished.values()) / len(finished) * (len(VIDEO_STAGES) - len(done)), 1)
+    if "output_package" in done:
+        entry["package"] = read_record(store, "output_package", partition)
+    elif entry["state"] == "done":
+        entry.update(state="waiting_approval", stage=done[-1] if done else None,
+                     reason="a person must approve or reject the stage before the render goes on")
+    return entry
+
+
+def _finished_steps(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
+    """Seconds each step of the run took, for the steps that succeeded."""
+    started = {record.event_log_entry.dagster_event.step_key: record.event_log_entry.timestamp
+               for record in instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_START).records}
+    return {
+        record.event_log_entry.dagster_event.step_key:
+            record.event_log_entry.timestamp - started.get(record.event_log_entry.dagster_event.step_key, record.event_log_entry.timestamp)
+        for record in instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_SUCCESS).records
+    }

@@ -141,11 +141,21 @@ def accepted_request(store: MediaStore, avatar_id: str, slug: str, sha256: str |
     return parse_request(raw, avatar_id=avatar_id, slug=slug), raw
 
 
+def request_text(request: OutputRequest) -> str:
+    """The request as `write_request` puts it in the inbox; the sensor accepts it under these bytes' sha256."""
+    return request.model_dump_json(indent=2)
+
+
+def request_sha256(request: OutputRequest) -> str:
+    """The hash the request will be accepted under, and so the `request_sha256` tag of the runs rendering it."""
+    return hashlib.sha256(request_text(request).encode("utf-8")).hexdigest()
+
+
 def write_request(store: MediaStore, request: OutputRequest) -> str:
     """Put the request in the store's inbox whole (a local file renamed into place, or one S3 PUT): the
     sensor never sees half a request. Returns its key."""
     key = layout.inbox_request(request.avatar_id, request.slug)
-    store.write_text(key, request.model_dump_json(indent=2))
+    store.write_text(key, request_text(request))
     return key
 
 

@@ -1,0 +1,363 @@
+"""The job API's routes (FastAPI). Each one checks who calls (`auth`), reads or writes through the same
+functions the CLI uses (uploads, requests, revoke, status) and answers JSON, or a problem document."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import logging
+import shutil
+import uuid
+from dataclasses import dataclass
+
+import dagster as dg
+from fastapi import APIRouter, Depends, FastAPI, Header, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from avatar_assets import settings
+from avatar_assets.api.auth import Caller, require
+from avatar_assets.api.bundles import FILES_PART, MANIFEST_PART, ReceivedBundle, check_content_length, receive_bundle
+from avatar_assets.api.idempotency import HEADER as IDEMPOTENCY_HEADER
+from avatar_assets.api.idempotency import answer_once
+from avatar_assets.api.models import (
+    AvatarAccepted,
+    AvatarRevoked,
+    AvatarStatus,
+    PackageFile,
+    RenderAccepted,
+    RenderStatus,
+)
+from avatar_assets.api.problems import PROBLEM_MEDIA_TYPE, ApiProblem, declared
+from avatar_assets.identity import intake, ownership
+from avatar_assets.ops import revoke, status
+from avatar_assets.ops.uploads import UploadError, upload_bundle
+from avatar_assets.pipeline import quarantine, tombstones
+from avatar_assets.video import requests
+from partitions import PARTITION_KEY_PATTERN
+from resources.media_store import MediaStore
+
+log = logging.getLogger("avatarops.api")
+MAX_RENDER_REQUEST_BYTES = 256 * 1024
+_RENDER_ID_PREFIX = "rnd_"
+
+
+@dataclass(frozen=True)
+class ApiContext:
+    """What the routes work with: the loaded Definitions, the Dagster instance, their media store, the API state."""
+
+    defs: dg.Definitions
+    instance: dg.DagsterInstance
+    store: MediaStore
+    sessions: sessionmaker[Session]
+
+
+def context_of(request: Request) -> ApiContext:
+    return request.app.state.api
+
+
+router = APIRouter(prefix="/v1")
+IdempotencyKey = Header(None, alias=IDEMPOTENCY_HEADER, description="Same key, same request: the same answer, once.")
+
+
+# --------------------------------------------------------------------------- avatars
+
+_UPLOAD_BODY = {
+    "required": True,
+    "content": {"multipart/form-data": {"schema": {
+        "type": "object",
+        "required": [MANIFEST_PART, FILES_PART],
+        "properties": {
+            MANIFEST_PART: {"type": "string", "description": "the manifest JSON (AvatarUpload); creator_id must be "
+                                                             "the token's tenant"},
+            FILES_PART: {"type": "array", "items": {"type": "string", "format": "binary"},
+                         "description": "one part per file the manifest names; its filename is the manifest's path"},
+        },
+    }}},
+}
+
+
+@router.post(
+    "/avatars", status_code=202, response_model=AvatarAccepted, openapi_extra={"requestBody": _UPLOAD_BODY},
+    responses=declared(401, 403, 409, 410, 413, 415, 422),
+    summary="Upload an avatar bundle (manifest, photos, voice); processed by the upload sensor",
+)
+async def upload_avatar(request: Request, caller: Caller = Depends(require("avatars:write")),
+                        idempotency_key: str | None = IdempotencyKey):
+    context = context_of(request)
+    check_content_length(request.headers)
+    staging = settings.scratch_root() / "api-uploads" / uuid.uuid4().hex
+    staging.mkdir(parents=True)
+    try:
+        received = await receive_bundle(request.headers.get("content-type", ""), request.stream(), staging)
+        return await answer_once(
+            context.sessions, caller.tenant, idempotency_key, received.request_sha256(),
+            lambda: run_in_threadpool(_accept_upload, context, caller, received),
+        )
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _accept_upload(context: ApiContext, caller: Caller, received: ReceivedBundle) -> JSONResponse:
+    manifest = received.parsed()
+    if manifest.creator_id != caller.tenant:
+        raise ApiProblem("creator-mismatch", f"the manifest's creator_id is {manifest.creator_id!r}; this token "
+                                             f"uploads for tenant {caller.tenant!r} only")
+    named, sent = set(manifest.referenced_paths()), set(received.files)
+    problems = [f"the manifest names {path!r}, which was not sent" for path in sorted(named - sent)]
+    problems += [f"file {path!r} was sent but the manifest does not name it" for path in sorted(sent - named)]
+    if problems:
+        raise ApiProblem("invalid-bundle", "; ".join(problems), problems)
+    avatar_id = manifest.avatar_id
+    _refuse_foreign_id(context.store, avatar_id, caller)
+    if tombstones.is_revoked(context.store, avatar_id):
+        raise ApiProblem("avatar-revoked", f"avatar {avatar_id} was revoked; a revoked avatar id cannot be uploaded again")
+    (received.staging / intake.MANIFEST).write_bytes(received.manifest_bytes)
+    try:
+        upload_bundle(context.store, received.staging)
+    except UploadError as error:
+        _refuse_foreign_id(context.store, avatar_id, caller)  # claimed by another tenant meanwhile
+        problems = [line.strip() for line in str(error).splitlines()[1:]] or [str(error)]
+        raise ApiProblem("invalid-bundle", "; ".join(problems), problems) from None
+    accepted = AvatarAccepted(avatar_id=avatar_id, status_url=f"/v1/avatars/{avatar_id}")
+    return JSONResponse(accepted.model_dump(mode="json"), status_code=202)
+
+
+def _refuse_foreign_id(store: MediaStore, avatar_id: str, caller: Caller) -> None:
+    holder = ownership.owner(store, avatar_id)
+    if holder is not None and holder.creator_id != caller.tenant:
+        raise ApiProblem("avatar-id-taken", f"avatar id {avatar_id!r} belongs to another tenant; choose another "
+                                            "avatar_id (ids are global, so this answer says the id exists)")
+
+
+def owned_avatar(context: ApiContext, caller: Caller, avatar_id: str) -> str:
+    """The avatar id when the caller's tenant owns it (410 when revoked); 404 for everything else."""
+    holder = ownership.owner(context.store, avatar_id) if PARTITION_KEY_PATTERN.match(avatar_id) else None
+    if holder is None or holder.creator_id != caller.tenant:
+        raise ApiProblem("not-found", f"no avatar {avatar_id!r}")
+    stone = tombstones.tombstone(context.store, avatar_id)
+    if stone is not None:
+        raise ApiProblem("avatar-revoked", f"avatar {avatar_id} was {stone.status} at "
+                                           f"{stone.revoked_at:%Y-%m-%d %H:%M} UTC: {stone.reason}")
+    return avatar_id
+
+
+@router.get("/avatars/{avatar_id}", response_model=AvatarStatus, responses=declared(401, 403, 404, 410),
+            summary="Where an avatar stands: identity stages, gate verdicts and numbers, its outputs")
+def get_avatar(avatar_id: str, request: Request, caller: Caller = Depends(require("renders:read", "avatars:write"))):
+    context = context_of(request)
+    owned_avatar(context, caller, avatar_id)
+    if not context.instance.has_dynamic_partition("avatars", avatar_id):
+        listed = [*quarantine.entries(), *quarantine.stored_entries(context.store)]
+        problems = [problem for _, entry in listed if entry["avatar_id"] == avatar_id and entry["kind"] == "upload"
+                    for problem in entry["problems"]]
+        return AvatarStatus(avatar_id=avatar_id, state="quarantined" if problems else "accepted", problems=problems)
+    entry = status.avatar_status(context.defs.resolve_asset_graph(), context.instance, context.store, avatar_id,
+                                 status.latest_check_verdicts(context.instance))
+    return AvatarStatus(
+        avatar_id=avatar_id, state=entry["state"], identity_run=entry["identity"], stages=entry["assets"],
+        gates=entry["gates"], blocked_by=entry["blocked_by"], outputs=entry["outputs"],
+    )
+
+
+@router.delete("/avatars/{avatar_id}", status_code=202, response_model=AvatarRevoked,
+               responses=declared(401, 403, 404, 410),
+               summary="Revoke an avatar: stop its runs, delete everything derived from it, keep a tombstone")
+def delete_avatar(avatar_id: str, request: Request, caller: Caller = Depends(require("avatars:write"))):
+    context = context_of(request)
+    owned_avatar(context, caller, avatar_id)
+    try:
+        stone = revoke.revoke(context.instance, context.store, avatar_id, by=f"tenant {caller.tenant} "
+                              f"(token {caller.token_id})", reason="revoked through the job API", wait_s=30.0)
+    except revoke.RevokeError as error:
+        raise ApiProblem("invalid-request", str(error)) from None
+    return AvatarRevoked(avatar_id=avatar_id, state="revoked", deleted_blobs=len(stone.deleted_blobs),
+                         deleted_records=len(stone.deleted_records))
+
+
+# --------------------------------------------------------------------------- renders
+
+
+def render_id(avatar_id: str, slug: str, sha256: str) -> str:
+    """Opaque to clients: the avatar, the output slug and the hash of the request the render is for."""
+    return _RENDER_ID_PREFIX + base64.urlsafe_b64encode(f"{avatar_id}/{slug}/{sha256}".encode()).decode().rstrip("=")
+
+
+def parse_render_id(value: str) -> tuple[str, str, str] | None:
+    if not value.startswith(_RENDER_ID_PREFIX):
+        return None
+    encoded = value.removeprefix(_RENDER_ID_PREFIX)
+    try:
+        parts = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode().split("/")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    if len(parts) != 3 or not all(PARTITION_KEY_PATTERN.match(part) for part in parts[:2]) or len(parts[2]) != 64:
+        return None
+    return parts[0], parts[1], parts[2]
+
+
+@router.post(
+    "/avatars/{avatar_id}/renders", status_code=202, response_model=RenderAccepted,
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/OutputRequest"}}}}},
+    responses=declared(401, 403, 404, 410, 413, 415, 422),
+    summary="Request a video of the avatar (an OutputRequest); the request sensor turns it into runs",
+)
+async def request_render(avatar_id: str, request: Request, caller: Caller = Depends(require("renders:write")),
+                         idempotency_key: str | None = IdempotencyKey):
+    context = context_of(request)
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+        raise ApiProblem("unsupported-media-type", "a render request is application/json (an OutputRequest)")
+    declared_length = request.headers.get("content-length", "")
+    if declared_length.isdigit() and int(declared_length) > MAX_RENDER_REQUEST_BYTES:
+        raise ApiProblem("payload-too-large", f"a render request may be at most {MAX_RENDER_REQUEST_BYTES} bytes")
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_RENDER_REQUEST_BYTES:
+            raise ApiProblem("payload-too-large", f"a render request may be at most {MAX_RENDER_REQUEST_BYTES} bytes")
+    try:
+        document = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ApiProblem("invalid-render-request", f"the body is not valid UTF-8 JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise ApiProblem("invalid-render-request", "the body must be a JSON object (an OutputRequest)")
+    document.setdefault("avatar_id", avatar_id)
+    canonical = json.dumps([avatar_id, document], sort_keys=True, separators=(",", ":"))
+    return await answer_once(
+        context.sessions, caller.tenant, idempotency_key, _sha256(canonical),
+        lambda: run_in_threadpool(_accept_render, context, caller, avatar_id, document),
+    )
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _accept_render(context: ApiContext, caller: Caller, avatar_id: str, document: dict) -> JSONResponse:
+    owned_avatar(context, caller, avatar_id)
+    try:
+        parsed = requests.parse_request(json.dumps(document).encode(), avatar_id=avatar_id)
+    except requests.RequestError as error:
+        raise ApiProblem("invalid-render-request", str(error), str(error).split("; ")) from None
+    requests.write_request(context.store, parsed)
+    rid = render_id(avatar_id, parsed.slug, requests.request_sha256(parsed))
+    return JSONResponse(RenderAccepted(render_id=rid, status_url=f"/v1/renders/{rid}").model_dump(mode="json"),
+                        status_code=202)
+
+
+@router.get("/renders/{render_id}", response_model=RenderStatus, responses=declared(401, 403, 404, 410),
+            summary="Where a render stands: stage, progress, ETA, errors, and the package once done")
+def get_render(render_id: str, request: Request, caller: Caller = Depends(require("renders:read", "renders:write"))):
+    context = context_of(request)
+    cell = parse_render_id(render_id)
+    if cell is None:
+        raise ApiProblem("not-found", f"no render {render_id!r}")
+    avatar_id, slug, sha256 = cell
+    owned_avatar(context, caller, avatar_id)
+    route = _route_of(context.store, avatar_id, slug, sha256)
+    if route is None:
+        raise ApiProblem("not-found", f"no render {render_id!r} (its request was replaced before it was accepted)")
+    entry = status.render_status(context.instance, context.store, avatar_id, slug, sha256)
+    package = entry["package"]
+    files = None
+    if package is not None:
+        refs = [(f"{r.aspect_ratio.replace(':', 'x')}.mp4", r.video) for r in package.renditions] + [
+            ("poster", package.poster), ("captions.srt", package.captions_srt), ("captions.vtt", package.captions_vtt),
+            ("rights_manifest.json", package.rights_manifest)]
+        files = [PackageFile(name=name, uri=context.store.uri(ref.key), sha256=ref.sha256) for name, ref in refs]
+    return RenderStatus(
+        render_id=render_id, avatar_id=avatar_id, slug=slug, route=route, state=entry["state"], stage=entry["stage"],
+        run_id=entry["run_id"], progress_percent=entry["progress_percent"], eta_seconds=entry["eta_seconds"],
+        error=entry["reason"], package=files,
+    )
+
+
+def _route_of(store: MediaStore, avatar_id: str, slug: str, sha256: str) -> str | None:
+    """The route of the request the render is for: its accepted snapshot, or the inbox file while it waits."""
+    try:
+        return requests.accepted_request(store, avatar_id, slug, sha256)[0].route
+    except requests.RequestError:
+        pass
+    try:
+        waiting, _ = requests.read_request(store, avatar_id, slug)
+    except requests.RequestError:
+        return None
+    return waiting.route if requests.request_sha256(waiting) == sha256 else None
+
+
+# --------------------------------------------------------------------------- the app
+
+
+def create_app(context: ApiContext | None) -> FastAPI:
+    """The ASGI app; `context` None builds it only for its OpenAPI schema."""
+    app = FastAPI(title="avatarops job API", version="1", openapi_url="/v1/openapi.json", docs_url=None,
+                  redoc_url=None, summary="Upload avatars, request renders and follow them; errors are RFC 9457 "
+                                          "problem details.")
+    app.state.api = context
+    app.include_router(router)
+
+    @app.exception_handler(ApiProblem)
+    async def _problem(_request: Request, problem: ApiProblem):
+        return problem.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, error: RequestValidationError):
+        errors = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()]
+        return ApiProblem("invalid-request", "; ".join(errors), errors).response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, error: StarletteHTTPException):
+        name = {404: "not-found", 405: "method-not-allowed"}.get(error.status_code, "invalid-request")
+        problem = ApiProblem(name, str(error.detail))
+        problem.status = problem.problem.status = error.status_code
+        return problem.response()
+
+    @app.exception_handler(Exception)
+    async def _crash(_request: Request, error: Exception):
+        log.exception("unhandled error", exc_info=error)
+        return ApiProblem("internal-error", f"{type(error).__name__}; the server log has the details").response()
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def _schema():
+        return JSONResponse(app.openapi())
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            app.openapi_schema = _problem_media_types(FastAPI.openapi(app))
+        return app.openapi_schema
+
+    app.openapi = openapi
+    return app
+
+
+def _problem_media_types(schema: dict) -> dict:
+    """Error answers are application/problem+json: say so in the schema (FastAPI files every model as JSON), and
+    publish the OutputRequest model the render operation takes."""
+    from avatar_assets.contracts import OutputRequest
+
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            for code, response in operation.get("responses", {}).items():
+                content = response.get("content", {})
+                if int(code) >= 400 and "application/json" in content:
+                    content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")
+    definitions = OutputRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.update(definitions.pop("$defs", {}))
+    components["OutputRequest"] = definitions
+    return schema
+
+
+def openapi_document() -> dict:
+    """The published schema (docs/openapi.json)."""
+    return create_app(None).openapi()
+
+
+if __name__ == "__main__":  # python -m avatar_assets.api.app > docs/openapi.json
+    print(json.dumps(openapi_document(), indent=2, sort_keys=True))

@@ -1,0 +1,86 @@
+"""The JSON the job API answers with: one Pydantic model per response, published in the OpenAPI schema."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+RenderState = Literal["accepted", "held", "queued", "running", "waiting_approval", "blocked", "failed", "crashed", "done"]
+
+
+class AvatarAccepted(BaseModel):
+    avatar_id: str
+    status_url: str
+
+
+class RunInfo(BaseModel):
+    """A Dagster run as `avatarops status` describes it: its state, the stage it is in or stopped at, and why."""
+
+    run_id: str | None
+    state: str
+    stage: str | None
+    reason: str | None
+
+
+class GateVerdict(BaseModel):
+    passed: bool
+    severity: str
+    description: str | None
+    numbers: dict[str, float] = Field(default_factory=dict, description="what the gate measured")
+
+
+class OutputCell(BaseModel):
+    stages: list[str] = Field(description="video stages materialized for this output")
+    run_id: str | None
+    state: str
+    stage: str | None
+    reason: str | None
+
+
+class AvatarStatus(BaseModel):
+    """`accepted`: uploaded, not yet taken by the upload sensor; `quarantined`: the sensor set the bundle aside
+    (`problems` says why); `building`/`ready`: the identity stages' progress."""
+
+    avatar_id: str
+    state: Literal["accepted", "quarantined", "building", "ready"]
+    identity_run: RunInfo | None = None
+    stages: dict[str, datetime | None] = Field(default_factory=dict, description="identity stage -> last materialized")
+    gates: dict[str, GateVerdict] = Field(default_factory=dict, description="`asset:check` -> newest verdict")
+    blocked_by: list[str] = Field(default_factory=list)
+    problems: list[str] = Field(default_factory=list)
+    outputs: dict[str, OutputCell] = Field(default_factory=dict)
+
+
+class AvatarRevoked(BaseModel):
+    avatar_id: str
+    state: Literal["revoked"]
+    deleted_blobs: int
+    deleted_records: int
+
+
+class RenderAccepted(BaseModel):
+    render_id: str
+    status_url: str
+
+
+class PackageFile(BaseModel):
+    name: str
+    uri: str = Field(description="where the file is in the platform's media store (file:// or s3://)")
+    sha256: str
+
+
+class RenderStatus(BaseModel):
+    render_id: str
+    avatar_id: str
+    slug: str
+    route: str
+    state: RenderState
+    stage: str | None = Field(description="the stage running, or where the render stopped")
+    run_id: str | None
+    progress_percent: float
+    eta_seconds: float | None = Field(description="remaining stages times the mean stage time so far")
+    error: str | None = Field(description="why the render stopped (the gate's or the error's words) or is held")
+    package: list[PackageFile] | None = Field(description="the packaged renditions, poster, captions and rights "
+                                                          "manifest, once done")

@@ -1,0 +1,313 @@
+"""The job API over real HTTP: `avatarops serve` on loopback (a subprocess, like the daemon tests start
+theirs), an httpx client, tokens made by `avatarops tokens create`. Auth (401/403/404), problem details,
+uploads through the same path as `avatarops upload`, bad input refused with nothing written, idempotency
+keys under concurrency, revoke, and the published OpenAPI schema."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import sha256_tree
+from tests.servers import avatarops, avatarops_serve, build_sample, clean_env
+
+PROBLEM = "urn:avatarops:problem:"
+ALL_SCOPES = "avatars:write,renders:write,renders:read"
+REPO = Path(__file__).resolve().parents[1]
+
+
+class Api:
+    """The running server, its home, and a token per role."""
+
+    def __init__(self, base_url: str, home: Path, env: dict, sample: Path):
+        self.base_url, self.home, self.env, self.sample = base_url, home, env, sample
+        self.tokens = {
+            "acme": token(env, "acme", ALL_SCOPES),
+            "acme-reader": token(env, "acme", "renders:read"),
+            "globex": token(env, "globex", ALL_SCOPES),
+        }
+
+    def client(self, who: str | None = "acme") -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.tokens[who]}"} if who else {}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=60)
+
+    def bundle_files(self, avatar_id: str, creator: str = "acme") -> tuple[dict, list[tuple[str, bytes]]]:
+        manifest = json.loads((self.sample / "manifest.json").read_text())
+        manifest.update(avatar_id=avatar_id, creator_id=creator)
+        files = [(path, (self.sample / path).read_bytes()) for path in [*manifest["photos"], manifest["voice_sample"]]]
+        return manifest, files
+
+    def inbox(self, avatar_id: str) -> Path:
+        return self.home / "inbox" / "avatars" / avatar_id
+
+
+def token(env, tenant: str, scopes: str) -> str:
+    done = avatarops("tokens", "create", "--tenant", tenant, "--scopes", scopes, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()[-1]
+
+
+def multipart(manifest: dict | bytes | None, files: list[tuple[str, bytes]]) -> dict:
+    parts = [] if manifest is None else [("manifest", (None, manifest if isinstance(manifest, bytes)
+                                                       else json.dumps(manifest).encode(), "application/json"))]
+    parts += [("files", (name, data, "application/octet-stream")) for name, data in files]
+    return {"files": parts}
+
+
+def upload(client: httpx.Client, manifest, files, **headers) -> httpx.Response:
+    return client.post("/v1/avatars", headers=headers, **multipart(manifest, files))
+
+
+def assert_problem(response: httpx.Response, status: int, name: str) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["type"] == PROBLEM + name and body["status"] == status and body["detail"], body
+    return body
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory) -> Api:
+    root = tmp_path_factory.mktemp("job-api")
+    env = clean_env(AVATAR_HOME=root / "home")
+    sample = build_sample(root / "sample" / "astronaut")
+    with avatarops_serve(env=env, log_path=root / "serve.log") as server:
+        yield Api(server.base_url, root / "home", env, sample)
+
+
+# --------------------------------------------------------------------------- auth
+
+
+def test_no_bad_or_revoked_token_is_401_and_a_missing_scope_403(api):
+    with api.client(None) as anonymous:
+        assert_problem(anonymous.get("/v1/avatars/x"), 401, "unauthorized")
+        assert anonymous.get("/v1/avatars/x").headers["www-authenticate"].startswith("Bearer")
+        assert_problem(anonymous.get("/v1/avatars/x", headers={"Authorization": "Bearer aat_0.nope"}), 401, "unauthorized")
+        assert_problem(anonymous.get("/v1/avatars/x", headers={"Authorization": "Basic abc"}), 401, "unauthorized")
+    doomed = token(api.env, "acme", ALL_SCOPES)
+    with httpx.Client(base_url=api.base_url, headers={"Authorization": f"Bearer {doomed}"}) as client:
+        assert_problem(client.get("/v1/avatars/nobody-here"), 404, "not-found")
+        assert avatarops("tokens", "revoke", doomed.removeprefix("aat_").split(".")[0], env=api.env).returncode == 0
+        assert_problem(client.get("/v1/avatars/nobody-here"), 401, "unauthorized")
+    manifest, files = api.bundle_files("reader-try")
+    with api.client("acme-reader") as reader:
+        assert_problem(upload(reader, manifest, files), 403, "insufficient-scope")
+    assert not api.inbox("reader-try").exists()
+
+
+def test_an_expired_token_is_401(api):
+    from avatar_assets.api.state import open_state
+    from avatar_assets.api.tokens import create_token
+
+    sessions = open_state(f"sqlite:///{api.home / 'api' / 'state.db'}")
+    expired, _ = create_token(sessions, "acme", ["renders:read"], timedelta(seconds=-1))
+    with httpx.Client(base_url=api.base_url, headers={"Authorization": f"Bearer {expired}"}) as client:
+        assert_problem(client.get("/v1/avatars/x"), 401, "unauthorized")
+
+
+# --------------------------------------------------------------------------- uploads
+
+
+def test_an_upload_lands_in_the_inbox_and_is_accepted_before_any_run(api):
+    manifest, files = api.bundle_files("acme-ada")
+    with api.client() as client:
+        response = upload(client, manifest, files)
+        assert response.status_code == 202, response.text
+        assert response.json() == {"avatar_id": "acme-ada", "status_url": "/v1/avatars/acme-ada"}
+        state = client.get("/v1/avatars/acme-ada")
+    assert state.status_code == 200 and state.json()["state"] == "accepted"
+    sent = {name: hashlib.sha256(data).hexdigest() for name, data in files}
+    landed = sha256_tree(api.inbox("acme-ada"))
+    assert {k: v for k, v in landed.items() if k != "manifest.json"} == sent
+    assert json.loads((api.inbox("acme-ada") / "manifest.json").read_text()) == manifest
+    assert list((api.home / "tmp" / "api-uploads").iterdir()) == []  # the staging folder is gone
+
+
+def test_tenants_are_isolated(api):
+    manifest, files = api.bundle_files("acme-iso")
+    with api.client() as acme, api.client("globex") as globex:
+        assert upload(acme, manifest, files).status_code == 202
+        assert_problem(globex.get("/v1/avatars/acme-iso"), 404, "not-found")
+        assert_problem(globex.delete("/v1/avatars/acme-iso"), 404, "not-found")
+        render = {"slug": "promo", "script": "Hello there. This is a short test video."}
+        assert_problem(globex.post("/v1/avatars/acme-iso/renders", json=render), 404, "not-found")
+        accepted = acme.post("/v1/avatars/acme-iso/renders", json=render)
+        assert accepted.status_code == 202, accepted.text
+        assert_problem(globex.get(f"/v1/renders/{accepted.json()['render_id']}"), 404, "not-found")
+        # Taking the id: 409 (which says the id exists, as the README notes); a manifest for another creator: 403.
+        theirs, their_files = api.bundle_files("acme-iso", creator="globex")
+        before = sha256_tree(api.inbox("acme-iso"))
+        assert_problem(upload(globex, theirs, their_files), 409, "avatar-id-taken")
+        assert_problem(upload(globex, manifest, files), 403, "creator-mismatch")
+        assert sha256_tree(api.inbox("acme-iso")) == before
+
+
+def raw_multipart(parts: list[tuple[bytes, bytes]], boundary: bytes = b"b0und4ry") -> tuple[bytes, str]:
+    """A multipart body written by hand (headers, data) to send what httpx would never write."""
+    body = b"".join(b"--" + boundary + b"\r\n" + headers + b"\r\n\r\n" + data + b"\r\n" for headers, data in parts)
+    return body + b"--" + boundary + b"--\r\n", f"multipart/form-data; boundary={boundary.decode()}"
+
+
+def file_part(name: bytes, data: bytes = b"x") -> tuple[bytes, bytes]:
+    return b'Content-Disposition: form-data; name="files"; filename="' + name + b'"', data
+
+
+@pytest.mark.parametrize("case, status, name, says", [
+    ("dotdot", 422, "invalid-request", "path traversal"),
+    ("absolute", 422, "invalid-request", "absolute"),
+    ("nul", 422, "invalid-request", "NUL"),
+    ("unknown_part", 422, "invalid-request", "unknown part 'extra'"),
+    ("missing_file", 422, "invalid-bundle", "was not sent"),
+    ("unnamed_file", 422, "invalid-bundle", "does not name it"),
+    ("bad_json", 422, "invalid-manifest", "not valid JSON"),
+    ("unknown_field", 422, "invalid-manifest", "colour"),
+    ("no_manifest", 422, "invalid-request", "no 'manifest' part"),
+    ("json_body", 415, "unsupported-media-type", "multipart/form-data"),
+    ("big_manifest", 413, "payload-too-large", "the manifest is over its limit"),
+    ("twice", 422, "invalid-request", "sent twice"),
+])
+def test_bad_uploads_are_refused_with_nothing_written(api, case, status, name, says):
+    avatar_id = f"bad-{case.replace('_', '-')}"
+    manifest, files = api.bundle_files(avatar_id)
+    good = json.dumps(manifest).encode()
+    manifest_part = (b'Content-Disposition: form-data; name="manifest"', good)
+    parts = {
+        "dotdot": [manifest_part, file_part(b"../photos/portrait.jpg")],
+        "absolute": [manifest_part, file_part(b"/etc/passwd")],
+        "nul": [manifest_part, file_part(b"photos/portrait.jpg\x00.png")],
+        "unknown_part": [manifest_part, (b'Content-Disposition: form-data; name="extra"', b"1")],
+        "missing_file": [manifest_part, *[file_part(n.encode(), d) for n, d in files[:1]]],
+        "unnamed_file": [manifest_part, *[file_part(n.encode(), d) for n, d in files], file_part(b"photos/more.jpg")],
+        "bad_json": [(manifest_part[0], b"{not json"), *[file_part(n.encode(), d) for n, d in files]],
+        "unknown_field": [(manifest_part[0], json.dumps({**manifest, "colour": "red"}).encode()),
+                          *[file_part(n.encode(), d) for n, d in files]],
+        "no_manifest": [file_part(n.encode(), d) for n, d in files],
+        "big_manifest": [(manifest_part[0], good + b" " * 70_000)],
+        "twice": [manifest_part, *[file_part(n.encode(), d) for n, d in files], file_part(files[0][0].encode())],
+    }
+    with api.client() as client:
+        if case == "json_body":
+            response = client.post("/v1/avatars", json=manifest)
+        else:
+            body, content_type = raw_multipart(parts[case])
+            response = client.post("/v1/avatars", content=body, headers={"Content-Type": content_type})
+        problem = assert_problem(response, status, name)
+        assert says in problem["detail"], problem
+        assert not api.inbox(avatar_id).exists()
+        assert_problem(client.get(f"/v1/avatars/{avatar_id}"), 404, "not-found")
+
+
+def test_an_oversize_body_is_refused_before_it_is_sent(api):
+    """413 answers the headers alone: the server never waits for the gigabyte the Content-Length announces."""
+    host, port = api.base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=20) as sock:
+        sock.sendall(
+            b"POST /v1/avatars HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + api.tokens["acme"].encode()
+            + b"\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: 1000000000\r\n\r\n"
+        )
+        answer = sock.recv(65536).decode()
+    assert answer.startswith("HTTP/1.1 413") and PROBLEM + "payload-too-large" in answer
+
+
+# --------------------------------------------------------------------------- idempotency
+
+
+def test_an_idempotency_key_replays_the_first_answer_byte_for_byte(api):
+    manifest, files = api.bundle_files("acme-idem")
+    with api.client() as client:
+        first = upload(client, manifest, files, **{"Idempotency-Key": "k-1"})
+        again = upload(client, manifest, files, **{"Idempotency-Key": "k-1"})  # a new multipart boundary
+        assert first.status_code == again.status_code == 202
+        assert first.content == again.content and again.headers["idempotent-replayed"] == "true"
+        other, _ = api.bundle_files("acme-idem-2")
+        assert_problem(upload(client, other, files, **{"Idempotency-Key": "k-1"}), 422, "idempotency-key-reused")
+        # A refused request's answer is kept too; keys are per tenant.
+        mismatch = upload(client, {**manifest, "creator_id": "x"}, files, **{"Idempotency-Key": "k-2"})
+        assert upload(client, {**manifest, "creator_id": "x"}, files, **{"Idempotency-Key": "k-2"}).content == mismatch.content
+    theirs, their_files = api.bundle_files("globex-idem", creator="globex")
+    with api.client("globex") as globex:
+        assert upload(globex, theirs, their_files, **{"Idempotency-Key": "k-1"}).status_code == 202
+    assert not api.inbox("acme-idem-2").exists()
+
+
+def test_twenty_concurrent_identical_posts_create_one_avatar(api):
+    manifest, files = api.bundle_files("acme-burst")
+    key = uuid.uuid4().hex
+
+    def post(_):
+        with api.client() as client:
+            return upload(client, manifest, files, **{"Idempotency-Key": key})
+
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(post, range(20)))
+    assert {a.status_code for a in answers} == {202}, [a.text for a in answers if a.status_code != 202]
+    assert len({a.content for a in answers}) == 1
+    assert sum("idempotent-replayed" not in a.headers for a in answers) == 1
+    archived = api.home / "archive" / "uploads"
+    assert not list(archived.glob("acme-burst-*")) if archived.exists() else True  # written once, never replaced
+
+
+# --------------------------------------------------------------------------- renders and revoke
+
+
+def test_a_render_request_is_accepted_and_pollable(api):
+    manifest, files = api.bundle_files("acme-render")
+    with api.client() as client:
+        assert upload(client, manifest, files).status_code == 202
+        assert_problem(client.post("/v1/avatars/acme-render/renders", content=b"slug=x",
+                                   headers={"Content-Type": "application/x-www-form-urlencoded"}), 415,
+                       "unsupported-media-type")
+        assert_problem(client.post("/v1/avatars/acme-render/renders", json={"slug": "promo", "script": " "}), 422,
+                       "invalid-render-request")
+        accepted = client.post("/v1/avatars/acme-render/renders", json={"slug": "promo", "script": "Hello there. Welcome."})
+        assert accepted.status_code == 202, accepted.text
+        render = client.get(accepted.json()["status_url"])
+        assert render.status_code == 200, render.text
+        assert render.json() | {"render_id": None} == {
+            "render_id": None, "avatar_id": "acme-render", "slug": "promo", "route": "single_scene", "state": "accepted",
+            "stage": None, "run_id": None, "progress_percent": 0.0, "eta_seconds": None, "error": None, "package": None,
+        }
+        assert (api.home / "inbox" / "outputs" / "acme-render" / "promo.json").is_file()
+        assert_problem(client.get("/v1/renders/rnd_nonsense"), 404, "not-found")
+        assert_problem(client.get("/v1/avatars/acme-render/nothing-here"), 404, "not-found")
+
+
+def test_revoke_answers_410_to_the_owner_and_404_to_others(api):
+    manifest, files = api.bundle_files("acme-gone")
+    with api.client() as client, api.client("globex") as globex:
+        assert upload(client, manifest, files).status_code == 202
+        revoked = client.delete("/v1/avatars/acme-gone")
+        assert revoked.status_code == 202, revoked.text
+        assert revoked.json()["state"] == "revoked"
+        assert_problem(client.get("/v1/avatars/acme-gone"), 410, "avatar-revoked")
+        assert_problem(globex.get("/v1/avatars/acme-gone"), 404, "not-found")
+        assert_problem(upload(client, manifest, files), 410, "avatar-revoked")
+    assert not api.inbox("acme-gone").exists()
+
+
+# --------------------------------------------------------------------------- the schema
+
+
+def test_the_published_schema_is_current_and_served(api):
+    from avatar_assets.api.app import openapi_document
+
+    published = json.loads((REPO / "docs" / "openapi.json").read_text())
+    assert published == openapi_document(), "regenerate: python -m avatar_assets.api.app > docs/openapi.json"
+    with api.client(None) as client:
+        assert client.get("/v1/openapi.json").json() == client.get("/openapi.json").json() == published
+    statuses = {(path, method): set(operation["responses"]) for path, item in published["paths"].items()
+                for method, operation in item.items()}
+    assert statuses[("/v1/avatars", "post")] >= {"202", "401", "403", "409", "410", "413", "415", "422"}
+    for (path, method), codes in statuses.items():
+        assert {"401", "403"} <= codes, (path, method)
+        for code in codes - {"200", "202"}:
+            content = published["paths"][path][method]["responses"][code]["content"]
+            assert list(content) == ["application/problem+json"], (path, method, code)
