@@ -311,3 +311,40 @@ def test_the_published_schema_is_current_and_served(api):
         for code in codes - {"200", "202"}:
             content = published["paths"][path][method]["responses"][code]["content"]
             assert list(content) == ["application/problem+json"], (path, method, code)
+
+
+# --------------------------------------------------------------------------- the whole flow
+
+
+@pytest.mark.slow
+def test_upload_identity_render_package_through_the_api(tmp_path):
+    """upload → (process) → identity ready with its gates → render → (process) → done, 100 %, package files."""
+    from urllib.parse import unquote, urlparse
+
+    env = clean_env(AVATAR_HOME=tmp_path / "home", AVATAR_UPLOAD_SETTLE_SECONDS="0")
+    sample = build_sample(tmp_path / "sample" / "astronaut")
+    with avatarops_serve(env=env, log_path=tmp_path / "serve.log") as server:
+        api = Api(server.base_url, tmp_path / "home", env, sample)
+        manifest, files = api.bundle_files("flow-ada")
+        with api.client() as client:
+            assert upload(client, manifest, files).status_code == 202
+            assert client.get("/v1/avatars/flow-ada").json()["state"] == "accepted"
+            assert avatarops("process", env=env, timeout=600).returncode == 0
+            avatar = client.get("/v1/avatars/flow-ada").json()
+            assert avatar["state"] == "ready", avatar
+            assert avatar["identity_run"]["state"] == "done" and all(avatar["stages"].values())
+            assert avatar["gates"] and all(gate["passed"] for gate in avatar["gates"].values())
+            assert any(gate["numbers"] for gate in avatar["gates"].values())
+
+            accepted = client.post("/v1/avatars/flow-ada/renders",
+                                   json={"slug": "hello", "script": "Hello there. This video came through the job API."})
+            assert accepted.status_code == 202, accepted.text
+            assert client.get(accepted.json()["status_url"]).json()["state"] == "accepted"
+            assert avatarops("process", env=env, timeout=600).returncode == 0
+            render = client.get(accepted.json()["status_url"]).json()
+    assert render["state"] == "done" and render["progress_percent"] == 100.0 and render["error"] is None, render
+    names = {item["name"] for item in render["package"]}
+    assert {"9x16.mp4", "poster", "captions.srt", "captions.vtt", "rights_manifest.json"} <= names
+    for item in render["package"]:
+        path = Path(unquote(urlparse(item["uri"]).path))
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == item["sha256"], item
