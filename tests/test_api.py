@@ -313,6 +313,22 @@ def test_the_published_schema_is_current_and_served(api):
             assert list(content) == ["application/problem+json"], (path, method, code)
 
 
+@pytest.mark.slow
+def test_schemathesis_finds_no_server_error_and_no_answer_off_the_schema(api):
+    """`st run` (schemathesis 4) against the served schema: generated and mutated requests on every operation."""
+    import subprocess
+
+    from tests.servers import VENV_BIN
+
+    done = subprocess.run(
+        [str(VENV_BIN / "st"), "run", f"{api.base_url}/v1/openapi.json", "-H", f"Authorization: Bearer {api.tokens['acme']}",
+         "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
+         "--max-examples", "10", "--seed", "1", "--no-color"],
+        capture_output=True, text=True, timeout=300, cwd=api.home.parent, env=api.env,
+    )
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+
+
 # --------------------------------------------------------------------------- the whole flow
 
 
