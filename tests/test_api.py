@@ -291,6 +291,26 @@ def test_revoke_answers_410_to_the_owner_and_404_to_others(api):
         assert_problem(globex.get("/v1/avatars/acme-gone"), 404, "not-found")
         assert_problem(upload(client, manifest, files), 410, "avatar-revoked")
     assert not api.inbox("acme-gone").exists()
+    with api.client("acme-reader") as reader, api.client("globex") as globex:
+        mine = reader.get("/v1/events").json()["events"]
+        assert {"type": "revoked", "avatar_id": "acme-gone"} in [{k: e[k] for k in ("type", "avatar_id")} for e in mine]
+        assert all(e["avatar_id"] != "acme-gone" for e in globex.get("/v1/events").json()["events"])
+        last = mine[-1]["event_id"]
+        assert reader.get("/v1/events", params={"after": last}).json() == {"events": [], "next_after": None}
+
+
+def test_approvals_and_retry_are_refused_until_there_is_something_to_decide(api):
+    manifest, files = api.bundle_files("acme-wait")
+    with api.client() as client, api.client("globex") as globex:
+        assert upload(client, manifest, files).status_code == 202
+        render_id = client.post("/v1/avatars/acme-wait/renders", json={"slug": "promo", "script": "Hello. Welcome."}
+                                ).json()["render_id"]
+        decision = {"job_type": "video_asset_approval", "decision": "approve"}
+        assert_problem(globex.post(f"/v1/renders/{render_id}/approvals", json=decision), 404, "not-found")
+        assert_problem(client.post(f"/v1/renders/{render_id}/approvals", json=decision), 422, "invalid-approval")
+        assert_problem(client.post(f"/v1/renders/{render_id}/approvals", json={**decision, "job_type": "bless"}), 422,
+                       "invalid-request")
+        assert_problem(client.post(f"/v1/renders/{render_id}/retry"), 409, "nothing-to-retry")
 
 
 # --------------------------------------------------------------------------- the schema
@@ -334,7 +354,8 @@ def test_schemathesis_finds_no_server_error_and_no_answer_off_the_schema(api):
 
 @pytest.mark.slow
 def test_upload_identity_render_package_through_the_api(tmp_path):
-    """upload → (process) → identity ready with its gates → render → (process) → done, 100 %, package files."""
+    """upload → (process) → identity ready with its gates → render → (process) → waiting for approval at lip_sync
+    → approved through the API → (process) → done, 100 %, package files; the events name every stage."""
     from urllib.parse import unquote, urlparse
 
     env = clean_env(AVATAR_HOME=tmp_path / "home", AVATAR_UPLOAD_SETTLE_SECONDS="0")
@@ -352,12 +373,22 @@ def test_upload_identity_render_package_through_the_api(tmp_path):
             assert avatar["gates"] and all(gate["passed"] for gate in avatar["gates"].values())
             assert any(gate["numbers"] for gate in avatar["gates"].values())
 
-            accepted = client.post("/v1/avatars/flow-ada/renders",
-                                   json={"slug": "hello", "script": "Hello there. This video came through the job API."})
+            accepted = client.post("/v1/avatars/flow-ada/renders", json={
+                "slug": "hello", "route": "approval_gated", "script": "Hello there. This video came through the job API."})
             assert accepted.status_code == 202, accepted.text
-            assert client.get(accepted.json()["status_url"]).json()["state"] == "accepted"
+            status_url = accepted.json()["status_url"]
+            assert client.get(status_url).json()["state"] == "accepted"
             assert avatarops("process", env=env, timeout=600).returncode == 0
-            render = client.get(accepted.json()["status_url"]).json()
+            waiting = client.get(status_url).json()
+            assert (waiting["state"], waiting["stage"]) == ("waiting_approval", "lip_sync"), waiting
+            assert 0 < waiting["progress_percent"] < 100
+            decided = client.post(f"/v1/renders/{accepted.json()['render_id']}/approvals",
+                                  json={"job_type": "video_asset_approval", "decision": "approve", "by": "reviewer"})
+            assert decided.status_code == 202, decided.text
+            assert avatarops("process", env=env, timeout=600).returncode == 0
+            render = client.get(status_url).json()
+            seen = {(e["type"], e["asset"]) for e in client.get("/v1/events", params={"limit": 500}).json()["events"]}
+            assert ("completed", "output_package") in seen, seen
     assert render["state"] == "done" and render["progress_percent"] == 100.0 and render["error"] is None, render
     names = {item["name"] for item in render["package"]}
     assert {"9x16.mp4", "poster", "captions.srt", "captions.vtt", "rights_manifest.json"} <= names

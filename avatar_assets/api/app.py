@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 
 import dagster as dg
-from fastapi import APIRouter, Depends, FastAPI, Header, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session, sessionmaker
@@ -26,20 +26,26 @@ from avatar_assets.api.bundles import FILES_PART, MANIFEST_PART, ReceivedBundle,
 from avatar_assets.api.idempotency import HEADER as IDEMPOTENCY_HEADER
 from avatar_assets.api.idempotency import answer_once
 from avatar_assets.api.models import (
+    ApprovalDecision,
+    ApprovalRecorded,
     AvatarAccepted,
     AvatarRevoked,
     AvatarStatus,
+    EventPage,
     PackageFile,
     RenderAccepted,
     RenderStatus,
 )
 from avatar_assets.api.problems import PROBLEM_MEDIA_TYPE, ApiProblem, declared
+from avatar_assets.contracts import LifecycleEvent
 from avatar_assets.identity import intake, ownership
-from avatar_assets.ops import revoke, status
+from avatar_assets.ops import approvals, revoke, status
+from avatar_assets.ops.runner import run_failure
 from avatar_assets.ops.uploads import UploadError, upload_bundle
-from avatar_assets.pipeline import quarantine, tombstones
-from avatar_assets.video import requests
-from partitions import PARTITION_KEY_PATTERN
+from avatar_assets.pipeline import events, quarantine, tombstones
+from avatar_assets.video import gates, requests
+from partitions import PARTITION_KEY_PATTERN, cell_key
+from resources.layout import outbox_key
 from resources.media_store import MediaStore
 
 log = logging.getLogger("avatarops.api")
@@ -255,11 +261,7 @@ def _accept_render(context: ApiContext, caller: Caller, avatar_id: str, document
             summary="Where a render stands: stage, progress, ETA, errors, and the package once done")
 def get_render(render_id: str, request: Request, caller: Caller = Depends(require("renders:read", "renders:write"))):
     context = context_of(request)
-    cell = parse_render_id(render_id)
-    if cell is None:
-        raise ApiProblem("not-found", f"no render {render_id!r}")
-    avatar_id, slug, sha256 = cell
-    owned_avatar(context, caller, avatar_id)
+    avatar_id, slug, sha256 = owned_render(context, caller, render_id)
     route = _route_of(context.store, avatar_id, slug, sha256)
     if route is None:
         raise ApiProblem("not-found", f"no render {render_id!r} (its request was replaced before it was accepted)")
@@ -289,6 +291,86 @@ def _route_of(store: MediaStore, avatar_id: str, slug: str, sha256: str) -> str 
     except requests.RequestError:
         return None
     return waiting.route if requests.request_sha256(waiting) == sha256 else None
+
+
+def owned_render(context: ApiContext, caller: Caller, render_id: str) -> tuple[str, str, str]:
+    """(avatar, slug, request hash) of a render of the caller's tenant; 404 otherwise, 410 once revoked."""
+    cell = parse_render_id(render_id)
+    if cell is None:
+        raise ApiProblem("not-found", f"no render {render_id!r}")
+    owned_avatar(context, caller, cell[0])
+    return cell
+
+
+DECIDED_ASSET = {**gates.GATE_ASSET, "full_output_generation": "script", "background_regeneration": "backgrounds"}
+"""The stage a job type decides on when the decision does not name one (retry_from_stage names its failed stage)."""
+
+
+@router.post("/renders/{render_id}/approvals", status_code=202, response_model=ApprovalRecorded,
+             responses=declared(401, 403, 404, 410, 422),
+             summary="Approve or reject a gated stage of the render; the approval sensor acts on it")
+def decide(render_id: str, decision: ApprovalDecision, request: Request,
+           caller: Caller = Depends(require("renders:write"))):
+    context = context_of(request)
+    avatar_id, slug, _ = owned_render(context, caller, render_id)
+    asset = decision.asset or DECIDED_ASSET.get(decision.job_type)
+    if asset is None:
+        raise ApiProblem("invalid-approval", f"say which asset this {decision.job_type} decision is about")
+    return ApprovalRecorded.model_validate(
+        _record(context, caller, decision.job_type, asset, avatar_id, slug, decision.decision, decision.by,
+                decision.note, decision.content_hash, decision.run_id).model_dump(mode="json"))
+
+
+@router.post("/renders/{render_id}/retry", status_code=202, response_model=ApprovalRecorded,
+             responses=declared(401, 403, 404, 409, 410, 422),
+             summary="Retry the render's failed run from its failed stage (recorded as a retry_from_stage approval)")
+def retry_render(render_id: str, request: Request, caller: Caller = Depends(require("renders:write"))):
+    context = context_of(request)
+    avatar_id, slug, sha256 = owned_render(context, caller, render_id)
+    runs = status.render_runs(context.instance, cell_key(avatar_id, slug), sha256)
+    if not runs or runs[0].status != dg.DagsterRunStatus.FAILURE:
+        raise ApiProblem("nothing-to-retry", "the render's newest run has not failed; only a failed render is retried")
+    stage, _ = run_failure(context.instance, runs[0].run_id)
+    return ApprovalRecorded.model_validate(
+        _record(context, caller, "retry_from_stage", stage or "output_package", avatar_id, slug, "approve", "",
+                "retry through the job API", None, runs[0].run_id).model_dump(mode="json"))
+
+
+def _record(context: ApiContext, caller: Caller, job_type, asset, avatar_id, slug, decision, by, note, content_hash,
+            run_id):
+    try:
+        return approvals.record_decision(
+            context.store, context.instance, job_type=job_type, asset=asset, avatar_id=avatar_id, output=slug,
+            decision=decision, by=f"{by or 'api'} (tenant {caller.tenant})", note=note, content_hash=content_hash,
+            run_id=run_id,
+        )
+    except approvals.ApprovalError as error:
+        raise ApiProblem("invalid-approval", str(error)) from None
+
+
+# --------------------------------------------------------------------------- events
+
+
+@router.get("/events", response_model=EventPage, responses=declared(401, 403, 422),
+            summary="The tenant's lifecycle events after an event id, for replay")
+def list_events(request: Request, after: str | None = Query(None, max_length=80, description="an event id"),
+                limit: int = Query(100, ge=1, le=500), caller: Caller = Depends(require("renders:read"))):
+    context = context_of(request)
+    owners: dict[str, bool] = {}
+    page: list[LifecycleEvent] = []
+    for event_id in events.pending_ids(context.store, after):
+        text = context.store.read_text(outbox_key(event_id))
+        if text is None:  # forgotten (a revoke) since the listing
+            continue
+        event = LifecycleEvent.model_validate_json(text)
+        if event.avatar_id not in owners:
+            holder = ownership.owner(context.store, event.avatar_id)
+            owners[event.avatar_id] = holder is not None and holder.creator_id == caller.tenant
+        if owners[event.avatar_id]:
+            page.append(event)
+            if len(page) == limit:
+                break
+    return EventPage(events=page, next_after=page[-1].event_id if page else None)
 
 
 # --------------------------------------------------------------------------- the app

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+from avatar_assets.contracts import JobType, LifecycleEvent, Sha256
 
 RenderState = Literal["accepted", "held", "queued", "running", "waiting_approval", "blocked", "failed", "crashed", "done"]
 
@@ -84,3 +86,32 @@ class RenderStatus(BaseModel):
     error: str | None = Field(description="why the render stopped (the gate's or the error's words) or is held")
     package: list[PackageFile] | None = Field(description="the packaged renditions, poster, captions and rights "
                                                           "manifest, once done")
+
+
+class ApprovalDecision(BaseModel):
+    """A person's decision on a gated stage of the render (the seven job types of `avatarops approve`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_type: JobType
+    decision: Literal["approve", "reject"]
+    note: str = Field(default="", max_length=2000, description="required to reject: what should change")
+    asset: str | None = Field(default=None, description="the stage decided on; default: the job type's stage")
+    content_hash: Sha256 | None = Field(default=None, description="the content reviewed; refused if it changed")
+    run_id: str | None = Field(default=None, max_length=64, description="the failed run, for retry_from_stage")
+    by: str = Field(default="", max_length=200, description="who decided (recorded with the tenant)")
+
+
+class ApprovalRecorded(BaseModel):
+    approval_id: str
+    job_type: str
+    asset: str
+    decision: str
+    content_hash: str
+
+
+class EventPage(BaseModel):
+    """The tenant's lifecycle events after `after`, oldest first; pass `next_after` to read on."""
+
+    events: list[LifecycleEvent]
+    next_after: str | None = Field(description="the last event id of this page; None when there were none")

@@ -17,6 +17,7 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "method-not-allowed": (405, "Method not allowed"),
     "avatar-id-taken": (409, "The avatar id belongs to another tenant"),
     "idempotency-key-in-flight": (409, "A request with this Idempotency-Key is still being answered"),
+    "nothing-to-retry": (409, "The render has no failed run to retry"),
     "avatar-revoked": (410, "The avatar was revoked"),
     "payload-too-large": (413, "The request body or one of its parts is too large"),
     "unsupported-media-type": (415, "The request's Content-Type is not one this operation takes"),
@@ -24,6 +25,7 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "invalid-manifest": (422, "The manifest is not valid"),
     "invalid-bundle": (422, "The upload bundle is not valid"),
     "invalid-render-request": (422, "The render request is not valid"),
+    "invalid-approval": (422, "The decision cannot be recorded"),
     "idempotency-key-reused": (422, "The Idempotency-Key was used for a different request"),
     "internal-error": (500, "The server failed to answer; nothing was changed unless the resource says so"),
 }

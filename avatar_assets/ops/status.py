@@ -215,7 +215,7 @@ def render_status(instance: dg.DagsterInstance, store: MediaStore, avatar_id: st
     from resources.records import read_record
 
     partition = cell_key(avatar_id, slug)
-    runs = instance.get_runs(dg.RunsFilter(tags={PARTITION_NAME_TAG: partition, requests.REQUEST_TAG: sha256}))
+    runs = render_runs(instance, partition, sha256)
     entry = {"run_id": None, "state": "accepted", "stage": None, "reason": None, "progress_percent": 0.0,
              "eta_seconds": None, "package": None}
     if not runs:
@@ -237,6 +237,18 @@ def render_status(instance: dg.DagsterInstance, store: MediaStore, avatar_id: st
         entry.update(state="waiting_approval", stage=done[-1] if done else None,
                      reason="a person must approve or reject the stage before the render goes on")
     return entry
+
+
+def render_runs(instance: dg.DagsterInstance, partition: str, sha256: str) -> list[dg.DagsterRun]:
+    """The cell's runs that render request `sha256`, newest first: from the first run the request sensor launched
+    for it on, the later segments, retries and refreshes too (they render the cell's current request), up to the
+    first run of a newer request."""
+    runs = instance.get_runs(dg.RunsFilter(tags={PARTITION_NAME_TAG: partition}))
+    ours = [index for index, run in enumerate(runs) if run.tags.get(requests.REQUEST_TAG) == sha256]
+    if not ours:
+        return []
+    newer = [index for index in range(ours[-1]) if runs[index].tags.get(requests.REQUEST_TAG) not in (None, sha256)]
+    return runs[max(newer) + 1 if newer else 0: ours[-1] + 1]
 
 
 def _finished_steps(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
