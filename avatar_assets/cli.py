@@ -567,3 +567,41 @@ def tokens_revoke(token_id) -> None:
         click.echo(f"error: {error}", err=True)
         sys.exit(EXIT_BAD_INPUT)
     click.echo(f"revoked token {info.token_id} of tenant {info.tenant}")
+
+
+@main.group()
+def quotas() -> None:
+    """The job API's quotas: a token bucket per tenant and action class (upload, render, regenerate)."""
+
+
+@quotas.command("set")
+@click.option("--tenant", required=True)
+@click.option("--action", required=True, type=click.Choice(["upload", "render", "regenerate"]))
+@click.option("--burst", required=True, type=int, help="Actions allowed at once (the bucket's size).")
+@click.option("--per-hour", required=True, type=float, help="How fast the bucket refills.")
+def quotas_set(tenant, action, burst, per_hour) -> None:
+    """Give TENANT its own limit for ACTION (its bucket starts full)."""
+    from pydantic import ValidationError
+
+    from avatar_assets.api import quotas as api_quotas
+
+    try:
+        limit = api_quotas.Limit(burst=burst, per_hour=per_hour)
+    except ValidationError as error:
+        click.echo(f"error: {'; '.join(e['loc'][0] + ': ' + e['msg'] for e in error.errors())}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    api_quotas.set_limit(api_state(), tenant, action, limit)
+    click.echo(f"{tenant} {action}: {burst} at once, {per_hour:g} per hour")
+
+
+@quotas.command("list")
+@click.option("--tenant", default=None, help="Only this tenant (with the defaults it has not changed).")
+def quotas_list(tenant) -> None:
+    """The default limits, and every tenant's own."""
+    from avatar_assets.api import quotas as api_quotas
+
+    sessions = api_state()
+    for action, limit in api_quotas.DEFAULT_LIMITS.items():
+        own = api_quotas.limit_of(sessions, tenant, action) if tenant else limit
+        source = "own" if tenant and own != limit else "default"
+        click.echo(f"{tenant or '*'} {action}: {own.burst} at once, {own.per_hour:g} per hour ({source})")

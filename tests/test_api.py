@@ -395,3 +395,27 @@ def test_upload_identity_render_package_through_the_api(tmp_path):
     for item in render["package"]:
         path = Path(unquote(urlparse(item["uri"]).path))
         assert hashlib.sha256(path.read_bytes()).hexdigest() == item["sha256"], item
+
+
+def test_a_tenant_over_its_quota_gets_429_with_retry_after(api):
+    """Tenant `acme-small` may upload twice at once, once an hour after: the third is 429, nothing written;
+    an idempotent replay of an accepted upload spends nothing; other tenants keep their own buckets."""
+    small = token(api.env, "acme-small", ALL_SCOPES)
+    assert avatarops("quotas", "set", "--tenant", "acme-small", "--action", "upload", "--burst", "2", "--per-hour",
+                     "1", env=api.env).returncode == 0
+    assert avatarops("quotas", "set", "--tenant", "acme-small", "--action", "upload", "--burst", "0", "--per-hour",
+                     "1", env=api.env).returncode == 2
+    with httpx.Client(base_url=api.base_url, headers={"Authorization": f"Bearer {small}"}, timeout=60) as client:
+        for index in range(2):
+            manifest, files = api.bundle_files(f"small-{index}", creator="acme-small")
+            assert upload(client, manifest, files, **{"Idempotency-Key": f"q{index}"}).status_code == 202
+        manifest, files = api.bundle_files("small-0", creator="acme-small")
+        assert upload(client, manifest, files, **{"Idempotency-Key": "q0"}).status_code == 202  # a replay is free
+        manifest, files = api.bundle_files("small-2", creator="acme-small")
+        refused = upload(client, manifest, files, **{"Idempotency-Key": "q2"})
+        assert_problem(refused, 429, "quota-exceeded")
+        assert 3000 < int(refused.headers["retry-after"]) <= 3600
+        assert not api.inbox("small-2").exists()
+        assert_problem(upload(client, manifest, files, **{"Idempotency-Key": "q2"}), 429, "quota-exceeded")  # not kept
+    listed = avatarops("quotas", "list", "--tenant", "acme-small", env=api.env).stdout
+    assert "acme-small upload: 2 at once, 1 per hour (own)" in listed

@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from avatar_assets import settings
+from avatar_assets.api import quotas
 from avatar_assets.api.auth import Caller, require
 from avatar_assets.api.bundles import FILES_PART, MANIFEST_PART, ReceivedBundle, check_content_length, receive_bundle
 from avatar_assets.api.idempotency import HEADER as IDEMPOTENCY_HEADER
@@ -90,7 +91,7 @@ _UPLOAD_BODY = {
 
 @router.post(
     "/avatars", status_code=202, response_model=AvatarAccepted, openapi_extra={"requestBody": _UPLOAD_BODY},
-    responses=declared(401, 403, 409, 410, 413, 415, 422),
+    responses=declared(401, 403, 409, 410, 413, 415, 422, 429),
     summary="Upload an avatar bundle (manifest, photos, voice); processed by the upload sensor",
 )
 async def upload_avatar(request: Request, caller: Caller = Depends(require("avatars:write")),
@@ -123,6 +124,7 @@ def _accept_upload(context: ApiContext, caller: Caller, received: ReceivedBundle
     _refuse_foreign_id(context.store, avatar_id, caller)
     if tombstones.is_revoked(context.store, avatar_id):
         raise ApiProblem("avatar-revoked", f"avatar {avatar_id} was revoked; a revoked avatar id cannot be uploaded again")
+    quotas.take(context.sessions, caller.tenant, "upload")
     (received.staging / intake.MANIFEST).write_bytes(received.manifest_bytes)
     try:
         upload_bundle(context.store, received.staging)
@@ -211,7 +213,7 @@ def parse_render_id(value: str) -> tuple[str, str, str] | None:
     "/avatars/{avatar_id}/renders", status_code=202, response_model=RenderAccepted,
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
         "schema": {"$ref": "#/components/schemas/OutputRequest"}}}}},
-    responses=declared(401, 403, 404, 410, 413, 415, 422),
+    responses=declared(401, 403, 404, 410, 413, 415, 422, 429),
     summary="Request a video of the avatar (an OutputRequest); the request sensor turns it into runs",
 )
 async def request_render(avatar_id: str, request: Request, caller: Caller = Depends(require("renders:write")),
@@ -251,6 +253,7 @@ def _accept_render(context: ApiContext, caller: Caller, avatar_id: str, document
         parsed = requests.parse_request(json.dumps(document).encode(), avatar_id=avatar_id)
     except requests.RequestError as error:
         raise ApiProblem("invalid-render-request", str(error), str(error).split("; ")) from None
+    quotas.take(context.sessions, caller.tenant, "render")
     requests.write_request(context.store, parsed)
     rid = render_id(avatar_id, parsed.slug, requests.request_sha256(parsed))
     return JSONResponse(RenderAccepted(render_id=rid, status_url=f"/v1/renders/{rid}").model_dump(mode="json"),

@@ -44,7 +44,8 @@ async def answer_once(
     sessions: sessionmaker[Session], tenant: str, key: str | None, request_sha256: str,
     produce: Callable[[], Awaitable[Response]],
 ) -> Response:
-    """`produce()`'s answer, or the one stored for (tenant, key); a 5xx or a crash is not kept (the key frees)."""
+    """`produce()`'s answer, or the one stored for (tenant, key); a 429, a 5xx or a crash is not kept (the key
+    frees, so the client sends it again later)."""
     if key is None:
         return await produce()
     if not 1 <= len(key) <= MAX_KEY_CHARS:
@@ -60,7 +61,7 @@ async def answer_once(
     except BaseException:
         await run_in_threadpool(_release, sessions, tenant, key)
         raise
-    if response.status_code >= 500:
+    if response.status_code >= 500 or response.status_code == 429:
         await run_in_threadpool(_release, sessions, tenant, key)
     else:
         await run_in_threadpool(_store, sessions, tenant, key, response)

@@ -27,6 +27,7 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "invalid-render-request": (422, "The render request is not valid"),
     "invalid-approval": (422, "The decision cannot be recorded"),
     "idempotency-key-reused": (422, "The Idempotency-Key was used for a different request"),
+    "quota-exceeded": (429, "The tenant's quota for this action is used up for now; see Retry-After"),
     "internal-error": (500, "The server failed to answer; nothing was changed unless the resource says so"),
 }
 

@@ -1,4 +1,4 @@
-"""The job API's own state: tokens and idempotency keys, in `AVATAR_API_DATABASE_URL` (default SQLite under
+"""The job API's own state: tokens, idempotency keys and quotas, in `AVATAR_API_DATABASE_URL` (default SQLite under
 `AVATAR_HOME/api/`; Postgres in a schema of its own, so it never meets Dagster's tables or Alembic history).
 
 Every command that touches it calls `open_state()`, which creates or upgrades the schema with Alembic under a
@@ -57,6 +57,28 @@ class IdempotentRequest(Base):
     media_type: Mapped[str | None] = mapped_column(sa.String(128), nullable=True)
     body: Mapped[bytes | None] = mapped_column(sa.LargeBinary, nullable=True)
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), index=True)
+
+
+class QuotaBucket(Base):
+    """A tenant's token bucket for one action class: `tokens` as of `updated_at` (epoch seconds)."""
+
+    __tablename__ = "quota_buckets"
+
+    tenant: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    action: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    tokens: Mapped[float] = mapped_column(sa.Float)
+    updated_at: Mapped[float] = mapped_column(sa.Float)
+
+
+class QuotaLimit(Base):
+    """A tenant's own limit for one action class (without one, the default of `quotas.DEFAULT_LIMITS`)."""
+
+    __tablename__ = "quota_limits"
+
+    tenant: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    action: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    burst: Mapped[int] = mapped_column(sa.Integer)
+    per_hour: Mapped[float] = mapped_column(sa.Float)
 
 
 def as_utc(moment: datetime) -> datetime:
