@@ -372,6 +372,7 @@ def test_upload_identity_render_package_through_the_api(tmp_path):
             assert avatar["identity_run"]["state"] == "done" and all(avatar["stages"].values())
             assert avatar["gates"] and all(gate["passed"] for gate in avatar["gates"].values())
             assert any(gate["numbers"] for gate in avatar["gates"].values())
+            assert [image["name"] for image in avatar["images"]] == ["neutral_image", "character_sheet"]
 
             accepted = client.post("/v1/avatars/flow-ada/renders", json={
                 "slug": "hello", "route": "approval_gated", "script": "Hello there. This video came through the job API."})

@@ -33,9 +33,9 @@ from avatar_assets.api.models import (
     AvatarRevoked,
     AvatarStatus,
     EventPage,
-    PackageFile,
     RenderAccepted,
     RenderStatus,
+    StoredFile,
 )
 from avatar_assets.api.problems import PROBLEM_MEDIA_TYPE, ApiProblem, declared
 from avatar_assets.contracts import LifecycleEvent
@@ -47,6 +47,7 @@ from avatar_assets.pipeline import events, quarantine, tombstones
 from avatar_assets.video import gates, requests
 from partitions import PARTITION_KEY_PATTERN, cell_key
 from resources.layout import outbox_key
+from resources.records import read_record
 from resources.media_store import MediaStore
 
 log = logging.getLogger("avatarops.api")
@@ -170,7 +171,15 @@ def get_avatar(avatar_id: str, request: Request, caller: Caller = Depends(requir
     return AvatarStatus(
         avatar_id=avatar_id, state=entry["state"], identity_run=entry["identity"], stages=entry["assets"],
         gates=entry["gates"], blocked_by=entry["blocked_by"], outputs=entry["outputs"],
+        images=_identity_images(context.store, avatar_id),
     )
+
+
+def _identity_images(store: MediaStore, avatar_id: str) -> list[StoredFile]:
+    neutral, sheet = read_record(store, "neutral_image", avatar_id), read_record(store, "character_sheet", avatar_id)
+    refs = [("neutral_image", neutral.image)] if neutral else []
+    refs += [("character_sheet", sheet.sheet)] if sheet else []
+    return [StoredFile(name=name, uri=store.uri(ref.key), sha256=ref.sha256) for name, ref in refs]
 
 
 @router.delete("/avatars/{avatar_id}", status_code=202, response_model=AvatarRevoked,
@@ -275,7 +284,7 @@ def get_render(render_id: str, request: Request, caller: Caller = Depends(requir
         refs = [(f"{r.aspect_ratio.replace(':', 'x')}.mp4", r.video) for r in package.renditions] + [
             ("poster", package.poster), ("captions.srt", package.captions_srt), ("captions.vtt", package.captions_vtt),
             ("rights_manifest.json", package.rights_manifest)]
-        files = [PackageFile(name=name, uri=context.store.uri(ref.key), sha256=ref.sha256) for name, ref in refs]
+        files = [StoredFile(name=name, uri=context.store.uri(ref.key), sha256=ref.sha256) for name, ref in refs]
     return RenderStatus(
         render_id=render_id, avatar_id=avatar_id, slug=slug, route=route, state=entry["state"], stage=entry["stage"],
         run_id=entry["run_id"], progress_percent=entry["progress_percent"], eta_seconds=entry["eta_seconds"],

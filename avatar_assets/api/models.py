@@ -12,6 +12,14 @@ from avatar_assets.contracts import JobType, LifecycleEvent, Sha256
 RenderState = Literal["accepted", "held", "queued", "running", "waiting_approval", "blocked", "failed", "crashed", "done"]
 
 
+class StoredFile(BaseModel):
+    """A file the platform made, where it is in the media store (the API does not serve media yet)."""
+
+    name: str
+    uri: str = Field(description="where the file is in the platform's media store (file:// or s3://)")
+    sha256: str
+
+
 class AvatarAccepted(BaseModel):
     avatar_id: str
     status_url: str
@@ -53,6 +61,8 @@ class AvatarStatus(BaseModel):
     blocked_by: list[str] = Field(default_factory=list)
     problems: list[str] = Field(default_factory=list)
     outputs: dict[str, OutputCell] = Field(default_factory=dict)
+    images: list[StoredFile] = Field(default_factory=list, description="the neutral image and character sheet, "
+                                                                        "once made")
 
 
 class AvatarRevoked(BaseModel):
@@ -67,12 +77,6 @@ class RenderAccepted(BaseModel):
     status_url: str
 
 
-class PackageFile(BaseModel):
-    name: str
-    uri: str = Field(description="where the file is in the platform's media store (file:// or s3://)")
-    sha256: str
-
-
 class RenderStatus(BaseModel):
     render_id: str
     avatar_id: str
@@ -84,7 +88,7 @@ class RenderStatus(BaseModel):
     progress_percent: float
     eta_seconds: float | None = Field(description="remaining stages times the mean stage time so far")
     error: str | None = Field(description="why the render stopped (the gate's or the error's words) or is held")
-    package: list[PackageFile] | None = Field(description="the packaged renditions, poster, captions and rights "
+    package: list[StoredFile] | None = Field(description="the packaged renditions, poster, captions and rights "
                                                           "manifest, once done")
 
 
