@@ -159,12 +159,18 @@ def outbox_event_id(key: str) -> str:
     return _name(OUTBOX, key)
 
 
-def dead_letter_key(event_id: str) -> str:
-    return _json(DEAD_LETTERS, event_id)
+def dead_letter_key(event_id: str, dead_letters: str = DEAD_LETTERS) -> str:
+    return _json(dead_letters, event_id)
 
 
-def dead_letter_id(key: str) -> str:
-    return _name(DEAD_LETTERS, key)
+def dead_letter_id(key: str, dead_letters: str = DEAD_LETTERS) -> str:
+    return _name(dead_letters, key)
+
+
+def endpoint_delivery(endpoint_id: str) -> tuple[str, str]:
+    """A tenant's webhook endpoint's own delivery state key and dead-letter folder (the job API registers them):
+    `events/endpoints/<id>/delivery.json` and `events/endpoints/<id>/dead/`."""
+    return f"events/endpoints/{endpoint_id}/delivery.json", f"events/endpoints/{endpoint_id}/dead/"
 
 
 def dedupe_marker_key(digest: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
 import logging
@@ -15,13 +16,13 @@ from dataclasses import dataclass
 import dagster as dg
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from avatar_assets import settings
-from avatar_assets.api import quotas
+from avatar_assets.api import quotas, webhooks
 from avatar_assets.api.auth import Caller, require
 from avatar_assets.api.bundles import FILES_PART, MANIFEST_PART, ReceivedBundle, check_content_length, receive_bundle
 from avatar_assets.api.idempotency import HEADER as IDEMPOTENCY_HEADER
@@ -385,14 +386,48 @@ def list_events(request: Request, after: str | None = Query(None, max_length=80,
     return EventPage(events=page, next_after=page[-1].event_id if page else None)
 
 
+# --------------------------------------------------------------------------- webhooks
+
+
+@router.post("/webhooks", status_code=201, response_model=webhooks.EndpointCreated,
+             responses=declared(401, 403, 422),
+             summary="Register a webhook endpoint for the tenant's events; the signing secret is shown only now")
+def register_webhook(endpoint: webhooks.EndpointRequest, request: Request, caller: Caller = Depends(require("admin"))):
+    return webhooks.register(context_of(request).sessions, caller.tenant, endpoint)
+
+
+@router.get("/webhooks", response_model=list[webhooks.Endpoint], responses=declared(401, 403),
+            summary="The tenant's webhook endpoints (never their secrets)")
+def list_webhooks(request: Request, caller: Caller = Depends(require("admin"))):
+    return webhooks.endpoints_of(context_of(request).sessions, caller.tenant)
+
+
+@router.delete("/webhooks/{endpoint_id}", status_code=204, responses=declared(401, 403, 404),
+               summary="Stop delivering to a webhook endpoint")
+def remove_webhook(endpoint_id: str, request: Request, caller: Caller = Depends(require("admin"))):
+    webhooks.remove(context_of(request).sessions, caller.tenant, endpoint_id)
+    return Response(status_code=204)
+
+
 # --------------------------------------------------------------------------- the app
 
 
 def create_app(context: ApiContext | None) -> FastAPI:
     """The ASGI app; `context` None builds it only for its OpenAPI schema."""
+    @contextlib.asynccontextmanager
+    async def deliver_webhooks(_app: FastAPI):
+        deliverers = webhooks.Deliverers(context.sessions, context.store) if context is not None else None
+        if deliverers is not None:
+            deliverers.start()
+        try:
+            yield
+        finally:
+            if deliverers is not None:
+                deliverers.stop()
+
     app = FastAPI(title="avatarops job API", version="1", openapi_url="/v1/openapi.json", docs_url=None,
-                  redoc_url=None, summary="Upload avatars, request renders and follow them; errors are RFC 9457 "
-                                          "problem details.")
+                  redoc_url=None, lifespan=deliver_webhooks,
+                  summary="Upload avatars, request renders and follow them; errors are RFC 9457 problem details.")
     app.state.api = context
     app.include_router(router)
 

@@ -25,6 +25,7 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "invalid-manifest": (422, "The manifest is not valid"),
     "invalid-bundle": (422, "The upload bundle is not valid"),
     "invalid-render-request": (422, "The render request is not valid"),
+    "invalid-webhook": (422, "The webhook endpoint cannot be registered"),
     "invalid-approval": (422, "The decision cannot be recorded"),
     "idempotency-key-reused": (422, "The Idempotency-Key was used for a different request"),
     "quota-exceeded": (429, "The tenant's quota for this action is used up for now; see Retry-After"),

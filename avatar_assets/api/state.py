@@ -1,4 +1,4 @@
-"""The job API's own state: tokens, idempotency keys and quotas, in `AVATAR_API_DATABASE_URL` (default SQLite under
+"""The job API's own state: tokens, idempotency keys, quotas and webhook endpoints, in `AVATAR_API_DATABASE_URL` (default SQLite under
 `AVATAR_HOME/api/`; Postgres in a schema of its own, so it never meets Dagster's tables or Alembic history).
 
 Every command that touches it calls `open_state()`, which creates or upgrades the schema with Alembic under a
@@ -79,6 +79,19 @@ class QuotaLimit(Base):
     action: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
     burst: Mapped[int] = mapped_column(sa.Integer)
     per_hour: Mapped[float] = mapped_column(sa.Float)
+
+
+class WebhookEndpoint(Base):
+    """A tenant's webhook receiver. The secret signs deliveries, so it is kept (the database is owner-only)."""
+
+    __tablename__ = "webhook_endpoints"
+
+    endpoint_id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    tenant: Mapped[str] = mapped_column(sa.String(128), index=True)
+    url: Mapped[str] = mapped_column(sa.String(2048))
+    event_types: Mapped[str] = mapped_column(sa.String(256))  # comma-separated; empty: every type
+    secret: Mapped[str] = mapped_column(sa.String(128))
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
 
 
 def as_utc(moment: datetime) -> datetime:

@@ -30,6 +30,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -262,12 +263,12 @@ class DeliveryState(BaseModel):
         return data
 
     @classmethod
-    def load(cls, store: MediaStore) -> DeliveryState:
-        text = store.read_text(DELIVERY_STATE)
+    def load(cls, store: MediaStore, key: str = DELIVERY_STATE) -> DeliveryState:
+        text = store.read_text(key)
         return cls.model_validate_json(text) if text else cls()
 
-    def save(self, store: MediaStore) -> None:
-        store.write_text(DELIVERY_STATE, self.model_dump_json())
+    def save(self, store: MediaStore, key: str = DELIVERY_STATE) -> None:
+        store.write_text(key, self.model_dump_json())
 
     def status_of(self, event_id: str, dead: set[str]) -> Literal["delivered", "pending", "dead"]:
         if event_id in dead:
@@ -282,8 +283,8 @@ def dead_letters(store: MediaStore) -> list[DeadLetter]:
     return [DeadLetter.model_validate_json(text) for text in letters if text is not None]
 
 
-def dead_letter_ids(store: MediaStore) -> set[str]:
-    return {dead_letter_id(key) for key in store.list_keys(DEAD_LETTERS)}
+def dead_letter_ids(store: MediaStore, dead_letters: str = DEAD_LETTERS) -> set[str]:
+    return {dead_letter_id(key, dead_letters) for key in store.list_keys(dead_letters)}
 
 
 @dataclass(frozen=True)
@@ -313,15 +314,20 @@ def deliver(
     timeout_s: float = TIMEOUT_S,
     budget_s: float | None = None,
     now=time.time,
+    state_key: str = DELIVERY_STATE,
+    dead_letters: str = DEAD_LETTERS,
+    wanted: Callable[[LifecycleEvent], bool] | None = None,
 ) -> DeliveryReport:
     """One pass over every due event in sequence order: the retries whose time has come and the settled
     events not tried yet. A failure schedules that event alone; the pass goes on with the next.
 
     `now` is the clock for the schedule and for `webhook-timestamp` (tests inject it); `budget_s` stops
-    the pass between attempts (a sensor tick must end), leaving the rest due for the next pass.
+    the pass between attempts (a sensor tick must end), leaving the rest due for the next pass. A receiver
+    of its own (a tenant's endpoint) keeps its own `state_key` and `dead_letters` and gets only the events
+    it `wanted`; the others are passed over as if delivered.
     """
-    state = DeliveryState.load(store)
-    dead = dead_letter_ids(store)
+    state = DeliveryState.load(store, state_key)
+    dead = dead_letter_ids(store, dead_letters)
     for event_id in dead & state.retrying.keys():  # a deliverer killed between the letter and its state
         del state.retrying[event_id]
     fresh = [event_id for event_id in pending_ids(store, state.cursor) if event_id not in dead]
@@ -337,7 +343,7 @@ def deliver(
         previous = state.retrying.pop(event_id, None)
         attempts = (previous.attempts if previous else 0) + 1
         text = store.read_text(outbox_key(event_id))
-        if text is not None:  # None: forgotten (revoke) since the listing
+        if text is not None and (wanted is None or _wanted(wanted, text)):  # None: forgotten (revoke) since the listing
             attempted_at = now()
             event, outcome = _attempt(url, signer, event_id, text, attempted_at, timeout_s)
             if outcome.error is None:
@@ -346,7 +352,7 @@ def deliver(
                 failed += 1
                 error = f"{event_id}: {outcome.error}"
                 if event is None or outcome.status == 410 or attempts >= max_attempts:
-                    _bury(store, event_id, event, attempts, outcome)
+                    _bury(store, event_id, event, attempts, outcome, dead_letters)
                     buried += 1
                 else:
                     delay = min(max_backoff_s, base_backoff_s * 2 ** (attempts - 1))
@@ -354,7 +360,7 @@ def deliver(
                                                      last_error=outcome.error, last_status=outcome.status)
         if state.cursor is None or event_id > state.cursor:
             state.cursor = event_id
-        state.save(store)
+        state.save(store, state_key)
     untried = [event_id for event_id in fresh if event_id > (state.cursor or "")]
     waiting_until = min((retry.next_attempt_at for retry in state.retrying.values()), default=None)
     return DeliveryReport(delivered, failed, buried, len(untried) + len(state.retrying), waiting_until, error)
@@ -369,11 +375,19 @@ def _attempt(url, signer, event_id, text, at, timeout_s) -> tuple[LifecycleEvent
     return event, post(url, event.model_dump_json().encode(), event_id, signer, at=at, timeout=timeout_s)
 
 
-def _bury(store: MediaStore, event_id: str, event: LifecycleEvent | None, attempts: int, outcome: Attempt) -> None:
+def _wanted(wanted: Callable[[LifecycleEvent], bool], text: str) -> bool:
+    try:
+        return wanted(LifecycleEvent.model_validate_json(text))
+    except ValidationError:
+        return True  # attempted, and dead-lettered as unreadable, as for every receiver
+
+
+def _bury(store: MediaStore, event_id: str, event: LifecycleEvent | None, attempts: int, outcome: Attempt,
+          dead_letters: str = DEAD_LETTERS) -> None:
     fields = event.model_dump(include={"sequence", "type", "avatar_id", "output", "asset"}) if event else {}
     letter = DeadLetter(event_id=event_id, attempts=attempts, last_status=outcome.status,
                         last_error=outcome.error or "", dead_at=datetime.now(UTC), **fields)
-    store.write_text(dead_letter_key(event_id), letter.model_dump_json())
+    store.write_text(dead_letter_key(event_id, dead_letters), letter.model_dump_json())
 
 
 # --------------------------------------------------------------------------- replay and forget
