@@ -36,6 +36,7 @@ class Api:
             "globex": token(env, "globex", ALL_SCOPES),
             "acme-admin": token(env, "acme", "admin"),
             "globex-admin": token(env, "globex", "admin"),
+            "acme-all": token(env, "acme", ALL_SCOPES + ",admin"),
         }
 
     def client(self, who: str | None = "acme") -> httpx.Client:
@@ -313,6 +314,8 @@ def test_approvals_and_retry_are_refused_until_there_is_something_to_decide(api)
         assert_problem(client.post(f"/v1/renders/{render_id}/approvals", json=decision), 422, "invalid-approval")
         assert_problem(client.post(f"/v1/renders/{render_id}/approvals", json={**decision, "job_type": "bless"}), 422,
                        "invalid-request")
+        assert_problem(client.post(f"/v1/renders/{render_id}/approvals", content=b"\xff{",
+                                   headers={"Content-Type": "application/json"}), 422, "invalid-request")
         assert_problem(client.post(f"/v1/renders/{render_id}/retry"), 409, "nothing-to-retry")
 
 
@@ -344,7 +347,7 @@ def test_schemathesis_finds_no_server_error_and_no_answer_off_the_schema(api):
     from tests.servers import VENV_BIN
 
     done = subprocess.run(
-        [str(VENV_BIN / "st"), "run", f"{api.base_url}/v1/openapi.json", "-H", f"Authorization: Bearer {api.tokens['acme']}",
+        [str(VENV_BIN / "st"), "run", f"{api.base_url}/v1/openapi.json", "-H", f"Authorization: Bearer {api.tokens['acme-all']}",
          "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
          "--max-examples", "10", "--seed", "1", "--no-color"],
         capture_output=True, text=True, timeout=300, cwd=api.home.parent, env=api.env,

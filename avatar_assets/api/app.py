@@ -442,10 +442,10 @@ def create_app(context: ApiContext | None) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, error: StarletteHTTPException):
-        name = {404: "not-found", 405: "method-not-allowed"}.get(error.status_code, "invalid-request")
-        problem = ApiProblem(name, str(error.detail))
-        problem.status = problem.problem.status = error.status_code
-        return problem.response()
+        if error.status_code in (404, 405):
+            return ApiProblem("not-found" if error.status_code == 404 else "method-not-allowed", str(error.detail)).response()
+        # FastAPI's own 400 (a body that is not JSON): an invalid request like any other, one status for it.
+        return ApiProblem("invalid-request", str(error.detail)).response()
 
     @app.exception_handler(Exception)
     async def _crash(_request: Request, error: Exception):
