@@ -23,6 +23,7 @@ from tests.servers import avatarops, avatarops_serve, build_sample, clean_env
 PROBLEM = "urn:avatarops:problem:"
 ALL_SCOPES = "avatars:write,renders:write,renders:read"
 REPO = Path(__file__).resolve().parents[1]
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 class Api:
@@ -78,13 +79,26 @@ def assert_problem(response: httpx.Response, status: int, name: str) -> dict:
     return body
 
 
-@pytest.fixture(scope="module")
-def api(tmp_path_factory) -> Api:
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def api(request, tmp_path_factory) -> Api:
+    """The server with its state in SQLite under the home, then in Postgres (a schema of its own, dropped after)."""
+    import sqlalchemy as sa
+
     root = tmp_path_factory.mktemp("job-api")
-    env = clean_env(AVATAR_HOME=root / "home", AVATAR_WEBHOOK_ALLOW_PRIVATE="1")  # webhook receivers on loopback
+    state = {}
+    if request.param == "postgres":
+        state = {"AVATAR_API_DATABASE_URL": POSTGRES_URL, "AVATAR_API_DATABASE_SCHEMA": f"api_{uuid.uuid4().hex[:10]}"}
+    env = clean_env(AVATAR_HOME=root / "home", AVATAR_WEBHOOK_ALLOW_PRIVATE="1", **state)  # receivers on loopback
     sample = build_sample(root / "sample" / "astronaut")
-    with avatarops_serve(env=env, log_path=root / "serve.log") as server:
-        yield Api(server.base_url, root / "home", env, sample)
+    try:
+        with avatarops_serve(env=env, log_path=root / "serve.log") as server:
+            yield Api(server.base_url, root / "home", env, sample)
+    finally:
+        if state:
+            engine = sa.create_engine(POSTGRES_URL)
+            with engine.begin() as connection:
+                connection.execute(sa.text(f'DROP SCHEMA IF EXISTS "{state["AVATAR_API_DATABASE_SCHEMA"]}" CASCADE'))
+            engine.dispose()
 
 
 # --------------------------------------------------------------------------- auth
@@ -111,8 +125,11 @@ def test_an_expired_token_is_401(api):
     from avatar_assets.api.state import open_state
     from avatar_assets.api.tokens import create_token
 
-    sessions = open_state(f"sqlite:///{api.home / 'api' / 'state.db'}")
-    expired, _ = create_token(sessions, "acme", ["renders:read"], timedelta(seconds=-1))
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("AVATAR_API_DATABASE_URL", "AVATAR_API_DATABASE_SCHEMA"):
+            patch.setenv(name, api.env[name]) if name in api.env else patch.delenv(name, raising=False)
+        sessions = open_state(api.env.get("AVATAR_API_DATABASE_URL") or f"sqlite:///{api.home / 'api' / 'state.db'}")
+        expired, _ = create_token(sessions, "acme", ["renders:read"], timedelta(seconds=-1))
     with httpx.Client(base_url=api.base_url, headers={"Authorization": f"Bearer {expired}"}) as client:
         assert_problem(client.get("/v1/avatars/x"), 401, "unauthorized")
 
