@@ -41,6 +41,12 @@ def run_scratch_dir(run_id: str) -> Path:
     return scratch_root() / run_id
 
 
+def api_home() -> Path:
+    """The job API's folder: its SQLite state and the staging of uploads still arriving. Not under scratch_root(),
+    whose folders belong to runs and are removed once no active run owns them."""
+    return avatar_home() / "api"
+
+
 def dagster_home() -> Path:
     return avatar_home() / "dagster"
 

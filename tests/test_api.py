@@ -149,7 +149,7 @@ def test_an_upload_lands_in_the_inbox_and_is_accepted_before_any_run(api):
     landed = sha256_tree(api.inbox("acme-ada"))
     assert {k: v for k, v in landed.items() if k != "manifest.json"} == sent
     assert json.loads((api.inbox("acme-ada") / "manifest.json").read_text()) == manifest
-    assert list((api.home / "tmp" / "api-uploads").iterdir()) == []  # the staging folder is gone
+    assert list((api.home / "api" / "uploads").iterdir()) == []  # the staging folder is gone
 
 
 def test_tenants_are_isolated(api):
@@ -525,3 +525,14 @@ def test_webhook_urls_must_be_https_and_public(monkeypatch, url, says):
     with pytest.raises(ApiProblem) as refused:
         check_url(url)
     assert refused.value.problem.type == PROBLEM + "invalid-webhook" and says in refused.value.problem.detail
+
+
+def test_uploads_still_arriving_survive_the_scratch_reaper(home):
+    """`status` and `process` remove every scratch folder no active run owns; an upload's staging is not one."""
+    from avatar_assets import settings
+    from avatar_assets.ops.run_health import reap
+
+    staging = settings.api_home() / "uploads" / "arriving"
+    staging.mkdir(parents=True)
+    reap(home.instance)
+    assert staging.is_dir()

@@ -100,7 +100,7 @@ async def upload_avatar(request: Request, caller: Caller = Depends(require("avat
                         idempotency_key: str | None = IdempotencyKey):
     context = context_of(request)
     check_content_length(request.headers)
-    staging = settings.scratch_root() / "api-uploads" / uuid.uuid4().hex
+    staging = settings.api_home() / "uploads" / uuid.uuid4().hex
     staging.mkdir(parents=True)
     try:
         received = await receive_bundle(request.headers.get("content-type", ""), request.stream(), staging)

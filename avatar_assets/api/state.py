@@ -101,7 +101,7 @@ def as_utc(moment: datetime) -> datetime:
 
 def database_url() -> str:
     configured = os.environ.get(DATABASE_URL_ENV, "").strip()
-    return configured or f"sqlite:///{settings.avatar_home() / 'api' / 'state.db'}"
+    return configured or f"sqlite:///{settings.api_home() / 'state.db'}"
 
 
 def create_state_engine(url: str | None = None) -> sa.Engine:
