@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from avatar_assets import settings
 from avatar_assets.identity import intake, ownership
-from avatar_assets.pipeline import events, privacy, tombstones
+from avatar_assets.pipeline import events, tombstones
 from partitions import avatars
 from resources import layout
 from resources.media_store import MediaStore
@@ -67,8 +67,6 @@ def _take(scan: intake.BundleScan, store: MediaStore, log) -> dg.RunRequest | No
     except ownership.OwnershipError as error:
         _quarantine(scan, [str(error)], store, log)
         return None
-    if not isinstance(scan.path, str):
-        privacy.tighten(scan.path)  # a hand-dropped bundle keeps the dropper's modes while it stays in the inbox
     events.emit(
         store, "accepted", avatar_id=scan.avatar_id, asset="source_upload",
         dedupe_key=f"{scan.avatar_id}:{scan.sha256}", bundle_sha256=scan.sha256,

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from avatar_assets import settings
 from avatar_assets.contracts import AvatarUpload, QuarantineReason, describe_validation_error
+from avatar_assets.pipeline import privacy
 from avatar_assets.pipeline.quarantine import set_aside, set_aside_in_store
 from resources import layout
 from resources.media_store import MediaStore, StoreUnavailable
@@ -170,6 +171,11 @@ def scan_bundle(bundle: Path, *, settle_seconds: float = 2.0, now: float | None 
     name = bundle.name
     if not (bundle / MANIFEST).is_file() or now - fingerprint < settle_seconds:
         return BundleScan(bundle, "pending", fingerprint, name)
+    # A hand-dropped bundle keeps the dropper's modes while it stays in the inbox. It is tightened once it has
+    # settled and before it is judged, and its change time read again: chmod moves it, and a fingerprint from
+    # before would make the bundle look changed on the next tick, to be hashed again.
+    privacy.tighten(bundle)
+    fingerprint = bundle_fingerprint(bundle)
     try:
         return _judge(bundle, fingerprint, name)
     except Exception as error:  # noqa: BLE001 - one poisoned bundle must not stop intake
