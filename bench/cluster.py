@@ -526,7 +526,7 @@ def summary(result: dict[str, Any]) -> list[str]:
          f"{f['throughput_2_vs_1_ratio']:.2f}x; run median {one['run_s_median']:.1f} s vs {two['run_s_median']:.1f} s; "
          f"2-worker runs by worker {two['by_worker']}"),
         (f"{load['requests']} video requests: {load['videos_per_min']:.2f}/min ({load['wall_s']:.0f} s), run median "
-         f"{load['run_s_median']:.1f} s, by worker {load['runs_by_worker']}, gpu pool at most "
+         f"{load['run_s_median']:.1f} s, identity and video runs by worker {load['runs_by_worker']}, gpu pool at most "
          f"{load['gpu_pool_most_at_once']} at once over {load['gpu_pool_steps']} steps, "
          + ", ".join(f"{k}={v}" for k, v in load["properties"].items())),
         (f"per-run fixed cost ({p['fixed_cost_asset']}, {cost['repeats']} repeats, queued -> RUN_SUCCESS median): "
