@@ -85,9 +85,20 @@ def run_script(*args: str, env: dict[str, str], timeout: float = 300) -> subproc
     )
 
 
+# Fake secrets every cluster process and client gets from its environment, as a deployment's would (Postgres
+# trusts loopback; nothing listens on the webhook's port, so every delivery fails and is logged). Nothing the
+# cluster writes may hold them; with the S3 secret of scripts/cluster.py they are what tests grep for.
+FAKE_SECRETS = {
+    "DAGSTER_PG_PASSWORD": "pg-fake-secret-7c1d",
+    "AVATAR_WEBHOOK_SECRET": "whsec_ZmFrZS13ZWJob29rLXNlY3JldC05YTJmLWxvb3BiYWNr",  # fake-webhook-secret-9a2f-loopback
+    "AVATAR_WEBHOOK_URL": "http://127.0.0.1:9/hooks",
+}
+
+
 def cluster_env(**overrides: str) -> dict[str, str]:
-    """A clean environment with quick sensors; the script gives every process the rest."""
-    return clean_env(AVATAR_SENSOR_INTERVAL_SECONDS="3", AVATAR_UPLOAD_SETTLE_SECONDS="0", **overrides)
+    """A clean environment with quick sensors and the fake secrets; the script gives every process the rest."""
+    return clean_env(AVATAR_SENSOR_INTERVAL_SECONDS="3", AVATAR_UPLOAD_SETTLE_SECONDS="0", **FAKE_SECRETS,
+                     **overrides)
 
 
 @contextmanager
@@ -110,21 +121,24 @@ def own_vhost() -> Iterator[str]:
 
 
 @contextmanager
-def loopback_cluster(root: Path, *, workers: int, gpu_workers: int = 0) -> Iterator[Cluster]:
+def loopback_cluster(root: Path, *, workers: int, gpu_workers: int = 0, s3_port: int = 0,
+                     worker_s3_endpoint: str = "") -> Iterator[Cluster]:
     """`cluster.py up` in `root` on free ports and a vhost of its own, `cluster.py down` afterwards even when
-    the test failed."""
+    the test failed. `s3_port` and `worker_s3_endpoint` put a proxy between the workers and S3."""
     with own_vhost() as broker:
-        with _loopback_cluster(root, workers=workers, gpu_workers=gpu_workers, broker=broker) as cluster:
+        with _loopback_cluster(root, workers=workers, gpu_workers=gpu_workers, broker=broker, s3_port=s3_port,
+                               worker_s3_endpoint=worker_s3_endpoint) as cluster:
             yield cluster
 
 
 @contextmanager
-def _loopback_cluster(root: Path, *, workers: int, gpu_workers: int, broker: str) -> Iterator[Cluster]:
+def _loopback_cluster(root: Path, *, workers: int, gpu_workers: int, broker: str, s3_port: int,
+                      worker_s3_endpoint: str) -> Iterator[Cluster]:
     ui_port = free_port()
-    env = cluster_env(CLUSTER_BROKER_URL=broker)
+    env = cluster_env(CLUSTER_BROKER_URL=broker, CLUSTER_WORKER_S3_ENDPOINT=worker_s3_endpoint)
     started = time.monotonic()
     done = run_script("up", "--root", str(root), "--ui-port", str(ui_port), "--workers", str(workers),
-                      "--gpu-workers", str(gpu_workers), env=env, timeout=420)
+                      "--gpu-workers", str(gpu_workers), "--s3-port", str(s3_port), env=env, timeout=420)
     try:
         assert done.returncode == 0, f"cluster up failed:\n{done.stdout}\n{done.stderr}"
         yield Cluster(root=root, env=read_env_file(root / "env"), ui_url=f"http://127.0.0.1:{ui_port}",
@@ -267,3 +281,27 @@ def store_problems(cluster: Cluster) -> list[str]:
         text = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
         problems += [f"{key} names missing {ref}" for ref in set(MEDIA_REF.findall(text)) if f"{prefix}/{ref}" not in keys]
     return problems
+
+
+def texts_holding(cluster: Cluster, secrets: list[str]) -> list[str]:
+    """Where the cluster keeps any of `secrets`: rows of any table of its database (runs and their config and
+    tags, event logs, ticks, heartbeats), objects in its bucket, files under its root (instance
+    dagster.yaml files, worker config, process logs, homes) other than the env file, which holds them
+    for a client by design."""
+    found = []
+    tables = [name for (name,) in sql(cluster, "SELECT table_name FROM information_schema.tables "
+                                               "WHERE table_schema = 'public' AND table_type = 'BASE TABLE'")]
+    for table in tables:
+        for secret in secrets:
+            [(count,)] = sql(cluster, f'SELECT count(*) FROM "{table}" AS r WHERE r::text LIKE %s', (f"%{secret}%",))
+            found += [f"table {table}: {count} row(s) hold {secret}"] if count else []
+    s3, bucket = cluster.s3(), cluster.env["AVATAR_STORAGE"].removeprefix("s3://").split("/", 1)[0]
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for item in page.get("Contents", []):
+            body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+            found += [f"s3 {item['Key']} holds {secret}" for secret in secrets if secret.encode() in body]
+    for path in cluster.root.rglob("*"):
+        if path.is_file() and path != cluster.root / "env":
+            data = path.read_bytes()
+            found += [f"{path} holds {secret}" for secret in secrets if secret.encode() in data]
+    return found
