@@ -29,6 +29,7 @@ class S3FaultProxy:
         self._pattern: re.Pattern | None = None
         self._seconds: float | None = None
         self._until: float | None = None
+        self._count: int | None = None
         self.failed: list[str] = []  # the paths of the PUTs answered with 500, in order
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -39,11 +40,11 @@ class S3FaultProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def fail_puts(self, key_pattern: str, *, seconds: float | None = None) -> None:
-        """Answer PUTs whose key matches `key_pattern` with 500 for `seconds` from the first such PUT, or
-        until `clear()` when `seconds` is None."""
+    def fail_puts(self, key_pattern: str, *, seconds: float | None = None, count: int | None = None) -> None:
+        """Answer PUTs whose key matches `key_pattern` with 500: for `seconds` from the first such PUT, or
+        the first `count` of them, or (neither given) until `clear()`."""
         with self._lock:
-            self._pattern, self._seconds, self._until = re.compile(key_pattern), seconds, None
+            self._pattern, self._seconds, self._until, self._count = re.compile(key_pattern), seconds, None, count
             self.failed = []
 
     def clear(self) -> None:
@@ -61,7 +62,7 @@ class S3FaultProxy:
             now = time.monotonic()
             if self._until is None and self._seconds is not None:
                 self._until = now + self._seconds  # the window opens at the first matching put
-            if self._until is not None and now >= self._until:
+            if self._until is not None and now >= self._until or self._count is not None and len(self.failed) >= self._count:
                 return False
             self.failed.append(path)
             return True
