@@ -311,6 +311,17 @@ VOICE_RECORD = "records/avatars/astronaut/voice_profile.json"
 RUN_ID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
 
 
+def status_names_the_worker(env: dict[str, str], instance: dg.DagsterInstance, avatar: str) -> dict:
+    """`avatarops status --json`'s entry for the avatar's newest run, once it names the worker that executed
+    that run (automation may queue a refresh after the runs a test made, and a queued run has no worker yet)."""
+    def named() -> dict | None:
+        identity = json.loads(avatarops("status", "--json", env=env).stdout)["avatars"][avatar]["identity"]
+        run = instance.get_run_by_id(identity["run_id"])
+        return identity if identity["worker"] and identity["worker"] == run.tags.get(WORKER_TAG) else None
+
+    return wait_for(named, timeout=240, interval=2, what=f"status to name the worker of {avatar}'s newest run")
+
+
 def stored(cluster: Cluster, key: str) -> bytes:
     """An object's bytes as the S3 server itself holds them (not through the workers' proxy)."""
     return cluster.s3().get_object(Bucket="avatars", Key=f"cluster/{key}")["Body"].read()
@@ -370,9 +381,7 @@ def test_an_s3_outage_outlasting_the_retries_fails_the_run_naming_the_key_and_av
     assert retry.tags["dagster/parent_run_id"] == run_id
     assert store_problems(cluster) == []
 
-    shown = json.loads(avatarops("status", "--json", env=env).stdout)["avatars"]["astronaut"]["identity"]
-    latest = instance.get_run_by_id(shown["run_id"])
-    assert shown["worker"] == latest.tags[WORKER_TAG], shown
+    assert status_names_the_worker(env, instance, "astronaut")["worker"].split("@")[0] in {"gpu1", "cpu1", "cpu2"}
 
 
 def test_the_cli_drives_the_cluster(cluster: Cluster, instance):
@@ -390,8 +399,7 @@ def test_the_cli_drives_the_cluster(cluster: Cluster, instance):
                     timeout=300, what="the backfill's runs to finish")
     assert {r.status for r in runs} == {dg.DagsterRunStatus.SUCCESS}
     assert {r.tags[WORKER_TAG].split("@")[0] for r in runs} <= {"cpu1", "cpu2"}
-    identity = json.loads(avatarops("status", "--json", env=env).stdout)["avatars"]["astronaut"]["identity"]
-    assert identity["worker"] == instance.get_run_by_id(identity["run_id"]).tags[WORKER_TAG], identity
+    assert status_names_the_worker(env, instance, "astronaut")["worker"].split("@")[0] in {"gpu1", "cpu1", "cpu2"}
 
 
 def test_postgres_dropping_every_connection_mid_run_is_survived(cluster: Cluster, instance):
