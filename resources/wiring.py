@@ -28,10 +28,11 @@ from resources.providers import (
 from resources.records import RecordIOManager
 
 
-S3_MAX_ATTEMPTS = 10
-"""botocore's standard retry mode backs a 5xx off from 50 ms, doubling with jitter: 10 attempts ride out an S3
-hiccup of about ten seconds inside one request (S3Resource's default, 5, about one second). What outlasts
-them fails the stage with StoreUnavailable naming the key, and the stage's RetryPolicy tries it again."""
+S3_MAX_ATTEMPTS = 8
+"""botocore's standard retry mode backs a 5xx off from 50 ms, doubling with jitter: 8 retries ride out an S3
+hiccup of about 6 s on average (13 s at most) inside one request (S3Resource's default, 5, about one
+second). What outlasts them fails the stage with StoreUnavailable naming the key, and the stage's
+RetryPolicy tries it again."""
 
 
 def media_store() -> MediaStore:
