@@ -100,16 +100,17 @@ class ClusterUpFailed(RuntimeError):
 
 
 @contextmanager
-def loopback_cluster(root: Path, *, env: Mapping[str, str], workers: int, gpu_workers: int = 0) -> Iterator[Cluster]:
-    """`cluster.py up` in `root` with `env` on free ports and a vhost of its own, `cluster.py down` afterwards even
-    when the caller failed."""
+def loopback_cluster(root: Path, *, env: Mapping[str, str], workers: int, gpu_workers: int = 0,
+                     s3_port: int = 0) -> Iterator[Cluster]:
+    """`cluster.py up` in `root` with `env` on free ports (S3 on `s3_port` when one is given) and a vhost of its own,
+    `cluster.py down` afterwards even when the caller failed."""
     with own_vhost() as broker:
         caller_env = {**env, "CLUSTER_BROKER_URL": broker}
         ui_port = script.free_port(LOOPBACK)
         started = time.monotonic()
         try:
             done = run_script("up", "--root", str(root), "--ui-port", str(ui_port), "--workers", str(workers),
-                              "--gpu-workers", str(gpu_workers), env=caller_env, timeout=420)
+                              "--gpu-workers", str(gpu_workers), "--s3-port", str(s3_port), env=caller_env, timeout=420)
             if done.returncode != 0:
                 raise ClusterUpFailed(f"cluster up failed:\n{done.stdout}\n{done.stderr}")
             yield Cluster(root=root, env=read_env_file(root / "env"), ui_url=f"http://{LOOPBACK}:{ui_port}",

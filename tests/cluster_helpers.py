@@ -40,16 +40,29 @@ ENV_CONTRACT = {
 }
 
 
+# Fake secrets every cluster process and client gets from its environment, as a deployment's would (Postgres
+# trusts loopback; nothing listens on the webhook's port, so every delivery fails and is logged). Nothing the
+# cluster writes may hold them; with the S3 secret of scripts/cluster.py they are what tests grep for.
+FAKE_SECRETS = {
+    "DAGSTER_PG_PASSWORD": "pg-fake-secret-7c1d",
+    "AVATAR_WEBHOOK_SECRET": "whsec_ZmFrZS13ZWJob29rLXNlY3JldC05YTJmLWxvb3BiYWNr",  # fake-webhook-secret-9a2f-loopback
+    "AVATAR_WEBHOOK_URL": "http://127.0.0.1:9/hooks",
+}
+
+
 def cluster_env(**overrides: str) -> dict[str, str]:
-    """A clean environment with quick sensors; the script gives every process the rest."""
-    return clean_env(AVATAR_SENSOR_INTERVAL_SECONDS="3", AVATAR_UPLOAD_SETTLE_SECONDS="0", **overrides)
+    """A clean environment with quick sensors and the fake secrets; the script gives every process the rest."""
+    return clean_env(AVATAR_SENSOR_INTERVAL_SECONDS="3", AVATAR_UPLOAD_SETTLE_SECONDS="0", **FAKE_SECRETS,
+                     **overrides)
 
 
 @contextmanager
-def loopback_cluster(root: Path, *, workers: int, gpu_workers: int = 0) -> Iterator[Cluster]:
+def loopback_cluster(root: Path, *, workers: int, gpu_workers: int = 0, s3_port: int = 0,
+                     worker_s3_endpoint: str = "") -> Iterator[Cluster]:
     """`cluster.py up` in `root` on free ports and a vhost of its own with the tests' environment, `cluster.py down`
-    afterwards even when the test failed."""
-    with shared.loopback_cluster(root, env=cluster_env(), workers=workers, gpu_workers=gpu_workers) as cluster:
+    afterwards even when the test failed. `s3_port` and `worker_s3_endpoint` put a proxy between the workers and S3."""
+    env = cluster_env(CLUSTER_WORKER_S3_ENDPOINT=worker_s3_endpoint)
+    with shared.loopback_cluster(root, env=env, workers=workers, gpu_workers=gpu_workers, s3_port=s3_port) as cluster:
         yield cluster
 
 
@@ -96,3 +109,27 @@ def store_problems(cluster: Cluster) -> list[str]:
         text = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
         problems += [f"{key} names missing {ref}" for ref in set(MEDIA_REF.findall(text)) if f"{prefix}/{ref}" not in keys]
     return problems
+
+
+def texts_holding(cluster: Cluster, secrets: list[str]) -> list[str]:
+    """Where the cluster keeps any of `secrets`: rows of any table of its database (runs and their config and
+    tags, event logs, ticks, heartbeats), objects in its bucket, files under its root (instance
+    dagster.yaml files, worker config, process logs, homes) other than the env file, which holds them
+    for a client by design."""
+    found = []
+    tables = [name for (name,) in sql(cluster, "SELECT table_name FROM information_schema.tables "
+                                               "WHERE table_schema = 'public' AND table_type = 'BASE TABLE'")]
+    for table in tables:
+        for secret in secrets:
+            [(count,)] = sql(cluster, f'SELECT count(*) FROM "{table}" AS r WHERE r::text LIKE %s', (f"%{secret}%",))
+            found += [f"table {table}: {count} row(s) hold {secret}"] if count else []
+    s3, bucket = cluster.s3(), cluster.env["AVATAR_STORAGE"].removeprefix("s3://").split("/", 1)[0]
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for item in page.get("Contents", []):
+            body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+            found += [f"s3 {item['Key']} holds {secret}" for secret in secrets if secret.encode() in body]
+    for path in cluster.root.rglob("*"):
+        if path.is_file() and path != cluster.root / "env":
+            data = path.read_bytes()
+            found += [f"{path} holds {secret}" for secret in secrets if secret.encode() in data]
+    return found
