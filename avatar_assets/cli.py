@@ -289,7 +289,7 @@ def regenerate(asset, avatar, output, seed, creator) -> None:
         from avatar_assets.ops.daemon_handoff import submit_asset_run
 
         run_id = submit_asset_run(instance, defs, [key], partition_key=partition, tags=tags)
-        click.echo(f"queued {asset} [{partition}] as run {run_id[:8]}; the daemon's automation refreshes what follows")
+        click.echo(f"queued {asset} [{partition}] as run {run_id}; the daemon's automation refreshes what follows")
         return
     outcome = execute(defs, instance, job_name=None, asset_keys=[key], partition_key=partition, tags=tags, origin="regenerate")
     click.echo(f"{'ok' if outcome.success else 'FAILED'} {asset} [{partition}] run {outcome.run_id[:8]}")
@@ -345,7 +345,7 @@ def backfill(assets, avatar_ids, all_avatars, seed) -> None:
         for batch in planned:
             run_id = submit_asset_run(instance, defs, keys, tags=tags, partition_key=batch[0] if len(batch) == 1 else None,
                                       partition_range=batch if len(batch) > 1 else None)
-            click.echo(f"queued [{batch[0]}{'...' + batch[-1] if len(batch) > 1 else ''}] as run {run_id[:8]}")
+            click.echo(f"queued [{batch[0]}{'...' + batch[-1] if len(batch) > 1 else ''}] as run {run_id}")
         return
     try:
         outcomes = run_backfill(defs, instance, keys, list(avatar_ids) or known, tags=tags, echo=click.echo)

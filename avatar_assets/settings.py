@@ -68,6 +68,12 @@ def upload_settle_seconds() -> float:
     return float(os.environ.get("AVATAR_UPLOAD_SETTLE_SECONDS", "2"))
 
 
+def incomplete_upload_seconds() -> float:
+    """How long a bundle in an object store whose manifest names files not uploaded yet waits for them before
+    it is quarantined (the uploader writes the manifest last, so such a bundle is a broken upload)."""
+    return float(os.environ.get("AVATAR_INCOMPLETE_UPLOAD_SECONDS", "3600"))
+
+
 def sensor_interval_seconds() -> int:
     return whole_number("AVATAR_SENSOR_INTERVAL_SECONDS", 15)
 

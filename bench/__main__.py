@@ -32,8 +32,17 @@ BENCHMARKS: dict[str, str] = {
     "regeneration": "bench.regeneration",
     "automation_tick": "bench.automation_tick",
     "diffusers": "bench.diffusers_run",
+    "cluster": "bench.cluster",
 }
 CHILD_TIMEOUT_S = {"quick": 900, "full": 2400}
+# The cluster benchmark brings up two loopback clusters and pushes N identities through each, then 2N videos.
+CHILD_TIMEOUT_OVERRIDE_S = {"cluster": {"quick": 1500, "full": 5400}}
+
+
+def child_timeout(name: str, quick: bool) -> int:
+    """Seconds a benchmark's process may take before it is killed (it gets the deadline as `opts.deadline`, so
+    one that starts servers can stop them first)."""
+    return CHILD_TIMEOUT_OVERRIDE_S.get(name, CHILD_TIMEOUT_S)["quick" if quick else "full"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -76,6 +85,7 @@ def run_child(name: str, args: argparse.Namespace) -> int:
     """Inside the child process: run one benchmark and write its result file."""
     module = importlib.import_module(BENCHMARKS[name])
     started_at, started = common.now_iso(), time.perf_counter()
+    args.deadline = time.monotonic() + child_timeout(name, args.quick)
     payload: dict[str, Any] = {
         "benchmark": name,
         "title": (module.__doc__ or name).strip().splitlines()[0],
@@ -88,6 +98,7 @@ def run_child(name: str, args: argparse.Namespace) -> int:
         result = module.run(args)
         payload.update(result)
         payload.setdefault("status", "ok")
+        status = 0 if payload["status"] == "ok" else 1  # an error the benchmark caught itself, with partial figures
         payload["summary"] = module.summary(result) if payload["status"] == "ok" else result.get("summary", [])
     except Exception as error:  # noqa: BLE001 - a crashed benchmark is reported; the others still run
         traceback.print_exc()
@@ -165,8 +176,8 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     crashed = []
-    timeout = CHILD_TIMEOUT_S["quick" if args.quick else "full"]
     for name in args.selected:
+        timeout = child_timeout(name, args.quick)
         print(f"\n=== {name} ===", flush=True)
         common.result_path(name).unlink(missing_ok=True)
         cmd = [sys.executable, "-m", "bench", "--child", name, *child_flags(args)]

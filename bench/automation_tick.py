@@ -30,12 +30,7 @@ from bench.common import median, ratio, say
 
 NAME = "automation_tick"
 TARGET_TICK_S = 5.0
-PG = {
-    "host": os.environ.get("AVATAR_BENCH_PG_HOST", "127.0.0.1"),
-    "port": int(os.environ.get("AVATAR_BENCH_PG_PORT", "5432")),
-    "user": os.environ.get("AVATAR_BENCH_PG_USER", "postgres"),
-    "password": os.environ.get("AVATAR_BENCH_PG_PASSWORD", ""),
-}
+PG = common.PG
 BATCH = 500
 
 
@@ -75,16 +70,10 @@ def sqlite_instance(parent: str) -> Iterator[tuple[Any, dict[str, Any]]]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _pg_connect(dbname: str):
-    import psycopg2
-
-    return psycopg2.connect(dbname=dbname, connect_timeout=5, **PG)
-
-
 def postgres_reachable() -> str | None:
     """None when a server answers, else why not."""
     try:
-        _pg_connect("postgres").close()
+        common.pg_connect("postgres").close()
         return None
     except Exception as error:  # noqa: BLE001 - any failure to connect means "no Postgres here"
         return f"{type(error).__name__}: {str(error).strip()[:200]}"
@@ -94,36 +83,22 @@ def postgres_reachable() -> str | None:
 def postgres_instance() -> Iterator[tuple[Any, dict[str, Any]]]:
     import dagster as dg
 
-    name = f"avatar_bench_{uuid.uuid4().hex[:12]}"
-    admin = _pg_connect("postgres")
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    root = Path(tempfile.mkdtemp(prefix="avatar-bench-tick-pg-"))
-    # The storage deploy/dagster*.yaml configure: dagster-postgres with pooled connections.
-    (root / "dagster.yaml").write_text(
-        "telemetry:\n  enabled: false\nstorage:\n  custom:\n    module: resources.pooled_postgres\n"
-        "    class: PooledPostgresStorage\n    config:\n      postgres_db:\n"
-        f"        hostname: {PG['host']}\n        port: {PG['port']}\n        db_name: {name}\n"
-        f"        username: {PG['user']}\n        password: \"{PG['password']}\"\n"
-        "        scheme: postgresql+psycopg2\n"
-    )
-    opened: list[Any] = []
+    with common.postgres_database("avatar_bench") as name:
+        root = Path(tempfile.mkdtemp(prefix="avatar-bench-tick-pg-"))
+        (root / "dagster.yaml").write_text("telemetry:\n  enabled: false\n" + common.postgres_storage_yaml(name))
+        opened: list[Any] = []
 
-    def reopen():
-        """A fresh instance on the same database, as the daemon opens it."""
-        opened.append(dg.DagsterInstance.from_config(str(root)))
-        return opened[-1]
+        def reopen():
+            """A fresh instance on the same database, as the daemon opens it."""
+            opened.append(dg.DagsterInstance.from_config(str(root)))
+            return opened[-1]
 
-    try:
-        yield reopen(), {"storage": "postgres", "database": name, "host": f"{PG['host']}:{PG['port']}"}, reopen
-    finally:
-        for instance in opened:
-            instance.dispose()
-        shutil.rmtree(root, ignore_errors=True)
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+        try:
+            yield reopen(), {"storage": "postgres", "database": name, "host": f"{PG['host']}:{PG['port']}"}, reopen
+        finally:
+            for instance in opened:
+                instance.dispose()
+            shutil.rmtree(root, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- seeding

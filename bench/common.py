@@ -216,21 +216,20 @@ def prepare_home(root: Path) -> Path:
     return root
 
 
-def home_env(root: Path, **extra: str | os.PathLike[str]) -> dict[str, str]:
-    """os.environ without AVATAR_*/DAGSTER_* plus the home, no upload settling, quiet run logs."""
+def clean_env(**extra: str | os.PathLike[str]) -> dict[str, str]:
+    """os.environ without AVATAR_*/DAGSTER_*, quiet run logs, this checkout and venv first, plus `extra`."""
     env = {k: v for k, v in os.environ.items() if not _is_setting(k)}
-    env.update(
-        AVATAR_HOME=str(root),
-        DAGSTER_HOME=str(root / "dagster"),
-        AVATAR_UPLOAD_SETTLE_SECONDS="0",
-        AVATAR_LOG_LEVEL="WARNING",
-        PYTHONUNBUFFERED="1",
-        GX_ANALYTICS_ENABLED="false",
-    )
+    env.update(AVATAR_LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1", GX_ANALYTICS_ENABLED="false")
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])])
     env.update({k: str(v) for k, v in extra.items()})
     return env
+
+
+def home_env(root: Path, **extra: str | os.PathLike[str]) -> dict[str, str]:
+    """clean_env plus the home and no upload settling."""
+    return clean_env(AVATAR_HOME=str(root), DAGSTER_HOME=str(root / "dagster"), AVATAR_UPLOAD_SETTLE_SECONDS="0",
+                     **extra)
 
 
 def activate_home(root: Path, **extra: str) -> None:
@@ -274,6 +273,57 @@ def run_timed_cpu(cmd: Sequence[str], env: dict[str, str], *, timeout: float = 1
 def check_ok(out: subprocess.CompletedProcess[str], what: str) -> None:
     if out.returncode != 0:
         raise RuntimeError(f"{what} exited {out.returncode}:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+PG = {
+    "host": os.environ.get("AVATAR_BENCH_PG_HOST", "127.0.0.1"),
+    "port": int(os.environ.get("AVATAR_BENCH_PG_PORT", "5432")),
+    "user": os.environ.get("AVATAR_BENCH_PG_USER", "postgres"),
+    "password": os.environ.get("AVATAR_BENCH_PG_PASSWORD", ""),
+}
+
+
+def pg_connect(dbname: str):
+    import psycopg2
+
+    return psycopg2.connect(dbname=dbname, connect_timeout=5, **PG)
+
+
+@contextlib.contextmanager
+def postgres_database(prefix: str) -> Iterator[str]:
+    """A database of its own on the benchmark's PostgreSQL (`<prefix>_<random>`), dropped afterwards."""
+    import uuid
+
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    _pg_admin(f'CREATE DATABASE "{name}"')
+    try:
+        yield name
+    finally:
+        _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _pg_admin(statement: str) -> None:
+    """One statement on its own connection: a connection held through a long benchmark may have been closed."""
+    admin = pg_connect("postgres")
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(statement)
+    finally:
+        admin.close()
+
+
+def postgres_storage_yaml(db_name: str) -> str:
+    """The storage block deploy/dagster*.yaml configure (dagster-postgres with pooled connections) on `db_name`."""
+    return (
+        "storage:\n  custom:\n    module: resources.pooled_postgres\n"
+        "    class: PooledPostgresStorage\n    config:\n      postgres_db:\n"
+        f"        hostname: {PG['host']}\n        port: {PG['port']}\n        db_name: {db_name}\n"
+        f"        username: {PG['user']}\n        password: \"{PG['password']}\"\n"
+        "        scheme: postgresql+psycopg2\n"
+    )
 
 
 # --------------------------------------------------------------------------- bundles

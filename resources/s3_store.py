@@ -6,10 +6,12 @@ Its own module so that loading the code location in local mode never imports dag
 import os
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from boto3.exceptions import S3UploadFailedError
 from botocore.exceptions import BotoCoreError, ClientError
 from dagster_aws.s3 import S3Resource
 from dagster_aws.s3.sensor import get_objects
@@ -20,8 +22,20 @@ from resources.media_store import MediaStore, StoredObject, StoreUnavailable
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 
 
+@contextmanager
+def _answered(doing: str) -> Iterator[None]:
+    """A failure left after botocore's own retries (S3Resource: `max_attempts` tries in the standard mode,
+    exponential backoff with jitter, on 5xx, throttling and dropped connections) as StoreUnavailable naming
+    what was asked; the step's RetryPolicy tries the stage again."""
+    try:
+        yield
+    except (ClientError, BotoCoreError, S3UploadFailedError) as error:
+        raise StoreUnavailable(f"{doing}: {error}") from error
+
+
 class S3MediaStore(MediaStore):
-    """S3 (or any S3 API server) through dagster-aws' S3Resource; objects are put whole."""
+    """S3 (or any S3 API server) through dagster-aws' S3Resource; objects are put whole, so a put that
+    fails leaves the key's previous object as it was."""
 
     s3: S3Resource
     bucket: str
@@ -49,21 +63,23 @@ class S3MediaStore(MediaStore):
         return {"ServerSideEncryption": "AES256"}
 
     def _write(self, key: str, source: bytes | Path) -> None:
-        if isinstance(source, Path):
-            # upload_file may go multipart; S3 shows the object only once it is complete.
-            self.client.upload_file(str(source), self.bucket, self._object(key), ExtraArgs=self._encryption())
-        else:
-            self.client.put_object(Bucket=self.bucket, Key=self._object(key), Body=source, **self._encryption())
+        with _answered(f"writing {self._uri(key)}"):
+            if isinstance(source, Path):
+                # upload_file may go multipart; S3 shows the object only once it is complete.
+                self.client.upload_file(str(source), self.bucket, self._object(key), ExtraArgs=self._encryption())
+            else:
+                self.client.put_object(Bucket=self.bucket, Key=self._object(key), Body=source, **self._encryption())
 
     def _create(self, key: str, data: bytes) -> bool:
-        try:
-            self.client.put_object(
-                Bucket=self.bucket, Key=self._object(key), Body=data, IfNoneMatch="*", **self._encryption()
-            )
-        except self.client.exceptions.ClientError as error:
-            if error.response.get("Error", {}).get("Code") in {"PreconditionFailed", "412", "ConditionalRequestConflict"}:
-                return False
-            raise
+        with _answered(f"creating {self._uri(key)}"):
+            try:
+                self.client.put_object(
+                    Bucket=self.bucket, Key=self._object(key), Body=data, IfNoneMatch="*", **self._encryption()
+                )
+            except ClientError as error:
+                if error.response.get("Error", {}).get("Code") in {"PreconditionFailed", "412", "ConditionalRequestConflict"}:
+                    return False
+                raise
         return True
 
     def _read(self, key: str) -> bytes:
@@ -106,11 +122,12 @@ class S3MediaStore(MediaStore):
 
     def copy_key(self, source: str, target: str) -> None:
         """A server-side copy: a voice sample is not downloaded to be archived."""
-        self.client.copy_object(
-            Bucket=self.bucket, Key=self._object(self._key(target)),
-            CopySource={"Bucket": self.bucket, "Key": self._object(self._key(source))},
-            **self._encryption(),  # a copy is a new object: it does not inherit the source's encryption
-        )
+        with _answered(f"copying {self._uri(self._key(source))} to {self._uri(self._key(target))}"):
+            self.client.copy_object(
+                Bucket=self.bucket, Key=self._object(self._key(target)),
+                CopySource={"Bucket": self.bucket, "Key": self._object(self._key(source))},
+                **self._encryption(),  # a copy is a new object: it does not inherit the source's encryption
+            )
 
     def _uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._object(key)}"

@@ -28,6 +28,13 @@ from resources.providers import (
 from resources.records import RecordIOManager
 
 
+S3_MAX_ATTEMPTS = 8
+"""botocore's standard retry mode backs a 5xx off from 50 ms, doubling with jitter: 8 retries ride out an S3
+hiccup of about 6 s on average (13 s at most) inside one request (S3Resource's default, 5, about one
+second). What outlasts them fails the stage with StoreUnavailable naming the key, and the stage's
+RetryPolicy tries it again."""
+
+
 def media_store() -> MediaStore:
     url = settings.storage_url()
     if not url:
@@ -44,6 +51,7 @@ def media_store() -> MediaStore:
             # An empty AVATAR_S3_ENDPOINT_URL (a blank line in an env file) means AWS itself, not "".
             endpoint_url=os.environ.get("AVATAR_S3_ENDPOINT_URL", "").strip() or None,
             region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+            max_attempts=S3_MAX_ATTEMPTS,
         ),
         bucket=parsed.netloc,
         prefix=parsed.path.strip("/"),

@@ -39,8 +39,10 @@ WORKSPACE = REPO / "deploy" / "workspace.yaml"
 CELERY_APP = "avatar_assets.cluster.worker"
 BUCKET = "avatars"
 STORAGE_PREFIX = "cluster"
-# moto accepts any credentials; these never leave loopback.
-FAKE_AWS = {"AWS_ACCESS_KEY_ID": "cluster", "AWS_SECRET_ACCESS_KEY": "cluster", "AWS_DEFAULT_REGION": "us-east-1"}
+# moto accepts any credentials; these never leave loopback. The secret is one no other text holds, so a
+# test can grep everything the cluster wrote for it.
+FAKE_AWS = {"AWS_ACCESS_KEY_ID": "cluster", "AWS_SECRET_ACCESS_KEY": "loopback-fake-aws-secret-5b8e",
+            "AWS_DEFAULT_REGION": "us-east-1"}
 # What selects homes, storage or credentials: a cluster process gets the cluster's, never the caller's.
 _CALLER_ONLY = ("AVATAR_HOME", "DAGSTER_HOME", "AVATAR_STORAGE", "AVATAR_S3_ENDPOINT_URL", "AWS_")
 
@@ -59,6 +61,9 @@ class Spec(BaseModel):
     ui_port: int = Field(3000, ge=1, le=65535)
     code_port: int = Field(0, ge=0, le=65535)  # 0: a free port
     s3_port: int = Field(0, ge=0, le=65535)
+    # The S3 endpoint the workers use, when it is not the cluster's S3 server itself (a VPC endpoint, a
+    # caching or fault-injecting proxy in front of it); clients, the daemon and the code server keep the server.
+    worker_s3_endpoint: str = ""
     pg_host: str = "127.0.0.1"
     pg_port: int = 5432
     pg_user: str = "postgres"
@@ -262,8 +267,9 @@ execution:
 """
 
 
-def process_env(spec: Spec, state: State, folder: Path) -> dict[str, str]:
-    """The environment contract: own homes, S3 storage, fake credentials, the code server's address."""
+def process_env(spec: Spec, state: State, folder: Path, *, worker: bool = False) -> dict[str, str]:
+    """The environment contract: own homes, S3 storage, fake credentials, the code server's address; a
+    worker reaches S3 through `worker_s3_endpoint` when one is set."""
     avatar_home, dagster_home = folder / "avatar_home", folder / "dagster_home"
     avatar_home.mkdir(parents=True, exist_ok=True, mode=0o700)
     dagster_home.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -272,6 +278,7 @@ def process_env(spec: Spec, state: State, folder: Path) -> dict[str, str]:
     return {
         **env,
         **contract_env(state, avatar_home, dagster_home),
+        **({"AVATAR_S3_ENDPOINT_URL": spec.worker_s3_endpoint} if worker and spec.worker_s3_endpoint else {}),
         "AWS_CONFIG_FILE": "/dev/null",
         "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
         "AWS_EC2_METADATA_DISABLED": "true",
@@ -489,7 +496,7 @@ def _start(spec: Spec, state: State, logs: Path) -> None:
             # One comma-separated -q: dagster-celery passes each -q on as -Q, and Celery 5 keeps only the last -Q.
             "-q", ",".join(queues), "--name", name, "--",
             "--concurrency", "1", "--max-tasks-per-child", str(spec.max_tasks_per_child),
-        ], process_env(spec, state, homes / name), logs)))
+        ], process_env(spec, state, homes / name, worker=True), logs)))
 
     client = spec.root / "client"
     client_env = process_env(spec, state, client)
@@ -546,7 +553,8 @@ def restart(root: Path, name: str) -> Process:
     while group_members(old) and time.monotonic() < deadline:
         time.sleep(0.1)
     folder = root / "homes" / name
-    env = dict(os.environ) if name == "s3" else process_env(state.spec, state, folder)
+    worker = name in dict(state.spec.worker_queues())
+    env = dict(os.environ) if name == "s3" else process_env(state.spec, state, folder, worker=worker)
     new = spawn(name, old.args, env, old.log.parent)
     state.processes[state.processes.index(old)] = new
     _save(state)
@@ -569,6 +577,7 @@ def _spec(args: argparse.Namespace) -> Spec:
         "pg_user": env.get("CLUSTER_PG_USER"), "db_name": args.db_name,
         "broker": env.get("CLUSTER_BROKER_URL"), "backend": env.get("CLUSTER_BACKEND_URL"),
         "max_runtime_seconds": env.get("CLUSTER_MAX_RUNTIME_SECONDS"),
+        "worker_s3_endpoint": args.worker_s3_endpoint or env.get("CLUSTER_WORKER_S3_ENDPOINT"),
     }
     return Spec.model_validate({k: v for k, v in values.items() if v not in (None, "")})
 
@@ -584,6 +593,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ui-port", type=int, help="webserver port (CLUSTER_UI_PORT, default 3000)")
     parser.add_argument("--code-port", type=int, help="gRPC code server port (default: a free one)")
     parser.add_argument("--s3-port", type=int, help="moto S3 port (default: a free one)")
+    parser.add_argument("--worker-s3-endpoint", help="S3 endpoint the workers use (CLUSTER_WORKER_S3_ENDPOINT, "
+                        "default: the cluster's S3 server), e.g. a proxy in front of it")
     parser.add_argument("--db-name", help="Postgres database to create (default avatar_cluster_<random>)")
     args = parser.parse_args(argv)
     root = args.root.resolve()
@@ -609,7 +620,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     workers = ", ".join(f"{name} ({'+'.join(queues)})" for name, queues in spec.worker_queues())
     print(f"cluster: up. UI http://{spec.host}:{spec.ui_port}  code server {spec.host}:{state.code_port}  "
-          f"S3 {state.s3_endpoint}  database {state.db_name}\ncluster: workers {workers}\n"
+          f"S3 {state.s3_endpoint}{f' (workers: {spec.worker_s3_endpoint})' if spec.worker_s3_endpoint else ''}  database {state.db_name}\ncluster: workers {workers}\n"
           f"cluster: for a client: set -a; source {root / 'env'}; set +a\ncluster: logs in {root / 'logs'}")
     return 0
 

@@ -13,6 +13,7 @@ hash) launches again.
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timedelta
 
 import dagster as dg
@@ -20,7 +21,7 @@ from pydantic import BaseModel
 
 from avatar_assets import settings
 from avatar_assets.identity import intake, ownership
-from avatar_assets.pipeline import events, privacy, tombstones
+from avatar_assets.pipeline import events, tombstones
 from partitions import avatars
 from resources import layout
 from resources.media_store import MediaStore
@@ -35,6 +36,9 @@ class StoredInboxCursor(BaseModel):
 
     last_modified: datetime | None = None
     seen: list[tuple[str, str]] = []
+    # Bundles whose manifest names files not uploaded yet, by the manifest's LastModified: scanned again once
+    # they have waited AVATAR_INCOMPLETE_UPLOAD_SECONDS, even if nothing of theirs is listed new by then.
+    waiting: dict[str, float] = {}
 
 
 def _watermark(cursor: str | None) -> float:
@@ -67,8 +71,6 @@ def _take(scan: intake.BundleScan, store: MediaStore, log) -> dg.RunRequest | No
     except ownership.OwnershipError as error:
         _quarantine(scan, [str(error)], store, log)
         return None
-    if not isinstance(scan.path, str):
-        privacy.tighten(scan.path)  # a hand-dropped bundle keeps the dropper's modes while it stays in the inbox
     events.emit(
         store, "accepted", avatar_id=scan.avatar_id, asset="source_upload",
         dedupe_key=f"{scan.avatar_id}:{scan.sha256}", bundle_sha256=scan.sha256,
@@ -90,11 +92,13 @@ def _result(run_requests: list[dg.RunRequest], cursor: str) -> dg.SensorResult:
 
 
 def evaluate_uploads(
-    cursor: str | None, *, store: MediaStore, settle_seconds: float, log
+    cursor: str | None, *, store: MediaStore, settle_seconds: float, log, incomplete_seconds: float | None = None
 ) -> dg.SensorResult | dg.SkipReason:
     root = store.folder(layout.INBOX_AVATARS)
     if root is None:
-        return _evaluate_stored(cursor, store=store, log=log)
+        if incomplete_seconds is None:
+            incomplete_seconds = settings.incomplete_upload_seconds()
+        return _evaluate_stored(cursor, store=store, incomplete_seconds=incomplete_seconds, log=log)
     if not root.is_dir():
         return dg.SkipReason(f"no inbox at {root}")
     watermark = _watermark(cursor)
@@ -119,24 +123,34 @@ def evaluate_uploads(
     return _result(run_requests, json.dumps({"watermark": newest_handled}))
 
 
-def _evaluate_stored(cursor: str | None, *, store: MediaStore, log) -> dg.SensorResult:
+def _evaluate_stored(cursor: str | None, *, store: MediaStore, incomplete_seconds: float, log) -> dg.SensorResult:
     """The inbox in an object store: every bundle with an object new since the cursor is scanned whole. A
     bundle still arriving is left: the object that completes it (its manifest, or the last file the
-    manifest names) is new on a later tick."""
+    manifest names) is new on a later tick. One whose manifest names files that have not arrived within
+    `incomplete_seconds` of it is quarantined, saying which."""
     state = StoredInboxCursor.model_validate_json(cursor) if cursor else StoredInboxCursor()
     since = state.last_modified - _SECOND if state.last_modified else None
     listed = store.objects(layout.INBOX_AVATARS, since)
-    seen = set(state.seen)
+    seen, now = set(state.seen), time.time()
     touched = {layout.inbox_bundle_of(item.key) for item in listed if (item.key, item.etag) not in seen} - {None}
+    overdue = {avatar_id for avatar_id, written in state.waiting.items() if now - written >= incomplete_seconds}
+    waiting = {avatar_id: written for avatar_id, written in state.waiting.items() if avatar_id not in touched | overdue}
     run_requests = []
-    for avatar_id in sorted(touched):
+    for avatar_id in sorted(touched | overdue):
         scan = intake.scan_stored_bundle(store, avatar_id)
-        if scan.status != "pending" and (request := _take(scan, store, log)):
+        if scan.status == "pending":
+            if scan.problems and now - scan.fingerprint >= incomplete_seconds:
+                _quarantine(scan, [*scan.problems, f"the manifest was uploaded {now - scan.fingerprint:.0f} s ago and "
+                                   f"the files it names are still missing (limit {incomplete_seconds:.0f} s)"], store, log)
+            elif scan.problems:
+                waiting[avatar_id] = scan.fingerprint
+        elif request := _take(scan, store, log):
             run_requests.append(request)
     newest = max([item.last_modified for item in listed], default=state.last_modified)
     state = StoredInboxCursor(
         last_modified=newest,
         seen=sorted((item.key, item.etag) for item in listed if newest and item.last_modified > newest - _SECOND),
+        waiting=waiting,
     )
     return _result(run_requests, state.model_dump_json())
 

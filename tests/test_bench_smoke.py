@@ -1,6 +1,10 @@
 """The benchmark package runs: `python -m bench --quick --only video_assembly` in a subprocess writes a
 result file with sane figures and a summary. Performance itself is measured by `make bench`, never
 asserted here. Results go to a temp dir (AVATAR_BENCH_RESULTS), not over a real run's files.
+
+The `cluster` benchmark is not run here: even with --quick it brings up two loopback clusters and builds six
+identities and four videos on them (about 13 min on this machine), and tests/test_cluster.py already runs that
+topology under load; `python -m bench --quick --only cluster` is its smoke run.
 """
 
 import json

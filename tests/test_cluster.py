@@ -1,13 +1,15 @@
 """The production topology on loopback (`make cluster`, scripts/cluster.py), one cluster per test session:
 Postgres, moto S3, a gRPC code server, the daemon, the webserver and three Celery workers, one of them
-gpu-only (CLUSTER_GPU_WORKERS=1), each with its own AVATAR_HOME. The tests run in file order: the last
-one takes the cluster down and checks that nothing it started is left.
+gpu-only (CLUSTER_GPU_WORKERS=1), each with its own AVATAR_HOME. The workers reach S3 through a
+fault-injecting proxy (tests/s3_fault_proxy.py) that forwards everything until a test arms it. The tests run
+in file order: the last one takes the cluster down and checks that nothing it started is left.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -17,6 +19,7 @@ import pytest
 
 from tests.cluster_helpers import (
     ENV_CONTRACT,
+    FAKE_SECRETS,
     Cluster,
     cluster_env,
     duplicate_run_keys,
@@ -32,11 +35,13 @@ from tests.cluster_helpers import (
     step_intervals,
     store_problems,
     submit,
+    texts_holding,
     wait_for,
 )
 from avatar_assets import dagster_compat as compat
 from avatar_assets.ops.demo import build_sample_bundle
-from tests.servers import IDENTITY_ASSETS, REPO_ROOT, VENV_BIN, avatarops, build_sample
+from tests.s3_fault_proxy import S3FaultProxy
+from tests.servers import IDENTITY_ASSETS, REPO_ROOT, VENV_BIN, avatarops, build_sample, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -48,8 +53,21 @@ QUEUE_TAG = "dagster-celery/queue"
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    with loopback_cluster(tmp_path_factory.mktemp("cluster"), workers=3, gpu_workers=1) as running:
+def s3_proxy():
+    """Between the workers and the cluster's S3 server (its port chosen here, so the proxy knows it)."""
+    s3_port = free_port()
+    proxy = S3FaultProxy(f"http://127.0.0.1:{s3_port}")
+    proxy.s3_port = s3_port
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, s3_proxy):
+    with loopback_cluster(tmp_path_factory.mktemp("cluster"), workers=3, gpu_workers=1, s3_port=s3_proxy.s3_port,
+                          worker_s3_endpoint=s3_proxy.url) as running:
         yield running
 
 
@@ -287,6 +305,151 @@ def test_a_killed_worker_fails_its_run_and_the_retry_runs_on_the_other(cluster: 
     assert retry.status == dg.DagsterRunStatus.SUCCESS
     assert retry.tags[QUEUE_TAG] == "cpu"
     assert retry.tags[WORKER_TAG].startswith(f"{survivor}@")
+
+
+VOICE_RECORD = "records/avatars/astronaut/voice_profile.json"
+RUN_ID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
+
+
+def status_names_the_worker(env: dict[str, str], instance: dg.DagsterInstance, avatar: str) -> dict:
+    """`avatarops status --json`'s entry for the avatar's newest run, once it names the worker that executed
+    that run (automation may queue a refresh after the runs a test made, and a queued run has no worker yet)."""
+    def named() -> dict | None:
+        identity = json.loads(avatarops("status", "--json", env=env).stdout)["avatars"][avatar]["identity"]
+        run = instance.get_run_by_id(identity["run_id"])
+        return identity if identity["worker"] and identity["worker"] == run.tags.get(WORKER_TAG) else None
+
+    return wait_for(named, timeout=240, interval=2, what=f"status to name the worker of {avatar}'s newest run")
+
+
+def stored(cluster: Cluster, key: str) -> bytes:
+    """An object's bytes as the S3 server itself holds them (not through the workers' proxy)."""
+    return cluster.s3().get_object(Bucket="avatars", Key=f"cluster/{key}")["Body"].read()
+
+
+def test_s3_answering_500_during_a_put_is_retried_and_the_previous_record_stays(cluster: Cluster, instance, s3_proxy):
+    """For 6 s from the first put of astronaut's voice_profile record, S3 answers that put with 500: botocore
+    and the stage's RetryPolicy try again, the run succeeds, and meanwhile the previous record is there,
+    whole; nothing half-written is referenced."""
+    previous = stored(cluster, VOICE_RECORD)
+    s3_proxy.fail_puts(f"{VOICE_RECORD}$", seconds=6)
+    try:
+        run_id = submit(cluster, instance, ["voice_profile"], "astronaut")
+        wait_for(lambda: s3_proxy.failed, timeout=180, interval=0.1, what="the first put of the record to fail")
+        assert stored(cluster, VOICE_RECORD) == previous, "the previous version changed under a failing put"
+        run = wait_for(lambda: finished(instance, run_id), timeout=180, what="the run to finish")
+    finally:
+        s3_proxy.clear()
+    assert run.status == dg.DagsterRunStatus.SUCCESS, run.tags
+    assert len(s3_proxy.failed) >= 2, "the put was tried again inside the window"
+    assert json.loads(stored(cluster, VOICE_RECORD))["kind"] == json.loads(previous)["kind"]
+    assert store_problems(cluster) == []
+    print(f"{len(s3_proxy.failed)} puts answered 500; the run succeeded")
+
+
+def test_an_s3_outage_outlasting_the_retries_fails_the_run_naming_the_key_and_avatarops_retry_completes_it(
+        cluster: Cluster, instance, s3_proxy):
+    """The CLI with the env file alone: `regenerate` queues a run (the daemon launches it on a cpu worker);
+    S3 answers every put of its record with 500 until the retries are spent: the run fails with an error
+    naming the key and the previous record intact. Once S3 answers, `avatarops retry RUN` queues the
+    re-execution from failure, which completes on a worker; `status` shows it with that worker."""
+    env = {**cluster_env(), **cluster.env}
+    previous = stored(cluster, VOICE_RECORD)
+    s3_proxy.fail_puts(f"{VOICE_RECORD}$")
+    try:
+        queued = avatarops("regenerate", "voice_profile", "--avatar", "astronaut", env=env)
+        assert queued.returncode == 0, queued.stdout + queued.stderr
+        [run_id] = RUN_ID.findall(queued.stdout)
+        failed = wait_for(lambda: finished(instance, run_id), timeout=240, what="the run to exhaust its retries")
+    finally:
+        s3_proxy.clear()
+    assert failed.status == dg.DagsterRunStatus.FAILURE
+    assert failed.tags[WORKER_TAG].split("@")[0] in {"cpu1", "cpu2"}
+    [failure] = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records
+    error = failure.event_log_entry.dagster_event.step_failure_data.error
+    assert f"s3://avatars/cluster/{VOICE_RECORD}" in error.to_string(), error.to_string()
+    assert stored(cluster, VOICE_RECORD) == previous
+    assert store_problems(cluster) == []
+    print(f"{len(s3_proxy.failed)} puts answered 500 before the run failed")
+
+    again = avatarops("retry", run_id, env=env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    [retry_id] = [found for found in RUN_ID.findall(again.stdout) if found != run_id]
+    retry = wait_for(lambda: finished(instance, retry_id), timeout=240, what="the retry to finish")
+    assert retry.status == dg.DagsterRunStatus.SUCCESS
+    assert retry.tags[WORKER_TAG].split("@")[0] in {"cpu1", "cpu2"}
+    assert retry.tags["dagster/parent_run_id"] == run_id
+    assert store_problems(cluster) == []
+
+    assert status_names_the_worker(env, instance, "astronaut")["worker"].split("@")[0] in {"gpu1", "cpu1", "cpu2"}
+
+
+def test_the_cli_drives_the_cluster(cluster: Cluster, instance):
+    """With the env file alone: `process` is refused (a daemon drives the instance); `backfill` queues its
+    runs and prints their ids; they execute on the cluster's cpu workers and `status` names the worker."""
+    env = {**cluster_env(), **cluster.env}
+    refused = avatarops("process", env=env)
+    assert refused.returncode == 2 and "a dagster-daemon runs on this instance" in refused.stderr, refused.stderr
+
+    queued = avatarops("backfill", "voice_profile", "--avatar", "astronaut", env=env)
+    assert queued.returncode == 0, queued.stdout + queued.stderr
+    run_ids = RUN_ID.findall(queued.stdout)
+    assert run_ids, queued.stdout
+    runs = wait_for(lambda: all(finished(instance, r) for r in run_ids) and [instance.get_run_by_id(r) for r in run_ids],
+                    timeout=300, what="the backfill's runs to finish")
+    assert {r.status for r in runs} == {dg.DagsterRunStatus.SUCCESS}
+    assert {r.tags[WORKER_TAG].split("@")[0] for r in runs} <= {"cpu1", "cpu2"}
+    assert status_names_the_worker(env, instance, "astronaut")["worker"].split("@")[0] in {"gpu1", "cpu1", "cpu2"}
+
+
+def test_postgres_dropping_every_connection_mid_run_is_survived(cluster: Cluster, instance):
+    """`pg_terminate_backend` on every connection to the cluster's database (but the one asking) while a run
+    is in a step: the run completes (or fails and its automatic retry completes), the daemon keeps
+    heartbeating and launches a run submitted afterwards. Every process's pool pings a connection before
+    handing it out (resources/pooled_postgres.py), so none uses a dead one."""
+    run_id = submit(cluster, instance, CPU_ASSETS, "astronaut")
+
+    def in_a_step():
+        [(count,)] = sql(cluster, "SELECT count(*) FROM event_logs WHERE run_id = %s AND dagster_event_type = "
+                                  "'STEP_START'", (run_id,))
+        return count
+
+    wait_for(in_a_step, timeout=180, interval=0.1, what="the run to enter a step")
+    # (In the select list, not the WHERE clause: there Postgres may call it before excluding its own pid.)
+    terminated = [pid for pid, done in sql(
+        cluster, "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+                 "AND pid <> pg_backend_pid()", (cluster.state.db_name,)) if done]
+    killed_at = time.time()
+    assert terminated, "no connection was open"
+
+    def completed(run_id: str) -> dg.DagsterRun | None:
+        """The run, or its retry, once it succeeded; None while either is still going."""
+        run = finished(instance, run_id)
+        if run is None or run.status == dg.DagsterRunStatus.SUCCESS:
+            return run
+        retries = runs_of(instance, **{"dagster/parent_run_id": run_id})
+        return next((r for r in retries if r.status == dg.DagsterRunStatus.SUCCESS), None)
+
+    done = wait_for(lambda: completed(run_id), timeout=300, what="the run (or its retry) to complete")
+    assert done.status == dg.DagsterRunStatus.SUCCESS
+    wait_for(lambda: (beats := instance.get_daemon_heartbeats()) and all(b.timestamp > killed_at for b in beats.values()),
+             timeout=120, what="every daemon to heartbeat after the connections were dropped")
+    later = submit(cluster, instance, ["voice_profile"], "astronaut")
+    run = wait_for(lambda: finished(instance, later), timeout=240, what="a run submitted afterwards to finish")
+    assert run.status == dg.DagsterRunStatus.SUCCESS
+    print(f"{len(terminated)} connections terminated; {done.run_id[:8]} completed "
+          f"({'retry' if done.run_id != run_id else 'same run'})")
+
+
+def test_secrets_reach_processes_only_through_the_environment(cluster: Cluster):
+    """The fake secrets every process had in its environment (S3, Postgres, webhook) are in no table of the
+    instance's database (event log, runs with their tags and config, ticks), no S3 object, no dagster.yaml
+    and no log or home under the cluster's root; the instance files name the variable instead."""
+    secrets = [script.FAKE_AWS["AWS_SECRET_ACCESS_KEY"], FAKE_SECRETS["DAGSTER_PG_PASSWORD"],
+               FAKE_SECRETS["AVATAR_WEBHOOK_SECRET"], FAKE_SECRETS["AVATAR_WEBHOOK_SECRET"].removeprefix("whsec_")]
+    assert read_env_file(cluster.root / "env")["DAGSTER_PG_PASSWORD"] == FAKE_SECRETS["DAGSTER_PG_PASSWORD"]
+    assert "password: {env: DAGSTER_PG_PASSWORD}" in (cluster.root / "dagster.yaml").read_text()
+    assert texts_holding(cluster, secrets) == []
 
 
 def test_cluster_down_stops_everything_it_started(cluster: Cluster):

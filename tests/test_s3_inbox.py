@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -129,6 +130,28 @@ def test_a_manifest_naming_a_file_not_yet_uploaded_waits_for_it(home, sample_bun
     home.store.write_file(layout.inbox_bundle("ada-01") + "voice/sample.wav", bundle / "voice" / "sample.wav")
     second = tick(home, first.cursor)
     assert [r.partition_key for r in second.run_requests] == ["ada-01"]
+
+
+def test_a_manifest_whose_files_never_arrive_is_quarantined_after_the_limit_saying_which(home, sample_bundle, tmp_path):
+    put_bundle(home.store, copy_sample(sample_bundle, tmp_path, "ada-01"), skip=("voice/sample.wav",))
+    put_bundle(home.store, copy_sample(sample_bundle, tmp_path, "bob-02"))
+    first = evaluate_uploads(None, store=home.store, settle_seconds=0.0, log=LOG, incomplete_seconds=3.0)
+    assert [r.partition_key for r in first.run_requests] == ["bob-02"]
+    assert list(home.store.list_keys(layout.QUARANTINE)) == []  # still within the limit: arriving, not bad
+    with pytest.raises(intake.BundleError, match="voice/sample.wav: named in the manifest, not uploaded"):
+        intake.read_bundle(home.store, "ada-01")  # what source_upload would say meanwhile
+
+    time.sleep(3.5)  # nothing of ada-01 is new after this: the cursor itself brings it back
+    second = evaluate_uploads(first.cursor, store=home.store, settle_seconds=0.0, log=LOG, incomplete_seconds=3.0)
+    assert second.run_requests == []
+    assert inbox_keys(home.store, "ada-01") == [] and inbox_keys(home.store, "bob-02") != []
+    [reason_key] = [key for key in home.store.list_keys(layout.QUARANTINE) if key.endswith("/reason.json")]
+    reason = QuarantineReason.model_validate_json(home.store.read_text(reason_key))
+    assert reason.avatar_id == "ada-01"
+    assert reason.problems[0] == "voice/sample.wav: named in the manifest, not uploaded"
+    assert "still missing (limit 3 s)" in reason.problems[1]
+    assert set(reason.original_files) == {"manifest.json", "consent.txt", "photos/portrait.jpg"}
+    assert json.loads(second.cursor)["waiting"] == {}
 
 
 def test_a_changed_upload_gets_a_new_run_key(home, sample_bundle, tmp_path):

@@ -16,9 +16,10 @@ from avatar_assets.contracts import Consent, MediaRef, VoiceProfileRecord
 from avatar_assets.pipeline.caching import media_refs
 from resources import layout
 from resources.layout import media_key, record_key
-from resources.media_store import LocalMediaStore, sha256_bytes
+from resources.media_store import LocalMediaStore, StoreUnavailable, sha256_bytes
 from resources.records import RecordIOManager, parse_record
 from resources.s3_store import S3MediaStore
+from tests.s3_fault_proxy import S3FaultProxy
 from tests.servers import IDENTITY_ASSETS, avatarops, build_sample, clean_env, upload_and_process
 
 MEDIA_KEY = re.compile(r"^media/([0-9a-f]{2})/([0-9a-f]{64})\.[a-z0-9]{1,5}$")
@@ -366,3 +367,36 @@ def test_identity_run_with_s3_storage(s3_server, tmp_path):
             assert metadata["record"].value == f"s3://{bucket}/{prefix}/records/avatars/astronaut/{asset}.json"
     finally:
         instance.dispose()
+
+
+def test_s3_answering_500_is_retried_and_a_put_outlasting_the_retries_names_its_key(s3_server, bucket, tmp_path):
+    """Through a proxy answering puts with S3's 500 InternalError: a few failed puts of a record are retried
+    by botocore; a multipart upload whose parts keep failing, and a record put that keeps failing, raise
+    StoreUnavailable naming the key, with nothing half-written in the bucket and the previous record whole."""
+    proxy = S3FaultProxy(s3_server.endpoint_url)
+    try:
+        store = S3MediaStore(
+            s3=S3Resource(endpoint_url=proxy.url, region_name="us-east-1", aws_access_key_id="testing",
+                          aws_secret_access_key="testing", max_attempts=3),
+            bucket=bucket, prefix="p", cache_dir=str(tmp_path / "cache"),
+        )
+        store.write_text("records/x.json", "old")
+        proxy.fail_puts(r"records/x\.json$", count=2)
+        store.write_text("records/x.json", "new")
+        assert len(proxy.failed) == 2 and store.read_text("records/x.json") == "new"
+
+        big = tmp_path / "big.bin"
+        big.write_bytes(bytes(range(256)) * (9 * 4096))  # 9 MiB: boto3 uploads it in parts
+        proxy.fail_puts(r"/media/")
+        with pytest.raises(StoreUnavailable, match=re.escape(f"s3://{bucket}/p/media/")):
+            store.put_file(big, "bin", "application/octet-stream")
+        assert any("partNumber=" in path for path in proxy.failed), proxy.failed
+        assert [k for k in bucket_keys(s3_server, bucket) if "/media/" in k] == []
+        assert s3_server.client().list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+        proxy.fail_puts(r"records/x\.json$")
+        with pytest.raises(StoreUnavailable, match=re.escape(f"writing s3://{bucket}/p/records/x.json")):
+            store.write_text("records/x.json", "newer")
+        assert store.read_text("records/x.json") == "new"
+    finally:
+        proxy.close()

@@ -134,7 +134,11 @@ def test_settling_bundle_does_not_hide_a_ready_one(home, sample_bundle):
     assert [r.partition_key for r in first.run_requests] == ["aaa-ready"]
     time.sleep(1.1)
     second = scan(home, first.cursor, settle=1.0)
-    assert [r.partition_key for r in second.run_requests] == ["zzz-arriving"]
+    # The settling bundle held the watermark back. Where tightening aaa-ready's modes gave it a change time above
+    # that, aaa-ready is hashed again, under the run key it already has (the daemon skips a known run key).
+    again = {r.partition_key: r.run_key for r in second.run_requests}
+    assert again.pop("zzz-arriving", None) is not None
+    assert again.items() <= {r.partition_key: r.run_key for r in first.run_requests}.items()
 
 
 def test_cursor_stays_small_with_many_bundles(home, sample_photo):

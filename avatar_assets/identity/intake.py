@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from avatar_assets import settings
 from avatar_assets.contracts import AvatarUpload, QuarantineReason, describe_validation_error
+from avatar_assets.pipeline import privacy
 from avatar_assets.pipeline.quarantine import set_aside, set_aside_in_store
 from resources import layout
 from resources.media_store import MediaStore, StoreUnavailable
@@ -40,7 +41,9 @@ MAX_VOICE_SECONDS = 600.0
 class BundleScan:
     path: Path | str  # the bundle's folder, or its key prefix in an object store
     status: Literal["pending", "ready", "bad"]
-    fingerprint: float  # newest change time of a folder; 0 in an object store, whose sensor keeps a cursor
+    # Newest change time of a folder. In an object store, whose sensor keeps a cursor: the manifest's
+    # LastModified once a manifest is there (how long a bundle has waited for the files it names), else 0.
+    fingerprint: float
     avatar_id: str
     manifest: AvatarUpload | None = None
     sha256: str | None = None
@@ -170,6 +173,11 @@ def scan_bundle(bundle: Path, *, settle_seconds: float = 2.0, now: float | None 
     name = bundle.name
     if not (bundle / MANIFEST).is_file() or now - fingerprint < settle_seconds:
         return BundleScan(bundle, "pending", fingerprint, name)
+    # A hand-dropped bundle keeps the dropper's modes while it stays in the inbox. It is tightened once it has
+    # settled and before it is judged, and its change time read again: chmod moves it, and a fingerprint from
+    # before would make the bundle look changed on the next tick, to be hashed again.
+    privacy.tighten(bundle)
+    fingerprint = bundle_fingerprint(bundle)
     try:
         return _judge(bundle, fingerprint, name)
     except Exception as error:  # noqa: BLE001 - one poisoned bundle must not stop intake
@@ -240,20 +248,24 @@ def settling_bundles(avatars_root: Path, settle_seconds: float) -> list[Path]:
 def scan_stored_bundle(store: MediaStore, avatar_id: str) -> BundleScan:
     """A bundle in an object store: pending until its manifest and every file the manifest names are
     there (the uploader writes the manifest last), then ready or bad. As with a folder, whatever is wrong
-    with one bundle makes it bad, never an exception that stops intake of the others."""
+    with one bundle makes it bad, never an exception that stops intake of the others. A pending bundle with a
+    manifest names the files it still waits for in `problems`."""
     prefix = layout.inbox_bundle(avatar_id)
     try:
-        sizes = {item.key.removeprefix(prefix): item.size for item in store.objects(prefix)}
+        listed = {item.key.removeprefix(prefix): item for item in store.objects(prefix)}
+        sizes = {relative: item.size for relative, item in listed.items()}
         if MANIFEST not in sizes:
             return BundleScan(prefix, "pending", 0.0, avatar_id)
+        written = listed[MANIFEST].last_modified.timestamp()
         if sizes[MANIFEST] > MAX_MANIFEST_BYTES:
-            return BundleScan(prefix, "bad", 0.0, avatar_id, problems=[_manifest_too_big(sizes[MANIFEST])])
+            return BundleScan(prefix, "bad", written, avatar_id, problems=[_manifest_too_big(sizes[MANIFEST])])
         manifest_bytes = store.read(prefix + MANIFEST)
         manifest, problems = parse_manifest(manifest_bytes)
         if manifest is None:
-            return BundleScan(prefix, "bad", 0.0, avatar_id, problems=problems)
-        if any(relative not in sizes for relative in manifest.referenced_paths()):
-            return BundleScan(prefix, "pending", 0.0, avatar_id, manifest)
+            return BundleScan(prefix, "bad", written, avatar_id, problems=problems)
+        if missing := [relative for relative in manifest.referenced_paths() if relative not in sizes]:
+            return BundleScan(prefix, "pending", written, avatar_id, manifest,
+                              problems=[f"{relative}: named in the manifest, not uploaded" for relative in missing])
         if manifest.avatar_id != avatar_id:
             problems.append(f"avatar_id {manifest.avatar_id!r} does not match the bundle folder name {avatar_id!r}")
         limits = _limits(manifest)
@@ -261,13 +273,13 @@ def scan_stored_bundle(store: MediaStore, avatar_id: str) -> BundleScan:
                      for relative, limit in limits.items() if sizes[relative] > limit]
         problems += _total_problem(sum(sizes[relative] for relative in limits))
         if problems:
-            return BundleScan(prefix, "bad", 0.0, avatar_id, manifest, problems=problems)
+            return BundleScan(prefix, "bad", written, avatar_id, manifest, problems=problems)
         contents = {MANIFEST: manifest_bytes, **{relative: store.read(prefix + relative) for relative in limits}}
         if manifest.voice_sample:
             problems += _voice_duration_problem(contents[manifest.voice_sample], manifest.voice_sample)
         if problems:
-            return BundleScan(prefix, "bad", 0.0, avatar_id, manifest, problems=problems)
-        return BundleScan(prefix, "ready", 0.0, avatar_id, manifest, contents_sha256(contents), contents=contents)
+            return BundleScan(prefix, "bad", written, avatar_id, manifest, problems=problems)
+        return BundleScan(prefix, "ready", written, avatar_id, manifest, contents_sha256(contents), contents=contents)
     except FileNotFoundError:  # a key left between listing and reading (a re-upload or revoke under way)
         return BundleScan(prefix, "pending", 0.0, avatar_id)
     except StoreUnavailable:  # says nothing about the bundle: the tick fails and its cursor is kept
@@ -297,7 +309,8 @@ def read_bundle(store: MediaStore, avatar_id: str) -> tuple[AvatarUpload, dict[s
     if folder is None:
         scan = scan_stored_bundle(store, avatar_id)
         if scan.status == "pending":
-            raise BundleError(f"no complete upload bundle for {avatar_id} at {store.uri(scan.path)}")
+            waiting_for = f": {'; '.join(scan.problems)}" if scan.problems else ""
+            raise BundleError(f"no complete upload bundle for {avatar_id} at {store.uri(scan.path)}{waiting_for}")
         if scan.status == "bad":
             raise BundleError(f"upload bundle {store.uri(scan.path)} is not valid: {'; '.join(scan.problems)}")
         return scan.manifest, scan.contents
