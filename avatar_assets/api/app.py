@@ -231,9 +231,7 @@ async def request_render(avatar_id: str, request: Request, caller: Caller = Depe
     context = context_of(request)
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
         raise ApiProblem("unsupported-media-type", "a render request is application/json (an OutputRequest)")
-    declared_length = request.headers.get("content-length", "")
-    if declared_length.isdigit() and int(declared_length) > MAX_RENDER_REQUEST_BYTES:
-        raise ApiProblem("payload-too-large", f"a render request may be at most {MAX_RENDER_REQUEST_BYTES} bytes")
+    check_content_length(request.headers, MAX_RENDER_REQUEST_BYTES, "a render request")
     raw = bytearray()
     async for chunk in request.stream():
         raw += chunk

@@ -57,10 +57,11 @@ class ReceivedBundle:
         return hashlib.sha256(json.dumps([manifest, sorted(self.files.items())]).encode()).hexdigest()
 
 
-def check_content_length(headers) -> None:
+def check_content_length(headers, limit: int = MAX_BODY_BYTES, what: str = "an upload") -> None:
+    """413 from the declared Content-Length alone, before any of the body is read."""
     declared = headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise ApiProblem("payload-too-large", f"the body is {declared} bytes; an upload may be at most {MAX_BODY_BYTES}")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiProblem("payload-too-large", f"the body is {declared} bytes; {what} may be at most {limit}")
 
 
 def boundary_of(content_type: str) -> bytes:
