@@ -262,29 +262,19 @@ def reject(asset, avatar, output, job_type, by, content_hash, run_id, creator, n
 @creator_option
 def regenerate(asset, avatar, output, seed, creator) -> None:
     """Re-materialize one asset partition, then refresh exactly its existing downstream partitions."""
-    import dagster as dg
-
+    from avatar_assets.ops import regeneration
     from avatar_assets.ops.runner import execute
     from avatar_assets.ops.runner import process as run_process
     from avatar_assets.pipeline.lifecycle import SEED_TAG
-    from partitions import partition_key
 
     instance, defs = load_instance_and_defs()
-    graph = defs.resolve_asset_graph()
-    key = dg.AssetKey(asset)
-    if not graph.has(key):
-        click.echo(f"error: no asset {asset}", err=True)
-        sys.exit(EXIT_BAD_INPUT)
-    is_video = isinstance(graph.get(key).partitions_def, dg.MultiPartitionsDefinition)
-    if not instance.has_dynamic_partition("avatars", avatar):
-        click.echo(f"error: avatar {avatar} does not exist", err=True)
+    try:
+        key, partition = regeneration.target(defs.resolve_asset_graph(), instance, asset, avatar, output)
+    except regeneration.RegenerationError as error:
+        click.echo(f"error: {error}", err=True)
         sys.exit(EXIT_BAD_INPUT)
     refuse_unless_owner(avatar, creator, "regenerate")
-    if is_video and (not output or not instance.has_dynamic_partition("outputs", output)):
-        click.echo(f"error: {asset} is a video stage: give an existing --output slug", err=True)
-        sys.exit(EXIT_BAD_INPUT)
-    partition = partition_key(avatar, output if is_video else None)
-    tags = {"avatar": avatar, "avatarops/regenerate": asset, **({SEED_TAG: str(seed)} if seed is not None else {})}
+    tags = {"avatar": avatar, regeneration.REGENERATE_TAG: asset, **({SEED_TAG: str(seed)} if seed is not None else {})}
     if daemon_drives(instance):
         from avatar_assets.ops.daemon_handoff import submit_asset_run
 
@@ -571,7 +561,8 @@ def tokens_revoke(token_id) -> None:
 
 @main.group()
 def quotas() -> None:
-    """The job API's quotas: a token bucket per tenant and action class (upload, render, regenerate)."""
+    """Quotas: the job API's token bucket per tenant and action class (upload, render, regenerate), and each
+    tenant's cap on renders in flight (held by the output-request sensor, whoever drives the instance)."""
 
 
 @quotas.command("set")
@@ -594,14 +585,29 @@ def quotas_set(tenant, action, burst, per_hour) -> None:
     click.echo(f"{tenant} {action}: {burst} at once, {per_hour:g} per hour")
 
 
+@quotas.command("render-cap")
+@click.option("--tenant", required=True)
+@click.option("--renders", required=True, type=click.IntRange(1, 10_000), help="Renders in flight at once.")
+def quotas_render_cap(tenant, renders) -> None:
+    """Give TENANT its own cap on renders in flight; renders beyond it wait as `queued`."""
+    from avatar_assets.ops import render_cap
+
+    render_cap.set_cap(loaded_store(), tenant, renders)
+    click.echo(f"{tenant} renders in flight: at most {renders}")
+
+
 @quotas.command("list")
 @click.option("--tenant", default=None, help="Only this tenant (with the defaults it has not changed).")
 def quotas_list(tenant) -> None:
     """The default limits, and every tenant's own."""
     from avatar_assets.api import quotas as api_quotas
+    from avatar_assets.ops import render_cap
 
     sessions = api_state()
     for action, limit in api_quotas.DEFAULT_LIMITS.items():
         own = api_quotas.limit_of(sessions, tenant, action) if tenant else limit
         source = "own" if tenant and own != limit else "default"
         click.echo(f"{tenant or '*'} {action}: {own.burst} at once, {own.per_hour:g} per hour ({source})")
+    cap = render_cap.cap_of(loaded_store(), tenant) if tenant else settings.tenant_render_cap()
+    source = "own" if tenant and cap != settings.tenant_render_cap() else "default"
+    click.echo(f"{tenant or '*'} renders in flight: at most {cap} ({source})")

@@ -658,6 +658,28 @@ class Approval(Strict):
     run_id: str | None = None
 
 
+class Regeneration(Strict):
+    """A queued request to re-materialize one asset partition (the job API's regenerate), which the approval
+    sensor turns into a run, so it waits out a daemon restart like a decision does."""
+
+    regeneration_id: str
+    asset: str
+    avatar_id: PartitionId
+    output: PartitionId | None = None
+    seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    by: str = Field(min_length=1, max_length=200)
+    at: datetime
+
+
+class TenantLimits(Strict):
+    """`tenants/<sha256 of the tenant>.json`: a tenant's own cap on renders in flight, read where requests
+    become runs (the output-request sensor), so it holds for the daemon, `process` and the cluster alike."""
+
+    tenant: str = Field(min_length=1, max_length=128)
+    renders_in_flight: int = Field(ge=1, le=10_000)
+    set_at: datetime
+
+
 class Ownership(Strict):
     """`owners/<avatar_id>.json`: the creator who first claimed an avatar id; only that creator's bundles
     may replace the avatar, and `--creator` acts only on avatars it owns."""

@@ -78,6 +78,12 @@ def sensor_interval_seconds() -> int:
     return whole_number("AVATAR_SENSOR_INTERVAL_SECONDS", 15)
 
 
+def tenant_render_cap() -> int:
+    """`AVATAR_TENANT_RENDER_CAP`: renders of one tenant in flight at once, unless the tenant has its own cap
+    (`avatarops quotas render-cap`); a render beyond it waits as `queued`."""
+    return whole_number("AVATAR_TENANT_RENDER_CAP", 8)
+
+
 def whole_number(name: str, default: int) -> int:
     """An integer setting; unset or blank means `default`."""
     return parsed_setting(os.environ, name, default, int, "a whole number")

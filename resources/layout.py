@@ -7,6 +7,7 @@ is derived from one avatar lives under prefixes that name it, which is how revok
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import datetime
 
@@ -25,6 +26,8 @@ _PACKAGES = "packages/"
 _APPROVALS = "approvals/avatars/"
 _REQUESTS = "requests/accepted/"
 APPROVAL_QUEUE = "approvals/queue/"
+REGENERATION_QUEUE = "approvals/regenerations/"
+TENANTS = "tenants/"
 OUTBOX = "events/outbox/"
 DEDUPE_MARKERS = "events/keys/"
 DEAD_LETTERS = "events/dead/"
@@ -123,6 +126,15 @@ def audit_key(avatar_id: str, output: str | None, asset: str, approval_id: str) 
 
 def queued_approval_key(approval_id: str) -> str:
     return _json(APPROVAL_QUEUE, approval_id)
+
+
+def queued_regeneration_key(regeneration_id: str) -> str:
+    return _json(REGENERATION_QUEUE, regeneration_id)
+
+
+def tenant_limits_key(tenant: str) -> str:
+    """A tenant's limits; named by the tenant's hash, since a tenant (a creator id) may hold any character."""
+    return _json(TENANTS, hashlib.sha256(tenant.encode()).hexdigest())
 
 
 def erased_with(avatar_id: str) -> tuple[str, ...]:

@@ -3,6 +3,7 @@
 An approval of a gated stage launches the next segment of the cell; a rejection (always with a note)
 regenerates that stage with a new seed; an approved background regeneration or retry launches it. A
 decision stays queued until its run exists (run key `approval:<id>`), so a daemon crash loses none.
+Regenerations queued through the job API are launched the same way (run key `regenerate:<id>`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import dagster as dg
 from avatar_assets import settings
 from avatar_assets.contracts import Approval
 from avatar_assets.dagster_compat import RUN_KEY_TAG
-from avatar_assets.ops import approvals
+from avatar_assets.ops import approvals, regeneration
 from avatar_assets.pipeline import tombstones
 from avatar_assets.pipeline.lifecycle import SEED_TAG
 from avatar_assets.video import gates
@@ -100,6 +101,13 @@ def evaluate_approvals(instance: dg.DagsterInstance, store: MediaStore, log) -> 
             approvals.dequeue(store, approval)
         else:
             run_requests.append(request)
+    for queued in regeneration.queued(store):
+        request = regeneration.run_request(queued)
+        if _run_exists(instance, request.run_key) or tombstones.is_revoked(store, queued.avatar_id):
+            regeneration.dequeue(store, queued)
+            continue
+        log.info(f"regenerating {queued.asset} of {request.partition_key} for {queued.by}")
+        run_requests.append(request)
     return dg.SensorResult(run_requests=run_requests)
 
 
@@ -109,7 +117,8 @@ def build_approval_sensor(jobs: list) -> dg.SensorDefinition:
         jobs=jobs,
         minimum_interval_seconds=settings.sensor_interval_seconds(),
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Resumes gated renders on approval; regenerates a rejected stage with a new seed.",
+        description="Resumes gated renders on approval; regenerates a rejected stage with a new seed, and what "
+        "the job API asked to regenerate.",
     )
     def approval_sensor(context: dg.SensorEvaluationContext, store: MediaStore):
         return evaluate_approvals(context.instance, store, context.log)

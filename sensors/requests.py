@@ -2,7 +2,8 @@
 
 Idempotent by `run_key = "<avatar>|<slug>:<request sha256>"`: a duplicate submission launches nothing,
 a changed request re-renders that cell only. Requests for avatars that are unknown, revoked or not
-through their identity gates are held with a reason and launched once the identity is ready.
+through their identity gates are held with a reason and launched once the identity is ready; so are
+requests beyond their tenant's cap on renders in flight (`avatar_assets.ops.render_cap`), until one ends.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from avatar_assets.checks.identity import IDENTITY_CHECKS
 from avatar_assets.contracts import QuarantineReason
 from avatar_assets.dagster_compat import latest_check_evaluations
 from avatar_assets.identity.assets import IDENTITY_ASSETS
+from avatar_assets.ops import render_cap
 from avatar_assets.pipeline import events, tombstones
 from avatar_assets.pipeline.quarantine import set_aside, set_key_aside_in_store
 from avatar_assets.video import gates, requests
@@ -95,6 +97,7 @@ def hold(store: MediaStore, scanned: requests.ScannedRequest, reason: str) -> No
 
 def evaluate_requests(instance: dg.DagsterInstance, store: MediaStore, log) -> dg.SensorResult:
     run_requests, new_slugs = [], []
+    in_flight = render_cap.InFlight(instance, store)
     known_slugs = set(instance.get_dynamic_partitions("outputs"))
     for scanned in requests.scan_requests(store):
         if scanned.request is None:
@@ -109,7 +112,6 @@ def evaluate_requests(instance: dg.DagsterInstance, store: MediaStore, log) -> d
             hold(store, scanned, blocker)
             log.info(f"holding {scanned.avatar_id}/{scanned.slug}: {blocker}")
             continue
-        store.delete_key(held_request_key(scanned.avatar_id, scanned.slug))
         if scanned.slug not in known_slugs and scanned.slug not in new_slugs:
             new_slugs.append(scanned.slug)
         sha = hashlib.sha256(scanned.raw).hexdigest()
@@ -125,6 +127,14 @@ def evaluate_requests(instance: dg.DagsterInstance, store: MediaStore, log) -> d
                           f"(avatarops approve script --avatar {scanned.avatar_id} --output {scanned.slug} "
                           "--job-type full_output_generation)")
             continue
+        if requests.current_sha256(store, scanned.avatar_id, scanned.slug) != sha:  # a render not yet started
+            capped = in_flight.refusal(scanned.avatar_id)
+            if capped:
+                hold(store, scanned, capped)
+                log.info(f"holding {scanned.avatar_id}/{scanned.slug}: {capped}")
+                continue
+            in_flight.take(scanned.avatar_id)
+        store.delete_key(held_request_key(scanned.avatar_id, scanned.slug))
         requests.accept(store, scanned.request, scanned.raw)
         segment = next_segment(VIDEO_STAGES, scanned.request, None)
         run_requests.append(

@@ -339,6 +339,47 @@ def test_approvals_and_retry_are_refused_until_there_is_something_to_decide(api)
         assert_problem(client.post(f"/v1/renders/{render_id}/retry"), 409, "nothing-to-retry")
 
 
+def test_regenerate_is_refused_until_it_names_an_asset_partition_of_one_s_own_avatar(api):
+    manifest, files = api.bundle_files("acme-regen")
+    with api.client() as client, api.client("globex") as globex, api.client("acme-reader") as reader:
+        assert upload(client, manifest, files).status_code == 202
+        url = "/v1/avatars/acme-regen/regenerate"
+        assert_problem(globex.post(url, json={"asset": "neutral_image"}), 404, "not-found")
+        assert_problem(reader.post(url, json={"asset": "neutral_image"}), 403, "insufficient-scope")
+        says = assert_problem(client.post(url, json={"asset": "neutral_image"}), 422, "invalid-regeneration")
+        assert says["detail"] == "avatar acme-regen does not exist"  # uploaded, not yet taken by the sensor
+        assert_problem(client.post(url, json={"asset": "neutral_image", "colour": "red"}), 422, "invalid-request")
+        assert_problem(client.post(url, json={"asset": "neutral_image", "seed": -1}), 422, "invalid-request")
+    assert not list((api.home / "approvals").glob("regenerations/*"))
+
+
+def test_an_admin_token_reads_its_quotas_and_manages_its_own_tenant_s_tokens(api):
+    with api.client("acme-admin") as admin, api.client() as writer, api.client("globex-admin") as other:
+        assert_problem(writer.get("/v1/quotas"), 403, "insufficient-scope")
+        quota = admin.get("/v1/quotas").json()
+        assert quota["tenant"] == "acme" and quota["render_cap"] == 8 and quota["renders_in_flight"] == 0
+        assert set(quota["actions"]) == {"upload", "render", "regenerate"}
+        assert quota["actions"]["render"]["burst"] == 60 and quota["actions"]["render"]["per_hour"] == 600
+
+        assert_problem(admin.post("/v1/tokens", json={"scopes": ["renders:read", "root"]}), 422, "invalid-token-request")
+        assert_problem(admin.post("/v1/tokens", json={"scopes": ["renders:read"], "expires": "forever"}), 422,
+                       "invalid-token-request")
+        created = admin.post("/v1/tokens", json={"scopes": ["renders:read"], "expires": "1h"})
+        assert created.status_code == 201, created.text
+        new = created.json()
+        reader = httpx.Client(base_url=api.base_url, headers={"Authorization": f"Bearer {new['token']}"}, timeout=60)
+        with reader:
+            assert reader.get("/v1/events").status_code == 200
+            listed = admin.get("/v1/tokens").json()
+            assert {t["tenant"] for t in listed} == {"acme"} and new["token_id"] in {t["token_id"] for t in listed}
+            assert all("token" not in t and "secret_sha256" not in t for t in listed)
+            assert new["token_id"] not in {t["token_id"] for t in other.get("/v1/tokens").json()}
+            assert_problem(other.delete(f"/v1/tokens/{new['token_id']}"), 404, "not-found")
+            assert reader.get("/v1/events").status_code == 200
+            assert admin.delete(f"/v1/tokens/{new['token_id']}").status_code == 204
+            assert_problem(reader.get("/v1/events"), 401, "unauthorized")
+
+
 # --------------------------------------------------------------------------- the schema
 
 
@@ -416,12 +457,28 @@ def test_upload_identity_render_package_through_the_api(tmp_path):
             render = client.get(status_url).json()
             seen = {(e["type"], e["asset"]) for e in client.get("/v1/events", params={"limit": 500}).json()["events"]}
             assert ("completed", "output_package") in seen, seen
+
+            regenerated = client.post("/v1/avatars/flow-ada/regenerate", json={"asset": "output_package", "output": "hello",
+                                                                            "seed": 7})
+            assert regenerated.status_code == 202, regenerated.text
+            assert_problem(client.post("/v1/avatars/flow-ada/regenerate", json={"asset": "backgrounds"}), 422,
+                           "invalid-regeneration")  # a video stage needs its output
+            assert avatarops("process", env=env, timeout=600).returncode == 0
+            runs = regeneration_runs(tmp_path / "home", regenerated.json()["regeneration_id"])
+            assert [(run.status.value, run.tags["avatar/seed"]) for run in runs] == [("SUCCESS", "7")]
     assert render["state"] == "done" and render["progress_percent"] == 100.0 and render["error"] is None, render
     names = {item["name"] for item in render["package"]}
     assert {"9x16.mp4", "poster", "captions.srt", "captions.vtt", "rights_manifest.json"} <= names
     for item in render["package"]:
         path = Path(unquote(urlparse(item["uri"]).path))
         assert hashlib.sha256(path.read_bytes()).hexdigest() == item["sha256"], item
+
+
+def regeneration_runs(home: Path, regeneration_id: str) -> list:
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+        return instance.get_runs(dg.RunsFilter(tags={"dagster/run_key": f"regenerate:{regeneration_id}"}))
 
 
 def test_a_tenant_over_its_quota_gets_429_with_retry_after(api):

@@ -385,3 +385,43 @@ def test_changed_request_rerenders_that_cell_only(studio, submitted_twice, tmp_p
     assert set(manifest.outputs) == {"video_9x16.mp4", "poster.png", "captions.srt", "captions.vtt"}
     assert {p.name for p in folder.iterdir()} == {*manifest.outputs, "rights_manifest.json"}
     assert check_verdicts(home.instance, cell(AVATAR, slug)) == dict.fromkeys(GATES, True)
+
+
+# --------------------------------------------------------------------------- the tenant's render cap
+
+
+@pytest.mark.slow
+def test_a_render_beyond_the_tenant_s_cap_is_queued_until_one_in_flight_ends(studio, tmp_path):
+    """`req-a` belongs to `demo-studio` (the sample's creator), capped at one render in flight. While a render of its other cell runs
+    (on a worker: a started run in the instance), a new request waits as `queued` with the cap's reason, not
+    an error; once that run ends, the next pass renders it. Operator avatars (no owner) are never capped."""
+    import dagster as dg
+
+    from avatar_assets.dagster_compat import PARTITION_NAME_TAG
+    from avatar_assets.ops import render_cap, status
+
+    home, slug = studio, "capped"
+    assert avatarops(home.root, "quotas", "render-cap", "--tenant", "demo-studio", "--renders", "1").returncode == 0
+    assert avatarops(home.root, "quotas", "render-cap", "--tenant", "demo-studio", "--renders", "0").returncode == 2
+    listed = avatarops(home.root, "quotas", "list", "--tenant", "demo-studio").stdout
+    assert "demo-studio renders in flight: at most 1 (own)" in listed
+    elsewhere = dg.DagsterRun(job_name="render_video", run_id="f" * 36, status=dg.DagsterRunStatus.STARTED,
+                              tags={PARTITION_NAME_TAG: cell(AVATAR, "elsewhere"), "avatar": AVATAR})
+    home.instance.add_run(elsewhere)
+    try:
+        result = avatarops(home.root, "request", AVATAR, slug, script="Hello, I waited my turn.", tmp=tmp_path)
+        assert result.returncode == 0, result.stderr
+        sha = hashlib.sha256(request_file(home.root, AVATAR, slug).read_bytes()).hexdigest()
+        assert home.process().runs == []
+        reason = held_reason(home.root, AVATAR, slug)
+        assert reason == ("tenant render cap: tenant 'demo-studio' has 1 renders in flight, its cap is 1; this render "
+                          "starts when one of them finishes")
+        assert status.render_status(home.instance, home.store, AVATAR, slug, sha)["state"] == "queued"
+    finally:
+        home.instance.report_run_canceled(home.instance.get_run_by_id(elsewhere.run_id))
+    report = home.process()
+    assert report.ok, report.as_dict()
+    assert [(r.origin, r.partition) for r in report.runs] == [("output_request_sensor", cell(AVATAR, slug))]
+    assert held_reason(home.root, AVATAR, slug) is None
+    assert status.render_status(home.instance, home.store, AVATAR, slug, sha)["state"] == "done"
+    assert render_cap.cap_of(home.store, "somebody-else") == 8  # the default, AVATAR_TENANT_RENDER_CAP

@@ -22,26 +22,32 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from avatar_assets import settings
-from avatar_assets.api import quotas, webhooks
+from avatar_assets.api import quotas, tokens, webhooks
 from avatar_assets.api.auth import Caller, require
 from avatar_assets.api.bundles import FILES_PART, MANIFEST_PART, ReceivedBundle, check_content_length, receive_bundle
 from avatar_assets.api.idempotency import HEADER as IDEMPOTENCY_HEADER
 from avatar_assets.api.idempotency import answer_once
 from avatar_assets.api.models import (
+    ActionQuota,
     ApprovalDecision,
     ApprovalRecorded,
     AvatarAccepted,
     AvatarRevoked,
     AvatarStatus,
     EventPage,
+    QuotaStatus,
+    RegenerateRequest,
+    RegenerationQueued,
     RenderAccepted,
     RenderStatus,
     StoredFile,
+    TokenCreated,
+    TokenRequest,
 )
 from avatar_assets.api.problems import PROBLEM_MEDIA_TYPE, ApiProblem, declared
 from avatar_assets.contracts import LifecycleEvent
 from avatar_assets.identity import intake, ownership
-from avatar_assets.ops import approvals, revoke, status
+from avatar_assets.ops import approvals, regeneration, render_cap, revoke, status
 from avatar_assets.ops.runner import run_failure
 from avatar_assets.ops.uploads import UploadError, upload_bundle
 from avatar_assets.pipeline import events, quarantine, tombstones
@@ -196,6 +202,34 @@ def delete_avatar(avatar_id: str, request: Request, caller: Caller = Depends(req
         raise ApiProblem("invalid-request", str(error)) from None
     return AvatarRevoked(avatar_id=avatar_id, state="revoked", deleted_blobs=len(stone.deleted_blobs),
                          deleted_records=len(stone.deleted_records))
+
+
+@router.post("/avatars/{avatar_id}/regenerate", status_code=202, response_model=RegenerationQueued,
+             responses=declared(401, 403, 404, 410, 422, 429),
+             summary="Regenerate one asset of the avatar (optionally with a new seed); what follows it is refreshed")
+async def regenerate_asset(avatar_id: str, body: RegenerateRequest, request: Request,
+                           caller: Caller = Depends(require("avatars:write")),
+                           idempotency_key: str | None = IdempotencyKey):
+    context = context_of(request)
+    canonical = json.dumps([avatar_id, body.model_dump(mode="json")], sort_keys=True, separators=(",", ":"))
+    return await answer_once(
+        context.sessions, caller.tenant, idempotency_key, _sha256(canonical),
+        lambda: run_in_threadpool(_queue_regeneration, context, caller, avatar_id, body),
+    )
+
+
+def _queue_regeneration(context: ApiContext, caller: Caller, avatar_id: str, body: RegenerateRequest) -> JSONResponse:
+    owned_avatar(context, caller, avatar_id)  # 410 once revoked
+    try:
+        regeneration.target(context.defs.resolve_asset_graph(), context.instance, body.asset, avatar_id, body.output)
+    except regeneration.RegenerationError as error:
+        raise ApiProblem("invalid-regeneration", str(error)) from None
+    quotas.take(context.sessions, caller.tenant, "regenerate")
+    queued = regeneration.queue(context.store, asset=body.asset, avatar_id=avatar_id, output=body.output,
+                                seed=body.seed, by=f"tenant {caller.tenant} (token {caller.token_id})")
+    answer = RegenerationQueued(regeneration_id=queued.regeneration_id, avatar_id=avatar_id, asset=queued.asset,
+                                output=queued.output, seed=queued.seed, status_url=f"/v1/avatars/{avatar_id}")
+    return JSONResponse(answer.model_dump(mode="json"), status_code=202)
 
 
 # --------------------------------------------------------------------------- renders
@@ -404,6 +438,50 @@ def list_webhooks(request: Request, caller: Caller = Depends(require("admin"))):
                summary="Stop delivering to a webhook endpoint")
 def remove_webhook(endpoint_id: str, request: Request, caller: Caller = Depends(require("admin"))):
     webhooks.remove(context_of(request).sessions, caller.tenant, endpoint_id)
+    return Response(status_code=204)
+
+
+# --------------------------------------------------------------------------- the tenant's quotas and tokens
+
+
+@router.get("/quotas", response_model=QuotaStatus, responses=declared(401, 403),
+            summary="The tenant's quotas and render cap (set by the operator) and how much of them is used")
+def get_quotas(request: Request, caller: Caller = Depends(require("admin"))):
+    context = context_of(request)
+    actions = {
+        action: ActionQuota(**quotas.limit_of(context.sessions, caller.tenant, action).model_dump(),
+                            available=round(quotas.available(context.sessions, caller.tenant, action), 3))
+        for action in quotas.ACTIONS
+    }
+    in_flight = render_cap.InFlight(context.instance, context.store)
+    return QuotaStatus(tenant=caller.tenant, actions=actions, render_cap=render_cap.cap_of(context.store, caller.tenant),
+                       renders_in_flight=in_flight.counts[caller.tenant])
+
+
+@router.get("/tokens", response_model=list[tokens.TokenInfo], responses=declared(401, 403),
+            summary="The tenant's tokens (never their secrets)")
+def list_tokens(request: Request, caller: Caller = Depends(require("admin"))):
+    return tokens.list_tokens(context_of(request).sessions, caller.tenant)
+
+
+@router.post("/tokens", status_code=201, response_model=TokenCreated, responses=declared(401, 403, 422),
+             summary="A new token of the tenant; the token is shown only in this answer")
+def create_token(body: TokenRequest, request: Request, caller: Caller = Depends(require("admin"))):
+    try:
+        scopes, lifetime = tokens.parse_scopes(",".join(body.scopes)), tokens.parse_expiry(body.expires)
+    except tokens.TokenError as error:
+        raise ApiProblem("invalid-token-request", str(error)) from None
+    token, info = tokens.create_token(context_of(request).sessions, caller.tenant, scopes, lifetime)
+    return TokenCreated(token=token, token_id=info.token_id, scopes=info.scopes, expires_at=info.expires_at)
+
+
+@router.delete("/tokens/{token_id}", status_code=204, responses=declared(401, 403, 404),
+               summary="Revoke one of the tenant's tokens: every request with it answers 401 from now on")
+def revoke_token(token_id: str, request: Request, caller: Caller = Depends(require("admin"))):
+    try:
+        tokens.revoke_token(context_of(request).sessions, token_id, tenant=caller.tenant)
+    except tokens.TokenError:
+        raise ApiProblem("not-found", f"no token {token_id!r}") from None
     return Response(status_code=204)
 
 

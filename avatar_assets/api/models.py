@@ -114,6 +114,57 @@ class ApprovalRecorded(BaseModel):
     content_hash: str
 
 
+class RegenerateRequest(BaseModel):
+    """Re-materialize one asset partition of the avatar; what follows it is refreshed after it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    asset: str = Field(max_length=80, description="an identity stage (neutral_image, ...) or, with `output`, "
+                                                  "a video stage")
+    output: str | None = Field(default=None, max_length=63, description="the output slug, for a video stage")
+    seed: int | None = Field(default=None, ge=0, le=2**31 - 1, description="a new seed; default: the configured one")
+
+
+class RegenerationQueued(BaseModel):
+    regeneration_id: str
+    avatar_id: str
+    asset: str
+    output: str | None
+    seed: int | None
+    status_url: str = Field(description="the avatar's status, whose stages show the regenerated asset")
+
+
+class ActionQuota(BaseModel):
+    burst: int = Field(description="actions allowed at once")
+    per_hour: float = Field(description="how fast the bucket refills")
+    available: float = Field(description="actions the tenant may take now")
+
+
+class QuotaStatus(BaseModel):
+    """The tenant's limits (set by the operator with `avatarops quotas`) and how much of them is used."""
+
+    tenant: str
+    actions: dict[str, ActionQuota]
+    render_cap: int = Field(description="renders in flight at once; beyond it renders wait as `queued`")
+    renders_in_flight: int
+
+
+class TokenRequest(BaseModel):
+    """A new token for the caller's own tenant."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scopes: list[str] = Field(min_length=1, description="avatars:write, renders:write, renders:read, admin")
+    expires: str = Field(default="90d", max_length=8, description="<n>d, <n>h or <n>m")
+
+
+class TokenCreated(BaseModel):
+    token: str = Field(description="the bearer token; shown only now, only its hash is kept")
+    token_id: str
+    scopes: list[str]
+    expires_at: datetime
+
+
 class EventPage(BaseModel):
     """The tenant's lifecycle events after `after`, oldest first; pass `next_after` to read on."""
 

@@ -27,6 +27,8 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "invalid-render-request": (422, "The render request is not valid"),
     "invalid-webhook": (422, "The webhook endpoint cannot be registered"),
     "invalid-approval": (422, "The decision cannot be recorded"),
+    "invalid-regeneration": (422, "The regeneration names no asset partition of the avatar"),
+    "invalid-token-request": (422, "The token cannot be created"),
     "idempotency-key-reused": (422, "The Idempotency-Key was used for a different request"),
     "quota-exceeded": (429, "The tenant's quota for this action is used up for now; see Retry-After"),
     "internal-error": (500, "The server failed to answer; nothing was changed unless the resource says so"),

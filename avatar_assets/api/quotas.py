@@ -47,6 +47,16 @@ def set_limit(sessions: sessionmaker[Session], tenant: str, action: str, limit: 
         session.execute(sa.delete(QuotaBucket).where(QuotaBucket.tenant == tenant, QuotaBucket.action == action))
 
 
+def available(sessions: sessionmaker[Session], tenant: str, action: str) -> float:
+    """Tokens in the tenant's `action` bucket now (a full bucket before its first action)."""
+    limit = limit_of(sessions, tenant, action)
+    with sessions() as session:
+        bucket = session.get(QuotaBucket, (tenant, action))
+    if bucket is None:
+        return float(limit.burst)
+    return min(float(limit.burst), bucket.tokens + (time.time() - bucket.updated_at) * limit.per_hour / 3600.0)
+
+
 def take(sessions: sessionmaker[Session], tenant: str, action: str) -> None:
     """Spend one token of the tenant's `action` bucket, or raise 429 saying when the next one is there."""
     limit = limit_of(sessions, tenant, action)

@@ -91,10 +91,11 @@ def list_tokens(sessions: sessionmaker[Session], tenant: str | None = None) -> l
         return [_info(row) for row in session.scalars(query)]
 
 
-def revoke_token(sessions: sessionmaker[Session], token_id: str) -> TokenInfo:
+def revoke_token(sessions: sessionmaker[Session], token_id: str, tenant: str | None = None) -> TokenInfo:
+    """Revoke a token; with `tenant`, only one of that tenant's (another tenant's is "no token")."""
     with sessions.begin() as session:
         row = session.get(ApiToken, token_id)
-        if row is None:
+        if row is None or tenant not in (None, row.tenant):
             raise TokenError(f"no token {token_id!r} (see avatarops tokens list)")
         if row.revoked_at is None:
             row.revoked_at = datetime.now(UTC)

@@ -8,10 +8,11 @@ import dagster as dg
 
 from avatar_assets import settings
 from avatar_assets.dagster_compat import PARTITION_NAME_TAG
+from avatar_assets.ops import render_cap
 from avatar_assets.pipeline import quarantine, tombstones
 from avatar_assets.video import requests
 from partitions import cell_key
-from resources.layout import TOMBSTONES, record_key, tombstone_avatar
+from resources.layout import TOMBSTONES, inbox_request, record_key, tombstone_avatar
 from resources.media_store import MediaStore
 
 CHECK_HISTORY_LIMIT = 5000
@@ -209,7 +210,8 @@ def render_status(instance: dg.DagsterInstance, store: MediaStore, avatar_id: st
     stages its runs finished, an ETA from their mean stage time, and its package once made.
 
     `accepted` means the request waits in the inbox for the request sensor; `held` that the sensor holds it
-    (the note says why); the other states are `run_state`'s, plus `waiting_approval` when a segment ended at a gate.
+    (the note says why), `queued` that it waits under its tenant's render cap; the other states are
+    `run_state`'s, plus `waiting_approval` when a segment ended at a gate.
     """
     from avatar_assets.video.assets import VIDEO_STAGES
     from resources.records import read_record
@@ -219,9 +221,10 @@ def render_status(instance: dg.DagsterInstance, store: MediaStore, avatar_id: st
     entry = {"run_id": None, "state": "accepted", "stage": None, "reason": None, "progress_percent": 0.0,
              "eta_seconds": None, "package": None}
     if not runs:
-        held = next((note for note in requests.held_requests(store) if note["request"] == f"{avatar_id}/{slug}"), None)
+        held = next((note for note in requests.held_requests(store) if note["request"] == inbox_request(avatar_id, slug)), None)
         if held is not None:
-            entry.update(state="held", reason=held.get("reason"))
+            reason = held.get("reason") or ""
+            entry.update(state="queued" if reason.startswith(render_cap.REASON) else "held", reason=reason)
         return entry
     entry.update({key: value for key, value in run_state(instance, runs[0]).items() if key != "worker"})
     finished: dict[str, float] = {}

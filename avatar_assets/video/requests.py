@@ -115,13 +115,18 @@ def accept(store: MediaStore, request: OutputRequest, raw: bytes) -> str:
     """Store the request's bytes under their hash (once) and make them the cell's current request. The
     sensor asks again on every tick for every request in the inbox: one read when nothing changed."""
     sha = hashlib.sha256(raw).hexdigest()
-    current = store.read_text(current_request_key(request.avatar_id, request.slug))
-    if current is not None and AcceptedRequest.model_validate_json(current).sha256 == sha:
+    if current_sha256(store, request.avatar_id, request.slug) == sha:
         return sha  # the pointer is written after the snapshot, so the snapshot is there too
     store.create_text(request_snapshot_key(request.avatar_id, request.slug, sha), raw.decode("utf-8"))
     pointer = AcceptedRequest(avatar_id=request.avatar_id, slug=request.slug, sha256=sha, accepted_at=datetime.now(UTC))
     store.write_text(current_request_key(request.avatar_id, request.slug), pointer.model_dump_json(indent=2))
     return sha
+
+
+def current_sha256(store: MediaStore, avatar_id: str, slug: str) -> str | None:
+    """The hash of the cell's current accepted request (the one its renders render), None before the first."""
+    current = store.read_text(current_request_key(avatar_id, slug))
+    return AcceptedRequest.model_validate_json(current).sha256 if current is not None else None
 
 
 def accepted_request(store: MediaStore, avatar_id: str, slug: str, sha256: str | None = None) -> tuple[OutputRequest, bytes]:
@@ -160,11 +165,11 @@ def write_request(store: MediaStore, request: OutputRequest) -> str:
 
 
 def held_requests(store: MediaStore) -> list[dict]:
-    """Every held request's note (`request`: `<avatar>/<slug>`, and why it waits), in name order."""
+    """Every held request's note (`request`: its inbox key, and `reason`: why it waits), in name order."""
     held = []
     for key in sorted(store.list_keys(layout.HELD_REQUESTS)):
         try:
-            held.append({"request": layout.held_request_name(key), **json.loads(store.read(key))})
+            held.append(json.loads(store.read(key)))
         except FileNotFoundError:  # released between listing and reading
             continue
     return held
