@@ -33,6 +33,7 @@ BENCHMARKS: dict[str, str] = {
     "automation_tick": "bench.automation_tick",
     "diffusers": "bench.diffusers_run",
     "cluster": "bench.cluster",
+    "api": "bench.api",
 }
 CHILD_TIMEOUT_S = {"quick": 900, "full": 2400}
 # The cluster benchmark brings up two loopback clusters and pushes N identities through each, then 2N videos.
