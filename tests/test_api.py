@@ -466,12 +466,27 @@ def test_upload_identity_render_package_through_the_api(tmp_path):
             assert avatarops("process", env=env, timeout=600).returncode == 0
             runs = regeneration_runs(tmp_path / "home", regenerated.json()["regeneration_id"])
             assert [(run.status.value, run.tags["avatar/seed"]) for run in runs] == [("SUCCESS", "7")]
+
+            render = client.get(status_url).json()  # the package is served over HTTP: the files, by the same token
+            served = {}
+            for item in [*render["package"], *avatar["images"]]:
+                answer = client.get(item["url"])
+                assert answer.status_code == 200, (item, answer.text)
+                served[item["name"]] = (hashlib.sha256(answer.content).hexdigest(), answer.headers["content-type"].split(";")[0])
+            video_url = next(item["url"] for item in render["package"] if item["name"] == "9x16.mp4")
+            ranged = client.get(video_url, headers={"Range": "bytes=0-99"})
+            served_range = (ranged.status_code, len(ranged.content))
+            assert_problem(client.get(video_url.rsplit("/", 1)[0] + "/nothing.mp4"), 404, "not-found")
+            with api.client("globex") as globex:
+                assert_problem(globex.get(video_url), 404, "not-found")
     assert render["state"] == "done" and render["progress_percent"] == 100.0 and render["error"] is None, render
     names = {item["name"] for item in render["package"]}
     assert {"9x16.mp4", "poster", "captions.srt", "captions.vtt", "rights_manifest.json"} <= names
     for item in render["package"]:
         path = Path(unquote(urlparse(item["uri"]).path))
         assert hashlib.sha256(path.read_bytes()).hexdigest() == item["sha256"], item
+    assert served == {item["name"]: (item["sha256"], item["media_type"]) for item in [*render["package"], *avatar["images"]]}
+    assert served_range == (206, 100)
 
 
 def regeneration_runs(home: Path, regeneration_id: str) -> list:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import dagster as dg
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -45,7 +45,7 @@ from avatar_assets.api.models import (
     TokenRequest,
 )
 from avatar_assets.api.problems import PROBLEM_MEDIA_TYPE, ApiProblem, declared
-from avatar_assets.contracts import LifecycleEvent
+from avatar_assets.contracts import LifecycleEvent, MediaRef
 from avatar_assets.identity import intake, ownership
 from avatar_assets.ops import approvals, regeneration, render_cap, revoke, status
 from avatar_assets.ops.runner import run_failure
@@ -183,10 +183,43 @@ def get_avatar(avatar_id: str, request: Request, caller: Caller = Depends(requir
 
 
 def _identity_images(store: MediaStore, avatar_id: str) -> list[StoredFile]:
+    return [stored_file(store, f"/v1/avatars/{avatar_id}/images/{name}", name, ref)
+            for name, ref in _image_refs(store, avatar_id)]
+
+
+def _image_refs(store: MediaStore, avatar_id: str) -> list[tuple[str, MediaRef]]:
     neutral, sheet = read_record(store, "neutral_image", avatar_id), read_record(store, "character_sheet", avatar_id)
     refs = [("neutral_image", neutral.image)] if neutral else []
-    refs += [("character_sheet", sheet.sheet)] if sheet else []
-    return [StoredFile(name=name, uri=store.uri(ref.key), sha256=ref.sha256) for name, ref in refs]
+    return refs + ([("character_sheet", sheet.sheet)] if sheet else [])
+
+
+def stored_file(store: MediaStore, url: str, name: str, ref: MediaRef) -> StoredFile:
+    return StoredFile(name=name, url=url, uri=store.uri(ref.key), sha256=ref.sha256, size=ref.size,
+                      media_type=ref.media_type)
+
+
+def serve_file(store: MediaStore, refs: list[tuple[str, MediaRef]], name: str, what: str) -> FileResponse:
+    """One of `refs` by name, from the media store (a cached download from S3): range requests work, so a
+    player can seek; the sha256 is its ETag."""
+    ref = dict(refs).get(name)
+    if ref is None:
+        raise ApiProblem("not-found", f"no {what} {name!r}; there are: {', '.join(n for n, _ in refs) or 'none yet'}")
+    return FileResponse(store.local_path(ref), media_type=ref.media_type, filename=name,
+                        headers={"ETag": f'"{ref.sha256}"', "Cache-Control": "private, max-age=3600"})
+
+
+_FILE = {200: {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+               "description": "the file's bytes, with its media type (video/mp4, image/png, text/vtt, ...)"}}
+
+
+@router.get("/avatars/{avatar_id}/images/{name}", response_class=FileResponse,
+            responses={**_FILE, **declared(401, 403, 404, 410)},
+            summary="The avatar's neutral image or character sheet (names as GET /avatars/{id} lists them)")
+def get_avatar_image(avatar_id: str, name: str, request: Request,
+                     caller: Caller = Depends(require("renders:read", "avatars:write"))):
+    context = context_of(request)
+    owned_avatar(context, caller, avatar_id)
+    return serve_file(context.store, _image_refs(context.store, avatar_id), name, "image")
 
 
 @router.delete("/avatars/{avatar_id}", status_code=202, response_model=AvatarRevoked,
@@ -314,15 +347,30 @@ def get_render(render_id: str, request: Request, caller: Caller = Depends(requir
     package = entry["package"]
     files = None
     if package is not None:
-        refs = [(f"{r.aspect_ratio.replace(':', 'x')}.mp4", r.video) for r in package.renditions] + [
-            ("poster", package.poster), ("captions.srt", package.captions_srt), ("captions.vtt", package.captions_vtt),
-            ("rights_manifest.json", package.rights_manifest)]
-        files = [StoredFile(name=name, uri=context.store.uri(ref.key), sha256=ref.sha256) for name, ref in refs]
+        files = [stored_file(context.store, f"/v1/renders/{render_id}/files/{name}", name, ref)
+                 for name, ref in _package_refs(package)]
     return RenderStatus(
         render_id=render_id, avatar_id=avatar_id, slug=slug, route=route, state=entry["state"], stage=entry["stage"],
         run_id=entry["run_id"], progress_percent=entry["progress_percent"], eta_seconds=entry["eta_seconds"],
         error=entry["reason"], package=files,
     )
+
+
+def _package_refs(package) -> list[tuple[str, MediaRef]]:
+    return [(f"{r.aspect_ratio.replace(':', 'x')}.mp4", r.video) for r in package.renditions] + [
+        ("poster", package.poster), ("captions.srt", package.captions_srt), ("captions.vtt", package.captions_vtt),
+        ("rights_manifest.json", package.rights_manifest)]
+
+
+@router.get("/renders/{render_id}/files/{name}", response_class=FileResponse,
+            responses={**_FILE, **declared(401, 403, 404, 410)},
+            summary="A file of the render's package (names as GET /renders/{id} lists them), once done")
+def get_render_file(render_id: str, name: str, request: Request,
+                    caller: Caller = Depends(require("renders:read", "renders:write"))):
+    context = context_of(request)
+    avatar_id, slug, sha256 = owned_render(context, caller, render_id)
+    package = status.render_status(context.instance, context.store, avatar_id, slug, sha256)["package"]
+    return serve_file(context.store, _package_refs(package) if package else [], name, "package file")
 
 
 def _route_of(store: MediaStore, avatar_id: str, slug: str, sha256: str) -> str | None:

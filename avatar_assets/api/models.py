@@ -13,11 +13,14 @@ RenderState = Literal["accepted", "held", "queued", "running", "waiting_approval
 
 
 class StoredFile(BaseModel):
-    """A file the platform made, where it is in the media store (the API does not serve media yet)."""
+    """A file the platform made: where the API serves it, and where it is in the media store."""
 
     name: str
+    url: str = Field(description="where this API serves the file (same token), range requests allowed")
     uri: str = Field(description="where the file is in the platform's media store (file:// or s3://)")
     sha256: str
+    size: int
+    media_type: str
 
 
 class AvatarAccepted(BaseModel):
