@@ -32,6 +32,7 @@ OUTBOX = "events/outbox/"
 DEDUPE_MARKERS = "events/keys/"
 DEAD_LETTERS = "events/dead/"
 DELIVERY_STATE = "events/delivery.json"
+ENDPOINT_DELIVERIES = "events/endpoints/"
 INBOX_AVATARS = "inbox/avatars/"
 INBOX_OUTPUTS = "inbox/outputs/"
 HELD_REQUESTS = "requests/held/"
@@ -182,7 +183,12 @@ def dead_letter_id(key: str, dead_letters: str = DEAD_LETTERS) -> str:
 def endpoint_delivery(endpoint_id: str) -> tuple[str, str]:
     """A tenant's webhook endpoint's own delivery state key and dead-letter folder (the job API registers them):
     `events/endpoints/<id>/delivery.json` and `events/endpoints/<id>/dead/`."""
-    return f"events/endpoints/{endpoint_id}/delivery.json", f"events/endpoints/{endpoint_id}/dead/"
+    return f"{ENDPOINT_DELIVERIES}{endpoint_id}/delivery.json", f"{ENDPOINT_DELIVERIES}{endpoint_id}/dead/"
+
+
+def delivery_endpoint(key: str) -> str:
+    """The endpoint id of a key under ENDPOINT_DELIVERIES."""
+    return key.removeprefix(ENDPOINT_DELIVERIES).split("/", 1)[0]
 
 
 def dedupe_marker_key(digest: str) -> str:

@@ -380,18 +380,24 @@ def test_the_delivery_sensor_says_why_it_sends_nothing_without_a_secret(home, mo
 
 
 def test_forget_avatar_deletes_its_events_retry_state_and_dead_letters(home):
+    """The platform's receiver and a tenant endpoint's (its own state and dead letters) both forget the avatar."""
     store = home.store
     ava = [events.emit(store, "accepted", avatar_id="ava", asset="source_upload", dedupe_key="ava:1").event_id,
            *emit_many(store, 2, "ava")]
     bob = emit_many(store, 2, "bob")
+    endpoint_state, endpoint_dead = layout.endpoint_delivery("ep1")
     with webhook() as hook:
         hook.modes.update({ava[1]: "gone", ava[2]: "error", bob[0]: "error"})
         deliver(store, hook, at=time.time())
-    assert [letter.event_id for letter in events.dead_letters(store)] == [ava[1]]
+        deliver(store, hook, at=time.time(), state_key=endpoint_state, dead_letters=endpoint_dead)
+    for folder in (layout.DEAD_LETTERS, endpoint_dead):
+        assert [letter.event_id for letter in events.dead_letters(store, folder)] == [ava[1]]
 
     assert events.forget_avatar(store, "ava") == 3
     assert outbox_ids(store) == bob
-    assert events.dead_letters(store) == [] and list(events.DeliveryState.load(store).retrying) == [bob[0]]
+    for state_key, folder in ((layout.DELIVERY_STATE, layout.DEAD_LETTERS), (endpoint_state, endpoint_dead)):
+        assert events.dead_letters(store, folder) == []
+        assert list(events.DeliveryState.load(store, state_key).retrying) == [bob[0]]
     assert list(store.list_keys(layout.DEDUPE_MARKERS)) == []
     assert events.forget_avatar(store, "ava") == 0
 

@@ -42,10 +42,13 @@ from resources.layout import (
     DEAD_LETTERS,
     DEDUPE_MARKERS,
     DELIVERY_STATE,
+    ENDPOINT_DELIVERIES,
     OUTBOX,
     dead_letter_id,
     dead_letter_key,
     dedupe_marker_key,
+    delivery_endpoint,
+    endpoint_delivery,
     outbox_event_id,
     outbox_key,
 )
@@ -278,8 +281,8 @@ class DeliveryState(BaseModel):
         return "delivered"
 
 
-def dead_letters(store: MediaStore) -> list[DeadLetter]:
-    letters = (store.read_text(key) for key in sorted(store.list_keys(DEAD_LETTERS)))
+def dead_letters(store: MediaStore, folder: str = DEAD_LETTERS) -> list[DeadLetter]:
+    letters = (store.read_text(key) for key in sorted(store.list_keys(folder)))
     return [DeadLetter.model_validate_json(text) for text in letters if text is not None]
 
 
@@ -422,10 +425,13 @@ def replay_dead_letters(store: MediaStore) -> int:
 
 
 def forget_avatar(store: MediaStore, avatar_id: str) -> int:
-    """Delete every outbox event of the avatar, with its retry state, dead letter and dedupe marker (what
-    revoke erases). Outbox documents go last, so a forget killed half-way finds them again when rerun.
-    Returns how many events were forgotten."""
-    ids = {letter.event_id for letter in dead_letters(store) if letter.avatar_id == avatar_id}
+    """Delete every outbox event of the avatar, with its retry states and dead letters (the platform's and each
+    tenant endpoint's) and its dedupe marker (what revoke erases). Outbox documents go last, so a forget
+    killed half-way finds them again when rerun. Returns how many events were forgotten."""
+    endpoints = sorted({delivery_endpoint(key) for key in store.list_keys(ENDPOINT_DELIVERIES)})
+    deliveries = [(DELIVERY_STATE, DEAD_LETTERS), *(endpoint_delivery(endpoint) for endpoint in endpoints)]
+    ids = {letter.event_id for _, folder in deliveries for letter in dead_letters(store, folder)
+           if letter.avatar_id == avatar_id}
     for key in list(store.list_keys(OUTBOX)):
         text = store.read_text(key)
         try:
@@ -437,11 +443,13 @@ def forget_avatar(store: MediaStore, avatar_id: str) -> int:
     for key in list(store.list_keys(DEDUPE_MARKERS)):
         if store.read_text(key) in ids:
             store.delete_key(key)
-    state = DeliveryState.load(store)
-    if ids & state.retrying.keys():
-        state.retrying = {i: retry for i, retry in state.retrying.items() if i not in ids}
-        state.save(store)
+    for state_key, folder in deliveries:
+        state = DeliveryState.load(store, state_key)
+        if ids & state.retrying.keys():
+            state.retrying = {i: retry for i, retry in state.retrying.items() if i not in ids}
+            state.save(store, state_key)
+        for event_id in ids:
+            store.delete_key(dead_letter_key(event_id, folder))
     for event_id in ids:
-        store.delete_key(dead_letter_key(event_id))
         store.delete_key(outbox_key(event_id))
     return len(ids)
