@@ -601,6 +601,30 @@ def test_webhook_urls_must_be_https_and_public(monkeypatch, url, says):
     assert refused.value.problem.type == PROBLEM + "invalid-webhook" and says in refused.value.problem.detail
 
 
+def test_every_delivery_connects_to_the_address_it_checked_and_refuses_a_private_one(home, monkeypatch):
+    """DNS rebinding: a host public at registration may resolve into the internal network later. Each delivery
+    resolves and checks again (a loopback receiver is refused before anything is sent, the reason kept in the
+    retry state), and connects to the address it checked: a host name that resolves nowhere still reaches the
+    pinned address, with its own name in the Host header."""
+    from avatar_assets.api.webhooks import public_address
+    from avatar_assets.pipeline import events
+    from tests.regen_helpers import webhook
+
+    monkeypatch.delenv("AVATAR_WEBHOOK_ALLOW_PRIVATE", raising=False)
+    event = events.emit(home.store, "accepted", avatar_id="ava", asset="source_upload", dedupe_key="ava:pin")
+    signer = events.Signer.from_secret("whsec_" + "A" * 40)
+    with webhook() as hook:
+        report = events.deliver(home.store, hook.url, signer, settle_s=0, pin=public_address)
+        assert (report.delivered, report.failed, hook.attempts) == (0, 1, 0)
+        retry = events.DeliveryState.load(home.store).retrying[event.event_id]
+        assert "resolves to a non-public address (127.0.0.1)" in retry.last_error
+
+        unresolvable = hook.url.replace("127.0.0.1", "receiver.invalid")
+        sent = events.post(unresolvable, b"{}", event.event_id, signer, at=time.time(), address="127.0.0.1")
+        assert sent.error is None and hook.attempts == 1
+        assert hook.posts[0].headers["host"] == f"receiver.invalid:{hook.port}"
+
+
 def test_uploads_still_arriving_survive_the_scratch_reaper(home):
     """`status` and `process` remove every scratch folder no active run owns; an upload's staging is not one."""
     from avatar_assets import settings

@@ -57,22 +57,37 @@ def _endpoint(row: WebhookEndpoint) -> Endpoint:
                     created_at=row.created_at)
 
 
+def allow_private() -> bool:
+    return os.environ.get(ALLOW_PRIVATE_ENV, "") == "1"
+
+
 def check_url(url: str) -> None:
     """Refuse (422) a URL that is not https, or whose host resolves to a non-public address."""
-    allow_private = os.environ.get(ALLOW_PRIVATE_ENV, "") == "1"
     parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in (("http", "https") if allow_private else ("https",)) or not parts.hostname:
+    if parts.scheme not in (("http", "https") if allow_private() else ("https",)) or not parts.hostname:
         raise ApiProblem("invalid-webhook", f"webhook URL {url!r}: expected https://<public host>/…")
-    if allow_private:
-        return
+    if not allow_private():
+        try:
+            public_address(url)
+        except ValueError as error:
+            raise ApiProblem("invalid-webhook", str(error)) from None
+
+
+def public_address(url: str) -> str:
+    """The address to deliver to: the host resolved now, every address it has public, else ValueError. Asked
+    again before each delivery and connected to as checked, so a DNS answer changed since registration (DNS
+    rebinding) cannot point a delivery into the internal network."""
+    parts = urllib.parse.urlsplit(url)
     try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(parts.hostname, parts.port or 443)}
+        addresses = sorted({info[4][0] for info in socket.getaddrinfo(parts.hostname, parts.port or 443,
+                                                                       type=socket.SOCK_STREAM)})
     except (socket.gaierror, UnicodeError):
-        raise ApiProblem("invalid-webhook", f"webhook host {parts.hostname!r} does not resolve") from None
-    private = sorted(a for a in addresses if not ipaddress.ip_address(a.split("%")[0]).is_global)
+        raise ValueError(f"webhook host {parts.hostname!r} does not resolve") from None
+    private = [a for a in addresses if not ipaddress.ip_address(a.split("%")[0]).is_global]
     if private:
-        raise ApiProblem("invalid-webhook", f"webhook host {parts.hostname!r} resolves to a non-public address "
-                                            f"({', '.join(private)}); endpoints must be public")
+        raise ValueError(f"webhook host {parts.hostname!r} resolves to a non-public address ({', '.join(private)}); "
+                         "endpoints must be public")
+    return addresses[0]
 
 
 def register(sessions: sessionmaker[Session], tenant: str, request: EndpointRequest) -> EndpointCreated:
@@ -154,6 +169,6 @@ class Deliverers:
         while not stop.wait(POLL_S):
             try:
                 events.deliver(self.store, url, signer, state_key=state_key, dead_letters=dead_letters,
-                               wanted=wanted, budget_s=30.0)
+                               wanted=wanted, budget_s=30.0, pin=None if allow_private() else public_address)
             except Exception as error:  # noqa: BLE001 - a store hiccup: the next pass goes on from the saved state
                 log.warning(f"webhook endpoint {endpoint_id}: {error}")

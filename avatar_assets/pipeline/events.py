@@ -25,6 +25,8 @@ import hashlib
 import hmac
 import http.client
 import os
+import socket
+import ssl
 import threading
 import time
 import urllib.error
@@ -206,19 +208,44 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
 _OPENER = urllib.request.build_opener(_NoRedirects)
 
 
+def _pinned_opener(address: str) -> urllib.request.OpenerDirector:
+    """An opener that connects to `address` whatever the URL's host resolves to now, the host still naming the
+    request (Host header, TLS server name and certificate check): the address checked is the address used."""
+
+    class Pinned(http.client.HTTPConnection):
+        def connect(self):
+            self.sock = socket.create_connection((address, self.port), self.timeout)
+
+    class PinnedTLS(http.client.HTTPSConnection):
+        def connect(self):
+            self.sock = self._context.wrap_socket(socket.create_connection((address, self.port), self.timeout),
+                                                  server_hostname=self.host)
+
+    class Handler(urllib.request.HTTPHandler, urllib.request.HTTPSHandler):
+        def http_open(self, req):
+            return self.do_open(Pinned, req)
+
+        def https_open(self, req):
+            return self.do_open(PinnedTLS, req, context=ssl.create_default_context())
+
+    return urllib.request.build_opener(_NoRedirects, Handler)
+
+
 @dataclass(frozen=True)
 class Attempt:
     status: int | None  # the HTTP status; None when no answer came (refused, reset, timed out)
     error: str | None  # None when delivered
 
 
-def post(url: str, body: bytes, event_id: str, signer: Signer, *, at: float, timeout: float = TIMEOUT_S) -> Attempt:
-    """One signed POST of exactly `body`; any answer but a 2xx is a failed attempt."""
+def post(url: str, body: bytes, event_id: str, signer: Signer, *, at: float, timeout: float = TIMEOUT_S,
+         address: str | None = None) -> Attempt:
+    """One signed POST of exactly `body`, to `address` when given (see `_pinned_opener`); any answer but a 2xx
+    is a failed attempt."""
     headers = {"Content-Type": "application/json", "X-Avatar-Event-Id": event_id,
                **signer.headers(event_id, int(at), body)}
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")
     try:
-        with _OPENER.open(request, timeout=timeout) as response:
+        with (_pinned_opener(address) if address else _OPENER).open(request, timeout=timeout) as response:
             return Attempt(response.status, None)
     except urllib.error.HTTPError as answer:
         answer.close()
@@ -320,6 +347,7 @@ def deliver(
     state_key: str = DELIVERY_STATE,
     dead_letters: str = DEAD_LETTERS,
     wanted: Callable[[LifecycleEvent], bool] | None = None,
+    pin: Callable[[str], str] | None = None,
 ) -> DeliveryReport:
     """One pass over every due event in sequence order: the retries whose time has come and the settled
     events not tried yet. A failure schedules that event alone; the pass goes on with the next.
@@ -327,7 +355,8 @@ def deliver(
     `now` is the clock for the schedule and for `webhook-timestamp` (tests inject it); `budget_s` stops
     the pass between attempts (a sensor tick must end), leaving the rest due for the next pass. A receiver
     of its own (a tenant's endpoint) keeps its own `state_key` and `dead_letters` and gets only the events
-    it `wanted`; the others are passed over as if delivered.
+    it `wanted`; the others are passed over as if delivered. `pin` resolves and checks the URL's host before each
+    attempt and returns the address to connect to, or raises ValueError saying why not (a failed attempt).
     """
     state = DeliveryState.load(store, state_key)
     dead = dead_letter_ids(store, dead_letters)
@@ -348,7 +377,7 @@ def deliver(
         text = store.read_text(outbox_key(event_id))
         if text is not None and (wanted is None or _wanted(wanted, text)):  # None: forgotten (revoke) since the listing
             attempted_at = now()
-            event, outcome = _attempt(url, signer, event_id, text, attempted_at, timeout_s)
+            event, outcome = _attempt(url, signer, event_id, text, attempted_at, timeout_s, pin)
             if outcome.error is None:
                 delivered += 1
             else:
@@ -369,13 +398,18 @@ def deliver(
     return DeliveryReport(delivered, failed, buried, len(untried) + len(state.retrying), waiting_until, error)
 
 
-def _attempt(url, signer, event_id, text, at, timeout_s) -> tuple[LifecycleEvent | None, Attempt]:
+def _attempt(url, signer, event_id, text, at, timeout_s, pin) -> tuple[LifecycleEvent | None, Attempt]:
     """POST one outbox document as its canonical JSON (events written before `sequence` gain it)."""
     try:
         event = LifecycleEvent.model_validate_json(text)
     except ValidationError as error:
         return None, Attempt(None, f"unreadable outbox document: {error.errors()[0]['msg']}")
-    return event, post(url, event.model_dump_json().encode(), event_id, signer, at=at, timeout=timeout_s)
+    try:
+        address = pin(url) if pin else None
+    except ValueError as refused:
+        return event, Attempt(None, f"not sent: {refused}")
+    return event, post(url, event.model_dump_json().encode(), event_id, signer, at=at, timeout=timeout_s,
+                       address=address)
 
 
 def _wanted(wanted: Callable[[LifecycleEvent], bool], text: str) -> bool:
