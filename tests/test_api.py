@@ -378,6 +378,21 @@ def test_an_admin_token_reads_its_quotas_and_manages_its_own_tenant_s_tokens(api
             assert reader.get("/v1/events").status_code == 200
             assert admin.delete(f"/v1/tokens/{new['token_id']}").status_code == 204
             assert_problem(reader.get("/v1/events"), 401, "unauthorized")
+        says = assert_problem(admin.post("/v1/tokens", json={"scopes": ["renders:read"]},
+                                         headers={"Idempotency-Key": "t1"}), 422, "invalid-request")
+        assert "only a hash is stored" in says["detail"]
+
+
+def test_registering_a_webhook_twice_with_one_idempotency_key_registers_it_once(api):
+    hook = {"url": "http://127.0.0.1:9/once", "event_types": ["completed"]}
+    with api.client("globex-admin") as admin:
+        first = admin.post("/v1/webhooks", json=hook, headers={"Idempotency-Key": "hook-1"})
+        again = admin.post("/v1/webhooks", json=hook, headers={"Idempotency-Key": "hook-1"})
+        assert first.status_code == again.status_code == 201 and first.content == again.content
+        assert [e["url"] for e in admin.get("/v1/webhooks").json()].count(hook["url"]) == 1
+        assert_problem(admin.post("/v1/webhooks", json={**hook, "event_types": []}, headers={"Idempotency-Key": "hook-1"}),
+                       422, "idempotency-key-reused")
+        admin.delete(f"/v1/webhooks/{first.json()['endpoint_id']}")
 
 
 # --------------------------------------------------------------------------- the schema

@@ -402,31 +402,47 @@ DECIDED_ASSET = {**gates.GATE_ASSET, "full_output_generation": "script", "backgr
 @router.post("/renders/{render_id}/approvals", status_code=202, response_model=ApprovalRecorded,
              responses=declared(401, 403, 404, 410, 422),
              summary="Approve or reject a gated stage of the render; the approval sensor acts on it")
-def decide(render_id: str, decision: ApprovalDecision, request: Request,
-           caller: Caller = Depends(require("renders:write"))):
+async def decide(render_id: str, decision: ApprovalDecision, request: Request,
+                 caller: Caller = Depends(require("renders:write")), idempotency_key: str | None = IdempotencyKey):
     context = context_of(request)
+    canonical = json.dumps(["approvals", render_id, decision.model_dump(mode="json")], sort_keys=True)
+    return await answer_once(context.sessions, caller.tenant, idempotency_key, _sha256(canonical),
+                             lambda: run_in_threadpool(_decide, context, caller, render_id, decision))
+
+
+def _decide(context: ApiContext, caller: Caller, render_id: str, decision: ApprovalDecision) -> JSONResponse:
     avatar_id, slug, _ = owned_render(context, caller, render_id)
     asset = decision.asset or DECIDED_ASSET.get(decision.job_type)
     if asset is None:
         raise ApiProblem("invalid-approval", f"say which asset this {decision.job_type} decision is about")
-    return ApprovalRecorded.model_validate(
-        _record(context, caller, decision.job_type, asset, avatar_id, slug, decision.decision, decision.by,
-                decision.note, decision.content_hash, decision.run_id).model_dump(mode="json"))
+    return _recorded(_record(context, caller, decision.job_type, asset, avatar_id, slug, decision.decision,
+                             decision.by, decision.note, decision.content_hash, decision.run_id))
 
 
 @router.post("/renders/{render_id}/retry", status_code=202, response_model=ApprovalRecorded,
              responses=declared(401, 403, 404, 409, 410, 422),
              summary="Retry the render's failed run from its failed stage (recorded as a retry_from_stage approval)")
-def retry_render(render_id: str, request: Request, caller: Caller = Depends(require("renders:write"))):
+async def retry_render(render_id: str, request: Request, caller: Caller = Depends(require("renders:write")),
+                       idempotency_key: str | None = IdempotencyKey):
     context = context_of(request)
+    return await answer_once(context.sessions, caller.tenant, idempotency_key, _sha256(json.dumps(["retry", render_id])),
+                             lambda: run_in_threadpool(_retry, context, caller, render_id))
+
+
+def _retry(context: ApiContext, caller: Caller, render_id: str) -> JSONResponse:
     avatar_id, slug, sha256 = owned_render(context, caller, render_id)
     runs = status.render_runs(context.instance, cell_key(avatar_id, slug), sha256)
     if not runs or runs[0].status != dg.DagsterRunStatus.FAILURE:
         raise ApiProblem("nothing-to-retry", "the render's newest run has not failed; only a failed render is retried")
     stage, _ = run_failure(context.instance, runs[0].run_id)
-    return ApprovalRecorded.model_validate(
-        _record(context, caller, "retry_from_stage", stage or "output_package", avatar_id, slug, "approve", "",
-                "retry through the job API", None, runs[0].run_id).model_dump(mode="json"))
+    return _recorded(_record(context, caller, "retry_from_stage", stage or "output_package", avatar_id, slug,
+                             "approve", "", "retry through the job API", None, runs[0].run_id))
+
+
+def _recorded(approval) -> JSONResponse:
+    answer = ApprovalRecorded(approval_id=approval.approval_id, job_type=approval.job_type, asset=approval.asset,
+                              decision=approval.decision, content_hash=approval.content_hash)
+    return JSONResponse(answer.model_dump(mode="json"), status_code=202)
 
 
 def _record(context: ApiContext, caller: Caller, job_type, asset, avatar_id, slug, decision, by, note, content_hash,
@@ -472,8 +488,17 @@ def list_events(request: Request, after: str | None = Query(None, max_length=80,
 @router.post("/webhooks", status_code=201, response_model=webhooks.EndpointCreated,
              responses=declared(401, 403, 422),
              summary="Register a webhook endpoint for the tenant's events; the signing secret is shown only now")
-def register_webhook(endpoint: webhooks.EndpointRequest, request: Request, caller: Caller = Depends(require("admin"))):
-    return webhooks.register(context_of(request).sessions, caller.tenant, endpoint)
+async def register_webhook(endpoint: webhooks.EndpointRequest, request: Request,
+                           caller: Caller = Depends(require("admin")), idempotency_key: str | None = IdempotencyKey):
+    sessions = context_of(request).sessions
+
+    def register() -> JSONResponse:
+        created = webhooks.register(sessions, caller.tenant, endpoint)
+        return JSONResponse(created.model_dump(mode="json"), status_code=201)
+
+    canonical = json.dumps(["webhooks", endpoint.model_dump(mode="json")], sort_keys=True)
+    return await answer_once(sessions, caller.tenant, idempotency_key, _sha256(canonical),
+                             lambda: run_in_threadpool(register))
 
 
 @router.get("/webhooks", response_model=list[webhooks.Endpoint], responses=declared(401, 403),
@@ -514,7 +539,12 @@ def list_tokens(request: Request, caller: Caller = Depends(require("admin"))):
 
 @router.post("/tokens", status_code=201, response_model=TokenCreated, responses=declared(401, 403, 422),
              summary="A new token of the tenant; the token is shown only in this answer")
-def create_token(body: TokenRequest, request: Request, caller: Caller = Depends(require("admin"))):
+def create_token(body: TokenRequest, request: Request, caller: Caller = Depends(require("admin")),
+                 idempotency_key: str | None = Header(None, alias=IDEMPOTENCY_HEADER, include_in_schema=False)):
+    if idempotency_key is not None:
+        raise ApiProblem("invalid-request", f"{IDEMPOTENCY_HEADER} is not taken here: a replay would have to keep the "
+                                            "new token, of which only a hash is stored; list the tokens to see "
+                                            "whether one was made")
     try:
         scopes, lifetime = tokens.parse_scopes(",".join(body.scopes)), tokens.parse_expiry(body.expires)
     except tokens.TokenError as error:
