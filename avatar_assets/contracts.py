@@ -493,6 +493,7 @@ class SpeechRecord(Record):
     scene_times: list[tuple[float, float]]
     captions_srt: MediaRef
     captions_vtt: MediaRef
+    caption_style: CaptionStyle = CaptionStyle()  # the request's, for the stage that burns the captions in
     longest_silence_s: float
     clipping_fraction: float
     loudness_lufs: float
@@ -578,6 +579,7 @@ class VideoRecord(Record):
     audio_duration_s: float
     provider: ProviderInfo
     watermark: str | None = None
+    captions_ass: MediaRef | None = None  # the captions burned into this video (stitched_video only)
 
 
 class Rendition(Strict):
@@ -618,6 +620,7 @@ class OutputPackageRecord(Record):
     poster: MediaRef
     captions_srt: MediaRef
     captions_vtt: MediaRef
+    captions_ass: MediaRef | None = None  # None only in packages made before styled captions
     rights_manifest: MediaRef
     folder: str  # store-relative key of the package folder, `packages/<avatar>/<slug>`
 

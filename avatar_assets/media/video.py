@@ -26,8 +26,9 @@ import numpy as np
 import proglog
 import soundfile as sf
 from moviepy import AudioArrayClip, VideoClip
-from PIL import Image, ImageDraw, ImageFont
+from PIL import ImageFont
 
+from avatar_assets.media.captions import FONTS_DIR
 from avatar_assets.media.partial import make_part_file
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
@@ -275,80 +276,12 @@ def _pipe_frames(cmd: list[str], frames: Iterable[np.ndarray], size: Size) -> in
 # --------------------------------------------------------------------------- stitch_scenes
 
 
-@dataclass(frozen=True)
-class CaptionPatch:
-    """A caption pre-rendered once: where it goes, its RGB and its 0..1 alpha."""
-
-    x: int
-    y: int
-    rgb: np.ndarray
-    alpha: np.ndarray
-    inv_alpha: np.ndarray
-
-    def burn(self, frame: np.ndarray) -> None:
-        """Alpha-blend into `frame` in place; only the patch region is touched."""
-        h, w = self.rgb.shape[:2]
-        roi = frame[self.y:self.y + h, self.x:self.x + w]
-        roi[:] = cv2.blendLinear(self.rgb, roi, self.alpha, self.inv_alpha)
-
-
-def _cue_fields(cue: Any) -> tuple[float, float, str]:
-    """Accept (start_s, end_s, text) tuples or any object with those attributes."""
-    if hasattr(cue, "start_s"):
-        return float(cue.start_s), float(cue.end_s), str(cue.text)
-    start, end, text = cue[:3]
-    return float(start), float(end), str(text)
-
-
 def load_font(px: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     """Bold DejaVu where installed, else Pillow's built-in scalable font."""
     for candidate in _FONT_CANDIDATES:
         with contextlib.suppress(OSError):
             return ImageFont.truetype(candidate, px)
     return ImageFont.load_default(px)
-
-
-def _wrap(text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, max_w: int) -> str:
-    """Greedy word wrap by rendered width."""
-    lines: list[str] = []
-    for word in text.split():
-        if lines and font.getlength(f"{lines[-1]} {word}") <= max_w:
-            lines[-1] = f"{lines[-1]} {word}"
-        else:
-            lines.append(word)
-    return "\n".join(lines)
-
-
-def render_caption(text: str, size: Size, avoid: Sequence[tuple[int, int, int, int]] = ()) -> CaptionPatch:
-    """White bold text with an outline on a translucent box, bottom-centred; higher up on vertical
-    video so platform UI (buttons, descriptions) does not cover it. When the bottom place would cover
-    a box in `avoid` (the avatar's mouth), the caption goes near the top instead."""
-    w, h = size
-    px = max(10, round(0.05 * min(w, h)))
-    font = load_font(px)
-    wrapped = _wrap(text, font, int(0.84 * w))
-    stroke = max(1, px // 14)
-    measure = ImageDraw.Draw(Image.new("L", (1, 1)))
-    left, top, right, bottom = (math.floor(v) if i < 2 else math.ceil(v) for i, v in enumerate(
-        measure.multiline_textbbox((0, 0), wrapped, font=font, stroke_width=stroke, align="center")))
-    pad = px // 2
-    pw, ph = min(w, right - left + 2 * pad), min(h, bottom - top + 2 * pad)
-    patch = Image.new("RGBA", (pw, ph), (0, 0, 0, 0))
-    draw = ImageDraw.Draw(patch)
-    draw.rounded_rectangle((0, 0, pw - 1, ph - 1), radius=pad, fill=(0, 0, 0, 110))
-    draw.multiline_text((pad - left, pad - top), wrapped, font=font, fill=(255, 255, 255, 255),
-                        stroke_width=stroke, stroke_fill=(0, 0, 0, 255), align="center")
-    arr = np.asarray(patch)
-    alpha = arr[..., 3].astype(np.float32) / 255.0
-    margin = (0.16 if h > w else 0.07) * h
-    x, y = (w - pw) // 2, int(max(0, h - margin - ph))
-    if any(_overlaps((x, y, pw, ph), box) for box in avoid):
-        y = int(0.08 * h)
-    return CaptionPatch(x=x, y=y, rgb=np.ascontiguousarray(arr[..., :3]), alpha=alpha, inv_alpha=1.0 - alpha)
-
-
-def _overlaps(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
-    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
 
 
 @dataclass(frozen=True)
@@ -358,11 +291,9 @@ class _Timeline:
     scene: np.ndarray  # index of the main scene
     other: np.ndarray  # index of the scene faded with it, -1 if none
     mix: np.ndarray  # weight of `other`
-    cue: np.ndarray  # caption index, -1 if none
 
 
-def _plan(scenes: Sequence[SceneClip], cues: Sequence[tuple[float, float, str]], n: int, fps: float,
-          transition_s: float) -> _Timeline:
+def _plan(scenes: Sequence[SceneClip], n: int, fps: float, transition_s: float) -> _Timeline:
     t = np.arange(n) / fps
     starts = np.array([s.start_s for s in scenes])
     scene = np.clip(np.searchsorted(starts, t + 1e-9, side="right") - 1, 0, len(scenes) - 1)
@@ -379,10 +310,7 @@ def _plan(scenes: Sequence[SceneClip], cues: Sequence[tuple[float, float, str]],
         scene[win] = k
         other[win] = k + 1
         mix[win] = weight
-    cue = np.full(n, -1)
-    for i, (start, end, _) in enumerate(cues):
-        cue[(t >= start) & (t < end)] = i
-    return _Timeline(scene, other, mix, cue)
+    return _Timeline(scene, other, mix)
 
 
 def _check_scenes(scenes: Sequence[SceneClip], fps: float) -> float:
@@ -403,44 +331,35 @@ def stitch_scenes(
     fps: float,
     size: Size,
     audio: Audio | None,
-    captions: Sequence[Any] = (),
+    captions_ass: str | None = None,
     transition_s: float = 0.25,
     path: str | os.PathLike[str],
     crf: int = 20,
     preset: str = "veryfast",
     progress: Callable[[int, int], None] | None = None,
-    caption_avoid: Sequence[tuple[int, int, int, int]] = (),
 ) -> EncodeResult:
     """Assemble scenes with crossfades and burned captions into one H.264/AAC MP4 through moviepy.
 
     One `VideoClip` whose frame function looks up a precomputed plan: no compositing clips, no per-frame
-    resizing, captions rendered once per cue. The scenes define the length; audio is fitted to it.
-    Output is yuv420p (moviepy forces it for libx264), so both dimensions must be even.
+    resizing. Captions (an ASS document, see `captions.to_ass`) are drawn by libass inside the encoding
+    ffmpeg, with the caption fonts shipped in matplotlib. The scenes define the length; audio is fitted
+    to it. Output is yuv420p (moviepy forces it for libx264), so both dimensions must be even.
     """
     if size[0] % 2 or size[1] % 2:
         raise ValueError(f"yuv420p needs even dimensions, got {size[0]}x{size[1]}")
     started = time.perf_counter()
     duration = _check_scenes(scenes, fps)
     n = max(1, round(duration * fps))
-    cues = [_cue_fields(c) for c in captions]
-    patches = [render_caption(text, size, caption_avoid) for _, _, text in cues]
-    plan = _plan(scenes, cues, n, fps, transition_s)
+    plan = _plan(scenes, n, fps, transition_s)
 
     def frame_function(t: float) -> np.ndarray:
         i = min(max(int(round(t * fps)), 0), n - 1)
-        k = int(plan.scene[i])
-        scene = scenes[k]
+        scene = scenes[int(plan.scene[i])]
         frame = _check_frame(scene.frame(t - scene.start_s, fps), size)
-        owned = False
         if plan.other[i] >= 0:
             nxt = scenes[int(plan.other[i])]
             b = _check_frame(nxt.frame(t - nxt.start_s, fps), size)
             frame = cv2.addWeighted(frame, 1.0 - float(plan.mix[i]), b, float(plan.mix[i]), 0.0)
-            owned = True
-        if plan.cue[i] >= 0:
-            if not owned:
-                frame = frame.copy()  # never draw into the caller's frames
-            patches[int(plan.cue[i])].burn(frame)
         return frame
 
     final = Path(path)
@@ -448,7 +367,8 @@ def stitch_scenes(
     # could otherwise make n - 1.
     clip = VideoClip(frame_function=frame_function, duration=(n + 0.5) / fps)
     logger = _ProgressLogger(progress, n) if progress is not None else None
-    with _atomic_target(final) as tmp, _scratch(final.with_suffix(".audio"), ".wav") as wav:
+    with (_atomic_target(final) as tmp, _scratch(final.with_suffix(".audio"), ".wav") as wav,
+          _scratch(final.with_suffix(".captions"), ".ass") as ass):
         if audio is not None:
             samples, sr = _mono_float(audio)
             samples = fit_length(samples, round(n / fps * sr))
@@ -457,12 +377,26 @@ def stitch_scenes(
             # alongside x264, instead of as a separate pass before it.
             AudioArrayClip(np.repeat(samples[:, None], 2, axis=1), fps=sr).write_audiofile(
                 str(wav), fps=sr, codec="pcm_s16le", logger=None)
+        burn = []
+        if captions_ass is not None:
+            ass.write_text(captions_ass, encoding="utf-8")
+            burn = ["-vf", f"ass=filename={_filter_value(ass)}:fontsdir={_filter_value(FONTS_DIR)}"]
         clip.write_videofile(
             str(tmp), fps=fps, codec="libx264", audio=str(wav) if audio is not None else False,
             audio_codec="aac", preset=preset, logger=logger,
-            ffmpeg_params=["-crf", str(crf), "-b:a", AUDIO_BITRATE, "-ac", "1", "-movflags", "+faststart"],
+            ffmpeg_params=[*burn, "-crf", str(crf), "-b:a", AUDIO_BITRATE, "-ac", "1", "-movflags", "+faststart"],
         )
     return _result(final, size, fps, n, audio is not None, started)
+
+
+def _filter_value(path: Path) -> str:
+    """A path as a filter option inside a filtergraph: escaped once for the option, once for the graph."""
+    value = str(path)
+    for char in "\\':":
+        value = value.replace(char, "\\" + char)
+    for char in "\\'[],;":
+        value = value.replace(char, "\\" + char)
+    return value
 
 
 class _ProgressLogger(proglog.ProgressBarLogger):  # type: ignore[misc]

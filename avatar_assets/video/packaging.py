@@ -1,4 +1,5 @@
-"""The delivered package of one cell: an MP4 per platform size, a poster, captions and the rights manifest.
+"""The delivered package of one cell: an MP4 per platform size, a poster, captions (SRT, WebVTT and the styled
+ASS that was burned in) and the rights manifest.
 
 The files are copied under stable names into `packages/<avatar>/<slug>/` of the media store, so a person
 or an upload finds the finished video in one folder; the manifest accounts for every stage and the
@@ -67,11 +68,16 @@ def build_package(
     store.copy_to(poster, f"{folder}/poster.png")
     store.copy_to(speech.captions_srt, f"{folder}/captions.srt")
     store.copy_to(speech.captions_vtt, f"{folder}/captions.vtt")
+    captions_ass = sources.stitched_video.captions_ass
+    if captions_ass is None:
+        raise ValueError("the stitched video names no captions.ass: re-materialize stitched_video")
+    store.copy_to(captions_ass, f"{folder}/captions.ass")
     outputs = {
         **{_rendition_name(r.aspect_ratio): r.video.sha256 for r in renditions},
         "poster.png": poster.sha256,
         "captions.srt": speech.captions_srt.sha256,
         "captions.vtt": speech.captions_vtt.sha256,
+        "captions.ass": captions_ass.sha256,
     }
     manifest = rights_manifest(sources, outputs)
     manifest_ref = store.put_bytes(manifest.model_dump_json(indent=2).encode(), "json", "application/json")
@@ -82,7 +88,7 @@ def build_package(
         store.delete_key(stale)
     record = OutputPackageRecord(
         avatar_id=script.avatar_id, slug=script.slug, renditions=renditions, poster=poster,
-        captions_srt=speech.captions_srt, captions_vtt=speech.captions_vtt, rights_manifest=manifest_ref,
+        captions_srt=speech.captions_srt, captions_vtt=speech.captions_vtt, captions_ass=captions_ass, rights_manifest=manifest_ref,
         folder=folder,
     )
     return record, poster_rgb
