@@ -422,6 +422,21 @@ def test_every_video_record_names_its_own_cell(rendered):
             assert (found.avatar_id, found.slug) == (AVATAR, slug), (route, stage, found.avatar_id, found.slug)
 
 
+@pytest.mark.parametrize("route", DELIVERED)
+def test_every_rendition_carries_the_cells_watermark(rendered, route):
+    """Decoded frames of each packaged rendition (upscaled or letterboxed from the master) give back the
+    payload the enhanced master was marked with."""
+    from avatar_assets.media.video import read_frames
+    from avatar_assets.media.watermark import detect_watermark_frames
+
+    home, _, requests = rendered
+    slug = slug_of(route)
+    payload = bytes.fromhex(record(home, "enhanced_video", AVATAR, slug).watermark)
+    for aspect in requests[route].renditions():
+        path = package_dir(home, AVATAR, slug) / f"video_{aspect.replace(':', 'x')}.mp4"
+        assert detect_watermark_frames(read_frames(path, every_nth=10)) == payload, (route, aspect)
+
+
 def test_a_second_slug_with_the_same_script_reuses_bytes_but_gets_its_own_watermark(rendered):
     from avatar_assets.media.watermark import detect_watermark_frames
 

@@ -30,6 +30,7 @@ from PIL import ImageFont
 
 from avatar_assets.media.captions import FONTS_DIR
 from avatar_assets.media.partial import make_part_file
+from avatar_assets.media.watermark import embed_watermark_luma
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 AUDIO_BITRATE = "160k"
@@ -174,6 +175,13 @@ def _check_frame(frame: np.ndarray, size: Size) -> np.ndarray:
     return np.ascontiguousarray(frame)
 
 
+def _check_planar(frame: np.ndarray, size: Size) -> np.ndarray:
+    w, h = size
+    if frame.shape != (h * 3 // 2, w) or frame.dtype != np.uint8:
+        raise ValueError(f"yuv420p frame must be uint8 {(h * 3 // 2, w)}, got {frame.dtype} {frame.shape}")
+    return np.ascontiguousarray(frame)
+
+
 def _result(path: Path, size: Size, fps: float, frames: int, has_audio: bool, started: float) -> EncodeResult:
     return EncodeResult(
         path=path,
@@ -249,15 +257,17 @@ def _ffmpeg(cmd: list[str], what: str) -> None:
         raise RuntimeError(f"ffmpeg {what} failed: {out.stderr.decode(errors='replace')[-2000:]}")
 
 
-def _pipe_frames(cmd: list[str], frames: Iterable[np.ndarray], size: Size) -> int:
-    """Write frames to ffmpeg's stdin; on any failure kill ffmpeg and raise with its stderr."""
+def _pipe_frames(cmd: list[str], frames: Iterable[np.ndarray], size: Size, *, planar: bool = False) -> int:
+    """Write frames (RGB, or with `planar` raw yuv420p as (1.5 h, w) bytes) to ffmpeg's stdin; on any
+    failure kill ffmpeg and raise with its stderr."""
     with tempfile.TemporaryFile() as errlog:
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errlog)
         assert proc.stdin is not None
         count = 0
         try:
             for frame in frames:
-                proc.stdin.write(memoryview(_check_frame(frame, size)).cast("B"))
+                raw = _check_planar(frame, size) if planar else _check_frame(frame, size)
+                proc.stdin.write(memoryview(raw).cast("B"))
                 count += 1
             proc.stdin.close()
             rc = proc.wait()
@@ -561,9 +571,14 @@ def transcode_for_platform(
     fit: Literal["cover", "pad"] = "cover",
     crf: int = 20,
     preset: str = "veryfast",
+    watermark: bytes | None = None,
 ) -> EncodeResult:
     """Re-encode to exactly `width`x`height` H.264/AAC: `cover` scales up and centre-crops, `pad`
-    letterboxes in black. Audio is kept (re-encoded to AAC)."""
+    letterboxes in black. Audio is kept (re-encoded to AAC).
+
+    With `watermark`, every output frame is marked with it at the output size: the source's mark sits on
+    the source's 8x8 block grid, which rescaling destroys, so a rendition carries its own.
+    """
     if width % 2 or height % 2:
         raise ValueError(f"yuv420p needs even dimensions, got {width}x{height}")
     if fit == "cover":
@@ -573,6 +588,8 @@ def transcode_for_platform(
               f"pad={width}:{height}:(ow-iw)/2:(oh-ih)/2:color=black")
     else:
         raise ValueError(f"fit must be 'cover' or 'pad', got {fit!r}")
+    if watermark is not None:
+        return _transcode_marked(src_path, (width, height), f"{vf},setsar=1", path, crf, preset, watermark)
     started = time.perf_counter()
     final = Path(path)
     with _atomic_target(final) as tmp:
@@ -581,6 +598,32 @@ def transcode_for_platform(
                  "-c:a", "aac", "-b:a", AUDIO_BITRATE, "-movflags", "+faststart", "-f", "mp4", str(tmp)], "transcode")
     info = probe(final)
     return _result(final, (info.width, info.height), info.fps, info.frame_count, info.has_audio, started)
+
+
+def _transcode_marked(src_path: str | os.PathLike[str], size: Size, vf: str, path: str | os.PathLike[str],
+                      crf: int, preset: str, payload: bytes) -> EncodeResult:
+    """One ffmpeg scales to raw yuv420p, the mark is added to each frame's luma plane, another ffmpeg
+    encodes it with the source's audio: no RGB conversion, and half the bytes of RGB through the pipes."""
+    started = time.perf_counter()
+    info = probe(src_path)
+    w, h = size
+    decode = [FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(src_path), "-map", "0:v:0",
+              "-vf", vf, "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-"]
+
+    def marked() -> Iterator[np.ndarray]:
+        # A yuv420p frame read as (1.5 h, w) bytes: its first h rows are the luma plane.
+        for frame in _decode(decode, w, h * 3 // 2, 1):
+            frame[:h] = embed_watermark_luma(frame[:h], payload)
+            yield frame
+
+    final = Path(path)
+    with _atomic_target(final) as tmp:
+        encode = [FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo",
+                  "-pix_fmt", "yuv420p", "-s", f"{w}x{h}", "-r", _fps_arg(info.fps), "-i", "-", "-i", str(src_path),
+                  "-map", "0:v:0", "-map", "1:a:0?", *_x264_args(crf, preset, "yuv420p"), "-c:a", "aac",
+                  "-b:a", AUDIO_BITRATE, "-movflags", "+faststart", "-f", "mp4", str(tmp)]
+        count = _pipe_frames(encode, marked(), size, planar=True)
+    return _result(final, size, info.fps, count, info.has_audio, started)
 
 
 # --------------------------------------------------------------------------- b-roll motion

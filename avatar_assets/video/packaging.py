@@ -62,7 +62,8 @@ def build_package(
     script, speech = sources.script, sources.speech
     folder = package_folder(script.avatar_id, script.slug)
     source = store.local_path(sources.enhanced_video.video)
-    renditions = _renditions(store, video, script, source, folder, scratch, log)
+    mark = sources.enhanced_video.watermark
+    renditions = _renditions(store, video, script, source, folder, scratch, log, bytes.fromhex(mark) if mark else None)
     poster_rgb = poster_frame(source, sources.enhanced_video.qa.duration_s / 3)
     poster = store.put_bytes(encode_png(poster_rgb), "png", "image/png")
     store.copy_to(poster, f"{folder}/poster.png")
@@ -99,9 +100,11 @@ def _rendition_name(aspect: str) -> str:
 
 
 def _renditions(
-    store: MediaStore, video: VideoSettings, script: ScriptRecord, source: Path, folder: str, scratch: Path, log
+    store: MediaStore, video: VideoSettings, script: ScriptRecord, source: Path, folder: str, scratch: Path, log,
+    watermark: bytes | None,
 ) -> list[Rendition]:
-    """One MP4 per requested aspect ratio: the master's aspect is cropped to fill, the others padded."""
+    """One MP4 per requested aspect ratio: the master's aspect is cropped to fill, the others padded. Each
+    carries the master's watermark, embedded again at its own size (rescaling destroys the master's)."""
     request = script.request
     master_aspect = request.renditions()[0]
     renditions = []
@@ -110,7 +113,8 @@ def _renditions(
         log.info(f"packaging {aspect} at {width}x{height}")
         path = scratch / _rendition_name(aspect)
         transcode_for_platform(source, width=width, height=height, path=path,
-                               fit="cover" if aspect == master_aspect else "pad", crf=video.crf, preset=video.preset)
+                               fit="cover" if aspect == master_aspect else "pad", crf=video.crf, preset=video.preset,
+                               watermark=watermark)
         ref = store.put_file(path, "mp4", "video/mp4")
         store.copy_to(ref, f"{folder}/{path.name}")
         platforms = [p for p in request.platforms if PLATFORM_ASPECT[p] == aspect]

@@ -6,6 +6,7 @@ import pytest
 
 from avatar_assets.media.captions import CaptionLook, layout_captions, to_ass
 from avatar_assets.media.tts import WordTiming
+from avatar_assets.media.watermark import detect_watermark_frames, embed_watermark
 from avatar_assets.media.video import (
     SceneClip,
     encode_frames,
@@ -306,6 +307,37 @@ def test_transcode_for_platform_gives_exact_dimensions(tmp_path, size, fit):
         assert first[:100].max() < 20 and first[540].mean() > 40
     else:
         assert first[:20].mean() > 30  # cover: no bars
+
+
+@pytest.mark.parametrize(("size", "fit"), [((1080, 1920), "cover"), ((1080, 1080), "pad"), ((1920, 1080), "pad")])
+def test_a_rendition_carries_the_watermark_its_master_did(tmp_path, size, fit):
+    """The master's mark does not survive rescaling; a rendition made with `watermark` carries its own,
+    and keeps the frame count and the audio."""
+    master_size = (240, 426)
+    frames = [embed_watermark(astronaut_frame, PAYLOAD) for astronaut_frame in ken_burns_frames(master_size, 20)]
+    samples, _ = speechlike(0.8, seed=9)
+    src = encode_frames(frames, fps=FPS, size=master_size, audio=(samples, SR), path=tmp_path / "master.mp4")
+    assert detect_watermark_frames(read_frames(src.path)) == PAYLOAD
+    plain = transcode_for_platform(src.path, width=size[0], height=size[1], path=tmp_path / "plain.mp4", fit=fit)
+    assert detect_watermark_frames(read_frames(plain.path)) is None
+    marked = transcode_for_platform(src.path, width=size[0], height=size[1], path=tmp_path / "marked.mp4", fit=fit,
+                                    watermark=PAYLOAD)
+    info = probe(marked.path)
+    assert (info.width, info.height, info.frame_count, info.audio_codec) == (*size, 20, "aac")
+    assert len(read_audio(marked.path, sr=SR)) / SR == pytest.approx(0.8, abs=1 / FPS)
+    decoded = list(read_frames(marked.path))
+    assert detect_watermark_frames(decoded) == PAYLOAD
+    assert detect_watermark_frames(decoded[:1]) == PAYLOAD  # a single frame is enough
+    assert np.abs(decoded[0].astype(int) - next(read_frames(plain.path))).mean() < 4  # invisible
+    assert sorted(os.listdir(tmp_path)) == ["marked.mp4", "master.mp4", "plain.mp4"]
+
+
+PAYLOAD = bytes.fromhex("a1b2c3d4e5f60718")
+
+
+def ken_burns_frames(size, n):
+    frame_at = ken_burns(astronaut(), size, n / FPS)
+    return [frame_at(i / FPS) for i in range(n)]
 
 
 def test_ken_burns_moves_slowly_within_the_image():
