@@ -326,6 +326,53 @@ class VoiceSettings(Strict):
     pitch_shift: int = Field(default=0, ge=-30, le=30)
 
 
+def _hex_colour(value: str) -> str:
+    if not (len(value) == 7 and value[0] == "#" and all(c in "0123456789abcdefABCDEF" for c in value[1:])):
+        raise ValueError(f"{value!r} is not a colour: write it as #RRGGBB, e.g. #FFD400")
+    return value.upper()
+
+
+HexColour = Annotated[str, AfterValidator(_hex_colour)]
+CaptionPreset = Literal["classic", "karaoke", "minimal"]
+CaptionPosition = Literal["auto", "top", "middle", "bottom"]
+
+CAPTION_PRESETS: dict[str, dict[str, Any]] = {
+    # Today's look, the default for requests that name no style: white bold text on a dark box, low on
+    # the frame, moved to the top where it would cover the avatar's mouth.
+    "classic": {"font_size": 64, "position": "auto", "text_colour": "#FFFFFF", "highlight_colour": "#FFD400",
+                "background_box": True, "word_highlight": False},
+    "karaoke": {"font_size": 72, "position": "auto", "text_colour": "#FFFFFF", "highlight_colour": "#FFD400",
+                "background_box": True, "word_highlight": True},
+    "minimal": {"font_size": 56, "position": "bottom", "text_colour": "#FFFFFF", "highlight_colour": "#FFFFFF",
+                "background_box": False, "word_highlight": False},
+}
+
+
+class CaptionStyle(Strict):
+    """How burned-in captions (and `captions.ass`) look. A preset fills every field the request leaves out.
+
+    `font_size` is in pixels of a frame whose short side is 1080 (scaled with the frame); `position` is the
+    band the caption sits in (`auto`: bottom, or top where the bottom would cover the mouth);
+    `word_highlight` fills each word with `highlight_colour` while it is spoken (ASS karaoke).
+    """
+
+    preset: CaptionPreset = "classic"
+    font_size: int = Field(default=CAPTION_PRESETS["classic"]["font_size"], ge=24, le=160)
+    position: CaptionPosition = CAPTION_PRESETS["classic"]["position"]
+    text_colour: HexColour = CAPTION_PRESETS["classic"]["text_colour"]
+    highlight_colour: HexColour = CAPTION_PRESETS["classic"]["highlight_colour"]
+    background_box: bool = CAPTION_PRESETS["classic"]["background_box"]
+    word_highlight: bool = CAPTION_PRESETS["classic"]["word_highlight"]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset_fills_the_rest(cls, data: Any) -> Any:
+        """The named preset's values under the fields given; an unknown preset is left to the field's own error."""
+        if isinstance(data, dict):
+            return {**CAPTION_PRESETS.get(data.get("preset", "classic"), {}), **data}
+        return data
+
+
 class OutputRequest(Strict):
     """`<inbox>/outputs/<avatar_id>/<slug>.json`: one video of one avatar."""
 
@@ -339,6 +386,7 @@ class OutputRequest(Strict):
     aspect_ratios: list[AspectRatio] = Field(default_factory=lambda: ["9:16"], min_length=1)
     platforms: list[Platform] = Field(default_factory=list)
     voice: VoiceSettings = VoiceSettings()
+    captions: CaptionStyle = CaptionStyle()
     pronunciations: dict[str, str] = Field(default_factory=dict, max_length=100)
     approvals_required: list[
         Literal["full_output_generation", "script_approval", "storyboard_approval", "background_approval",
@@ -445,6 +493,7 @@ class SpeechRecord(Record):
     scene_times: list[tuple[float, float]]
     captions_srt: MediaRef
     captions_vtt: MediaRef
+    caption_style: CaptionStyle = CaptionStyle()  # the request's, for the stage that burns the captions in
     longest_silence_s: float
     clipping_fraction: float
     loudness_lufs: float
@@ -530,6 +579,7 @@ class VideoRecord(Record):
     audio_duration_s: float
     provider: ProviderInfo
     watermark: str | None = None
+    captions_ass: MediaRef | None = None  # the captions burned into this video (stitched_video only)
 
 
 class Rendition(Strict):
@@ -570,6 +620,7 @@ class OutputPackageRecord(Record):
     poster: MediaRef
     captions_srt: MediaRef
     captions_vtt: MediaRef
+    captions_ass: MediaRef | None = None  # None only in packages made before styled captions
     rights_manifest: MediaRef
     folder: str  # store-relative key of the package folder, `packages/<avatar>/<slug>`
 

@@ -3,7 +3,7 @@
 Frames are rendered once and held in memory (talking-head frames from `talking_head.render_frames`
 over three composited keyframes, mouth driven by espeak speech), so frame generation costs the same
 for every writer: what differs is only the assembly and encode. Subject: `stitch_scenes` with the
-production settings (3 scenes, 0.25 s crossfades, captions, speech track). Baseline, same run:
+production settings (3 scenes, 0.25 s crossfades, karaoke captions burned by libass, speech track). Baseline, same run:
 `encode_frames` piping the same frames and audio straight into the same libx264 preset/crf. A third
 writer, `stitch_scenes` with one scene, no transitions and no captions, isolates moviepy's own cost.
 Writers alternate order across repeats; medians are reported.
@@ -45,7 +45,7 @@ def parameters(quick: bool) -> dict[str, Any]:
 
 
 def render_timeline(duration_s: float):
-    """(frames, audio, words, scene bounds): everything the writers need, rendered up front."""
+    """(frames, audio, words, scene bounds, mouth boxes): everything the writers need, rendered up front."""
     from importlib.resources import files
 
     import numpy as np
@@ -76,19 +76,23 @@ def render_timeline(duration_s: float):
         tracks.append(SceneTrack(float(bounds[index]), float(bounds[index + 1]), shot.frame, shot.mouth_box))
     openness = mouth_openness(samples, speech.sample_rate, FPS, words=words, n_frames=n)
     frames = list(render_frames(tracks, openness, FPS))
-    return frames, (samples, speech.sample_rate), words, [(t.start_s, t.end_s) for t in tracks]
+    return (frames, (samples, speech.sample_rate), words, [(t.start_s, t.end_s) for t in tracks],
+            [t.mouth_box for t in tracks])
 
 
 def run(opts) -> dict[str, Any]:
-    from avatar_assets.media.captions import cues
+    from avatar_assets.contracts import CaptionStyle
+    from avatar_assets.media.captions import CaptionLook, cues, to_ass
     from avatar_assets.media.video import SceneClip, encode_frames, probe, stitch_scenes
 
     params = parameters(opts.quick)
     duration, repeats = params["duration_s"], params["repeats"]
     say(f"rendering {duration:.0f} s of {SIZE[0]}x{SIZE[1]} talking-head frames into memory")
-    render_s, (frames, audio, words, bounds) = common.timed(lambda: render_timeline(duration))
+    render_s, (frames, audio, words, bounds, mouth_boxes) = common.timed(lambda: render_timeline(duration))
     n = len(frames)
     captions = cues(words)
+    look = CaptionLook(**CaptionStyle(preset="karaoke").model_dump(exclude={"preset"}))
+    ass = to_ass(words, look, SIZE, avoid=[box for box in mouth_boxes if box])
     clips = [SceneClip(start, end, frames=frames[round(start * FPS):round(end * FPS)]) for start, end in bounds]
     settings = {"fps": FPS, "size": SIZE, "audio": audio, "crf": params["crf"], "preset": params["preset"]}
 
@@ -96,10 +100,10 @@ def run(opts) -> dict[str, Any]:
         return encode_frames(frames, path=path, **settings)
 
     def stitched(path: Path):
-        return stitch_scenes(clips, captions=captions, transition_s=params["transition_s"], path=path, **settings)
+        return stitch_scenes(clips, captions_ass=ass, transition_s=params["transition_s"], path=path, **settings)
 
     def stitched_bare(path: Path):
-        return stitch_scenes([SceneClip(0.0, n / FPS, frames=frames)], captions=(), transition_s=0.0, path=path,
+        return stitch_scenes([SceneClip(0.0, n / FPS, frames=frames)], transition_s=0.0, path=path,
                              **settings)
 
     writers = {"raw_pipe": raw, "stitch_scenes": stitched, "stitch_scenes_bare": stitched_bare}

@@ -1,11 +1,22 @@
-"""The upload contract refuses bad manifests with a message that names the field and the problem."""
+"""The upload contract refuses bad manifests with a message that names the field and the problem; so does an
+output request's caption style."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 from pydantic import ValidationError
 
-from avatar_assets.contracts import AvatarUpload, QuarantineReason, describe_validation_error
+from avatar_assets.contracts import (
+    CAPTION_PRESETS,
+    AvatarUpload,
+    CaptionStyle,
+    OutputRequest,
+    QuarantineReason,
+    describe_validation_error,
+)
+from avatar_assets.video.requests import RequestError, parse_request
 from tests.conftest import deep_update, manifest_for
 
 GOOD = manifest_for("ada-01", ["photos/a.jpg", "photos/b.png"], "voice/v.wav")
@@ -151,3 +162,44 @@ def test_quarantine_reason_tells_a_person_what_to_do():
         original_files={"manifest.json": "0" * 64},
     )
     assert "upload the bundle again" in reason.action
+
+
+# --------------------------------------------------------------------------- caption styles in output requests
+
+
+def request_with(**fields) -> bytes:
+    return json.dumps({"avatar_id": "ada-01", "slug": "promo", "script": "Hello there.", **fields}).encode()
+
+
+def test_a_request_without_a_caption_style_gets_the_classic_preset():
+    request = parse_request(request_with())
+    assert request.captions == CaptionStyle(preset="classic")
+    assert request.captions.model_dump(exclude={"preset"}) == CAPTION_PRESETS["classic"]
+
+
+def test_a_preset_fills_what_the_request_leaves_out():
+    style = parse_request(request_with(captions={"preset": "karaoke", "font_size": 90, "highlight_colour": "#00ff88"})).captions
+    assert style.model_dump() == {**CAPTION_PRESETS["karaoke"], "preset": "karaoke", "font_size": 90,
+                                  "highlight_colour": "#00FF88"}
+    assert OutputRequest.model_validate_json(parse_request(request_with(captions=style.model_dump())).model_dump_json()).captions == style
+
+
+@pytest.mark.parametrize(
+    "captions, message",
+    [
+        ({"preset": "neon"}, "captions.preset: Input should be 'classic', 'karaoke' or 'minimal'"),
+        ({"text_colour": "red"}, "captions.text_colour: 'red' is not a colour: write it as #RRGGBB"),
+        ({"highlight_colour": "#12345G"}, "captions.highlight_colour: '#12345G' is not a colour"),
+        ({"font_size": 500}, "captions.font_size: Input should be less than or equal to 160"),
+        ({"font_size": 8}, "captions.font_size: Input should be greater than or equal to 24"),
+        ({"position": "left"}, "captions.position: Input should be 'auto', 'top', 'middle' or 'bottom'"),
+        ({"word_highlight": "sometimes"}, "captions.word_highlight: Input should be a valid boolean"),
+        ({"glow": True}, "captions.glow: unknown field"),
+        ("karaoke", "captions: Input should be a valid dictionary or instance of CaptionStyle"),
+    ],
+)
+def test_a_bad_caption_style_is_refused_naming_the_field(captions, message):
+    with pytest.raises(RequestError) as caught:
+        parse_request(request_with(captions=captions))
+    assert message in str(caught.value), str(caught.value)
+    assert len(str(caught.value).split("; ")) == 1  # one problem, one sentence: no noise from the preset

@@ -382,7 +382,7 @@ def test_changed_request_rerenders_that_cell_only(studio, submitted_twice, tmp_p
     new_captions = (folder / "captions.srt").read_text()
     assert new_captions != old_captions and "changed promo script" in new_captions
     # The 1:1 rendition is no longer asked for: it is gone from the manifest and from the folder.
-    assert set(manifest.outputs) == {"video_9x16.mp4", "poster.png", "captions.srt", "captions.vtt"}
+    assert set(manifest.outputs) == {"video_9x16.mp4", "poster.png", "captions.srt", "captions.vtt", "captions.ass"}
     assert {p.name for p in folder.iterdir()} == {*manifest.outputs, "rights_manifest.json"}
     assert check_verdicts(home.instance, cell(AVATAR, slug)) == dict.fromkeys(GATES, True)
 

@@ -43,17 +43,18 @@ pytestmark = pytest.mark.slow  # every test inspects the renders of one module-s
 
 AVATAR = "astro-v"
 TWO_SENTENCES = "Hello there, welcome to our show. This is a short test of the pipeline."
+GREEN_KARAOKE = {"preset": "karaoke", "highlight_colour": "#00FF00"}
 REQUESTS = {
     # route: (slug, script, extra request fields)
     "single_scene": ("solo", "Hello there, welcome to our show. [pause 800ms] Enjoy the ride.", {}),
-    "multi_scene": ("multi", TWO_SENTENCES, {"platforms": ["instagram_feed"]}),
+    "multi_scene": ("multi", TWO_SENTENCES, {"platforms": ["instagram_feed"], "captions": GREEN_KARAOKE}),
     "broll": ("cutaway", TWO_SENTENCES, {}),
     "pose": ("poses", TWO_SENTENCES, {}),
     "approval_gated": ("gated", TWO_SENTENCES, {}),
 }
 DELIVERED = [route for route in REQUESTS if route != "approval_gated"]
 # The multi_scene request again under another slug: identical speech, backgrounds and stitched bytes.
-AGAIN = ("multi-again", TWO_SENTENCES, {})
+AGAIN = ("multi-again", TWO_SENTENCES, {"captions": GREEN_KARAOKE})
 
 
 @pytest.fixture(scope="module")
@@ -126,16 +127,15 @@ def test_master_is_rendered_small_and_packaged_exact(rendered):
 
 
 def caption_boxes(speech, size, scenes):
-    """(cue, caption box) for each cue as the stitcher places it (clear of the avatars' mouths)."""
-    from avatar_assets.media.captions import cues
+    """(cue, caption box) for each cue as the stitcher places it (in the request's style, clear of the
+    avatars' mouths)."""
+    from avatar_assets.media.captions import CaptionLook, Cue, layout_captions
     from avatar_assets.media.tts import WordTiming
-    from avatar_assets.media.video import render_caption
 
-    out = []
-    for cue in cues([WordTiming(w.word, w.start_s, w.end_s, 0) for w in speech.words]):
-        patch = render_caption(cue.text, size, [tuple(s.mouth_box) for s in scenes.scenes if s.mouth_box])
-        out.append((cue, (patch.x, patch.y, patch.rgb.shape[1], patch.rgb.shape[0])))
-    return out
+    blocks = layout_captions([WordTiming(w.word, w.start_s, w.end_s, 0) for w in speech.words],
+                             CaptionLook(**speech.caption_style.model_dump(exclude={"preset"})), size,
+                             avoid=[tuple(s.mouth_box) for s in scenes.scenes if s.mouth_box])
+    return [(Cue(b.start_s, b.end_s, " ".join(w.word for w in b.words)), b.box) for b in blocks]
 
 
 def test_captions_are_burned_in_where_and_when_the_cues_say(rendered):
@@ -165,6 +165,41 @@ def test_captions_are_burned_in_where_and_when_the_cues_say(rendered):
     tail = int(speech.duration_s * FPS) - 2
     assert tail / FPS > boxes[-1][0].end_s + 0.05
     assert np.abs(luma(with_captions[tail]) - luma(without[tail])).mean() < 2.0
+
+
+def test_requested_caption_style_highlights_the_word_being_spoken(rendered):
+    """The multi_scene request asks for karaoke captions with a green highlight: in the stitched frames the
+    green covers more of the caption word by word, the words still to come stay white, and the package's
+    captions.ass (the file that was burned in) carries the style, the master's size and per-word \\kf tags."""
+    import re
+
+    import pysubs2
+
+    home, _, _ = rendered
+    slug = slug_of("multi_scene")
+    stitched, speech = record(home, "stitched_video", AVATAR, slug), record(home, "speech", AVATAR, slug)
+    assert speech.caption_style.word_highlight and speech.caption_style.highlight_colour == "#00FF00"
+    frames = decoded_frames(home.store.local_path(stitched.video))
+    cue, (x, y, w, h) = caption_boxes(speech, tuple(stitched.expected_size), record(home, "scene_assets", AVATAR, slug))[0]
+    spoken = [word for word in speech.words if cue.start_s <= word.start_s < cue.end_s]
+    assert len(spoken) >= 3
+    green, white = [], []
+    for word in spoken:
+        band = frames[int(round((word.start_s + word.end_s) / 2 * FPS))][y:y + h, x:x + w].astype(int)
+        green.append(int(((band[..., 1] > 150) & (band[..., 0] < 120) & (band[..., 2] < 120)).sum()))
+        white.append(int((band > 190).all(axis=2).sum()))
+    assert green[0] > 0 and green == sorted(green) and green[-1] > 2 * green[0], green
+    assert white[0] > white[-1] and white[0] > 0, white
+    folder = package_dir(home, AVATAR, slug)
+    subs = pysubs2.SSAFile.from_string((folder / "captions.ass").read_text())
+    assert (int(subs.info["PlayResX"]), int(subs.info["PlayResY"])) == tuple(stitched.expected_size)
+    assert subs.styles["Caption"].primarycolor == pysubs2.Color(0, 255, 0)
+    kf = [int(cs) for event in subs.events for cs in re.findall(r"\{\\kf(\d+)\}", event.text)]
+    assert len(kf) == len(speech.words)
+    assert abs(sum(kf) / 100 - sum(w.end_s - w.start_s for w in speech.words)) <= 0.01 * len(kf)
+    package = record(home, "output_package", AVATAR, slug)
+    assert package.captions_ass == stitched.captions_ass
+    assert sha256_path(folder / "captions.ass") == stitched.captions_ass.sha256
 
 
 def test_captions_survive_into_the_delivered_package(rendered):
@@ -352,7 +387,7 @@ def test_rights_manifest_validates_and_its_hashes_match_the_files(rendered, rout
     folder = package_dir(home, AVATAR, slug)
     manifest = RightsManifest.model_validate(json.loads((folder / "rights_manifest.json").read_text()))
     videos = {f"video_{a.replace(':', 'x')}.mp4" for a in requests[route].renditions()}
-    assert set(manifest.outputs) == videos | {"poster.png", "captions.srt", "captions.vtt"}
+    assert set(manifest.outputs) == videos | {"poster.png", "captions.srt", "captions.vtt", "captions.ass"}
     assert {p.name for p in folder.iterdir()} == set(manifest.outputs) | {"rights_manifest.json"}
     for name, sha in manifest.outputs.items():
         assert sha256_path(folder / name) == sha, name
@@ -385,6 +420,21 @@ def test_every_video_record_names_its_own_cell(rendered):
                 assert route == "approval_gated" and stage in VIDEO_STAGES[6:]
                 continue
             assert (found.avatar_id, found.slug) == (AVATAR, slug), (route, stage, found.avatar_id, found.slug)
+
+
+@pytest.mark.parametrize("route", DELIVERED)
+def test_every_rendition_carries_the_cells_watermark(rendered, route):
+    """Decoded frames of each packaged rendition (upscaled or letterboxed from the master) give back the
+    payload the enhanced master was marked with."""
+    from avatar_assets.media.video import read_frames
+    from avatar_assets.media.watermark import detect_watermark_frames
+
+    home, _, requests = rendered
+    slug = slug_of(route)
+    payload = bytes.fromhex(record(home, "enhanced_video", AVATAR, slug).watermark)
+    for aspect in requests[route].renditions():
+        path = package_dir(home, AVATAR, slug) / f"video_{aspect.replace(':', 'x')}.mp4"
+        assert detect_watermark_frames(read_frames(path, every_nth=10)) == payload, (route, aspect)
 
 
 def test_a_second_slug_with_the_same_script_reuses_bytes_but_gets_its_own_watermark(rendered):

@@ -26,9 +26,11 @@ import numpy as np
 import proglog
 import soundfile as sf
 from moviepy import AudioArrayClip, VideoClip
-from PIL import Image, ImageDraw, ImageFont
+from PIL import ImageFont
 
+from avatar_assets.media.captions import FONTS_DIR
 from avatar_assets.media.partial import make_part_file
+from avatar_assets.media.watermark import embed_watermark_luma
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 AUDIO_BITRATE = "160k"
@@ -173,6 +175,13 @@ def _check_frame(frame: np.ndarray, size: Size) -> np.ndarray:
     return np.ascontiguousarray(frame)
 
 
+def _check_planar(frame: np.ndarray, size: Size) -> np.ndarray:
+    w, h = size
+    if frame.shape != (h * 3 // 2, w) or frame.dtype != np.uint8:
+        raise ValueError(f"yuv420p frame must be uint8 {(h * 3 // 2, w)}, got {frame.dtype} {frame.shape}")
+    return np.ascontiguousarray(frame)
+
+
 def _result(path: Path, size: Size, fps: float, frames: int, has_audio: bool, started: float) -> EncodeResult:
     return EncodeResult(
         path=path,
@@ -248,15 +257,17 @@ def _ffmpeg(cmd: list[str], what: str) -> None:
         raise RuntimeError(f"ffmpeg {what} failed: {out.stderr.decode(errors='replace')[-2000:]}")
 
 
-def _pipe_frames(cmd: list[str], frames: Iterable[np.ndarray], size: Size) -> int:
-    """Write frames to ffmpeg's stdin; on any failure kill ffmpeg and raise with its stderr."""
+def _pipe_frames(cmd: list[str], frames: Iterable[np.ndarray], size: Size, *, planar: bool = False) -> int:
+    """Write frames (RGB, or with `planar` raw yuv420p as (1.5 h, w) bytes) to ffmpeg's stdin; on any
+    failure kill ffmpeg and raise with its stderr."""
     with tempfile.TemporaryFile() as errlog:
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errlog)
         assert proc.stdin is not None
         count = 0
         try:
             for frame in frames:
-                proc.stdin.write(memoryview(_check_frame(frame, size)).cast("B"))
+                raw = _check_planar(frame, size) if planar else _check_frame(frame, size)
+                proc.stdin.write(memoryview(raw).cast("B"))
                 count += 1
             proc.stdin.close()
             rc = proc.wait()
@@ -275,80 +286,12 @@ def _pipe_frames(cmd: list[str], frames: Iterable[np.ndarray], size: Size) -> in
 # --------------------------------------------------------------------------- stitch_scenes
 
 
-@dataclass(frozen=True)
-class CaptionPatch:
-    """A caption pre-rendered once: where it goes, its RGB and its 0..1 alpha."""
-
-    x: int
-    y: int
-    rgb: np.ndarray
-    alpha: np.ndarray
-    inv_alpha: np.ndarray
-
-    def burn(self, frame: np.ndarray) -> None:
-        """Alpha-blend into `frame` in place; only the patch region is touched."""
-        h, w = self.rgb.shape[:2]
-        roi = frame[self.y:self.y + h, self.x:self.x + w]
-        roi[:] = cv2.blendLinear(self.rgb, roi, self.alpha, self.inv_alpha)
-
-
-def _cue_fields(cue: Any) -> tuple[float, float, str]:
-    """Accept (start_s, end_s, text) tuples or any object with those attributes."""
-    if hasattr(cue, "start_s"):
-        return float(cue.start_s), float(cue.end_s), str(cue.text)
-    start, end, text = cue[:3]
-    return float(start), float(end), str(text)
-
-
 def load_font(px: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     """Bold DejaVu where installed, else Pillow's built-in scalable font."""
     for candidate in _FONT_CANDIDATES:
         with contextlib.suppress(OSError):
             return ImageFont.truetype(candidate, px)
     return ImageFont.load_default(px)
-
-
-def _wrap(text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, max_w: int) -> str:
-    """Greedy word wrap by rendered width."""
-    lines: list[str] = []
-    for word in text.split():
-        if lines and font.getlength(f"{lines[-1]} {word}") <= max_w:
-            lines[-1] = f"{lines[-1]} {word}"
-        else:
-            lines.append(word)
-    return "\n".join(lines)
-
-
-def render_caption(text: str, size: Size, avoid: Sequence[tuple[int, int, int, int]] = ()) -> CaptionPatch:
-    """White bold text with an outline on a translucent box, bottom-centred; higher up on vertical
-    video so platform UI (buttons, descriptions) does not cover it. When the bottom place would cover
-    a box in `avoid` (the avatar's mouth), the caption goes near the top instead."""
-    w, h = size
-    px = max(10, round(0.05 * min(w, h)))
-    font = load_font(px)
-    wrapped = _wrap(text, font, int(0.84 * w))
-    stroke = max(1, px // 14)
-    measure = ImageDraw.Draw(Image.new("L", (1, 1)))
-    left, top, right, bottom = (math.floor(v) if i < 2 else math.ceil(v) for i, v in enumerate(
-        measure.multiline_textbbox((0, 0), wrapped, font=font, stroke_width=stroke, align="center")))
-    pad = px // 2
-    pw, ph = min(w, right - left + 2 * pad), min(h, bottom - top + 2 * pad)
-    patch = Image.new("RGBA", (pw, ph), (0, 0, 0, 0))
-    draw = ImageDraw.Draw(patch)
-    draw.rounded_rectangle((0, 0, pw - 1, ph - 1), radius=pad, fill=(0, 0, 0, 110))
-    draw.multiline_text((pad - left, pad - top), wrapped, font=font, fill=(255, 255, 255, 255),
-                        stroke_width=stroke, stroke_fill=(0, 0, 0, 255), align="center")
-    arr = np.asarray(patch)
-    alpha = arr[..., 3].astype(np.float32) / 255.0
-    margin = (0.16 if h > w else 0.07) * h
-    x, y = (w - pw) // 2, int(max(0, h - margin - ph))
-    if any(_overlaps((x, y, pw, ph), box) for box in avoid):
-        y = int(0.08 * h)
-    return CaptionPatch(x=x, y=y, rgb=np.ascontiguousarray(arr[..., :3]), alpha=alpha, inv_alpha=1.0 - alpha)
-
-
-def _overlaps(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
-    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
 
 
 @dataclass(frozen=True)
@@ -358,11 +301,9 @@ class _Timeline:
     scene: np.ndarray  # index of the main scene
     other: np.ndarray  # index of the scene faded with it, -1 if none
     mix: np.ndarray  # weight of `other`
-    cue: np.ndarray  # caption index, -1 if none
 
 
-def _plan(scenes: Sequence[SceneClip], cues: Sequence[tuple[float, float, str]], n: int, fps: float,
-          transition_s: float) -> _Timeline:
+def _plan(scenes: Sequence[SceneClip], n: int, fps: float, transition_s: float) -> _Timeline:
     t = np.arange(n) / fps
     starts = np.array([s.start_s for s in scenes])
     scene = np.clip(np.searchsorted(starts, t + 1e-9, side="right") - 1, 0, len(scenes) - 1)
@@ -379,10 +320,7 @@ def _plan(scenes: Sequence[SceneClip], cues: Sequence[tuple[float, float, str]],
         scene[win] = k
         other[win] = k + 1
         mix[win] = weight
-    cue = np.full(n, -1)
-    for i, (start, end, _) in enumerate(cues):
-        cue[(t >= start) & (t < end)] = i
-    return _Timeline(scene, other, mix, cue)
+    return _Timeline(scene, other, mix)
 
 
 def _check_scenes(scenes: Sequence[SceneClip], fps: float) -> float:
@@ -403,44 +341,35 @@ def stitch_scenes(
     fps: float,
     size: Size,
     audio: Audio | None,
-    captions: Sequence[Any] = (),
+    captions_ass: str | None = None,
     transition_s: float = 0.25,
     path: str | os.PathLike[str],
     crf: int = 20,
     preset: str = "veryfast",
     progress: Callable[[int, int], None] | None = None,
-    caption_avoid: Sequence[tuple[int, int, int, int]] = (),
 ) -> EncodeResult:
     """Assemble scenes with crossfades and burned captions into one H.264/AAC MP4 through moviepy.
 
     One `VideoClip` whose frame function looks up a precomputed plan: no compositing clips, no per-frame
-    resizing, captions rendered once per cue. The scenes define the length; audio is fitted to it.
-    Output is yuv420p (moviepy forces it for libx264), so both dimensions must be even.
+    resizing. Captions (an ASS document, see `captions.to_ass`) are drawn by libass inside the encoding
+    ffmpeg, with the caption fonts shipped in matplotlib. The scenes define the length; audio is fitted
+    to it. Output is yuv420p (moviepy forces it for libx264), so both dimensions must be even.
     """
     if size[0] % 2 or size[1] % 2:
         raise ValueError(f"yuv420p needs even dimensions, got {size[0]}x{size[1]}")
     started = time.perf_counter()
     duration = _check_scenes(scenes, fps)
     n = max(1, round(duration * fps))
-    cues = [_cue_fields(c) for c in captions]
-    patches = [render_caption(text, size, caption_avoid) for _, _, text in cues]
-    plan = _plan(scenes, cues, n, fps, transition_s)
+    plan = _plan(scenes, n, fps, transition_s)
 
     def frame_function(t: float) -> np.ndarray:
         i = min(max(int(round(t * fps)), 0), n - 1)
-        k = int(plan.scene[i])
-        scene = scenes[k]
+        scene = scenes[int(plan.scene[i])]
         frame = _check_frame(scene.frame(t - scene.start_s, fps), size)
-        owned = False
         if plan.other[i] >= 0:
             nxt = scenes[int(plan.other[i])]
             b = _check_frame(nxt.frame(t - nxt.start_s, fps), size)
             frame = cv2.addWeighted(frame, 1.0 - float(plan.mix[i]), b, float(plan.mix[i]), 0.0)
-            owned = True
-        if plan.cue[i] >= 0:
-            if not owned:
-                frame = frame.copy()  # never draw into the caller's frames
-            patches[int(plan.cue[i])].burn(frame)
         return frame
 
     final = Path(path)
@@ -448,7 +377,8 @@ def stitch_scenes(
     # could otherwise make n - 1.
     clip = VideoClip(frame_function=frame_function, duration=(n + 0.5) / fps)
     logger = _ProgressLogger(progress, n) if progress is not None else None
-    with _atomic_target(final) as tmp, _scratch(final.with_suffix(".audio"), ".wav") as wav:
+    with (_atomic_target(final) as tmp, _scratch(final.with_suffix(".audio"), ".wav") as wav,
+          _scratch(final.with_suffix(".captions"), ".ass") as ass):
         if audio is not None:
             samples, sr = _mono_float(audio)
             samples = fit_length(samples, round(n / fps * sr))
@@ -457,12 +387,26 @@ def stitch_scenes(
             # alongside x264, instead of as a separate pass before it.
             AudioArrayClip(np.repeat(samples[:, None], 2, axis=1), fps=sr).write_audiofile(
                 str(wav), fps=sr, codec="pcm_s16le", logger=None)
+        burn = []
+        if captions_ass is not None:
+            ass.write_text(captions_ass, encoding="utf-8")
+            burn = ["-vf", f"ass=filename={_filter_value(ass)}:fontsdir={_filter_value(FONTS_DIR)}"]
         clip.write_videofile(
             str(tmp), fps=fps, codec="libx264", audio=str(wav) if audio is not None else False,
             audio_codec="aac", preset=preset, logger=logger,
-            ffmpeg_params=["-crf", str(crf), "-b:a", AUDIO_BITRATE, "-ac", "1", "-movflags", "+faststart"],
+            ffmpeg_params=[*burn, "-crf", str(crf), "-b:a", AUDIO_BITRATE, "-ac", "1", "-movflags", "+faststart"],
         )
     return _result(final, size, fps, n, audio is not None, started)
+
+
+def _filter_value(path: Path) -> str:
+    """A path as a filter option inside a filtergraph: escaped once for the option, once for the graph."""
+    value = str(path)
+    for char in "\\':":
+        value = value.replace(char, "\\" + char)
+    for char in "\\'[],;":
+        value = value.replace(char, "\\" + char)
+    return value
 
 
 class _ProgressLogger(proglog.ProgressBarLogger):  # type: ignore[misc]
@@ -627,9 +571,14 @@ def transcode_for_platform(
     fit: Literal["cover", "pad"] = "cover",
     crf: int = 20,
     preset: str = "veryfast",
+    watermark: bytes | None = None,
 ) -> EncodeResult:
     """Re-encode to exactly `width`x`height` H.264/AAC: `cover` scales up and centre-crops, `pad`
-    letterboxes in black. Audio is kept (re-encoded to AAC)."""
+    letterboxes in black. Audio is kept (re-encoded to AAC).
+
+    With `watermark`, every output frame is marked with it at the output size: the source's mark sits on
+    the source's 8x8 block grid, which rescaling destroys, so a rendition carries its own.
+    """
     if width % 2 or height % 2:
         raise ValueError(f"yuv420p needs even dimensions, got {width}x{height}")
     if fit == "cover":
@@ -639,6 +588,8 @@ def transcode_for_platform(
               f"pad={width}:{height}:(ow-iw)/2:(oh-ih)/2:color=black")
     else:
         raise ValueError(f"fit must be 'cover' or 'pad', got {fit!r}")
+    if watermark is not None:
+        return _transcode_marked(src_path, (width, height), f"{vf},setsar=1", path, crf, preset, watermark)
     started = time.perf_counter()
     final = Path(path)
     with _atomic_target(final) as tmp:
@@ -647,6 +598,32 @@ def transcode_for_platform(
                  "-c:a", "aac", "-b:a", AUDIO_BITRATE, "-movflags", "+faststart", "-f", "mp4", str(tmp)], "transcode")
     info = probe(final)
     return _result(final, (info.width, info.height), info.fps, info.frame_count, info.has_audio, started)
+
+
+def _transcode_marked(src_path: str | os.PathLike[str], size: Size, vf: str, path: str | os.PathLike[str],
+                      crf: int, preset: str, payload: bytes) -> EncodeResult:
+    """One ffmpeg scales to raw yuv420p, the mark is added to each frame's luma plane, another ffmpeg
+    encodes it with the source's audio: no RGB conversion, and half the bytes of RGB through the pipes."""
+    started = time.perf_counter()
+    info = probe(src_path)
+    w, h = size
+    decode = [FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(src_path), "-map", "0:v:0",
+              "-vf", vf, "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-"]
+
+    def marked() -> Iterator[np.ndarray]:
+        # A yuv420p frame read as (1.5 h, w) bytes: its first h rows are the luma plane.
+        for frame in _decode(decode, w, h * 3 // 2, 1):
+            frame[:h] = embed_watermark_luma(frame[:h], payload)
+            yield frame
+
+    final = Path(path)
+    with _atomic_target(final) as tmp:
+        encode = [FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo",
+                  "-pix_fmt", "yuv420p", "-s", f"{w}x{h}", "-r", _fps_arg(info.fps), "-i", "-", "-i", str(src_path),
+                  "-map", "0:v:0", "-map", "1:a:0?", *_x264_args(crf, preset, "yuv420p"), "-c:a", "aac",
+                  "-b:a", AUDIO_BITRATE, "-movflags", "+faststart", "-f", "mp4", str(tmp)]
+        count = _pipe_frames(encode, marked(), size, planar=True)
+    return _result(final, size, info.fps, count, info.has_audio, started)
 
 
 # --------------------------------------------------------------------------- b-roll motion

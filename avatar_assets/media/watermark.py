@@ -117,6 +117,21 @@ def embed_watermark(
     return np.clip(frame.astype(np.int16) + pattern, 0, 255).astype(np.uint8)
 
 
+def embed_watermark_luma(
+    luma: np.ndarray, payload: bytes, *, strength: float = DEFAULT_STRENGTH, key: int = DEFAULT_KEY
+) -> np.ndarray:
+    """The same mark on the luma plane of limited-range (video) YUV, as `embed_watermark` puts it on RGB:
+    a transcode can mark frames without converting them to RGB and back. An RGB step of 1 is 219/255 of a
+    luma step in limited range, so the amplitude is scaled by that."""
+    if luma.ndim != 2 or luma.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 luma plane, got {luma.dtype} {luma.shape}")
+    if not 1 <= len(payload) <= MAX_PAYLOAD:
+        raise ValueError(f"payload must be 1..{MAX_PAYLOAD} bytes, got {len(payload)}")
+    _check(np.broadcast_to(luma[..., None], (*luma.shape, 3)))
+    pattern = _pattern(bytes(payload), luma.shape[0], luma.shape[1], float(strength) * 219 / 255, key)
+    return np.clip(luma.astype(np.int16) + pattern[..., 0], 0, 255).astype(np.uint8)
+
+
 def _soft_bits(frame: np.ndarray, key: int) -> np.ndarray:
     """Per-bit weighted correlation sums; the sign is the bit."""
     nby, nbx = _check(frame)

@@ -73,7 +73,7 @@ def build_sample_bundle(target: Path, avatar_id: str = DEMO_AVATAR) -> Path:
 
 
 def run_demo(instance: dg.DagsterInstance, defs: dg.Definitions, store: MediaStore, echo=print) -> int:
-    from avatar_assets.contracts import OutputRequest
+    from avatar_assets.contracts import CaptionStyle, OutputRequest
     from avatar_assets.ops.runner import process
     from avatar_assets.ops.uploads import upload_bundle
     from avatar_assets.video.requests import write_request
@@ -93,6 +93,7 @@ def run_demo(instance: dg.DagsterInstance, defs: dg.Definitions, store: MediaSto
             script=DEMO_SCRIPT,
             background_prompts=["soft studio backdrop", "city at dusk", "calm ocean sunset"],
             platforms=["tiktok", "instagram_feed", "youtube"],
+            captions=CaptionStyle(preset="karaoke"),
         ),
     )
     echo(f"requested a multi_scene video: {DEMO_AVATAR}/{DEMO_SLUG}")
@@ -114,6 +115,7 @@ def run_demo(instance: dg.DagsterInstance, defs: dg.Definitions, store: MediaSto
     echo(f"voice profile:   {store.local_path(record_key('voice_profile', DEMO_AVATAR))}")
     for rendition in package.renditions:
         echo(f"video {rendition.aspect_ratio:5}:   {folder / ('video_' + rendition.aspect_ratio.replace(':', 'x') + '.mp4')}")
+    echo(f"captions:        {folder / 'captions.ass'} (karaoke style, burned in), .srt, .vtt")
     echo(f"rights manifest: {folder / 'rights_manifest.json'}")
     echo("open the Dagster UI on these runs with: make dev")
     return 0

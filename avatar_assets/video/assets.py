@@ -98,7 +98,7 @@ def cell(context: dg.AssetExecutionContext) -> tuple[str, str]:
 
 def for_cell(record: Record, **fields) -> Record:
     """A reused record re-addressed to this cell: the content key shares bytes between cells (same script,
-    same prompts), never the cell a record names, its watermark or its approval state."""
+    same prompts), never the cell a record names, its watermark, its caption style or its approval state."""
     changed = {name: value for name, value in fields.items() if getattr(record, name) != value}
     return record.model_copy(update=changed) if changed else record
 
@@ -261,7 +261,7 @@ def speech(
          "words": "by-text-offset"},
     )
     record, _ = reuse_or_compute(store, "speech", key, compute, context.log)
-    record = for_cell(record, avatar_id=script.avatar_id, slug=script.slug)
+    record = for_cell(record, avatar_id=script.avatar_id, slug=script.slug, caption_style=script.request.captions)
     return recorded(
         record,
         {
@@ -508,7 +508,7 @@ def video_metadata(record: VideoRecord, store: MediaStore) -> dict:
     }
 
 
-@video_asset(description="Scenes in order with crossfades, burned-in captions and the speech track (moviepy).")
+@video_asset(description="Scenes in order with crossfades, burned-in styled captions (libass) and the speech track (moviepy).")
 def stitched_video(
     context: dg.AssetExecutionContext,
     store: MediaStore,
@@ -518,7 +518,7 @@ def stitched_video(
     speech: SpeechRecord,
 ) -> dg.Output[VideoRecord]:
     from avatar_assets.media.audio import load_wav
-    from avatar_assets.media.captions import cues
+    from avatar_assets.media.captions import CaptionLook, to_ass
     from avatar_assets.media.talking_head import scene_frame_source
     from avatar_assets.media.tts import WordTiming
     from avatar_assets.media.video import SceneClip, stitch_scenes
@@ -529,14 +529,17 @@ def stitched_video(
         controls = np.load(io.BytesIO(store.read(lip_sync.openness)))
         tracks = scene_tracks(store, scene_assets)
         clips = [SceneClip(t.start_s, t.end_s, frame_at=scene_frame_source(t, controls, lip_sync.fps)) for t in tracks]
-        captions = cues([WordTiming(w.word, w.start_s, w.end_s, 0) for w in speech.words])
+        captions = to_ass(
+            [WordTiming(w.word, w.start_s, w.end_s, 0) for w in speech.words],
+            CaptionLook(**speech.caption_style.model_dump(exclude={"preset"})), tuple(scene_assets.master_size),
+            avoid=[tuple(s.mouth_box) for s in scene_assets.scenes if s.mouth_box],
+        )
         with scratch_dir(context) as tmp:
             path = Path(tmp) / "stitched.mp4"
             stitch_scenes(
                 clips, fps=lip_sync.fps, size=tuple(scene_assets.master_size), audio=(audio.samples, audio.sample_rate),
-                captions=captions, transition_s=video.transition_s, path=path, crf=video.crf, preset=video.preset,
+                captions_ass=captions, transition_s=video.transition_s, path=path, crf=video.crf, preset=video.preset,
                 progress=progress(context, "stitching"),
-                caption_avoid=[tuple(s.mouth_box) for s in scene_assets.scenes if s.mouth_box],
             )
             qa = VideoQAModel.model_validate(
                 analyse_video(path, expected_fps=lip_sync.fps, expected_size=tuple(scene_assets.master_size)),
@@ -546,7 +549,7 @@ def stitched_video(
         return VideoRecord(
             avatar_id=lip_sync.avatar_id, slug=lip_sync.slug, stage="stitched_video", video=ref, qa=qa,
             expected_size=scene_assets.master_size, expected_fps=lip_sync.fps, audio_duration_s=speech.duration_s,
-            provider=ProviderInfoFor.stitch(),
+            provider=ProviderInfoFor.stitch(), captions_ass=store.put_bytes(captions.encode(), "ass", "text/x-ssa"),
         )
 
     key = content_key("stitched_video", CODE_VERSION, {"lip_sync": lip_sync.content_hash(), "speech": speech.content_hash(), "video": video.model_dump()})
@@ -561,7 +564,7 @@ class ProviderInfoFor:
 
         from avatar_assets.contracts import ProviderInfo
 
-        return ProviderInfo(capability="stitch", provider="moviepy", model_id="crossfade+captions", version=version("moviepy"))
+        return ProviderInfo(capability="stitch", provider="moviepy", model_id="crossfade+ass-captions", version=version("moviepy"))
 
 
 @video_asset(description="Sharpened and colour-balanced, loudness normalised to -16 LUFS, invisibly watermarked.")

@@ -1,4 +1,5 @@
-"""The delivered package of one cell: an MP4 per platform size, a poster, captions and the rights manifest.
+"""The delivered package of one cell: an MP4 per platform size, a poster, captions (SRT, WebVTT and the styled
+ASS that was burned in) and the rights manifest.
 
 The files are copied under stable names into `packages/<avatar>/<slug>/` of the media store, so a person
 or an upload finds the finished video in one folder; the manifest accounts for every stage and the
@@ -61,17 +62,23 @@ def build_package(
     script, speech = sources.script, sources.speech
     folder = package_folder(script.avatar_id, script.slug)
     source = store.local_path(sources.enhanced_video.video)
-    renditions = _renditions(store, video, script, source, folder, scratch, log)
+    mark = sources.enhanced_video.watermark
+    renditions = _renditions(store, video, script, source, folder, scratch, log, bytes.fromhex(mark) if mark else None)
     poster_rgb = poster_frame(source, sources.enhanced_video.qa.duration_s / 3)
     poster = store.put_bytes(encode_png(poster_rgb), "png", "image/png")
     store.copy_to(poster, f"{folder}/poster.png")
     store.copy_to(speech.captions_srt, f"{folder}/captions.srt")
     store.copy_to(speech.captions_vtt, f"{folder}/captions.vtt")
+    captions_ass = sources.stitched_video.captions_ass
+    if captions_ass is None:
+        raise ValueError("the stitched video names no captions.ass: re-materialize stitched_video")
+    store.copy_to(captions_ass, f"{folder}/captions.ass")
     outputs = {
         **{_rendition_name(r.aspect_ratio): r.video.sha256 for r in renditions},
         "poster.png": poster.sha256,
         "captions.srt": speech.captions_srt.sha256,
         "captions.vtt": speech.captions_vtt.sha256,
+        "captions.ass": captions_ass.sha256,
     }
     manifest = rights_manifest(sources, outputs)
     manifest_ref = store.put_bytes(manifest.model_dump_json(indent=2).encode(), "json", "application/json")
@@ -82,7 +89,7 @@ def build_package(
         store.delete_key(stale)
     record = OutputPackageRecord(
         avatar_id=script.avatar_id, slug=script.slug, renditions=renditions, poster=poster,
-        captions_srt=speech.captions_srt, captions_vtt=speech.captions_vtt, rights_manifest=manifest_ref,
+        captions_srt=speech.captions_srt, captions_vtt=speech.captions_vtt, captions_ass=captions_ass, rights_manifest=manifest_ref,
         folder=folder,
     )
     return record, poster_rgb
@@ -93,9 +100,11 @@ def _rendition_name(aspect: str) -> str:
 
 
 def _renditions(
-    store: MediaStore, video: VideoSettings, script: ScriptRecord, source: Path, folder: str, scratch: Path, log
+    store: MediaStore, video: VideoSettings, script: ScriptRecord, source: Path, folder: str, scratch: Path, log,
+    watermark: bytes | None,
 ) -> list[Rendition]:
-    """One MP4 per requested aspect ratio: the master's aspect is cropped to fill, the others padded."""
+    """One MP4 per requested aspect ratio: the master's aspect is cropped to fill, the others padded. Each
+    carries the master's watermark, embedded again at its own size (rescaling destroys the master's)."""
     request = script.request
     master_aspect = request.renditions()[0]
     renditions = []
@@ -104,7 +113,8 @@ def _renditions(
         log.info(f"packaging {aspect} at {width}x{height}")
         path = scratch / _rendition_name(aspect)
         transcode_for_platform(source, width=width, height=height, path=path,
-                               fit="cover" if aspect == master_aspect else "pad", crf=video.crf, preset=video.preset)
+                               fit="cover" if aspect == master_aspect else "pad", crf=video.crf, preset=video.preset,
+                               watermark=watermark)
         ref = store.put_file(path, "mp4", "video/mp4")
         store.copy_to(ref, f"{folder}/{path.name}")
         platforms = [p for p in request.platforms if PLATFORM_ASPECT[p] == aspect]

@@ -1,8 +1,12 @@
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
+from avatar_assets.media.captions import CaptionLook, layout_captions, to_ass
+from avatar_assets.media.tts import WordTiming
+from avatar_assets.media.watermark import detect_watermark_frames, embed_watermark
 from avatar_assets.media.video import (
     SceneClip,
     encode_frames,
@@ -117,7 +121,23 @@ def _two_scenes(size=SIZE):
     return [SceneClip(0.0, 1.2, frames=[red] * 30), SceneClip(1.2, 2.4, frame_at=lambda t: blue)]
 
 
-CAPTION = [(0.4, 0.9, "Hello from the avatar"), (1.6, 2.0, "Second line")]
+CAPTION = [(0.4, 0.9, "Hello from the avatar."), (1.6, 2.0, "Second line")]
+CLASSIC = CaptionLook(font_size=64, position="auto", text_colour="#FFFFFF", highlight_colour="#FFD400",
+                      background_box=True, word_highlight=False)
+
+
+def caption_words(captions):
+    """Word timings spreading each (start, end, text) evenly over its words."""
+    words = []
+    for start, end, text in captions:
+        parts = text.split()
+        step = (end - start) / len(parts)
+        words += [WordTiming(word, start + i * step, start + (i + 1) * step, 0) for i, word in enumerate(parts)]
+    return words
+
+
+def captions_ass(captions, size=SIZE, look=CLASSIC):
+    return to_ass(caption_words(captions), look, size)
 
 
 @pytest.fixture(scope="module")
@@ -125,9 +145,9 @@ def stitched(tmp_path_factory):
     root = tmp_path_factory.mktemp("stitch")
     samples, _ = speechlike(2.4, seed=6)
     calls = []
-    with_caps = stitch_scenes(_two_scenes(), fps=FPS, size=SIZE, audio=(samples, SR), captions=CAPTION,
+    with_caps = stitch_scenes(_two_scenes(), fps=FPS, size=SIZE, audio=(samples, SR), captions_ass=captions_ass(CAPTION),
                               path=root / "caps.mp4", progress=lambda d, t: calls.append((d, t)))
-    plain = stitch_scenes(_two_scenes(), fps=FPS, size=SIZE, audio=(samples, SR), captions=[],
+    plain = stitch_scenes(_two_scenes(), fps=FPS, size=SIZE, audio=(samples, SR),
                           path=root / "plain.mp4")
     return with_caps, plain, calls, list(read_frames(with_caps.path)), list(read_frames(plain.path))
 
@@ -154,6 +174,68 @@ def test_captions_are_burned_only_while_active(stitched):
     # Captions sit in the lower part of the frame, horizontally centred.
     rows, cols = np.nonzero(np.any([changed[i] for i in active], axis=0))
     assert rows.min() > 240 // 2 and abs((cols.min() + cols.max()) / 2 - 160) < 8
+
+
+WIDE = (640, 360)
+KARAOKE = CaptionLook(font_size=100, position="bottom", text_colour="#FFFFFF", highlight_colour="#00FF00",
+                      background_box=True, word_highlight=True)
+SPOKEN = [WordTiming("Hello", 0.2, 0.6, 0), WordTiming("bright", 0.6, 1.0, 0), WordTiming("world.", 1.2, 1.6, 0)]
+
+
+def _stitch_dark(tmp_path, name, ass, size=WIDE, seconds=1.8):
+    dark = flat_background(size, (40, 40, 60))
+    result = stitch_scenes([SceneClip(0.0, seconds, frames=[dark])], fps=FPS, size=size, audio=None,
+                           captions_ass=ass, path=tmp_path / name)
+    return list(read_frames(result.path))
+
+
+def _highlight(frame):
+    r, g, b = (frame[..., c].astype(int) for c in range(3))
+    return (g > 170) & (r < 110) & (b < 110)
+
+
+def _text(frame):
+    return np.all(frame > 200, axis=2)
+
+
+def test_the_word_being_spoken_is_highlighted_and_the_rest_keeps_the_text_colour(tmp_path):
+    """Decoded frames of a karaoke caption: while word k is spoken the highlight colour covers words up
+    to k (filling word k), the words still to come are in the text colour; without highlight there is none."""
+    frames = _stitch_dark(tmp_path, "karaoke.mp4", to_ass(SPOKEN, KARAOKE, WIDE))
+    mid = [frames[round((w.start_s + w.end_s) / 2 * FPS)] for w in SPOKEN]
+    lit = [int(_highlight(f).sum()) for f in mid]
+    assert lit[0] > 30 and lit[0] < lit[1] < lit[2], lit
+    for frame in mid[:2]:  # highlighted text left of the text-coloured words still to come
+        hx, tx = np.nonzero(_highlight(frame))[1], np.nonzero(_text(frame))[1]
+        assert tx.size > 30 and np.median(hx) < np.median(tx)
+    assert _text(mid[0]).sum() > _text(mid[2]).sum()
+    before, after = frames[round(0.1 * FPS)], frames[round(1.7 * FPS)]
+    assert not _highlight(before).any() and not _text(before).any()  # nothing before the first word
+    assert not _highlight(after).any()  # nor after the last
+    plain = _stitch_dark(tmp_path, "plain.mp4", to_ass(SPOKEN, replace(KARAOKE, word_highlight=False), WIDE))
+    assert not any(_highlight(f).any() for f in plain) and _text(plain[round(0.4 * FPS)]).sum() > 30
+
+
+@pytest.mark.parametrize("size", [WIDE, (360, 640)])
+def test_captions_sit_in_the_requested_band(tmp_path, size):
+    w, h = size
+    rows = {}
+    for position in ["top", "middle", "bottom"]:
+        look = replace(KARAOKE, position=position, word_highlight=False)
+        frame = _stitch_dark(tmp_path, f"{position}.mp4", to_ass(SPOKEN[:2], look, size), size=size, seconds=0.8)[10]
+        changed = np.nonzero(np.abs(frame.astype(int) - (40, 40, 60)).max(axis=2) > 30)
+        rows[position] = (changed[0].min() / h, changed[0].max() / h)
+        assert abs((changed[1].min() + changed[1].max()) / 2 - w / 2) < 0.02 * w  # centred
+        # libass draws the box where the layout says (its box hugs the glyphs, the layout reserves the full
+        # line height: a few pixels less at the top).
+        [block] = layout_captions(SPOKEN[:2], look, size)
+        x, y, bw, bh = block.box
+        drawn = (changed[1].min(), changed[0].min(), changed[1].max() + 1, changed[0].max() + 1)
+        assert np.abs(np.array(drawn) - (x, y, x + bw, y + bh)).max() <= 6, (drawn, block.box)
+    band_bottom = 0.84 if h > w else 0.93
+    assert rows["top"][0] == pytest.approx(0.08, abs=0.02) and rows["top"][1] < 0.3
+    assert (rows["middle"][0] + rows["middle"][1]) / 2 == pytest.approx(0.5, abs=0.03)
+    assert rows["bottom"][1] == pytest.approx(band_bottom, abs=0.02) and rows["bottom"][0] > 0.6
 
 
 def test_crossfade_between_scenes(stitched):
@@ -196,7 +278,7 @@ def test_stitch_failing_midway_leaves_nothing_behind(tmp_path):
     samples, _ = speechlike(2.0, seed=8)
     with pytest.raises(RuntimeError, match="renderer crashed"):
         stitch_scenes([SceneClip(0, 2.0, frame_at=breaks_after_a_second)], fps=FPS, size=SIZE, audio=(samples, SR),
-                      captions=[(0.1, 1.5, "never shown")], path=tmp_path / "broken.mp4")
+                      captions_ass=captions_ass([(0.1, 1.5, "never shown")]), path=tmp_path / "broken.mp4")
     assert os.listdir(tmp_path) == []  # no partial video, no temp audio
 
 
@@ -204,7 +286,7 @@ def test_caller_frames_are_not_modified(tmp_path):
     frame = flat_background(SIZE, (10, 200, 10))
     keep = frame.copy()
     stitch_scenes([SceneClip(0, 0.4, frames=[frame] * 10)], fps=FPS, size=SIZE, audio=None,
-                  captions=[(0, 0.4, "over the top")], path=tmp_path / "c.mp4")
+                  captions_ass=captions_ass([(0, 0.4, "over the top")]), path=tmp_path / "c.mp4")
     assert np.array_equal(frame, keep)
 
 
@@ -225,6 +307,37 @@ def test_transcode_for_platform_gives_exact_dimensions(tmp_path, size, fit):
         assert first[:100].max() < 20 and first[540].mean() > 40
     else:
         assert first[:20].mean() > 30  # cover: no bars
+
+
+@pytest.mark.parametrize(("size", "fit"), [((1080, 1920), "cover"), ((1080, 1080), "pad"), ((1920, 1080), "pad")])
+def test_a_rendition_carries_the_watermark_its_master_did(tmp_path, size, fit):
+    """The master's mark does not survive rescaling; a rendition made with `watermark` carries its own,
+    and keeps the frame count and the audio."""
+    master_size = (240, 426)
+    frames = [embed_watermark(astronaut_frame, PAYLOAD) for astronaut_frame in ken_burns_frames(master_size, 20)]
+    samples, _ = speechlike(0.8, seed=9)
+    src = encode_frames(frames, fps=FPS, size=master_size, audio=(samples, SR), path=tmp_path / "master.mp4")
+    assert detect_watermark_frames(read_frames(src.path)) == PAYLOAD
+    plain = transcode_for_platform(src.path, width=size[0], height=size[1], path=tmp_path / "plain.mp4", fit=fit)
+    assert detect_watermark_frames(read_frames(plain.path)) is None
+    marked = transcode_for_platform(src.path, width=size[0], height=size[1], path=tmp_path / "marked.mp4", fit=fit,
+                                    watermark=PAYLOAD)
+    info = probe(marked.path)
+    assert (info.width, info.height, info.frame_count, info.audio_codec) == (*size, 20, "aac")
+    assert len(read_audio(marked.path, sr=SR)) / SR == pytest.approx(0.8, abs=1 / FPS)
+    decoded = list(read_frames(marked.path))
+    assert detect_watermark_frames(decoded) == PAYLOAD
+    assert detect_watermark_frames(decoded[:1]) == PAYLOAD  # a single frame is enough
+    assert np.abs(decoded[0].astype(int) - next(read_frames(plain.path))).mean() < 4  # invisible
+    assert sorted(os.listdir(tmp_path)) == ["marked.mp4", "master.mp4", "plain.mp4"]
+
+
+PAYLOAD = bytes.fromhex("a1b2c3d4e5f60718")
+
+
+def ken_burns_frames(size, n):
+    frame_at = ken_burns(astronaut(), size, n / FPS)
+    return [frame_at(i / FPS) for i in range(n)]
 
 
 def test_ken_burns_moves_slowly_within_the_image():

@@ -4,7 +4,12 @@ import pytest
 from avatar_assets.media.backgrounds import classical_background
 from avatar_assets.media.lipsync import mouth_openness
 from avatar_assets.media.video import encode_frames, ken_burns, read_frames
-from avatar_assets.media.watermark import detect_watermark, detect_watermark_frames, embed_watermark
+from avatar_assets.media.watermark import (
+    detect_watermark,
+    detect_watermark_frames,
+    embed_watermark,
+    embed_watermark_luma,
+)
 from tests.media.video_fixtures import FPS, SR, astronaut, shot, speechlike, talking_frames
 
 PAYLOAD = b"av\x00\x01r7"
@@ -39,6 +44,22 @@ def test_payload_and_frame_limits():
         embed_watermark(astronaut(), b"")
     with pytest.raises(ValueError, match="too small"):
         embed_watermark(np.zeros((40, 40, 3), np.uint8), b"a")
+
+
+def test_the_luma_plane_mark_is_the_rgb_mark_seen_through_video_yuv():
+    """Marked in limited-range YUV's luma plane and converted to RGB (BT.601, as a decoder does), a frame
+    gives the payload back, with the same invisibility as the RGB mark."""
+    import cv2
+
+    frame = shot((640, 360), "mid", classical_background("office", 640, 360, seed=2)).frame
+    i420 = cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420)  # (1.5 h, w): the luma plane, then U and V
+    plain = cv2.cvtColor(i420, cv2.COLOR_YUV2RGB_I420)
+    i420[:360] = embed_watermark_luma(i420[:360], PAYLOAD)
+    marked = cv2.cvtColor(i420, cv2.COLOR_YUV2RGB_I420)
+    assert detect_watermark(plain) is None and detect_watermark(marked) == PAYLOAD
+    assert _psnr(plain, marked) > 38
+    with pytest.raises(ValueError, match="luma plane"):
+        embed_watermark_luma(frame, PAYLOAD)
 
 
 def test_survives_h264_at_crf_20(tmp_path):
