@@ -498,7 +498,7 @@ def test_upload_identity_render_package_through_the_api(tmp_path):
                 assert_problem(globex.get(video_url), 404, "not-found")
     assert render["state"] == "done" and render["progress_percent"] == 100.0 and render["error"] is None, render
     names = {item["name"] for item in render["package"]}
-    assert {"9x16.mp4", "poster", "captions.srt", "captions.vtt", "rights_manifest.json"} <= names
+    assert {"9x16.mp4", "poster", "captions.srt", "captions.vtt", "captions.ass", "rights_manifest.json"} <= names
     for item in render["package"]:
         path = Path(unquote(urlparse(item["uri"]).path))
         assert hashlib.sha256(path.read_bytes()).hexdigest() == item["sha256"], item

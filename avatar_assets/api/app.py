@@ -357,9 +357,10 @@ def get_render(render_id: str, request: Request, caller: Caller = Depends(requir
 
 
 def _package_refs(package) -> list[tuple[str, MediaRef]]:
+    captions = [("captions.srt", package.captions_srt), ("captions.vtt", package.captions_vtt)]
+    captions += [("captions.ass", package.captions_ass)] if package.captions_ass else []
     return [(f"{r.aspect_ratio.replace(':', 'x')}.mp4", r.video) for r in package.renditions] + [
-        ("poster", package.poster), ("captions.srt", package.captions_srt), ("captions.vtt", package.captions_vtt),
-        ("rights_manifest.json", package.rights_manifest)]
+        ("poster", package.poster), *captions, ("rights_manifest.json", package.rights_manifest)]
 
 
 @router.get("/renders/{render_id}/files/{name}", response_class=FileResponse,
