@@ -388,7 +388,10 @@ def scene_assets(
 # --------------------------------------------------------------------------- lip sync
 
 
-@video_asset(description="The talking-head track: the face animated by visemes, the speech envelope, blinks and idle motion.")
+@video_asset(
+    description="The talking-head track: the face animated by visemes, the speech envelope, blinks and idle motion.",
+    pool="gpu",  # always, whichever provider: a lip-sync model runs here (README, "Real lip sync")
+)
 def lip_sync(
     context: dg.AssetExecutionContext,
     store: MediaStore,
@@ -417,19 +420,35 @@ def lip_sync(
         context.log.warning(f"lip sync falls back to the envelope-driven mouth: {fallback}")
 
     def compute() -> LipSyncRecord:
+        from avatar_assets.media.wav2lip import LipSyncFailed
+
         audio = load_wav(store.read(speech.audio))
         total = frame_count(speech.duration_s, fps)
         controls = lipsync.controls(
             audio.samples, audio.sample_rate, fps, speech.words, speech.phonemes, total, seed=seed, mesh=fallback is None
         )
         tracks = scene_tracks(store, scene_assets)
+        base = lipsync.info(seed, fallback_reason=fallback)
         with scratch_dir(context) as tmp:
             path = Path(tmp) / "lip_sync.mp4"
-            encode_frames(
-                render_frames(tracks, controls, fps, progress=progress(context, "lip sync")),
-                fps=fps, size=tuple(scene_assets.master_size), audio=(audio.samples, audio.sample_rate),
-                path=path, crf=video.crf, preset=video.preset,
-            )
+
+            def render(with_model: bool):
+                frames = render_frames(tracks, controls, fps, progress=progress(context, "lip sync"))
+                frames, info = (
+                    lipsync.resync(frames, tracks, audio.samples, audio.sample_rate, fps, total, base)
+                    if with_model else (frames, base)
+                )
+                encode_frames(
+                    frames, fps=fps, size=tuple(scene_assets.master_size), audio=(audio.samples, audio.sample_rate),
+                    path=path, crf=video.crf, preset=video.preset,
+                )
+                return info
+
+            try:
+                provider = render(with_model=True)
+            except LipSyncFailed as error:  # the model loaded but failed mid-render: the CPU default's frames
+                context.log.warning(f"lip sync falls back to the CPU default: {error}")
+                provider = lipsync.fallback_info(render(with_model=False), str(error))
             lag, in_silence, in_speech = lip_sync_measurements(
                 read_frames(path, gray=True), tracks, speech.words, audio.samples, audio.sample_rate, fps, total
             )
@@ -441,16 +460,18 @@ def lip_sync(
             openness=store.put_bytes(buffer.getvalue(), "npy", "application/x-npy"),
             fps=fps, frames=total,
             lag_frames=lag, motion_in_silence=in_silence, motion_in_speech=in_speech,
-            provider=lipsync.info(seed, fallback_reason=fallback),
+            provider=provider,
             awaiting_approval=awaiting,
         )
 
-    key = content_key(
-        "lip_sync", CODE_VERSION,
-        {"scenes": scene_assets.content_hash(), "audio": speech.audio.sha256, "video": video.model_dump(),
-         "phonemes": [p.model_dump() for p in speech.phonemes], "seed": seed, "mesh": fallback is None},
-    )
-    record, _ = reuse_or_compute(store, "lip_sync", key, compute, context.log)
+    parts = {"scenes": scene_assets.content_hash(), "audio": speech.audio.sha256, "video": video.model_dump(),
+             "phonemes": [p.model_dump() for p in speech.phonemes], "seed": seed, "mesh": fallback is None}
+    model = lipsync.cache_parts()
+    if model:  # a model provider: its weights decide the frames, and a fallback stand-in is never reused
+        record, _ = reuse_or_generate(store, "lip_sync", content_key("lip_sync", CODE_VERSION, {**parts, "model": model}),
+                                      compute, context.log)
+    else:  # the CPU default's keys are unchanged (its own envelope fallback is deterministic and keyed by "mesh")
+        record, _ = reuse_or_compute(store, "lip_sync", content_key("lip_sync", CODE_VERSION, parts), compute, context.log)
     record = for_cell(record, avatar_id=scene_assets.avatar_id, slug=scene_assets.slug,
                       awaiting_approval=awaiting)
     if record.awaiting_approval:
