@@ -100,9 +100,20 @@ def test_lip_sync_is_in_the_gpu_pool():
 # --------------------------------------------------------------------------- through the assets
 
 
-def test_wav2lip_changes_only_the_feathered_lower_face_and_records_the_model(world):
+@pytest.fixture(scope="module")
+def synced(world):
+    root, checkpoint, *_ = world
+    return lip_sync_with(root, "synced", **wav2lip_env(checkpoint))
+
+
+def lower_face_of(scenes) -> tuple[int, int, int]:
+    [scene] = [s for s in scenes.scenes if s.mouth_box is not None]
+    return face_crop_box(np.asarray(scene.landmarks), tuple(scenes.master_size))
+
+
+def test_wav2lip_changes_only_the_feathered_lower_face_and_records_the_model(world, synced):
     root, checkpoint, base, base_frames, scenes = world
-    result, record, frames = lip_sync_with(root, "synced", **wav2lip_env(checkpoint))
+    result, record, frames = synced
     assert not lip_sync_step_failed(result)
     info = record.provider
     sha = file_sha256(checkpoint)
@@ -111,8 +122,7 @@ def test_wav2lip_changes_only_the_feathered_lower_face_and_records_the_model(wor
     assert info.settings["sha256"] == sha and info.settings["model_path"] == str(checkpoint)
     assert info.settings["base"] == base.provider.provider == "landmark-mesh"
 
-    [scene] = [s for s in scenes.scenes if s.mouth_box is not None]
-    x, y, side = face_crop_box(np.asarray(scene.landmarks), tuple(scenes.master_size))
+    x, y, side = lower_face_of(scenes)
     assert frames.shape == base_frames.shape
     difference = np.abs(frames.astype(np.int16) - base_frames.astype(np.int16)).max(axis=3)
     lower_face = np.zeros(difference.shape[1:], bool)
@@ -125,6 +135,28 @@ def test_wav2lip_changes_only_the_feathered_lower_face_and_records_the_model(wor
     outside = difference[:, ~margin]
     assert outside.mean() < 0.5 and np.percentile(outside, 99) <= 5
     assert difference[:, lower_face].mean() > 20 * outside.mean()
+
+
+def test_the_stitched_video_shows_the_models_mouth(world, synced):
+    """stitched_video reads a model's face scenes from the lip-sync video (controls cannot redraw them).
+    Run on its own: the lip-sync gate fails on the random model's noise, which stops a whole render."""
+    root, _, _, base_frames, scenes = world
+    _, _, lip_frames = synced
+    with avatar_home(root, **SIZE_ENV) as home:
+        result = home.defs.resolve_job_def("render_video").execute_in_process(
+            instance=home.instance, partition_key=cell(AVATAR, "synced"),
+            asset_selection=[dg.AssetKey("stitched_video")], raise_on_error=False,
+        )
+        assert result.success
+        stitched = decoded_frames(home.store.local_path(home.record("stitched_video", cell(AVATAR, "synced")).video))
+    x, y, side = lower_face_of(scenes)
+    n = min(len(stitched), len(lip_frames))
+    mouth = (slice(0, n), slice(y + side // 2 + 8, y + side - 8), slice(x + 8, x + side - 8))
+
+    def apart(a, b) -> float:
+        return float(np.abs(a[mouth].astype(np.int16) - b[mouth].astype(np.int16)).mean())
+
+    assert apart(stitched, lip_frames) < 4 < 5 * apart(stitched, lip_frames) < apart(stitched, base_frames)
 
 
 def test_missing_or_corrupt_checkpoint_falls_back_to_the_cpu_default_and_says_why(world):

@@ -40,6 +40,7 @@ from avatar_assets.video.requests import REQUEST_TAG, RequestError, accepted_req
 from partitions import cell_key, identity_to_video, refresh_cell, video_cells
 from resources.media_store import MediaStore, sha256_bytes
 from resources.providers import Enhancer, ImageGenerator, LipSyncer, SpeechSynthesizer, VideoSettings
+from resources.wav2lip import PROVIDER as WAV2LIP
 
 GROUP = "video"
 CODE_VERSION = "2"
@@ -542,14 +543,18 @@ def stitched_video(
     from avatar_assets.media.captions import cues
     from avatar_assets.media.talking_head import scene_frame_source
     from avatar_assets.media.tts import WordTiming
-    from avatar_assets.media.video import SceneClip, stitch_scenes
+    from avatar_assets.media.video import DecodedFrames, SceneClip, stitch_scenes
     from avatar_assets.media.video_qa import analyse_video
 
     def compute() -> VideoRecord:
         audio = load_wav(store.read(speech.audio))
         controls = np.load(io.BytesIO(store.read(lip_sync.openness)))
         tracks = scene_tracks(store, scene_assets)
-        clips = [SceneClip(t.start_s, t.end_s, frame_at=scene_frame_source(t, controls, lip_sync.fps)) for t in tracks]
+        # A lip-sync model's faces exist only in the lip-sync video (controls cannot redraw them): read them there.
+        synced = None
+        if lip_sync.provider.provider == WAV2LIP:
+            synced = DecodedFrames(store.local_path(lip_sync.video)).__getitem__
+        clips = [SceneClip(t.start_s, t.end_s, frame_at=scene_frame_source(t, controls, lip_sync.fps, synced)) for t in tracks]
         captions = cues([WordTiming(w.word, w.start_s, w.end_s, 0) for w in speech.words])
         with scratch_dir(context) as tmp:
             path = Path(tmp) / "stitched.mp4"
