@@ -7,6 +7,9 @@ the reference: wav2lip may change the decoded frames only inside the feathered l
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -89,6 +92,20 @@ def test_provider_is_chosen_by_env_and_bad_values_say_what_is_wrong(monkeypatch:
     monkeypatch.setenv("AVATAR_LIPSYNC_PROVIDER", "unknown")
     with pytest.raises(ConfigurationError, match="AVATAR_LIPSYNC_PROVIDER='unknown': expected 'landmark-mesh' or 'wav2lip'"):
         lip_syncer()
+
+
+def test_definitions_with_wav2lip_configured_import_no_torch(tmp_path: Path):
+    probe = (
+        "import sys, json, avatar_assets.definitions as d; "
+        "print(json.dumps([type(d.defs.resources['lipsync']).__name__, "
+        "sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'librosa', 'cv2'})]))"
+    )
+    env = {"PATH": "/usr/bin:/bin", "AVATAR_HOME": str(tmp_path), "DAGSTER_HOME": str(tmp_path / "dagster"),
+           **wav2lip_env(tmp_path / "wav2lip.pth")}
+    done = subprocess.run([sys.executable, "-c", probe], cwd=Path(__file__).resolve().parents[1], env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == ["Wav2LipSyncer", []]
 
 
 def test_lip_sync_is_in_the_gpu_pool():
