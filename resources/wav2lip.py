@@ -48,11 +48,6 @@ def _loaded(path: str, sha256: str, device: str | None):
         return model
 
 
-def clear_model_cache() -> None:
-    with _models_lock:
-        _models.clear()
-
-
 class Wav2LipSyncer(LipSyncer):
     """Lip sync with a Wav2Lip-architecture checkpoint read from a local path (docs in README)."""
 
@@ -95,7 +90,14 @@ class Wav2LipSyncer(LipSyncer):
 
     def resync(self, frames, tracks, samples: np.ndarray, sample_rate: int, fps: float, total: int,
                base: ProviderInfo) -> tuple[Iterator[np.ndarray], ProviderInfo]:
-        from avatar_assets.media.wav2lip import ModelUnavailable, face_targets, mel_windows, melspectrogram, sync_frames
+        from avatar_assets.media.wav2lip import (
+            FACE_SIDE,
+            ModelUnavailable,
+            face_targets,
+            mel_windows,
+            melspectrogram,
+            sync_frames,
+        )
 
         log = dg.get_dagster_logger()
         faces = [t for t in tracks if t.mouth_box is not None]
@@ -115,7 +117,7 @@ class Wav2LipSyncer(LipSyncer):
             seed=base.seed,
             settings={
                 "model_path": str(model.path), "sha256": model.sha256, "device": model.device,
-                "batch_size": self.batch_size, "base": base.provider, "face_side": 96,
+                "batch_size": self.batch_size, "base": base.provider, "face_side": FACE_SIDE,
                 "mel": "16 kHz, 80 bands, hop 200, window 800, 55-7600 Hz, 16 frames centred",
             },
         )
