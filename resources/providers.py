@@ -195,8 +195,12 @@ class LipSyncer(dg.ConfigurableResource):
         """What a model provider adds to the lip-sync content key; the CPU default adds nothing."""
         return {}
 
+    def batch_attempts(self) -> list[int | None]:
+        """Batch sizes `resync` is tried at, in order, before the CPU default stands in (no model: one)."""
+        return [None]
+
     def resync(self, frames, tracks, samples: np.ndarray, sample_rate: int, fps: float, total: int,
-               base: ProviderInfo):
+               base: ProviderInfo, batch_size: int | None = None):
         """(frames, provider info) after a lip-sync model; the CPU default's rendered frames are final.
         A model provider (resources/wav2lip.py) regenerates the lower faces here."""
         return frames, base

@@ -6,9 +6,10 @@ present) and `AVATAR_LIPSYNC_BATCH` (frames per forward pass, default 16). The C
 every frame (mesh, blinks, idle motion); the model then regenerates each face scene's lower face from the
 mel window of that frame, and the result is pasted back through a feathered mask.
 
-Fallback is always on: a missing, unreadable or foreign checkpoint, scenes without landmarks, or a failed
-forward pass leave the CPU default's frames, and the record says so (`fallback_from="wav2lip"` and the
-reason in `settings["fallback_error"]`); such a record is never reused from the content cache.
+Fallback is always on: a missing, unreadable or foreign checkpoint, scenes without landmarks, or a forward
+pass that fails at the configured batch and again at batch 1 leave the CPU default's frames, and the record
+says so (`fallback_from="wav2lip"`, the reason in `settings["fallback_error"]`); such a record is never
+reused from the content cache.
 Importing this module imports no torch (only loading the model does).
 """
 
@@ -88,8 +89,12 @@ class Wav2LipSyncer(LipSyncer):
     def fallback_info(self, base: ProviderInfo, reason: str) -> ProviderInfo:
         return base.model_copy(update={"fallback_from": PROVIDER, "settings": {**base.settings, "fallback_error": reason}})
 
+    def batch_attempts(self) -> list[int | None]:
+        """The configured batch, then 1: a forward pass out of memory at 16 frames may pass one at a time."""
+        return [self.batch_size, 1] if self.batch_size > 1 else [1]
+
     def resync(self, frames, tracks, samples: np.ndarray, sample_rate: int, fps: float, total: int,
-               base: ProviderInfo) -> tuple[Iterator[np.ndarray], ProviderInfo]:
+               base: ProviderInfo, batch_size: int | None = None) -> tuple[Iterator[np.ndarray], ProviderInfo]:
         from avatar_assets.media.wav2lip import (
             FACE_SIDE,
             ModelUnavailable,
@@ -110,6 +115,7 @@ class Wav2LipSyncer(LipSyncer):
         except ModelUnavailable as error:
             log.warning(f"lip sync falls back from wav2lip: {error}")
             return frames, self.fallback_info(base, str(error))
+        batch = batch_size or self.batch_size
         targets = face_targets(tracks, total, fps)
         windows = mel_windows(melspectrogram(samples, sample_rate), fps, total)
         info = ProviderInfo(
@@ -117,9 +123,9 @@ class Wav2LipSyncer(LipSyncer):
             seed=base.seed,
             settings={
                 "model_path": str(model.path), "sha256": model.sha256, "device": model.device,
-                "batch_size": self.batch_size, "base": base.provider, "face_side": FACE_SIDE,
+                "batch_size": batch, "base": base.provider, "face_side": FACE_SIDE,
                 "mel": "16 kHz, 80 bands, hop 200, window 800, 55-7600 Hz, 16 frames centred",
             },
         )
-        return sync_frames(model, frames, targets, windows, batch_size=self.batch_size), info
+        return sync_frames(model, frames, targets, windows, batch_size=batch), info
 

@@ -25,7 +25,7 @@ from tests.video_helpers import FPS, SHORT_SIDE, cell, decoded_frames, video_hom
 
 AVATAR = "astro-v"
 SCRIPT = "Hello there, welcome to our show."
-SLUGS = ["base", "synced", "lost", "corrupt", "broken"]
+SLUGS = ["base", "synced", "lost", "corrupt", "broken", "tight"]
 UP_TO_LIP_SYNC = ["script", "storyboard", "speech", "backgrounds", "scene_assets", "lip_sync"]
 SIZE_ENV = {"AVATAR_MASTER_SHORT_SIDE": str(SHORT_SIDE), "AVATAR_FPS": str(FPS)}
 
@@ -190,6 +190,23 @@ def test_missing_or_corrupt_checkpoint_falls_back_to_the_cpu_default_and_says_wh
         assert np.abs(frames.astype(np.int16) - base_frames.astype(np.int16)).max() <= 2  # the CPU default's frames
 
 
+def test_out_of_memory_at_the_batch_is_retried_one_frame_at_a_time(world, monkeypatch):
+    root, checkpoint, *_ = world
+    real = Wav2LipModel.predict
+
+    def tight_memory(self, mels, faces):
+        if len(mels) > 1:
+            raise LipSyncFailed("wav2lip forward pass failed: CUDA out of memory (simulated)")
+        return real(self, mels, faces)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Wav2LipModel, "predict", tight_memory)
+        result, record, _ = lip_sync_with(root, "tight", **wav2lip_env(checkpoint))
+    assert not lip_sync_step_failed(result)
+    assert (record.provider.provider, record.provider.fallback_from) == ("wav2lip", None)
+    assert record.provider.settings["batch_size"] == 1
+
+
 def test_a_failed_forward_pass_falls_back_and_is_not_reused_once_the_model_works(world, monkeypatch):
     root, checkpoint, *_ = world
 
@@ -201,6 +218,7 @@ def test_a_failed_forward_pass_falls_back_and_is_not_reused_once_the_model_works
         result, record, _ = lip_sync_with(root, "broken", **wav2lip_env(checkpoint))
     assert not lip_sync_step_failed(result)
     assert (record.provider.provider, record.provider.fallback_from) == ("landmark-mesh", "wav2lip")
-    assert "out of memory" in record.provider.settings["fallback_error"]
+    error = record.provider.settings["fallback_error"]
+    assert "batch 8: " in error and "batch 1: " in error and "out of memory" in error  # both attempts
     _, again, _ = lip_sync_with(root, "broken", **wav2lip_env(checkpoint))
     assert again.provider.provider == "wav2lip"  # the cached stand-in was not served

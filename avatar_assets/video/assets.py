@@ -433,10 +433,10 @@ def lip_sync(
         with scratch_dir(context) as tmp:
             path = Path(tmp) / "lip_sync.mp4"
 
-            def render(with_model: bool):
+            def render(batch_size: int | None, with_model: bool = True):
                 frames = render_frames(tracks, controls, fps, progress=progress(context, "lip sync"))
                 frames, info = (
-                    lipsync.resync(frames, tracks, audio.samples, audio.sample_rate, fps, total, base)
+                    lipsync.resync(frames, tracks, audio.samples, audio.sample_rate, fps, total, base, batch_size)
                     if with_model else (frames, base)
                 )
                 encode_frames(
@@ -445,11 +445,17 @@ def lip_sync(
                 )
                 return info
 
-            try:
-                provider = render(with_model=True)
-            except LipSyncFailed as error:  # the model loaded but failed mid-render: the CPU default's frames
-                context.log.warning(f"lip sync falls back to the CPU default: {error}")
-                provider = lipsync.fallback_info(render(with_model=False), str(error))
+            provider, failures = None, []
+            for batch_size in lipsync.batch_attempts():  # a model out of memory at its batch may pass at 1
+                try:
+                    provider = render(batch_size)
+                    break
+                except LipSyncFailed as error:
+                    failures.append(f"batch {batch_size}: {error}")
+                    context.log.warning(f"lip sync attempt at batch {batch_size} failed: {error}")
+            if provider is None:  # the model loaded but failed every attempt: the CPU default's frames
+                context.log.warning("lip sync falls back to the CPU default")
+                provider = lipsync.fallback_info(render(None, with_model=False), "; ".join(failures))
             lag, in_silence, in_speech = lip_sync_measurements(
                 read_frames(path, gray=True), tracks, speech.words, audio.samples, audio.sample_rate, fps, total
             )
