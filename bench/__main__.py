@@ -27,6 +27,7 @@ from bench import common
 BENCHMARKS: dict[str, str] = {
     "identity": "bench.identity",
     "face_animation": "bench.face_animation",
+    "wav2lip": "bench.wav2lip",
     "video_assembly": "bench.video_assembly",
     "video_e2e": "bench.video_e2e",
     "regeneration": "bench.regeneration",

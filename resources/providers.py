@@ -191,6 +191,24 @@ class LipSyncer(dg.ConfigurableResource):
             version=CLASSICAL_VERSION, seed=seed, fallback_from="landmark-mesh", settings={"reason": fallback_reason},
         )
 
+    def cache_parts(self) -> dict:
+        """What a model provider adds to the lip-sync content key; the CPU default adds nothing."""
+        return {}
+
+    def batch_attempts(self) -> list[int | None]:
+        """Batch sizes `resync` is tried at, in order, before the CPU default stands in (no model: one)."""
+        return [None]
+
+    def resync(self, frames, tracks, samples: np.ndarray, sample_rate: int, fps: float, total: int,
+               base: ProviderInfo, batch_size: int | None = None):
+        """(frames, provider info) after a lip-sync model; the CPU default's rendered frames are final.
+        A model provider (resources/wav2lip.py) regenerates the lower faces here."""
+        return frames, base
+
+    def fallback_info(self, base: ProviderInfo, reason: str) -> ProviderInfo:
+        """The record of the CPU default standing in for a model that failed mid-render."""
+        return base
+
     def controls(
         self, samples: np.ndarray, sample_rate: int, fps: float, words, phonemes, frames: int, *, seed: int, mesh: bool
     ) -> np.ndarray:

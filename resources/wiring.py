@@ -3,7 +3,7 @@ AVATAR_STORAGE=s3://bucket/prefix.
 
 The local store's root is `dg.EnvVar("AVATAR_HOME")`, read when the store is initialized (a run, a sensor
 tick, `store_of` outside Dagster), so one loaded code location serves whatever home a process is given.
-What picks or sizes a resource (AVATAR_STORAGE, AVATAR_IMAGE_PROVIDER, the render size) is read when the
+What picks or sizes a resource (AVATAR_STORAGE, AVATAR_IMAGE_PROVIDER, AVATAR_LIPSYNC_PROVIDER, the render size) is read when the
 code location loads, where a value it cannot use fails the load with a ConfigurationError naming it."""
 
 from __future__ import annotations
@@ -77,6 +77,19 @@ def image_generator() -> ImageGenerator:
     raise settings.ConfigurationError(f"AVATAR_IMAGE_PROVIDER={provider!r}: expected 'classical' or 'diffusers'")
 
 
+def lip_syncer() -> LipSyncer:
+    """`AVATAR_LIPSYNC_PROVIDER`: `landmark-mesh` (default, CPU, no model) or `wav2lip` (a local checkpoint;
+    the AVATAR_LIPSYNC_* variables are read by Wav2LipSyncer.from_env). Neither imports torch at load."""
+    provider = os.environ.get("AVATAR_LIPSYNC_PROVIDER", "").strip() or "landmark-mesh"
+    if provider == "landmark-mesh":
+        return LipSyncer()
+    if provider == "wav2lip":
+        from resources.wav2lip import Wav2LipSyncer
+
+        return Wav2LipSyncer.from_env()
+    raise settings.ConfigurationError(f"AVATAR_LIPSYNC_PROVIDER={provider!r}: expected 'landmark-mesh' or 'wav2lip'")
+
+
 def store_of(defs: dg.Definitions) -> AbstractContextManager[MediaStore]:
     """The store `defs` gives runs and sensors, set up for code outside a run (the CLI, tests, benches) for
     the length of a `with` block, as Dagster sets it up for a run."""
@@ -92,7 +105,7 @@ def build_resources() -> dict:
         "images": image_generator(),
         "speaker": SpeakerEncoder(),
         "tts": SpeechSynthesizer(),
-        "lipsync": LipSyncer(),
+        "lipsync": lip_syncer(),
         "enhancer": Enhancer(),
         "video": VideoSettings(
             master_short_side=settings.whole_number("AVATAR_MASTER_SHORT_SIDE", 720),

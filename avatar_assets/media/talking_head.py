@@ -45,9 +45,10 @@ class SceneTrack:
 
 
 def scene_frame_source(
-    track: SceneTrack, controls: np.ndarray, fps: float
+    track: SceneTrack, controls: np.ndarray, fps: float, synced: Callable[[int], np.ndarray] | None = None
 ) -> Callable[[float], np.ndarray]:
-    """`frame_at(local_t)` for one scene: Ken Burns over b-roll, the face mesh or the fallback mouth otherwise."""
+    """`frame_at(local_t)` for one scene: Ken Burns over b-roll, the face mesh or the fallback mouth otherwise.
+    `synced` (frame index -> frame) gives a face scene's frames as a lip-sync model left them (wav2lip)."""
     height, width = track.keyframe.shape[:2]
     duration = track.end_s - track.start_s
     if track.mouth_box is None:
@@ -55,6 +56,9 @@ def scene_frame_source(
 
     def index_at(local_t: float) -> int:
         return min(max(int(round((track.start_s + local_t) * fps)), 0), len(controls) - 1)
+
+    if synced is not None:
+        return lambda local_t: synced(index_at(local_t))
 
     if controls.ndim == 2 and track.landmarks is not None:
         rig = build_rig(track.keyframe, track.landmarks)

@@ -505,6 +505,35 @@ def read_frames(
     return _decode(cmd, w, h, 1 if gray else 3)
 
 
+class DecodedFrames:
+    """Frames of an encoded video by index, for a reader that moves forward (a stitcher, whose crossfades
+    look back a few frames): the last `keep` frames stay decoded, an earlier one restarts the decoder, an
+    index past the end holds the last frame. Memory stays `keep` frames whatever the video's length."""
+
+    def __init__(self, path: str | os.PathLike[str], keep: int = 32) -> None:
+        self.path, self.keep = Path(path), keep
+        self._restart()
+
+    def _restart(self) -> None:
+        self._frames = read_frames(self.path)
+        self._cache: dict[int, np.ndarray] = {}
+        self._next = 0
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        if index < self._next - len(self._cache):
+            self._restart()
+        while self._next <= index:
+            frame = next(self._frames, None)
+            if frame is None:
+                break
+            self._cache[self._next] = frame
+            self._cache.pop(self._next - self.keep, None)
+            self._next += 1
+        if not self._cache:
+            raise ValueError(f"{self.path} has no video frames")
+        return self._cache[min(max(index, self._next - len(self._cache)), self._next - 1)]
+
+
 def _decode(cmd: list[str], w: int, h: int, channels: int = 3) -> Iterator[np.ndarray]:
     nbytes = w * h * channels
     shape = (h, w, channels) if channels > 1 else (h, w)

@@ -40,6 +40,7 @@ from avatar_assets.video.requests import REQUEST_TAG, RequestError, accepted_req
 from partitions import cell_key, identity_to_video, refresh_cell, video_cells
 from resources.media_store import MediaStore, sha256_bytes
 from resources.providers import Enhancer, ImageGenerator, LipSyncer, SpeechSynthesizer, VideoSettings
+from resources.wav2lip import PROVIDER as WAV2LIP
 
 GROUP = "video"
 CODE_VERSION = "2"
@@ -388,7 +389,10 @@ def scene_assets(
 # --------------------------------------------------------------------------- lip sync
 
 
-@video_asset(description="The talking-head track: the face animated by visemes, the speech envelope, blinks and idle motion.")
+@video_asset(
+    description="The talking-head track: the face animated by visemes, the speech envelope, blinks and idle motion.",
+    pool="gpu",  # always, whichever provider: a lip-sync model runs here (README, "Real lip sync")
+)
 def lip_sync(
     context: dg.AssetExecutionContext,
     store: MediaStore,
@@ -417,19 +421,41 @@ def lip_sync(
         context.log.warning(f"lip sync falls back to the envelope-driven mouth: {fallback}")
 
     def compute() -> LipSyncRecord:
+        from avatar_assets.media.wav2lip import LipSyncFailed
+
         audio = load_wav(store.read(speech.audio))
         total = frame_count(speech.duration_s, fps)
         controls = lipsync.controls(
             audio.samples, audio.sample_rate, fps, speech.words, speech.phonemes, total, seed=seed, mesh=fallback is None
         )
         tracks = scene_tracks(store, scene_assets)
+        base = lipsync.info(seed, fallback_reason=fallback)
         with scratch_dir(context) as tmp:
             path = Path(tmp) / "lip_sync.mp4"
-            encode_frames(
-                render_frames(tracks, controls, fps, progress=progress(context, "lip sync")),
-                fps=fps, size=tuple(scene_assets.master_size), audio=(audio.samples, audio.sample_rate),
-                path=path, crf=video.crf, preset=video.preset,
-            )
+
+            def render(batch_size: int | None, with_model: bool = True):
+                frames = render_frames(tracks, controls, fps, progress=progress(context, "lip sync"))
+                frames, info = (
+                    lipsync.resync(frames, tracks, audio.samples, audio.sample_rate, fps, total, base, batch_size)
+                    if with_model else (frames, base)
+                )
+                encode_frames(
+                    frames, fps=fps, size=tuple(scene_assets.master_size), audio=(audio.samples, audio.sample_rate),
+                    path=path, crf=video.crf, preset=video.preset,
+                )
+                return info
+
+            provider, failures = None, []
+            for batch_size in lipsync.batch_attempts():  # a model out of memory at its batch may pass at 1
+                try:
+                    provider = render(batch_size)
+                    break
+                except LipSyncFailed as error:
+                    failures.append(f"batch {batch_size}: {error}")
+                    context.log.warning(f"lip sync attempt at batch {batch_size} failed: {error}")
+            if provider is None:  # the model loaded but failed every attempt: the CPU default's frames
+                context.log.warning("lip sync falls back to the CPU default")
+                provider = lipsync.fallback_info(render(None, with_model=False), "; ".join(failures))
             lag, in_silence, in_speech = lip_sync_measurements(
                 read_frames(path, gray=True), tracks, speech.words, audio.samples, audio.sample_rate, fps, total
             )
@@ -441,16 +467,18 @@ def lip_sync(
             openness=store.put_bytes(buffer.getvalue(), "npy", "application/x-npy"),
             fps=fps, frames=total,
             lag_frames=lag, motion_in_silence=in_silence, motion_in_speech=in_speech,
-            provider=lipsync.info(seed, fallback_reason=fallback),
+            provider=provider,
             awaiting_approval=awaiting,
         )
 
-    key = content_key(
-        "lip_sync", CODE_VERSION,
-        {"scenes": scene_assets.content_hash(), "audio": speech.audio.sha256, "video": video.model_dump(),
-         "phonemes": [p.model_dump() for p in speech.phonemes], "seed": seed, "mesh": fallback is None},
-    )
-    record, _ = reuse_or_compute(store, "lip_sync", key, compute, context.log)
+    parts = {"scenes": scene_assets.content_hash(), "audio": speech.audio.sha256, "video": video.model_dump(),
+             "phonemes": [p.model_dump() for p in speech.phonemes], "seed": seed, "mesh": fallback is None}
+    model = lipsync.cache_parts()
+    if model:  # a model provider: its weights decide the frames, and a fallback stand-in is never reused
+        record, _ = reuse_or_generate(store, "lip_sync", content_key("lip_sync", CODE_VERSION, {**parts, "model": model}),
+                                      compute, context.log)
+    else:  # the CPU default's keys are unchanged (its own envelope fallback is deterministic and keyed by "mesh")
+        record, _ = reuse_or_compute(store, "lip_sync", content_key("lip_sync", CODE_VERSION, parts), compute, context.log)
     record = for_cell(record, avatar_id=scene_assets.avatar_id, slug=scene_assets.slug,
                       awaiting_approval=awaiting)
     if record.awaiting_approval:
@@ -521,14 +549,18 @@ def stitched_video(
     from avatar_assets.media.captions import CaptionLook, to_ass
     from avatar_assets.media.talking_head import scene_frame_source
     from avatar_assets.media.tts import WordTiming
-    from avatar_assets.media.video import SceneClip, stitch_scenes
+    from avatar_assets.media.video import DecodedFrames, SceneClip, stitch_scenes
     from avatar_assets.media.video_qa import analyse_video
 
     def compute() -> VideoRecord:
         audio = load_wav(store.read(speech.audio))
         controls = np.load(io.BytesIO(store.read(lip_sync.openness)))
         tracks = scene_tracks(store, scene_assets)
-        clips = [SceneClip(t.start_s, t.end_s, frame_at=scene_frame_source(t, controls, lip_sync.fps)) for t in tracks]
+        # A lip-sync model's faces exist only in the lip-sync video (controls cannot redraw them): read them there.
+        synced = None
+        if lip_sync.provider.provider == WAV2LIP:
+            synced = DecodedFrames(store.local_path(lip_sync.video)).__getitem__
+        clips = [SceneClip(t.start_s, t.end_s, frame_at=scene_frame_source(t, controls, lip_sync.fps, synced)) for t in tracks]
         captions = to_ass(
             [WordTiming(w.word, w.start_s, w.end_s, 0) for w in speech.words],
             CaptionLook(**speech.caption_style.model_dump(exclude={"preset"})), tuple(scene_assets.master_size),

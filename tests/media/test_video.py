@@ -8,6 +8,7 @@ from avatar_assets.media.captions import CaptionLook, layout_captions, to_ass
 from avatar_assets.media.tts import WordTiming
 from avatar_assets.media.watermark import detect_watermark_frames, embed_watermark
 from avatar_assets.media.video import (
+    DecodedFrames,
     SceneClip,
     encode_frames,
     ken_burns,
@@ -66,6 +67,14 @@ def test_decoded_frames_and_audio_match_the_input(encoded):
     assert len(audio) / SR == pytest.approx(2.4, abs=1 / FPS)
     # AAC at 160k keeps the waveform's energy profile.
     assert np.sqrt(np.mean(audio**2)) == pytest.approx(np.sqrt(np.mean(samples**2)), rel=0.1)
+
+
+def test_decoded_frames_by_index_forward_back_and_past_the_end(encoded):
+    _, _, result = encoded
+    decoded = list(read_frames(result.path))
+    frames = DecodedFrames(result.path, keep=4)
+    for index in [0, 1, 5, 3, 10, 2, 59, 80]:  # 3 is in the kept window, 2 restarts the decoder
+        assert np.array_equal(frames[index], decoded[min(index, 59)])
 
 
 def test_read_frames_every_nth_and_resize(encoded):
