@@ -120,6 +120,8 @@ def test_the_voice_speaks_the_script_timed_by_its_durations(world):
     assert (info.provider, info.fallback_from, info.model_id) == ("onnx", None, f"voice.onnx@{sha[:12]}")
     assert info.settings["sha256"] == sha and info.settings["model_path"] == str(timed)
     assert info.settings["word_timings"] == "model-durations"
+    [materialized] = result.asset_materializations_for_node("speech")
+    assert (materialized.metadata["provider"].value, materialized.metadata["fallback_from"].value) == ("onnx", "none")
     assert (info.settings["voice_sample_rate"], record.sample_rate) == (SAMPLE_RATE, 24000)  # resampled for the record
     # The same voice run directly on the script's SSML: the asset kept its timings.
     with avatar_home(root, **SIZE_ENV) as home:

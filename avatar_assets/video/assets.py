@@ -277,6 +277,8 @@ def speech(
             "loudness_lufs": record.loudness_lufs,
             "voice": voice,
             "pitch": pitch,
+            "provider": record.provider.provider,
+            "fallback_from": record.provider.fallback_from or "none",
         },
     )
 
