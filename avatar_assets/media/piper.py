@@ -82,7 +82,6 @@ class PiperConfig(BaseModel):
     espeak: _Espeak
     phoneme_id_map: dict[str, list[int]] = Field(min_length=1)
     inference: _Inference = _Inference()
-    num_speakers: int = 1
 
 
 @dataclass
@@ -93,7 +92,6 @@ class PiperVoice:
     sha256: str
     config: PiperConfig
     session: Any
-    has_durations: bool
     load_seconds: float
 
     @property
@@ -120,8 +118,7 @@ class PiperVoice:
         inputs = {i.name for i in session.get_inputs()}
         if not {"input", "input_lengths", "scales"} <= inputs:
             raise VoiceUnavailable(f"{path} has inputs {sorted(inputs)}: expected Piper's input, input_lengths, scales")
-        return cls(path, sha256, config, session, has_durations=len(session.get_outputs()) > 1,
-                   load_seconds=time.perf_counter() - started)
+        return cls(path, sha256, config, session, load_seconds=time.perf_counter() - started)
 
     def ids(self, ipa: str) -> list[int]:
         """Piper's ids of one word's IPA: each known symbol then the pad; stress marks kept when the map has them."""

@@ -153,7 +153,6 @@ class _Engine:
             raise RuntimeError(f"espeak-ng synthesis failed with status {status}")
         return np.frombuffer(b"".join(self._chunks), dtype=np.int16), self._word_events, self._phoneme_events
 
-
     def ipa(self, text: str, voice: str) -> str:
         """`text` in IPA (espeak_TextToPhonemes, one clause per call), clauses joined by spaces."""
         if self.lib.espeak_SetVoiceByName(voice.encode()) != _EE_OK:

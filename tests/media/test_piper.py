@@ -66,7 +66,7 @@ def test_durations_that_do_not_match_the_ids_fail_the_run(voice):
         def run(self, _, feeds):
             return [np.zeros((1, 1, 512), np.float32), np.ones((1, 2), np.float32)]
 
-    broken = piper.PiperVoice(voice.path, voice.sha256, voice.config, Session(), True, 0.0)
+    broken = piper.PiperVoice(voice.path, voice.sha256, voice.config, Session(), 0.0)
     with pytest.raises(piper.VoiceFailed, match="durations output has shape"):
         broken.run([1, 0, 2], 1.0, 0)
 
