@@ -219,7 +219,7 @@ def synthesize(voice: PiperVoice, ssml: str, *, length_scale: float, speaker: in
             at += len(audio) / rate
         if pause:
             chunks.append(np.zeros(int(round(pause * rate)), dtype=np.float32))
-            at += pause
+            at += len(chunks[-1]) / rate  # the silence as written, so later timings do not drift
     native = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
     samples = resample(native, rate, SAMPLE_RATE)
     duration = len(samples) / SAMPLE_RATE
