@@ -143,6 +143,22 @@ def test_the_voice_speaks_the_script_timed_by_its_durations(world):
     assert named and named <= set(_VISEMES) | {"_"}  # espeak-ng mnemonics the visemes know
 
 
+def test_the_face_follows_the_neural_voice(world):
+    """lip_sync reads the voice's phonemes (espeak-ng mnemonics) and audio: its gate finds the mouth in time."""
+    root, timed, _ = world
+    with avatar_home(root, **SIZE_ENV, **onnx_env(timed)) as home:
+        result = home.defs.resolve_job_def("render_video").execute_in_process(
+            instance=home.instance, partition_key=cell(AVATAR, "neural"),
+            asset_selection=[dg.AssetKey(name) for name in [*UP_TO_SPEECH, "backgrounds", "scene_assets", "lip_sync"]],
+            raise_on_error=False,
+        )
+        lip_sync = home.record("lip_sync", cell(AVATAR, "neural"))
+    gates = {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
+             for e in result.all_events if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION}
+    assert result.success and gates["mouth_follows_speech"], gates
+    assert lip_sync.provider.provider == "landmark-mesh" and abs(lip_sync.lag_frames) <= 2
+
+
 def test_a_voice_without_durations_estimates_the_timings_and_says_so(world):
     root, _, plain = world
     result, record, _ = speech_with(root, "plain", **onnx_env(plain))
