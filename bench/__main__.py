@@ -28,6 +28,7 @@ BENCHMARKS: dict[str, str] = {
     "identity": "bench.identity",
     "face_animation": "bench.face_animation",
     "wav2lip": "bench.wav2lip",
+    "tts": "bench.tts",
     "video_assembly": "bench.video_assembly",
     "video_e2e": "bench.video_e2e",
     "regeneration": "bench.regeneration",

@@ -35,7 +35,7 @@ from bench.common import median, ratio, say
 NAME = "cluster"
 SENSOR_INTERVAL_S = 5
 TARGET_LATENCY_P50_S = 10.0
-GPU_POOL_STEPS = {"neutral_image", "character_sheet", "backgrounds", "lip_sync"}  # the stages declaring pool="gpu"
+GPU_POOL_STEPS = {"neutral_image", "character_sheet", "backgrounds", "speech", "lip_sync"}  # the stages declaring pool="gpu"
 GPU_POOL_LIMIT = 1
 FIXED_COST_ASSET = "identity_bundle"  # its inputs built: a content-key cache hit, the cheapest real run
 SCRIPT_TEXT = "Hello from the cluster."

@@ -13,7 +13,7 @@ from typing import Any
 import dagster as dg
 import numpy as np
 
-from avatar_assets.contracts import ProviderInfo
+from avatar_assets.contracts import ProviderInfo, VoiceProfileRecord
 
 CLASSICAL_VERSION = "1"
 
@@ -160,10 +160,16 @@ class SpeechSynthesizer(dg.ConfigurableResource):
             voice, pitch = requested_voice or self.default_voice, 50
         return voice, int(min(99, max(0, pitch + pitch_shift)))
 
-    def synthesize(self, ssml: str, *, voice: str, pitch: int, rate_wpm: int):
+    def cache_parts(self) -> dict:
+        """What a model provider adds to the speech content key; espeak-ng adds nothing."""
+        return {}
+
+    def synthesize(self, ssml: str, *, voice: str, pitch: int, rate_wpm: int, profile: VoiceProfileRecord | None = None):
+        """(Synthesis, provider info). `profile` (embedding, reference clip) is for a cloning model; espeak-ng
+        only uses the pitch already matched to it."""
         from avatar_assets.media.tts import synthesize
 
-        return synthesize(ssml, voice=voice, rate_wpm=rate_wpm, pitch=pitch, ssml=True)
+        return synthesize(ssml, voice=voice, rate_wpm=rate_wpm, pitch=pitch, ssml=True), self.info(voice, pitch, rate_wpm)
 
 
 class LipSyncer(dg.ConfigurableResource):

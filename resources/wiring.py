@@ -3,7 +3,8 @@ AVATAR_STORAGE=s3://bucket/prefix.
 
 The local store's root is `dg.EnvVar("AVATAR_HOME")`, read when the store is initialized (a run, a sensor
 tick, `store_of` outside Dagster), so one loaded code location serves whatever home a process is given.
-What picks or sizes a resource (AVATAR_STORAGE, AVATAR_IMAGE_PROVIDER, AVATAR_LIPSYNC_PROVIDER, the render size) is read when the
+What picks or sizes a resource (AVATAR_STORAGE, AVATAR_IMAGE_PROVIDER, AVATAR_LIPSYNC_PROVIDER,
+AVATAR_TTS_PROVIDER, the render size) is read when the
 code location loads, where a value it cannot use fails the load with a ConfigurationError naming it."""
 
 from __future__ import annotations
@@ -90,6 +91,19 @@ def lip_syncer() -> LipSyncer:
     raise settings.ConfigurationError(f"AVATAR_LIPSYNC_PROVIDER={provider!r}: expected 'landmark-mesh' or 'wav2lip'")
 
 
+def speech_synthesizer() -> SpeechSynthesizer:
+    """`AVATAR_TTS_PROVIDER`: `espeak-ng` (default, CPU, no model) or `onnx` (a local Piper-format voice; the
+    AVATAR_TTS_* variables are read by OnnxSpeechSynthesizer.from_env). Neither imports onnxruntime at load."""
+    provider = os.environ.get("AVATAR_TTS_PROVIDER", "").strip() or "espeak-ng"
+    if provider == "espeak-ng":
+        return SpeechSynthesizer()
+    if provider == "onnx":
+        from resources.onnx_tts import OnnxSpeechSynthesizer
+
+        return OnnxSpeechSynthesizer.from_env()
+    raise settings.ConfigurationError(f"AVATAR_TTS_PROVIDER={provider!r}: expected 'espeak-ng' or 'onnx'")
+
+
 def store_of(defs: dg.Definitions) -> AbstractContextManager[MediaStore]:
     """The store `defs` gives runs and sensors, set up for code outside a run (the CLI, tests, benches) for
     the length of a `with` block, as Dagster sets it up for a run."""
@@ -104,7 +118,7 @@ def build_resources() -> dict:
         "faces": FaceAnalyzer(),
         "images": image_generator(),
         "speaker": SpeakerEncoder(),
-        "tts": SpeechSynthesizer(),
+        "tts": speech_synthesizer(),
         "lipsync": lip_syncer(),
         "enhancer": Enhancer(),
         "video": VideoSettings(

@@ -275,7 +275,7 @@ def avatar_home(root: Path, **env: str) -> Iterator[Home]:
         patch.setenv("AVATAR_HOME", str(root))
         patch.setenv("DAGSTER_HOME", str(dagster_home))
         patch.setenv("AVATAR_UPLOAD_SETTLE_SECONDS", "0")
-        for name in ("AVATAR_STORAGE", "AVATAR_IMAGE_PROVIDER", "AVATAR_LIPSYNC_PROVIDER"):  # local store, CPU defaults
+        for name in ("AVATAR_STORAGE", "AVATAR_IMAGE_PROVIDER", "AVATAR_LIPSYNC_PROVIDER", "AVATAR_TTS_PROVIDER"):  # local store, CPU defaults
             patch.delenv(name, raising=False)
         for name, value in env.items():
             patch.setenv(name, value)

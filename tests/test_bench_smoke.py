@@ -58,3 +58,15 @@ def test_quick_video_assembly_writes_sane_results(tmp_path):
     assert "stitch_scenes" in out.stdout  # the summary is printed too
     assert not list((REPO_ROOT / "bench" / "results").glob("*.part"))
     assert not list(tmp_path.glob("avatar-bench-*")), "temporary homes are removed"
+
+
+def test_quick_tts_writes_real_time_factors(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "bench", "--quick", "--only", "tts"], cwd=REPO_ROOT,
+                         env=bench_env(tmp_path), capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    result = json.loads((tmp_path / "results" / "tts.json").read_text())
+    assert result["status"] == "ok"
+    figures = result["figures"]
+    assert set(figures["rtf"]) == {"onnx", "espeak-ng"} and all(v > 0 for v in figures["rtf"].values())
+    assert all(s > 1 for s in figures["speech_s"].values())
+    assert not list(tmp_path.glob("avatar-bench-*")), "temporary homes are removed"

@@ -46,7 +46,7 @@ from tests.servers import IDENTITY_ASSETS, REPO_ROOT, VENV_BIN, avatarops, build
 pytestmark = pytest.mark.slow
 
 CPU_ASSETS = ["source_upload", "validated_inputs", "voice_profile"]  # no `gpu`-pool stage among them
-GPU_POOL_STEPS = {"neutral_image", "character_sheet", "backgrounds", "lip_sync"}  # the stages declaring pool="gpu"
+GPU_POOL_STEPS = {"neutral_image", "character_sheet", "backgrounds", "speech", "lip_sync"}  # the stages declaring pool="gpu"
 LOAD_AVATARS = [f"load-{i}" for i in range(1, 5)]
 WORKER_TAG = "avatar/worker"
 QUEUE_TAG = "dagster-celery/queue"
@@ -242,8 +242,8 @@ def test_load_with_a_daemon_restart_mid_tick(cluster: Cluster, instance, tmp_pat
     assert {r.tags[WORKER_TAG].split("@")[0] for r in cpu_runs} == {"cpu1", "cpu2"}, "both cpu workers took work"
     load_runs = {r.run_id for r in [*done, *videos]}
     intervals = step_intervals(cluster, GPU_POOL_STEPS)  # every run's: the limit holds for all of them
-    # neutral_image and character_sheet per identity, backgrounds and lip_sync per video
-    assert len([i for i in intervals if i[0] in load_runs]) == 4 * 2 + 4 * 2, intervals
+    # neutral_image and character_sheet per identity, backgrounds, speech and lip_sync per video
+    assert len([i for i in intervals if i[0] in load_runs]) == 4 * 2 + 4 * 3, intervals
     assert "default_limit: 1" in (cluster.root / "dagster.yaml").read_text()  # the `gpu` pool's limit
     assert most_overlapping(intervals) <= 1
     assert store_problems(cluster) == []

@@ -28,6 +28,7 @@ _EVENT_PHONEME = 7
 _INITIALIZE_PHONEME_EVENTS = 0x0001
 _RATE, _PITCH, _RANGE = 1, 3, 4
 _EE_OK = 0
+_PHONEMES_IPA = 0x02
 
 # Median F0 (Hz) of espeak-ng speech at pitch 0, 10, ..., 90, 99 (default pitch_range 50), measured
 # with voice.yin_f0 on a read paragraph. The default (male) voice tops out near 170 Hz, so higher
@@ -99,6 +100,8 @@ class _Engine:
         lib = ctypes.CDLL(espeakng_loader.get_library_path())
         lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
         lib.espeak_SetSynthCallback.argtypes = [_SynthCallback]
+        lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_char_p), ctypes.c_int, ctypes.c_int]
+        lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
         lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
         lib.espeak_Synth.argtypes = [
@@ -149,6 +152,17 @@ class _Engine:
         if status != _EE_OK:
             raise RuntimeError(f"espeak-ng synthesis failed with status {status}")
         return np.frombuffer(b"".join(self._chunks), dtype=np.int16), self._word_events, self._phoneme_events
+
+    def ipa(self, text: str, voice: str) -> str:
+        """`text` in IPA (espeak_TextToPhonemes, one clause per call), clauses joined by spaces."""
+        if self.lib.espeak_SetVoiceByName(voice.encode()) != _EE_OK:
+            raise ValueError(f"unknown espeak-ng voice: {voice!r}")
+        buffer = ctypes.create_string_buffer(text.encode("utf-8"))
+        pointer = ctypes.c_char_p(ctypes.addressof(buffer))
+        clauses = []
+        while pointer.value:
+            clauses.append((self.lib.espeak_TextToPhonemes(ctypes.byref(pointer), _CHARS_UTF8, _PHONEMES_IPA) or b"").decode())
+        return " ".join(c for c in clauses if c)
 
 
 _engine: _Engine | None = None
@@ -298,6 +312,12 @@ def _phoneme_timings(events: list[tuple[str, int]], duration_s: float) -> tuple[
         for (phoneme, _), start, end in zip(events, starts, [*starts[1:], duration_s])
         if end > start
     )
+
+
+def ipa_phonemes(text: str, voice: str = "en-us") -> str:
+    """`text` as espeak-ng's IPA (stress marks included), the phonemes Piper voices are trained on."""
+    with _engine_lock:
+        return _get_engine().ipa(text, voice)
 
 
 def native_sample_rate() -> int:

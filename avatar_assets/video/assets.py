@@ -200,6 +200,7 @@ def storyboard(
 @video_asset(
     description="24 kHz speech in the avatar's matched pitch, word timings from the synthesiser, captions.",
     ins={"voice_profile": identity_input()},
+    pool="gpu",  # always, whichever provider: a neural voice runs here (README, "Neural speech")
 )
 def speech(
     context: dg.AssetExecutionContext,
@@ -227,7 +228,9 @@ def speech(
 
     def compute() -> SpeechRecord:
         context.log.info(f"synthesising {script.word_count} words with {voice} at pitch {pitch}")
-        synthesis = tts.synthesize(script.ssml, voice=voice, pitch=pitch, rate_wpm=settings_.rate_wpm)
+        synthesis, spoken_by = tts.synthesize(
+            script.ssml, voice=voice, pitch=pitch, rate_wpm=settings_.rate_wpm, profile=voice_profile
+        )
         tokens = [token for sentence in script.sentences for token in sentence]
         _, spans = ssml_with_spans([tokens])
         timed = display_timings(tokens, synthesis.words, spans)
@@ -248,20 +251,21 @@ def speech(
             longest_silence_s=round(longest_silence_s(synthesis.samples, synthesis.sample_rate), 3),
             clipping_fraction=clipping_fraction(synthesis.samples),
             loudness_lufs=round(integrated_lufs(synthesis.samples, synthesis.sample_rate), 2),
-            provider=provider,
+            provider=spoken_by,
             phonemes=[
                 PhonemeTimingModel(phoneme=p.phoneme, start_s=round(p.start_s, 4), end_s=round(p.end_s, 4))
                 for p in synthesis.phonemes
             ],
         )
 
-    key = content_key(
-        "speech",
-        CODE_VERSION,
-        {"ssml": script.ssml, "scenes": [s.tokens for s in storyboard.scenes], "provider": provider.model_dump(),
-         "words": "by-text-offset"},
-    )
-    record, _ = reuse_or_compute(store, "speech", key, compute, context.log)
+    parts = {"ssml": script.ssml, "scenes": [s.tokens for s in storyboard.scenes], "provider": provider.model_dump(),
+             "words": "by-text-offset"}
+    model = tts.cache_parts()
+    if model:  # a model provider: its weights decide the speech, and an espeak-ng stand-in is never reused
+        record, _ = reuse_or_generate(store, "speech", content_key("speech", CODE_VERSION, {**parts, "model": model}),
+                                      compute, context.log)
+    else:  # espeak-ng's keys are unchanged
+        record, _ = reuse_or_compute(store, "speech", content_key("speech", CODE_VERSION, parts), compute, context.log)
     record = for_cell(record, avatar_id=script.avatar_id, slug=script.slug, caption_style=script.request.captions)
     return recorded(
         record,
@@ -273,6 +277,8 @@ def speech(
             "loudness_lufs": record.loudness_lufs,
             "voice": voice,
             "pitch": pitch,
+            "provider": record.provider.provider,
+            "fallback_from": record.provider.fallback_from or "none",
         },
     )
 
