@@ -226,8 +226,9 @@ def test_video_gate_catches_a_frozen_run_of_1_5_s(rendered, tmp_path):
     start = 10
     frames[start:start + round(1.5 * FPS) + 1] = frames[start]  # 38 identical frames: 1.52 s
     faulty = video_variant(rendered, "stitched_video", tmp_path, frames=frames)
-    # The encoder refines the first repeats a little, so a measured freeze can come out a few frames short.
-    assert 1.3 <= faulty.qa.longest_frozen_s <= 1.53
+    # The encoder refines the first repeats a little, so a measured freeze can come out a few frames short; a
+    # neighbouring frame in which nothing moves yet (the idle motion and the captions' steps are small) joins it.
+    assert 1.3 <= faulty.qa.longest_frozen_s <= 1.52 + 1 / FPS
     description = failed(stitched_video_plays(faulty), f"frozen for {faulty.qa.longest_frozen_s:.2f} s (at most 1.0 s)")
     assert "black" not in description
 
