@@ -11,6 +11,7 @@ import json
 import logging
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import dagster as dg
@@ -80,6 +81,17 @@ router = APIRouter(prefix="/v1")
 IdempotencyKey = Header(None, alias=IDEMPOTENCY_HEADER, description="Same key, same request: the same answer, once.")
 
 
+def _fingerprint(*parts: object) -> str:
+    """The request as an Idempotency-Key compares it: what the route parsed, as canonical JSON, hashed."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+async def _idempotent(sessions: sessionmaker[Session], caller: Caller, key: str | None, fingerprint: str,
+                      work: Callable[[], Response]) -> Response:
+    """`work()` answers (in a worker thread: it touches the store and the instance), once per key and tenant."""
+    return await answer_once(sessions, caller.tenant, key, fingerprint, lambda: run_in_threadpool(work))
+
+
 # --------------------------------------------------------------------------- avatars
 
 _UPLOAD_BODY = {
@@ -110,10 +122,8 @@ async def upload_avatar(request: Request, caller: Caller = Depends(require("avat
     staging.mkdir(parents=True)
     try:
         received = await receive_bundle(request.headers.get("content-type", ""), request.stream(), staging)
-        return await answer_once(
-            context.sessions, caller.tenant, idempotency_key, received.request_sha256(),
-            lambda: run_in_threadpool(_accept_upload, context, caller, received),
-        )
+        return await _idempotent(context.sessions, caller, idempotency_key, received.request_sha256(),
+                                 lambda: _accept_upload(context, caller, received))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -244,11 +254,9 @@ async def regenerate_asset(avatar_id: str, body: RegenerateRequest, request: Req
                            caller: Caller = Depends(require("avatars:write")),
                            idempotency_key: str | None = IdempotencyKey):
     context = context_of(request)
-    canonical = json.dumps([avatar_id, body.model_dump(mode="json")], sort_keys=True, separators=(",", ":"))
-    return await answer_once(
-        context.sessions, caller.tenant, idempotency_key, _sha256(canonical),
-        lambda: run_in_threadpool(_queue_regeneration, context, caller, avatar_id, body),
-    )
+    return await _idempotent(context.sessions, caller, idempotency_key,
+                             _fingerprint(avatar_id, body.model_dump(mode="json")),
+                             lambda: _queue_regeneration(context, caller, avatar_id, body))
 
 
 def _queue_regeneration(context: ApiContext, caller: Caller, avatar_id: str, body: RegenerateRequest) -> JSONResponse:
@@ -311,15 +319,8 @@ async def request_render(avatar_id: str, request: Request, caller: Caller = Depe
     if not isinstance(document, dict):
         raise ApiProblem("invalid-render-request", "the body must be a JSON object (an OutputRequest)")
     document.setdefault("avatar_id", avatar_id)
-    canonical = json.dumps([avatar_id, document], sort_keys=True, separators=(",", ":"))
-    return await answer_once(
-        context.sessions, caller.tenant, idempotency_key, _sha256(canonical),
-        lambda: run_in_threadpool(_accept_render, context, caller, avatar_id, document),
-    )
-
-
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+    return await _idempotent(context.sessions, caller, idempotency_key, _fingerprint(avatar_id, document),
+                             lambda: _accept_render(context, caller, avatar_id, document))
 
 
 def _accept_render(context: ApiContext, caller: Caller, avatar_id: str, document: dict) -> JSONResponse:
@@ -406,9 +407,9 @@ DECIDED_ASSET = {**gates.GATE_ASSET, "full_output_generation": "script", "backgr
 async def decide(render_id: str, decision: ApprovalDecision, request: Request,
                  caller: Caller = Depends(require("renders:write")), idempotency_key: str | None = IdempotencyKey):
     context = context_of(request)
-    canonical = json.dumps(["approvals", render_id, decision.model_dump(mode="json")], sort_keys=True)
-    return await answer_once(context.sessions, caller.tenant, idempotency_key, _sha256(canonical),
-                             lambda: run_in_threadpool(_decide, context, caller, render_id, decision))
+    return await _idempotent(context.sessions, caller, idempotency_key,
+                             _fingerprint("approvals", render_id, decision.model_dump(mode="json")),
+                             lambda: _decide(context, caller, render_id, decision))
 
 
 def _decide(context: ApiContext, caller: Caller, render_id: str, decision: ApprovalDecision) -> JSONResponse:
@@ -426,8 +427,8 @@ def _decide(context: ApiContext, caller: Caller, render_id: str, decision: Appro
 async def retry_render(render_id: str, request: Request, caller: Caller = Depends(require("renders:write")),
                        idempotency_key: str | None = IdempotencyKey):
     context = context_of(request)
-    return await answer_once(context.sessions, caller.tenant, idempotency_key, _sha256(json.dumps(["retry", render_id])),
-                             lambda: run_in_threadpool(_retry, context, caller, render_id))
+    return await _idempotent(context.sessions, caller, idempotency_key, _fingerprint("retry", render_id),
+                             lambda: _retry(context, caller, render_id))
 
 
 def _retry(context: ApiContext, caller: Caller, render_id: str) -> JSONResponse:
@@ -497,9 +498,8 @@ async def register_webhook(endpoint: webhooks.EndpointRequest, request: Request,
         created = webhooks.register(sessions, caller.tenant, endpoint)
         return JSONResponse(created.model_dump(mode="json"), status_code=201)
 
-    canonical = json.dumps(["webhooks", endpoint.model_dump(mode="json")], sort_keys=True)
-    return await answer_once(sessions, caller.tenant, idempotency_key, _sha256(canonical),
-                             lambda: run_in_threadpool(register))
+    return await _idempotent(sessions, caller, idempotency_key, _fingerprint("webhooks", endpoint.model_dump(mode="json")),
+                             register)
 
 
 @router.get("/webhooks", response_model=list[webhooks.Endpoint], responses=declared(401, 403),
