@@ -26,7 +26,7 @@ def parameters(quick: bool, gpu: bool) -> dict[str, Any]:
 def run(opts) -> dict[str, Any]:
     from avatar_assets.media import piper, tts
     from avatar_assets.media.script import parse_script, to_ssml
-    from avatar_assets.media.wav2lip import file_sha256
+    from avatar_assets.media.model_files import file_sha256
     from tests.media.tiny_piper import save_tiny_piper
 
     params = parameters(opts.quick, getattr(opts, "gpu", False))

@@ -65,7 +65,7 @@ class OnnxSpeechSynthesizer(SpeechSynthesizer):
     def _voice_file(self) -> tuple[str, str]:
         """(model id, sha256) of the configured file; VoiceUnavailable naming the problem otherwise."""
         from avatar_assets.media.piper import VoiceUnavailable
-        from avatar_assets.media.wav2lip import file_sha256
+        from avatar_assets.media.model_files import file_sha256
 
         if not self.voice_path:
             raise VoiceUnavailable("AVATAR_TTS_VOICE is not set: point it at a local Piper voice (.onnx)")
@@ -77,7 +77,7 @@ class OnnxSpeechSynthesizer(SpeechSynthesizer):
 
     def cache_parts(self) -> dict:
         from avatar_assets.media.piper import VoiceUnavailable
-        from avatar_assets.media.wav2lip import file_sha256
+        from avatar_assets.media.model_files import file_sha256
 
         try:
             model_id = self._voice_file()[0]

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from avatar_assets.media.piper import PiperVoice, VoiceFailed
-from avatar_assets.media.wav2lip import file_sha256
+from avatar_assets.media.model_files import file_sha256
 from avatar_assets.settings import ConfigurationError
 from tests.conftest import avatar_home
 from tests.media.tiny_piper import HOP, SAMPLE_RATE, save_tiny_piper

@@ -16,7 +16,8 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from avatar_assets.media.wav2lip import LipSyncFailed, Wav2LipModel, face_crop_box, file_sha256
+from avatar_assets.media.model_files import file_sha256
+from avatar_assets.media.wav2lip import LipSyncFailed, Wav2LipModel, face_crop_box
 from avatar_assets.settings import ConfigurationError
 from tests.conftest import avatar_home
 from tests.media.tiny_wav2lip import save_random_wav2lip

@@ -32,9 +32,9 @@ from avatar_assets.media.tts import (
     PhonemeTiming,
     Synthesis,
     WordTiming,
-    _attach_punctuation,
-    _tokens,
+    attach_punctuation,
     ipa_phonemes,
+    spoken_tokens,
 )
 
 BOS, EOS, PAD, WORD_GAP = "^", "$", "_", " "
@@ -175,7 +175,7 @@ def _utterances(ssml: str) -> list[tuple[list[tuple[int, str]], float]]:
         pieces.append((last, match.start(), float(match.group(1)) / (1000.0 if match.group(2) == "ms" else 1.0)))
         last = match.end()
     pieces.append((last, len(ssml), 0.0))
-    tokens = _tokens(ssml, ssml=True)
+    tokens = spoken_tokens(ssml, ssml=True)
     return [([t for t in tokens if start <= t[0] < stop], pause) for start, stop, pause in pieces]
 
 
@@ -190,7 +190,7 @@ def synthesize(voice: PiperVoice, ssml: str, *, length_scale: float, speaker: in
     at = 0.0
     for tokens, pause in _utterances(ssml):
         ipa = {offset: ipa_phonemes(html.unescape(text), voice.config.espeak.voice) for offset, text in tokens}
-        spoken = _attach_punctuation(tokens, [0.0 if voice.ids(ipa[o]) else None for o, _ in tokens])
+        spoken = attach_punctuation(tokens, [0.0 if voice.ids(ipa[o]) else None for o, _ in tokens])
         ids, planned = list(table[BOS]) + list(table[PAD]), []
         for offset, text, _ in spoken:
             if planned:

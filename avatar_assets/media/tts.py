@@ -177,7 +177,7 @@ def _get_engine() -> _Engine:
     return _engine
 
 
-def _tokens(text: str, ssml: bool) -> list[tuple[int, str]]:
+def spoken_tokens(text: str, ssml: bool) -> list[tuple[int, str]]:
     """Whitespace-separated words with their offsets; SSML tags separate words and are not words."""
     spoken = _TAG.sub(lambda m: " " * len(m.group()), text) if ssml else text
     return [
@@ -199,7 +199,7 @@ def _word_starts(tokens: list[tuple[int, str]], events: list[tuple[int, int]]) -
     return starts
 
 
-def _attach_punctuation(
+def attach_punctuation(
     tokens: list[tuple[int, str]], starts: list[float | None]
 ) -> list[tuple[int, str, float | None]]:
     """Join unspoken punctuation-only tokens ("—") to the word before them (or after, at the start)."""
@@ -237,7 +237,7 @@ def _word_timings(
     <break>s show up as gaps. espeak sometimes voices several words as one ("in the"): words
     without an event of their own share the span of the word before, split by character count.
     """
-    words = _attach_punctuation(tokens, starts)
+    words = attach_punctuation(tokens, starts)
     groups: list[list[tuple[int, str]]] = []
     group_starts: list[float | None] = []
     for offset, text, start in words:
@@ -294,7 +294,7 @@ def synthesize(
         pcm, events, phoneme_events = engine.synth(text, flags, voice, rate_wpm, pitch, pitch_range)
     audio = pcm.astype(np.float32) / 32768.0
     samples = resample(audio, engine.native_rate, SAMPLE_RATE)
-    tokens = _tokens(text, ssml)
+    tokens = spoken_tokens(text, ssml)
     words = _word_timings(
         tokens, _word_starts(tokens, events), audio, engine.native_rate, len(samples) / SAMPLE_RATE
     )

@@ -13,8 +13,6 @@ that need it, so importing this module stays light.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -23,6 +21,8 @@ from typing import Any
 
 import cv2
 import numpy as np
+
+from avatar_assets.media.model_files import file_sha256
 
 FACE_SIDE = 96
 MEL_SAMPLE_RATE = 16_000
@@ -132,21 +132,6 @@ def checkpoint_state(raw: Any) -> dict:
     if not isinstance(state, dict) or not state:
         raise ModelUnavailable("the file holds no state_dict")
     return {key.removeprefix("module."): value for key, value in state.items()}
-
-
-def file_sha256(path: Path) -> str:
-    stat = path.stat()
-    return _sha256(str(path), stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=8)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    """Hashed once per file version: every lip-sync cell keys its cache on it (~0.3 s for 140 MB)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def checkpoint_id(path: str | Path) -> tuple[str, str]:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from avatar_assets.media import piper
-from avatar_assets.media.wav2lip import file_sha256
+from avatar_assets.media.model_files import file_sha256
 from tests.media.tiny_piper import PHONEME_ID_MAP, SAMPLE_RATE, save_tiny_piper
 
 
