@@ -101,6 +101,19 @@ def parsed_setting(environ: Mapping[str, str], name: str, default, parse: Callab
         raise ConfigurationError(f"{name}={raw!r}: expected {expected}") from None
 
 
+def whole_number_setting(environ: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    value = parsed_setting(environ, name, default, int, "a whole number")
+    if value < minimum:
+        raise ConfigurationError(f"{name}={value}: expected a whole number >= {minimum}")
+    return value
+
+
+def local_file_setting(environ: Mapping[str, str], name: str) -> str | None:
+    """A local model file named by `name`, made absolute (`~` expanded) so every process reads the same one."""
+    raw = environ.get(name, "").strip()
+    return str(Path(raw).expanduser().absolute()) if raw else None
+
+
 def console_log_level() -> str:
     """Console log level of runs that `avatarops` executes in-process (the UI always keeps everything)."""
     return os.environ.get("AVATAR_LOG_LEVEL", "WARNING").upper()

@@ -21,7 +21,7 @@ from pathlib import Path
 import dagster as dg
 
 from avatar_assets.contracts import ProviderInfo, VoiceProfileRecord, VoiceSettings
-from avatar_assets.settings import ConfigurationError, parsed_setting
+from avatar_assets.settings import local_file_setting, whole_number_setting
 from resources.providers import SpeechSynthesizer
 
 PROVIDER = "onnx"
@@ -56,11 +56,8 @@ class OnnxSpeechSynthesizer(SpeechSynthesizer):
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OnnxSpeechSynthesizer:
         env = os.environ if environ is None else environ
-        raw = env.get("AVATAR_TTS_VOICE", "").strip()
-        speaker = parsed_setting(env, "AVATAR_TTS_SPEAKER", 0, int, "a whole number")
-        if speaker < 0:
-            raise ConfigurationError(f"AVATAR_TTS_SPEAKER={speaker}: expected a whole number >= 0")
-        return cls(voice_path=str(Path(raw).expanduser().absolute()) if raw else None, speaker=speaker)
+        return cls(voice_path=local_file_setting(env, "AVATAR_TTS_VOICE"),
+                   speaker=whole_number_setting(env, "AVATAR_TTS_SPEAKER", 0, minimum=0))
 
     def _voice_file(self) -> tuple[str, str]:
         """(model id, sha256) of the configured file; VoiceUnavailable naming the problem otherwise."""

@@ -25,7 +25,7 @@ import dagster as dg
 import numpy as np
 
 from avatar_assets.contracts import ProviderInfo
-from avatar_assets.settings import ConfigurationError, parsed_setting
+from avatar_assets.settings import local_file_setting, whole_number_setting
 from resources.providers import LipSyncer
 
 PROVIDER = "wav2lip"
@@ -59,14 +59,10 @@ class Wav2LipSyncer(LipSyncer):
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Wav2LipSyncer:
         env = os.environ if environ is None else environ
-        raw = env.get("AVATAR_LIPSYNC_MODEL", "").strip()
-        batch = parsed_setting(env, "AVATAR_LIPSYNC_BATCH", 16, int, "a whole number")
-        if batch < 1:
-            raise ConfigurationError(f"AVATAR_LIPSYNC_BATCH={batch}: expected a whole number >= 1")
         return cls(
-            model_path=str(Path(raw).expanduser().absolute()) if raw else None,
+            model_path=local_file_setting(env, "AVATAR_LIPSYNC_MODEL"),
             device=env.get("AVATAR_LIPSYNC_DEVICE", "").strip() or None,
-            batch_size=batch,
+            batch_size=whole_number_setting(env, "AVATAR_LIPSYNC_BATCH", 16, minimum=1),
         )
 
     def _checkpoint(self) -> tuple[str, str]:
