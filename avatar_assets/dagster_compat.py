@@ -29,6 +29,7 @@ from dagster._core.definitions.asset_daemon_cursor import AssetDaemonCursor
 from dagster._core.definitions.reconstruct import ReconstructableJob, ReconstructableRepository
 from dagster._core.event_api import PartitionKeyFilter
 from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
@@ -55,6 +56,7 @@ __all__ = [
     "forget_cached_asset_rows",
     "forget_partition_in_ranged_runs",
     "latest_check_evaluations",
+    "latest_check_verdicts",
     "partition_range_tags",
     "reconstructable_job",
     "submit_asset_run",
@@ -108,6 +110,24 @@ def latest_check_evaluations(
         keys, partition_filter=PartitionKeyFilter(key=partition)
     )
     return {key: latest[key].event if key in latest else None for key in keys}
+
+
+def latest_check_verdicts(
+    instance: dg.DagsterInstance, keys: Sequence[dg.AssetCheckKey], partition: str
+) -> dict[dg.AssetCheckKey, dg.EventLogEntry | None]:
+    """The evaluation event of each check's latest finished execution for `partition` (not a planned one: a
+    gate that runs again still shows its last verdict), one indexed query per check."""
+    return {
+        key: next(
+            (record.event for record in instance.event_log_storage.get_asset_check_execution_history(
+                key, limit=1, status=_EVALUATED, partition_filter=PartitionKeyFilter(key=partition))),
+            None,
+        )
+        for key in keys
+    }
+
+
+_EVALUATED = frozenset({AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED})
 
 
 # ------------------------------------------------------------------------------ runs queued for the daemon

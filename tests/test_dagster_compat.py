@@ -211,6 +211,12 @@ def test_check_evaluations_of_a_ranged_run(instance) -> None:
         assert entry.run_id == ranged.run_id and not entry.dagster_event.event_specific_data.passed
         assert latest[dg.AssetCheckKey(IMAGE, "absent")] is None
         assert compat.latest_check_evaluations(instance, [GATE], "never-run") == {GATE: None}
+    with internal("dagster._core.storage.asset_check_execution_record.AssetCheckExecutionRecordStatus / "
+                  "EventLogStorage.get_asset_check_execution_history"):
+        verdicts = compat.latest_check_verdicts(instance, [GATE, dg.AssetCheckKey(IMAGE, "absent")], "chk-a")
+        assert verdicts[GATE].run_id == ranged.run_id and verdicts[GATE].dagster_event.event_specific_data.passed
+        assert verdicts[dg.AssetCheckKey(IMAGE, "absent")] is None
+        assert compat.latest_check_verdicts(instance, [GATE], "never-run") == {GATE: None}
 
 
 # --------------------------------------------------------------------------- runs queued for the daemon

@@ -13,7 +13,7 @@ import dagster as dg
 import pytest
 
 from avatar_assets.contracts import QuarantineReason
-from avatar_assets.ops.status import collect_status, latest_check_verdicts
+from avatar_assets.ops.status import check_verdicts, collect_status
 from tests.conftest import avatar_home, manifest_for, sha256_tree, write_bundle
 
 pytestmark = pytest.mark.slow  # one ~60 s pass over 18 avatars, shared by every test here
@@ -72,7 +72,9 @@ def outcome(tmp_path_factory, photos, voices):
         sent = {bundle.name: sha256_tree(bundle) for bundle in inbox.iterdir()}
         time.sleep(0.01)
         report = home.process()
-        yield home, report, sent, latest_check_verdicts(home.instance)
+        graph = home.defs.resolve_asset_graph()
+        avatars = home.instance.get_dynamic_partitions("avatars")
+        yield home, report, sent, {a: check_verdicts(graph, home.instance, a) for a in avatars}
 
 
 def run_for(report, avatar_id: str):
@@ -81,7 +83,7 @@ def run_for(report, avatar_id: str):
 
 
 def verdict(verdicts, avatar_id: str, gate: str) -> dict:
-    return verdicts[(avatar_id, gate)]
+    return verdicts[avatar_id][gate]
 
 
 def materialized(home, asset: str, avatar_id: str) -> bool:

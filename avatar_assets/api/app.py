@@ -183,8 +183,7 @@ def get_avatar(avatar_id: str, request: Request, caller: Caller = Depends(requir
         problems = [problem for _, entry in listed if entry["avatar_id"] == avatar_id and entry["kind"] == "upload"
                     for problem in entry["problems"]]
         return AvatarStatus(avatar_id=avatar_id, state="quarantined" if problems else "accepted", problems=problems)
-    entry = status.avatar_status(context.defs.resolve_asset_graph(), context.instance, context.store, avatar_id,
-                                 status.latest_check_verdicts(context.instance))
+    entry = status.avatar_status(context.defs.resolve_asset_graph(), context.instance, context.store, avatar_id)
     return AvatarStatus(
         avatar_id=avatar_id, state=entry["state"], identity_run=entry["identity"], stages=entry["assets"],
         gates=entry["gates"], blocked_by=entry["blocked_by"], outputs=entry["outputs"],

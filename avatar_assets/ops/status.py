@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from avatar_assets import settings
-from avatar_assets.dagster_compat import PARTITION_NAME_TAG
+from avatar_assets.dagster_compat import PARTITION_NAME_TAG, latest_check_verdicts
 from avatar_assets.ops import render_cap
 from avatar_assets.pipeline import quarantine, tombstones
 from avatar_assets.video import requests
@@ -15,30 +15,27 @@ from partitions import cell_key
 from resources.layout import TOMBSTONES, inbox_request, record_key, tombstone_avatar
 from resources.media_store import MediaStore
 
-CHECK_HISTORY_LIMIT = 5000
 
-
-def latest_check_verdicts(instance: dg.DagsterInstance) -> dict[tuple[str, str], dict]:
-    """Newest evaluation per (partition, asset/check)."""
-    records = instance.get_event_records(
-        dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION),
-        limit=CHECK_HISTORY_LIMIT,
-        ascending=False,
-    )
-    verdicts: dict[tuple[str, str], dict] = {}
-    for record in records:
-        evaluation = record.event_log_entry.dagster_event.event_specific_data
-        key = (str(evaluation.partition), f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}")
-        verdicts.setdefault(
-            key,
-            {
-                "passed": evaluation.passed,
-                "severity": evaluation.severity.value,
-                "description": evaluation.description,
-                "numbers": measured_numbers(evaluation.metadata),
-            },
-        )
+def check_verdicts(graph, instance: dg.DagsterInstance, avatar_id: str) -> dict[str, dict]:
+    """The newest verdict of each of the avatar's identity gates, by `asset:check`: read for this partition
+    only, however many avatars and videos the instance has seen."""
+    verdicts = {}
+    for key, entry in latest_check_verdicts(instance, _identity_check_keys(graph), avatar_id).items():
+        if entry is None:
+            continue
+        evaluation = entry.dagster_event.event_specific_data
+        verdicts[f"{key.asset_key.to_user_string()}:{key.name}"] = {
+            "passed": evaluation.passed,
+            "severity": evaluation.severity.value,
+            "description": evaluation.description,
+            "numbers": measured_numbers(evaluation.metadata),
+        }
     return verdicts
+
+
+def _identity_check_keys(graph) -> list[dg.AssetCheckKey]:
+    return sorted((key for key in graph.asset_check_keys
+                   if getattr(graph.get(key.asset_key).partitions_def, "name", None) == "avatars"), key=str)
 
 
 def measured_numbers(metadata: dict) -> dict[str, float]:
@@ -105,9 +102,8 @@ def collect_status(defs: dg.Definitions, instance: dg.DagsterInstance, store: Me
 
     reap(instance)
     graph = defs.resolve_asset_graph()
-    verdicts = latest_check_verdicts(instance)
     avatars = {
-        avatar_id: avatar_status(graph, instance, store, avatar_id, verdicts)
+        avatar_id: avatar_status(graph, instance, store, avatar_id)
         for avatar_id in instance.get_dynamic_partitions("avatars")
     }
     for key in store.list_keys(TOMBSTONES):
@@ -121,8 +117,8 @@ def collect_status(defs: dg.Definitions, instance: dg.DagsterInstance, store: Me
     return {"home": str(settings.avatar_home()), "avatars": avatars, "held": held, "quarantined": quarantined}
 
 
-def avatar_status(graph, instance: dg.DagsterInstance, store: MediaStore, avatar_id: str, verdicts: dict) -> dict:
-    """One avatar's entry of the report (`verdicts` from `latest_check_verdicts`, read once for all avatars)."""
+def avatar_status(graph, instance: dg.DagsterInstance, store: MediaStore, avatar_id: str) -> dict:
+    """One avatar's entry of the report."""
     assets = {}
     for key in graph.toposorted_asset_keys:
         # Only avatar-partitioned assets (video cells are multi-partitioned and have no `name`).
@@ -134,7 +130,7 @@ def avatar_status(graph, instance: dg.DagsterInstance, store: MediaStore, avatar
         assets[key.to_user_string()] = (
             datetime.fromtimestamp(events[0].timestamp, UTC).isoformat(timespec="seconds") if events else None
         )
-    gates = {name: verdict for (partition, name), verdict in verdicts.items() if partition == avatar_id}
+    gates = check_verdicts(graph, instance, avatar_id)
     blocked = [f"{name}: {v['description']}" for name, v in gates.items() if not v["passed"] and v["severity"] == "ERROR"]
     run = latest_run(instance, avatar_id)
     stone = tombstones.tombstone(store, avatar_id)
