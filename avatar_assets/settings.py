@@ -65,17 +65,17 @@ def storage_url() -> str:
 
 def upload_settle_seconds() -> float:
     """How long a bundle must stay unchanged before it is taken (protects half-copied files)."""
-    return float(os.environ.get("AVATAR_UPLOAD_SETTLE_SECONDS", "2"))
+    return decimal_number("AVATAR_UPLOAD_SETTLE_SECONDS", 2.0)
 
 
 def incomplete_upload_seconds() -> float:
     """How long a bundle in an object store whose manifest names files not uploaded yet waits for them before
     it is quarantined (the uploader writes the manifest last, so such a bundle is a broken upload)."""
-    return float(os.environ.get("AVATAR_INCOMPLETE_UPLOAD_SECONDS", "3600"))
+    return decimal_number("AVATAR_INCOMPLETE_UPLOAD_SECONDS", 3600.0)
 
 
 def sensor_interval_seconds() -> int:
-    return whole_number("AVATAR_SENSOR_INTERVAL_SECONDS", 15)
+    return whole_number("AVATAR_SENSOR_INTERVAL_SECONDS", 15, minimum=1)
 
 
 def tenant_render_cap() -> int:
@@ -84,9 +84,17 @@ def tenant_render_cap() -> int:
     return whole_number("AVATAR_TENANT_RENDER_CAP", 8)
 
 
-def whole_number(name: str, default: int) -> int:
-    """An integer setting; unset or blank means `default`."""
-    return parsed_setting(os.environ, name, default, int, "a whole number")
+def whole_number(name: str, default: int, *, minimum: int = 0, environ: Mapping[str, str] | None = None) -> int:
+    """An integer setting of at least `minimum`; unset or blank means `default`."""
+    value = parsed_setting(os.environ if environ is None else environ, name, default, int, "a whole number")
+    if value < minimum:
+        raise ConfigurationError(f"{name}={value}: expected a whole number >= {minimum}")
+    return value
+
+
+def decimal_number(name: str, default: float) -> float:
+    """A number setting (seconds, thresholds); unset or blank means `default`."""
+    return parsed_setting(os.environ, name, default, float, "a number")
 
 
 def parsed_setting(environ: Mapping[str, str], name: str, default, parse: Callable[[str], Any], expected: str):
@@ -99,13 +107,6 @@ def parsed_setting(environ: Mapping[str, str], name: str, default, parse: Callab
         return parse(raw)
     except ValueError:
         raise ConfigurationError(f"{name}={raw!r}: expected {expected}") from None
-
-
-def whole_number_setting(environ: Mapping[str, str], name: str, default: int, minimum: int) -> int:
-    value = parsed_setting(environ, name, default, int, "a whole number")
-    if value < minimum:
-        raise ConfigurationError(f"{name}={value}: expected a whole number >= {minimum}")
-    return value
 
 
 def local_file_setting(environ: Mapping[str, str], name: str) -> str | None:

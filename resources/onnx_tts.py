@@ -21,7 +21,7 @@ from pathlib import Path
 import dagster as dg
 
 from avatar_assets.contracts import ProviderInfo, VoiceProfileRecord, VoiceSettings
-from avatar_assets.settings import local_file_setting, whole_number_setting
+from avatar_assets.settings import local_file_setting, whole_number
 from resources.providers import SpeechSynthesizer
 
 PROVIDER = "onnx"
@@ -57,7 +57,7 @@ class OnnxSpeechSynthesizer(SpeechSynthesizer):
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OnnxSpeechSynthesizer:
         env = os.environ if environ is None else environ
         return cls(voice_path=local_file_setting(env, "AVATAR_TTS_VOICE"),
-                   speaker=whole_number_setting(env, "AVATAR_TTS_SPEAKER", 0, minimum=0))
+                   speaker=whole_number("AVATAR_TTS_SPEAKER", 0, environ=env))
 
     def _voice_file(self) -> tuple[str, str]:
         """(model id, sha256) of the configured file; VoiceUnavailable naming the problem otherwise."""

@@ -25,7 +25,7 @@ import dagster as dg
 import numpy as np
 
 from avatar_assets.contracts import ProviderInfo
-from avatar_assets.settings import local_file_setting, whole_number_setting
+from avatar_assets.settings import local_file_setting, whole_number
 from resources.providers import LipSyncer
 
 PROVIDER = "wav2lip"
@@ -62,7 +62,7 @@ class Wav2LipSyncer(LipSyncer):
         return cls(
             model_path=local_file_setting(env, "AVATAR_LIPSYNC_MODEL"),
             device=env.get("AVATAR_LIPSYNC_DEVICE", "").strip() or None,
-            batch_size=whole_number_setting(env, "AVATAR_LIPSYNC_BATCH", 16, minimum=1),
+            batch_size=whole_number("AVATAR_LIPSYNC_BATCH", 16, minimum=1, environ=env),
         )
 
     def _checkpoint(self) -> tuple[str, str]:

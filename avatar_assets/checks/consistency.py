@@ -16,10 +16,10 @@ frontal variants are gated; three-quarter and profile views are listed as not ju
 from __future__ import annotations
 
 import json
-import os
 
 import dagster as dg
 
+from avatar_assets import settings
 from avatar_assets.checks.gates import partitioned_gate
 from avatar_assets.contracts import (
     CharacterSheetRecord,
@@ -39,15 +39,13 @@ SOURCE_INS = {"source_upload": dg.AssetIn("source_upload"), "validated_inputs": 
 def max_distance() -> float:
     from avatar_assets.media.landmarks import SAME_PERSON_MAX_DISTANCE
 
-    raw = os.environ.get("AVATAR_IDENTITY_MAX_DISTANCE", "").strip()
-    return float(raw) if raw else SAME_PERSON_MAX_DISTANCE
+    return settings.decimal_number("AVATAR_IDENTITY_MAX_DISTANCE", SAME_PERSON_MAX_DISTANCE)
 
 
 def min_similarity() -> float:
     from avatar_assets.media.face_identity import DEFAULT_MIN_SIMILARITY
 
-    raw = os.environ.get("AVATAR_IDENTITY_MIN_SIMILARITY", "").strip()
-    return float(raw) if raw else DEFAULT_MIN_SIMILARITY
+    return settings.decimal_number("AVATAR_IDENTITY_MIN_SIMILARITY", DEFAULT_MIN_SIMILARITY)
 
 
 def consistency_gate(asset, description: str):
