@@ -38,7 +38,7 @@ def parameters(quick: bool) -> dict[str, Any]:
         "repeats": 1 if quick else 3,
         "import_repeats": 1 if quick else 3,
         "upload_settle_s": 0,
-        "photo_variants": "sample photo re-encoded as JPEG at quality 95, 94, ... (one per avatar)",
+        "photo_variants": "sample photo re-encoded as JPEG at quality 95, 94, ... (one per avatar; a quality the intake gate rejects is skipped)",
     }
 
 
