@@ -81,7 +81,7 @@ def validate_directly(frame: pd.DataFrame, expectations: list[tuple[str, dict]])
         values = frame[kwargs["column"]].tolist()
         verdicts = [judge(value, kwargs) for value in values]
         judged = [v for v in verdicts if v is not None]
-        failing = [int(index) for index, v in zip(frame.index, verdicts, strict=True) if v is False]
+        failing = [int(index) for index, v in zip(frame.index, verdicts, strict=True) if v is not None and not v]
         outcomes.append(
             ExpectationOutcome(
                 expectation=_snake(class_name),
