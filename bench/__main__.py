@@ -31,6 +31,7 @@ BENCHMARKS: dict[str, str] = {
     "tts": "bench.tts",
     "video_assembly": "bench.video_assembly",
     "video_e2e": "bench.video_e2e",
+    "video_overhead": "bench.video_overhead",
     "regeneration": "bench.regeneration",
     "automation_tick": "bench.automation_tick",
     "diffusers": "bench.diffusers_run",

@@ -6,6 +6,8 @@ image, so drift cannot accumulate; `identity_bundle` stores its embedding for th
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,17 +29,44 @@ def reference_face(
     store: MediaStore, source_upload: SourceUploadRecord, validated_inputs: ValidatedInputsRecord
 ) -> tuple[ReferenceFace | None, str | None]:
     """(the reference face, None) or (None, why there is none) for the chosen source photo."""
-    from avatar_assets.media.faces import detect_faces
     from avatar_assets.media.images import decode_image
-    from avatar_assets.media.landmarks import LandmarksUnavailable, face_embedding, find_landmarks
 
     photo = next((p for p in source_upload.photos if p.path == validated_inputs.best_photo), None)
     if photo is None or photo.upright is None:
         return None, f"source photo {validated_inputs.best_photo!r} is not available"
-    rgb = decode_image(store.read(photo.upright))
+    # Three steps of an avatar's run ask for this face (both identity gates and identity_bundle): it is measured
+    # once per process, keyed by the upright photo's content hash (its blob is content-addressed, so the hash
+    # names the bytes the measurement saw).
+    key = photo.upright.sha256
+    with _LOCK:
+        found = _MEASURED.get(key, _MISSING)
+        if found is not _MISSING:
+            _MEASURED.move_to_end(key)
+    if found is _MISSING:
+        found = _measure(decode_image(store.read(photo.upright)))
+        with _LOCK:
+            _MEASURED[key] = found
+            while len(_MEASURED) > _KEEP:
+                _MEASURED.popitem(last=False)
+    if found is None:
+        return None, f"no face found in the source photo {photo.path}"
+    return found, None
+
+
+_KEEP = 8  # a ranged run's avatars at most (IMAGE_BATCH_PARTITIONS); an entry holds one decoded photo
+_LOCK = threading.Lock()
+_MISSING = object()
+_MEASURED: OrderedDict[str, ReferenceFace | None] = OrderedDict()
+
+
+def _measure(rgb: np.ndarray) -> ReferenceFace | None:
+    """The largest face of the photo with its landmarks and embedding; None when there is no face."""
+    from avatar_assets.media.faces import detect_faces
+    from avatar_assets.media.landmarks import LandmarksUnavailable, face_embedding, find_landmarks
+
     faces = detect_faces(rgb)
     if not faces:
-        return None, f"no face found in the source photo {photo.path}"
+        return None
     face = max(faces, key=lambda f: f.area)
     box = (face.x, face.y, face.w, face.h)
     try:
@@ -45,4 +74,8 @@ def reference_face(
         embedding = face_embedding(rgb, landmarks)
     except LandmarksUnavailable:
         landmarks = embedding = None
-    return ReferenceFace(rgb, box, landmarks, embedding), None
+    # Every caller of the memo shares these arrays: nobody may paint on them.
+    rgb.setflags(write=False)
+    if embedding is not None:
+        embedding.setflags(write=False)
+    return ReferenceFace(rgb, box, landmarks, embedding)
