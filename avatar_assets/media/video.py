@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import cv2
 import imageio_ffmpeg
@@ -30,7 +30,6 @@ from PIL import ImageFont
 
 from avatar_assets.media.captions import FONTS_DIR
 from avatar_assets.media.partial import make_part_file
-from avatar_assets.media.watermark import embed_watermark_luma
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 AUDIO_BITRATE = "160k"
@@ -399,6 +398,152 @@ def stitch_scenes(
     return _result(final, size, fps, n, audio is not None, started)
 
 
+@dataclass(frozen=True)
+class RenditionJob:
+    """One rendition of a timeline: its scenes (frames at `size`), the captions to burn in, where it goes."""
+
+    size: Size
+    scenes: Sequence[SceneClip]
+    path: str | os.PathLike[str]
+    captions_ass: str | None = None
+
+
+def encode_renditions(
+    jobs: Sequence[RenditionJob],
+    *,
+    fps: float,
+    audio: Audio | None,
+    transition_s: float = 0.25,
+    sharpen: float = 0.0,
+    saturation: float = 1.0,
+    watermark: bytes | None = None,
+    crf: int = 20,
+    preset: str = "veryfast",
+    progress: Callable[[int, int], None] | None = None,
+) -> list[EncodeResult]:
+    """Every rendition of one timeline in one pass, each encoded once: each output frame of each rendition is
+    composed from its scenes (crossfaded like `stitch_scenes`), marked with `watermark` (the same mark
+    `embed_watermark` puts) and piped to that rendition's own ffmpeg, whose filter graph sharpens (unsharp,
+    `sharpen` as its luma amount), lifts `saturation` and burns the ASS captions (libass, the caption fonts
+    shipped in matplotlib) on the way into x264 + AAC. The ffmpegs run side by side, each fed by a writer
+    thread, while this thread composes the next frame. All renditions share the scenes' timing, so the
+    scenes of the first job define the length; the audio is fitted to it. Every output appears only complete."""
+    import queue
+    import threading
+
+    from avatar_assets.media.watermark import watermark_planes
+
+    if not jobs:
+        raise ValueError("encode_renditions needs at least one rendition")
+    for job in jobs:
+        if job.size[0] % 2 or job.size[1] % 2:
+            raise ValueError(f"yuv420p needs even dimensions, got {job.size[0]}x{job.size[1]}")
+        if len(job.scenes) != len(jobs[0].scenes):
+            raise ValueError("every rendition needs the same scenes")
+    started = time.perf_counter()
+    duration = _check_scenes(jobs[0].scenes, fps)
+    n = max(1, round(duration * fps))
+    plan = _plan(jobs[0].scenes, n, fps, transition_s)
+    marks = [watermark_planes(bytes(watermark), job.size[1], job.size[0]) if watermark else None for job in jobs]
+
+    def frame_of(job: RenditionJob, i: int) -> np.ndarray:
+        t = i / fps
+        scene = job.scenes[int(plan.scene[i])]
+        frame = _check_frame(scene.frame(t - scene.start_s, fps), job.size)
+        if plan.other[i] >= 0:
+            nxt = job.scenes[int(plan.other[i])]
+            b = _check_frame(nxt.frame(t - nxt.start_s, fps), job.size)
+            frame = cv2.addWeighted(frame, 1.0 - float(plan.mix[i]), b, float(plan.mix[i]), 0.0)
+        return frame
+
+    def writer(proc: subprocess.Popen, frames: queue.Queue, failed: list[BaseException]) -> None:
+        assert proc.stdin is not None
+        try:
+            while (frame := frames.get()) is not None:
+                if not failed:
+                    proc.stdin.write(memoryview(frame).cast("B"))
+        except BaseException as error:  # noqa: BLE001 - reported by the composing thread
+            failed.append(error)
+            while frames.get() is not None:  # drain so the composing thread never blocks
+                pass
+        finally:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+
+    with contextlib.ExitStack() as stack:
+        targets = [stack.enter_context(_atomic_target(job.path)) for job in jobs]
+        first = Path(jobs[0].path)
+        wav = stack.enter_context(_temp_wav(audio, first.parent, round(n / fps * audio[1]) if audio else None))
+        procs, feeds, threads, failures, logs = [], [], [], [], []
+        try:
+            for job, tmp in zip(jobs, targets):
+                filters = []
+                if sharpen > 0:
+                    filters.append(f"unsharp=5:5:{sharpen:.3f}:5:5:0")
+                if saturation != 1.0:
+                    filters.append(f"eq=saturation={saturation:.3f}")
+                if job.captions_ass is not None:
+                    ass = stack.enter_context(_scratch(Path(tmp).with_suffix(".captions"), ".ass"))
+                    ass.write_text(job.captions_ass, encoding="utf-8")
+                    filters.append(f"ass=filename={_filter_value(ass)}:fontsdir={_filter_value(FONTS_DIR)}")
+                cmd = _encode_cmd(job.size, fps, wav, tmp, crf, preset, "yuv420p")
+                if filters:
+                    cmd[-5:-5] = ["-vf", ",".join(filters)]
+                log = stack.enter_context(tempfile.TemporaryFile())
+                proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log)
+                feed: queue.Queue = queue.Queue(maxsize=3)
+                failed: list[BaseException] = []
+                thread = threading.Thread(target=writer, args=(proc, feed, failed), daemon=True)
+                thread.start()
+                procs.append(proc), feeds.append(feed), threads.append(thread), failures.append(failed), logs.append(log)
+            step = max(1, math.ceil(n / 10))
+            for i in range(n):
+                for job, feed, mark, failed in zip(jobs, feeds, marks, failures):
+                    if failed:
+                        continue
+                    frame = frame_of(job, i)
+                    if mark is not None:
+                        frame = cv2.add(cv2.subtract(frame, mark[1]), mark[0])
+                    feed.put(frame)
+                if progress is not None and ((i + 1) % step == 0 or i == n - 1):
+                    progress(i + 1, n)
+            for feed in feeds:
+                feed.put(None)
+            for thread in threads:
+                thread.join()
+            codes = [proc.wait() for proc in procs]
+        except BaseException:
+            for proc in procs:
+                proc.kill()
+                proc.wait()
+            for feed in feeds:
+                with contextlib.suppress(queue.Full):
+                    feed.put_nowait(None)
+            raise
+        for code, log, job in zip(codes, logs, jobs):
+            if code != 0:
+                log.seek(0)
+                raise RuntimeError(f"ffmpeg failed ({code}) on the {job.size[0]}x{job.size[1]} rendition: "
+                                   f"{log.read().decode(errors='replace')[-2000:]}")
+    return [_result(Path(job.path), job.size, fps, n, audio is not None, started) for job in jobs]
+
+
+def remux_audio(
+    src_path: str | os.PathLike[str], audio: Audio, *, path: str | os.PathLike[str]
+) -> EncodeResult:
+    """`src_path`'s video stream copied bit for bit (`-c:v copy`, no decode) with `audio` as its AAC track,
+    fitted to the video's length: a loudness pass that never touches the picture."""
+    started = time.perf_counter()
+    info = probe(src_path)
+    final = Path(path)
+    samples, sr = _mono_float(audio)
+    with _atomic_target(final) as tmp, _temp_wav((samples, sr), final.parent, round(info.frame_count / info.fps * sr)) as wav:
+        _ffmpeg([FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", str(src_path), "-i", str(wav),
+                 "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac", "-b:a", AUDIO_BITRATE,
+                 "-movflags", "+faststart", "-f", "mp4", str(tmp)], "audio remux")
+    return _result(final, (info.width, info.height), info.fps, info.frame_count, True, started)
+
+
 def _filter_value(path: Path) -> str:
     """A path as a filter option inside a filtergraph: escaped once for the option, once for the graph."""
     value = str(path)
@@ -589,70 +734,6 @@ def poster_frame(
     if fps is None:
         raise ValueError("poster_frame from in-memory frames needs fps")
     return source[min(max(int(round(at_s * fps)), 0), len(source) - 1)]
-
-
-def transcode_for_platform(
-    src_path: str | os.PathLike[str],
-    *,
-    width: int,
-    height: int,
-    path: str | os.PathLike[str],
-    fit: Literal["cover", "pad"] = "cover",
-    crf: int = 20,
-    preset: str = "veryfast",
-    watermark: bytes | None = None,
-) -> EncodeResult:
-    """Re-encode to exactly `width`x`height` H.264/AAC: `cover` scales up and centre-crops, `pad`
-    letterboxes in black. Audio is kept (re-encoded to AAC).
-
-    With `watermark`, every output frame is marked with it at the output size: the source's mark sits on
-    the source's 8x8 block grid, which rescaling destroys, so a rendition carries its own.
-    """
-    if width % 2 or height % 2:
-        raise ValueError(f"yuv420p needs even dimensions, got {width}x{height}")
-    if fit == "cover":
-        vf = f"scale={width}:{height}:force_original_aspect_ratio=increase:flags=lanczos,crop={width}:{height}"
-    elif fit == "pad":
-        vf = (f"scale={width}:{height}:force_original_aspect_ratio=decrease:flags=lanczos,"
-              f"pad={width}:{height}:(ow-iw)/2:(oh-ih)/2:color=black")
-    else:
-        raise ValueError(f"fit must be 'cover' or 'pad', got {fit!r}")
-    if watermark is not None:
-        return _transcode_marked(src_path, (width, height), f"{vf},setsar=1", path, crf, preset, watermark)
-    started = time.perf_counter()
-    final = Path(path)
-    with _atomic_target(final) as tmp:
-        _ffmpeg([FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", str(src_path),
-                 "-map", "0:v:0", "-map", "0:a:0?", "-vf", f"{vf},setsar=1", *_x264_args(crf, preset, "yuv420p"),
-                 "-c:a", "aac", "-b:a", AUDIO_BITRATE, "-movflags", "+faststart", "-f", "mp4", str(tmp)], "transcode")
-    info = probe(final)
-    return _result(final, (info.width, info.height), info.fps, info.frame_count, info.has_audio, started)
-
-
-def _transcode_marked(src_path: str | os.PathLike[str], size: Size, vf: str, path: str | os.PathLike[str],
-                      crf: int, preset: str, payload: bytes) -> EncodeResult:
-    """One ffmpeg scales to raw yuv420p, the mark is added to each frame's luma plane, another ffmpeg
-    encodes it with the source's audio: no RGB conversion, and half the bytes of RGB through the pipes."""
-    started = time.perf_counter()
-    info = probe(src_path)
-    w, h = size
-    decode = [FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(src_path), "-map", "0:v:0",
-              "-vf", vf, "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-"]
-
-    def marked() -> Iterator[np.ndarray]:
-        # A yuv420p frame read as (1.5 h, w) bytes: its first h rows are the luma plane.
-        for frame in _decode(decode, w, h * 3 // 2, 1):
-            frame[:h] = embed_watermark_luma(frame[:h], payload)
-            yield frame
-
-    final = Path(path)
-    with _atomic_target(final) as tmp:
-        encode = [FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo",
-                  "-pix_fmt", "yuv420p", "-s", f"{w}x{h}", "-r", _fps_arg(info.fps), "-i", "-", "-i", str(src_path),
-                  "-map", "0:v:0", "-map", "1:a:0?", *_x264_args(crf, preset, "yuv420p"), "-c:a", "aac",
-                  "-b:a", AUDIO_BITRATE, "-movflags", "+faststart", "-f", "mp4", str(tmp)]
-        count = _pipe_frames(encode, marked(), size, planar=True)
-    return _result(final, size, info.fps, count, info.has_audio, started)
 
 
 # --------------------------------------------------------------------------- b-roll motion

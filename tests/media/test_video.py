@@ -6,7 +6,7 @@ import pytest
 
 from avatar_assets.media.captions import CaptionLook, layout_captions, to_ass
 from avatar_assets.media.tts import WordTiming
-from avatar_assets.media.watermark import detect_watermark_frames, embed_watermark
+from avatar_assets.media.watermark import detect_watermark_frames
 from avatar_assets.media.video import (
     DecodedFrames,
     SceneClip,
@@ -16,8 +16,10 @@ from avatar_assets.media.video import (
     probe,
     read_audio,
     read_frames,
+    RenditionJob,
+    encode_renditions,
+    remux_audio,
     stitch_scenes,
-    transcode_for_platform,
 )
 from tests.media.video_fixtures import FPS, SR, astronaut, flat_background, speechlike
 
@@ -299,54 +301,71 @@ def test_caller_frames_are_not_modified(tmp_path):
     assert np.array_equal(frame, keep)
 
 
-@pytest.mark.parametrize(
-    ("size", "fit"), [((1080, 1920), "cover"), ((1080, 1080), "pad"), ((1920, 1080), "cover")]
-)
-def test_transcode_for_platform_gives_exact_dimensions(tmp_path, size, fit):
-    frames = _moving_frames(15, size=(320, 180))
-    samples, _ = speechlike(0.6, seed=7)
-    src = encode_frames(frames, fps=FPS, size=(320, 180), audio=(samples, SR), path=tmp_path / "src.mp4")
-    out = transcode_for_platform(src.path, width=size[0], height=size[1], path=tmp_path / "out.mp4", fit=fit)
-    info = probe(out.path)
-    assert (info.width, info.height) == size == (out.width, out.height)
-    assert info.video_codec == "h264" and info.audio_codec == "aac" and info.frame_count == 15
-    first = next(read_frames(out.path))
-    if fit == "pad":
-        # 16:9 into 1:1: black bars above and below, picture in the middle.
-        assert first[:100].max() < 20 and first[540].mean() > 40
-    else:
-        assert first[:20].mean() > 30  # cover: no bars
+RENDITION_SIZES = [(240, 426), (240, 240), (426, 240)]
 
 
-@pytest.mark.parametrize(("size", "fit"), [((1080, 1920), "cover"), ((1080, 1080), "pad"), ((1920, 1080), "pad")])
-def test_a_rendition_carries_the_watermark_its_master_did(tmp_path, size, fit):
-    """The master's mark does not survive rescaling; a rendition made with `watermark` carries its own,
-    and keeps the frame count and the audio."""
-    master_size = (240, 426)
-    frames = [embed_watermark(astronaut_frame, PAYLOAD) for astronaut_frame in ken_burns_frames(master_size, 20)]
-    samples, _ = speechlike(0.8, seed=9)
-    src = encode_frames(frames, fps=FPS, size=master_size, audio=(samples, SR), path=tmp_path / "master.mp4")
-    assert detect_watermark_frames(read_frames(src.path)) == PAYLOAD
-    plain = transcode_for_platform(src.path, width=size[0], height=size[1], path=tmp_path / "plain.mp4", fit=fit)
-    assert detect_watermark_frames(read_frames(plain.path)) is None
-    marked = transcode_for_platform(src.path, width=size[0], height=size[1], path=tmp_path / "marked.mp4", fit=fit,
-                                    watermark=PAYLOAD)
-    info = probe(marked.path)
-    assert (info.width, info.height, info.frame_count, info.audio_codec) == (*size, 20, "aac")
-    assert len(read_audio(marked.path, sr=SR)) / SR == pytest.approx(0.8, abs=1 / FPS)
-    decoded = list(read_frames(marked.path))
-    assert detect_watermark_frames(decoded) == PAYLOAD
-    assert detect_watermark_frames(decoded[:1]) == PAYLOAD  # a single frame is enough
-    assert np.abs(decoded[0].astype(int) - next(read_frames(plain.path))).mean() < 4  # invisible
-    assert sorted(os.listdir(tmp_path)) == ["marked.mp4", "master.mp4", "plain.mp4"]
+def _rendition_jobs(root, captions=CAPTION):
+    """Two scenes (a Ken Burns still each) composed for each of three frames, with their own captions."""
+    jobs = []
+    for size in RENDITION_SIZES:
+        first = ken_burns(astronaut(), size, 1.0)
+        second = ken_burns(astronaut()[::-1].copy(), size, 1.2)
+        jobs.append(RenditionJob(size, [SceneClip(0.0, 1.0, frame_at=first), SceneClip(1.0, 2.2, frame_at=second)],
+                                 root / f"r{size[0]}x{size[1]}.mp4", captions_ass(captions, size)))
+    return jobs
+
+
+def test_encode_renditions_encodes_every_frame_once_each_with_its_mark_and_captions(tmp_path):
+    samples, _ = speechlike(2.0, seed=7)
+    jobs = _rendition_jobs(tmp_path)
+    bare = _rendition_jobs(tmp_path / "bare", captions=[])
+    (tmp_path / "bare").mkdir()
+    results = encode_renditions(jobs, fps=FPS, audio=(samples, SR), sharpen=0.35, saturation=1.06, watermark=PAYLOAD)
+    encode_renditions([RenditionJob(j.size, j.scenes, j.path) for j in bare], fps=FPS, audio=(samples, SR))
+    for job, result, plain in zip(jobs, results, bare):
+        info = probe(job.path)
+        # 2.2 s of scenes: the scenes define the length, the 2.0 s of audio is padded to it.
+        assert (info.width, info.height, info.frame_count) == (*job.size, 55) == (result.width, result.height, result.frame_count)
+        assert (info.video_codec, info.audio_codec, info.pix_fmt) == ("h264", "aac", "yuv420p")
+        assert len(read_audio(job.path, sr=SR)) / SR == pytest.approx(2.2, abs=1 / FPS)
+        decoded = list(read_frames(job.path))
+        assert detect_watermark_frames(decoded[::5]) == PAYLOAD
+        assert detect_watermark_frames(read_frames(plain.path)) is None
+        # The caption is drawn where its layout says, only while its cue is on (0.4-0.9 s).
+        block = layout_captions(caption_words(CAPTION), CLASSIC, job.size)[0]
+        x, y, w, h = block.box
+        during, after = decoded[round(0.6 * FPS)], decoded[round(1.3 * FPS)]
+        clean = list(read_frames(plain.path))
+        assert np.abs(during[y:y + h, x:x + w].astype(int) - clean[round(0.6 * FPS)][y:y + h, x:x + w]).mean() > 20
+        assert np.abs(after[y:y + h, x:x + w].astype(int) - clean[round(1.3 * FPS)][y:y + h, x:x + w]).mean() < 8
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["bare", *(j.path.name for j in jobs)])  # no scratch left
+
+
+def test_encode_renditions_refuses_bad_jobs_and_leaves_no_file(tmp_path):
+    scene = [SceneClip(0.0, 1.0, frame_at=ken_burns(astronaut(), (240, 240), 1.0))]
+    with pytest.raises(ValueError, match="even dimensions"):
+        encode_renditions([RenditionJob((241, 240), scene, tmp_path / "odd.mp4")], fps=FPS, audio=None)
+    with pytest.raises(ValueError, match="at least one"):
+        encode_renditions([], fps=FPS, audio=None)
+    with pytest.raises(ValueError, match="uint8"):  # a scene drawing the wrong size
+        encode_renditions([RenditionJob((320, 240), scene, tmp_path / "wrong.mp4")], fps=FPS, audio=None)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_remux_audio_copies_the_video_stream_and_replaces_the_audio(tmp_path):
+    samples, _ = speechlike(2.0, seed=8)
+    src = encode_frames(_moving_frames(50), fps=FPS, size=SIZE, audio=(samples, SR), path=tmp_path / "src.mp4")
+    quiet = (samples * 0.1).astype(np.float32)
+    out = remux_audio(src.path, (quiet, SR), path=tmp_path / "out.mp4")
+    assert (out.frame_count, out.width, out.height) == (50, 320, 240)
+    same = [np.array_equal(a, b) for a, b in zip(read_frames(src.path), read_frames(out.path))]
+    assert len(same) == 50 and all(same)  # bit-exact pictures: nothing was decoded and re-encoded
+    ratio = np.sqrt(np.mean(read_audio(out.path, sr=SR) ** 2) / np.mean(read_audio(src.path, sr=SR) ** 2))
+    assert ratio == pytest.approx(0.1, rel=0.1)
+    assert sorted(os.listdir(tmp_path)) == ["out.mp4", "src.mp4"]
 
 
 PAYLOAD = bytes.fromhex("a1b2c3d4e5f60718")
-
-
-def ken_burns_frames(size, n):
-    frame_at = ken_burns(astronaut(), size, n / FPS)
-    return [frame_at(i / FPS) for i in range(n)]
 
 
 def test_ken_burns_moves_slowly_within_the_image():
