@@ -550,7 +550,6 @@ class SceneFrame(Strict):
     aspect_ratio: AspectRatio
     size: tuple[int, int]
     background: MediaRef  # at `size`
-    still: MediaRef  # the composed keyframe (preview, contact sheet)
     placement: Placement | None  # None for b-roll
     face_box: tuple[int, int, int, int] | None  # in rendition pixels
     mouth_box: tuple[int, int, int, int] | None

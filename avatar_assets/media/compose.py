@@ -136,43 +136,46 @@ def soft_alpha(mask: np.ndarray) -> np.ndarray:
 
 
 class AvatarOverlay:
-    """The avatar layer of one scene placed into one output frame: the alpha is warped once, each frame
-    warps only the layer's crop around the person and blends only the rectangle it covers."""
+    """The avatar layer of one scene placed into one output frame. Everything that does not change from
+    frame to frame is done once: which part of the layer is visible, its alpha at output size, and which
+    output pixels are fully the person, partly (the feathered edge) or not at all. A frame is then one
+    resize of the visible part of the layer, one masked copy and a blend of the edge pixels only."""
 
     def __init__(self, mask: np.ndarray, placement: Placement, out_size: tuple[int, int]) -> None:
         alpha = soft_alpha(mask)
-        self.out_size = out_size
+        self.rect = None
         ys, xs = np.nonzero(alpha)
         if not len(xs):  # nothing of the person: the frame is the backdrop
-            self.rect = None
             return
         s, dx, dy = placement.scale, placement.dx, placement.dy
-        lh, lw = alpha.shape
-        x0, y0 = max(0, int(xs.min()) - 2), max(0, int(ys.min()) - 2)
-        x1, y1 = min(lw, int(xs.max()) + 3), min(lh, int(ys.max()) + 3)
         w, h = out_size
-        rx0, ry0 = max(0, int(np.floor(x0 * s + dx))), max(0, int(np.floor(y0 * s + dy)))
-        rx1, ry1 = min(w, int(np.ceil(x1 * s + dx))), min(h, int(np.ceil(y1 * s + dy)))
+        lh, lw = alpha.shape
+        # The layer's pixels that land in the frame (and hold some of the person), one pixel of margin.
+        x0 = max(0, int(xs.min()) - 1, int(np.floor(-dx / s)) - 1)
+        y0 = max(0, int(ys.min()) - 1, int(np.floor(-dy / s)) - 1)
+        x1 = min(lw, int(xs.max()) + 2, int(np.ceil((w - dx) / s)) + 1)
+        y1 = min(lh, int(ys.max()) + 2, int(np.ceil((h - dy) / s)) + 1)
+        if x1 <= x0 or y1 <= y0:
+            return
+        # That block scaled to whole output pixels at a whole-pixel origin (within half a pixel of the placement).
+        ox, oy = round(x0 * s + dx), round(y0 * s + dy)
+        self.scaled = (max(1, round((x1 - x0) * s)), max(1, round((y1 - y0) * s)))
+        self.interpolation = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+        self.crop = (x0, y0, x1, y1)
+        rx0, ry0 = max(0, ox), max(0, oy)
+        rx1, ry1 = min(w, ox + self.scaled[0]), min(h, oy + self.scaled[1])
         if rx1 <= rx0 or ry1 <= ry0:
-            self.rect = None
             return
         self.rect = (rx0, ry0, rx1, ry1)
-        self.crop = (x0, y0, x1, y1)
-        # warpAffine has no area filter: a shrinking placement resizes the crop first so it does not alias.
-        self.shrunk = None
-        sx = sy = s
-        if s < 1:
-            self.shrunk = (max(1, round((x1 - x0) * s)), max(1, round((y1 - y0) * s)))
-            sx, sy = s * (x1 - x0) / self.shrunk[0], s * (y1 - y0) / self.shrunk[1]
-        self.matrix = np.array([[sx, 0, x0 * s + dx - rx0], [0, sy, y0 * s + dy - ry0]], np.float32)
-        a = cv2.warpAffine(self._source(alpha), self.matrix, (rx1 - rx0, ry1 - ry0), flags=cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_CONSTANT, borderValue=0).astype(np.float32) / 255.0
-        self.alpha, self.beta = a, 1.0 - a
+        self.window = (slice(ry0 - oy, ry1 - oy), slice(rx0 - ox, rx1 - ox))  # of the scaled block
+        a = self._source(alpha).astype(np.float32) / 255.0
+        self.opaque = (a >= 254.5 / 255).astype(np.uint8)
+        self.edge = np.nonzero((a > 0.5 / 255) & (a < 254.5 / 255))
+        self.weight = a[self.edge][:, None]
 
     def _source(self, image: np.ndarray) -> np.ndarray:
         x0, y0, x1, y1 = self.crop
-        crop = image[y0:y1, x0:x1]
-        return crop if self.shrunk is None else cv2.resize(crop, self.shrunk, interpolation=cv2.INTER_AREA)
+        return cv2.resize(image[y0:y1, x0:x1], self.scaled, interpolation=self.interpolation)[self.window]
 
     def over(self, background: np.ndarray, layer: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """`layer` (avatar pixels, the mask's size) over `background` (output size), into `out` if given."""
@@ -184,9 +187,11 @@ class AvatarOverlay:
         if self.rect is None:
             return frame
         rx0, ry0, rx1, ry1 = self.rect
-        person = cv2.warpAffine(self._source(layer), self.matrix, (rx1 - rx0, ry1 - ry0), flags=cv2.INTER_LINEAR,
-                                borderMode=cv2.BORDER_REPLICATE)
-        frame[ry0:ry1, rx0:rx1] = cv2.blendLinear(person, frame[ry0:ry1, rx0:rx1], self.alpha, self.beta)
+        person = self._source(layer)
+        roi = frame[ry0:ry1, rx0:rx1]
+        edge_bg = roi[self.edge].astype(np.float32)
+        cv2.copyTo(person, self.opaque, roi)
+        roi[self.edge] = (edge_bg + (person[self.edge] - edge_bg) * self.weight + 0.5).astype(np.uint8)
         return frame
 
 

@@ -414,8 +414,6 @@ def encode_renditions(
     fps: float,
     audio: Audio | None,
     transition_s: float = 0.25,
-    sharpen: float = 0.0,
-    saturation: float = 1.0,
     watermark: bytes | None = None,
     crf: int = 20,
     preset: str = "veryfast",
@@ -423,11 +421,11 @@ def encode_renditions(
 ) -> list[EncodeResult]:
     """Every rendition of one timeline in one pass, each encoded once: each output frame of each rendition is
     composed from its scenes (crossfaded like `stitch_scenes`), marked with `watermark` (the same mark
-    `embed_watermark` puts) and piped to that rendition's own ffmpeg, whose filter graph sharpens (unsharp,
-    `sharpen` as its luma amount), lifts `saturation` and burns the ASS captions (libass, the caption fonts
-    shipped in matplotlib) on the way into x264 + AAC. The ffmpegs run side by side, each fed by a writer
-    thread, while this thread composes the next frame. All renditions share the scenes' timing, so the
-    scenes of the first job define the length; the audio is fitted to it. Every output appears only complete."""
+    `embed_watermark` puts) and piped to that rendition's own ffmpeg, whose filter graph burns the ASS
+    captions (libass, the caption fonts shipped in matplotlib) on the way into x264 + AAC. The ffmpegs run
+    side by side, each fed by a writer thread, while this thread composes the next frame. All renditions
+    share the scenes' timing, so the scenes of the first job define the length; the audio is fitted to it.
+    Every output appears only complete."""
     import queue
     import threading
 
@@ -477,18 +475,11 @@ def encode_renditions(
         procs, feeds, threads, failures, logs = [], [], [], [], []
         try:
             for job, tmp in zip(jobs, targets):
-                filters = []
-                if sharpen > 0:
-                    filters.append(f"unsharp=5:5:{sharpen:.3f}:5:5:0")
-                if saturation != 1.0:
-                    filters.append(f"eq=saturation={saturation:.3f}")
+                cmd = _encode_cmd(job.size, fps, wav, tmp, crf, preset, "yuv420p")
                 if job.captions_ass is not None:
                     ass = stack.enter_context(_scratch(Path(tmp).with_suffix(".captions"), ".ass"))
                     ass.write_text(job.captions_ass, encoding="utf-8")
-                    filters.append(f"ass=filename={_filter_value(ass)}:fontsdir={_filter_value(FONTS_DIR)}")
-                cmd = _encode_cmd(job.size, fps, wav, tmp, crf, preset, "yuv420p")
-                if filters:
-                    cmd[-5:-5] = ["-vf", ",".join(filters)]
+                    cmd[-5:-5] = ["-vf", f"ass=filename={_filter_value(ass)}:fontsdir={_filter_value(FONTS_DIR)}"]
                 log = stack.enter_context(tempfile.TemporaryFile())
                 proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log)
                 feed: queue.Queue = queue.Queue(maxsize=3)

@@ -349,6 +349,8 @@ def scene_assets(
     neutral_image: NeutralImageRecord,
     character_sheet: CharacterSheetRecord,
 ) -> dg.Output[SceneAssetsRecord]:
+    import cv2
+
     from avatar_assets.media.compose import Avatar, composite_shot, contact_sheet, cover_resize, fit_avatar, frame_avatar
     from avatar_assets.media.cutout import pose_cutout
     from avatar_assets.media.images import decode_image, encode_png, thumbnail_markdown
@@ -373,11 +375,11 @@ def scene_assets(
                     rgb, mask, face_box, points = cutout
                     avatar = fit_avatar(Avatar(rgb, mask, face_box, np.asarray(points) if points else None), canvas)
             avatars.append(avatar)
-        # The layer is as large as the largest placement needs (never above the avatar's own pixels): framing
-        # is scale-invariant, so the placements are the same whichever size the layer is drawn at.
-        needed = [frame_avatar(a.face_box, canvas, s.shot, size).scale
-                  for a, s in zip(avatars, storyboard.scenes) if s.shot != "broll" for size in storyboard.renditions.values()]
-        layer_scale = min(1.0, max(needed, default=min(storyboard.master_size) / max(canvas)))
+        # The layer is as large as a close-up of the avatar needs in the largest rendition, never above the
+        # avatar's own pixels. Framing is scale-invariant, so the placements do not depend on the layer's size,
+        # and the layer's size depends only on the avatar and the renditions (same scene, same layer).
+        layer_scale = min(1.0, max(frame_avatar(neutral.face_box, canvas, "close_up", size).scale
+                                   for size in storyboard.renditions.values()))
         layer_size = (max(2, round(canvas[0] * layer_scale / 2) * 2), max(2, round(canvas[1] * layer_scale / 2) * 2))
         scenes, stills, labels = [], [], []
         for index, (scene, (start, end), avatar) in enumerate(zip(storyboard.scenes, speech.scene_times, avatars)):
@@ -387,16 +389,20 @@ def scene_assets(
                 layer = Avatar(np.zeros_like(layer.rgb), np.zeros_like(layer.mask), layer.face_box)
             frames = []
             for aspect, size in storyboard.renditions.items():
-                background = decode_image(store.read(backgrounds.for_aspect(aspect)[index]))
+                background_ref = backgrounds.for_aspect(aspect)[index]
+                background = decode_image(store.read(background_ref))
+                if background.shape[:2] != (size[1], size[0]):  # a provider that could not make the exact size
+                    background = cover_resize(background, tuple(size))
+                    background_ref = png(background)
                 shot = composite_shot(background, layer.rgb, layer.mask, shot=scene.shot, out_size=tuple(size),
                                       face_box=layer.face_box, landmarks=layer.landmarks)
                 placement = shot.placement
                 frames.append(SceneFrame(
-                    aspect_ratio=aspect, size=tuple(size), background=png(cover_resize(background, tuple(size))),
-                    still=png(shot.frame), face_box=shot.face_box, mouth_box=shot.mouth_box,
+                    aspect_ratio=aspect, size=tuple(size), background=background_ref,
+                    face_box=shot.face_box, mouth_box=shot.mouth_box,
                     placement=None if placement is None else Placement(scale=placement.scale, dx=placement.dx, dy=placement.dy),
                 ))
-                stills.append(shot.frame)
+                stills.append(cv2.resize(shot.frame, (320, max(1, round(320 * size[1] / size[0]))), interpolation=cv2.INTER_AREA))
                 labels.append(f"{scene.index}: {scene.shot} {scene.variant} {aspect}")
             mouth = None
             if not broll:
@@ -609,65 +615,35 @@ def stitched_video(
     scene_assets: SceneAssetsRecord,
     speech: SpeechRecord,
 ) -> dg.Output[VideoRecord]:
-    from avatar_assets.media import compose
+    from concurrent.futures import ThreadPoolExecutor
+
     from avatar_assets.media.audio import load_wav
-    from avatar_assets.media.captions import CaptionLook, to_ass
-    from avatar_assets.media.images import decode_image
-    from avatar_assets.media.talking_head import scene_of_frame
-    from avatar_assets.media.tts import WordTiming
-    from avatar_assets.media.video import DecodedFrames, RenditionJob, SceneClip, encode_renditions, ken_burns
+    from avatar_assets.media.video import encode_renditions
     from avatar_assets.media.video_qa import analyse_video
+    from avatar_assets.video.renditions import rendition_jobs
 
     payload = watermark_payload(lip_sync.avatar_id, lip_sync.slug)
 
     def compute() -> VideoRecord:
         audio = load_wav(store.read(speech.audio))
         fps = lip_sync.fps
-        layer = DecodedFrames(store.local_path(lip_sync.video))
-        scenes = scene_assets.scenes
-        owner = scene_of_frame(scenes, lip_sync.frames, fps)
-        # A scene's frames of the layer: a crossfade holds the scene's own first or last one past its ends.
-        spans = [(int(np.flatnonzero(owner == i).min(initial=lip_sync.frames - 1)), int(np.flatnonzero(owner == i).max(initial=0)))
-                 for i in range(len(scenes))]
-        masks = [decode_image(store.read(scene.mask))[..., 0] for scene in scenes]
-        words = [WordTiming(w.word, w.start_s, w.end_s, 0) for w in speech.words]
-        look = CaptionLook(**speech.caption_style.model_dump(exclude={"preset"}))
-
-        def layer_source(index: int, overlay: compose.AvatarOverlay, background: np.ndarray):
-            scene, (first, last) = scenes[index], spans[index]
-
-            def frame_at(local_t: float) -> np.ndarray:
-                at = int(round((scene.start_s + local_t) * fps))
-                return overlay.over(background, layer[min(max(at, first), max(first, last))])
-
-            return frame_at
-
         with scratch_dir(context) as tmp:
-            jobs, captions = [], {}
-            for aspect, size in scene_assets.renditions.items():
-                clips = []
-                for index, (scene, mask) in enumerate(zip(scenes, masks)):
-                    framed = scene.frame(aspect)
-                    background = decode_image(store.read(framed.background))
-                    if framed.placement is None:
-                        frame_at = ken_burns(background, size, scene.end_s - scene.start_s)
-                    else:
-                        placement = compose.Placement(framed.placement.scale, framed.placement.dx, framed.placement.dy)
-                        frame_at = layer_source(index, compose.AvatarOverlay(mask, placement, size), background)
-                    clips.append(SceneClip(scene.start_s, scene.end_s, frame_at=frame_at))
-                captions[aspect] = to_ass(words, look, size, avoid=[s.frame(aspect).mouth_box for s in scenes if s.frame(aspect).mouth_box])
-                jobs.append(RenditionJob(size, clips, Path(tmp) / f"stitched_{aspect.replace(':', 'x')}.mp4", captions[aspect]))
+            jobs = rendition_jobs(store, scene_assets, lip_sync, speech, Path(tmp), sharpen=enhancer.sharpen,
+                                  saturation=enhancer.saturation)
             encode_renditions(
-                jobs, fps=fps, audio=(audio.samples, audio.sample_rate), transition_s=video.transition_s,
-                sharpen=enhancer.sharpen, saturation=enhancer.saturation, watermark=payload, crf=video.crf,
-                preset=video.preset, progress=progress(context, "composing renditions"),
+                list(jobs.values()), fps=fps, audio=(audio.samples, audio.sample_rate), transition_s=video.transition_s,
+                watermark=payload, crf=video.crf, preset=video.preset, progress=progress(context, "composing renditions"),
             )
+            # Each rendition decoded in full for its gate, side by side (each decode is its own ffmpeg).
+            with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+                measured = list(pool.map(lambda job: analyse_video(job.path, expected_fps=fps, expected_size=job.size),
+                                         jobs.values()))
             renditions = []
-            for (aspect, size), job in zip(scene_assets.renditions.items(), jobs):
-                qa = VideoQAModel.model_validate(analyse_video(job.path, expected_fps=fps, expected_size=size), from_attributes=True)
+            for (aspect, job), facts in zip(jobs.items(), measured):
+                qa = VideoQAModel.model_validate(facts, from_attributes=True)
                 renditions.append(RenditionVideo(
-                    aspect_ratio=aspect, video=store.put_file(job.path, "mp4", "video/mp4"), qa=qa, expected_size=size,
-                    captions_ass=store.put_bytes(captions[aspect].encode(), "ass", "text/x-ssa"),
+                    aspect_ratio=aspect, video=store.put_file(job.path, "mp4", "video/mp4"), qa=qa, expected_size=job.size,
+                    captions_ass=store.put_bytes(job.captions_ass.encode(), "ass", "text/x-ssa"),
                 ))
         return VideoRecord(
             avatar_id=lip_sync.avatar_id, slug=lip_sync.slug, stage="stitched_video", renditions=renditions,

@@ -320,7 +320,7 @@ def test_encode_renditions_encodes_every_frame_once_each_with_its_mark_and_capti
     jobs = _rendition_jobs(tmp_path)
     bare = _rendition_jobs(tmp_path / "bare", captions=[])
     (tmp_path / "bare").mkdir()
-    results = encode_renditions(jobs, fps=FPS, audio=(samples, SR), sharpen=0.35, saturation=1.06, watermark=PAYLOAD)
+    results = encode_renditions(jobs, fps=FPS, audio=(samples, SR), watermark=PAYLOAD)
     encode_renditions([RenditionJob(j.size, j.scenes, j.path) for j in bare], fps=FPS, audio=(samples, SR))
     for job, result, plain in zip(jobs, results, bare):
         info = probe(job.path)

@@ -1,0 +1,19 @@
+"""Per-frame enhancement: unsharp mask and a gentle saturation lift."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def enhance_frame(frame: np.ndarray, *, sharpen: float = 0.35, saturation: float = 1.06) -> np.ndarray:
+    """Sharpen by `sharpen` (0 = unchanged) and scale saturation; luma stays where it was."""
+    out = frame
+    if sharpen > 0:
+        blurred = cv2.GaussianBlur(frame, (0, 0), sigmaX=1.2)
+        out = cv2.addWeighted(frame, 1 + sharpen, blurred, -sharpen, 0)
+    if saturation != 1.0:
+        hsv = cv2.cvtColor(out, cv2.COLOR_RGB2HSV)
+        hsv[..., 1] = np.clip(hsv[..., 1].astype(np.float32) * saturation, 0, 255).astype(np.uint8)
+        out = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    return out
