@@ -482,6 +482,15 @@ class StoryboardRecord(Record):
     renditions: dict[AspectRatio, tuple[int, int]]  # every rendition's (w, h), the request's order
     fps: int
 
+    @model_validator(mode="before")
+    @classmethod
+    def _renditions_of_a_legacy_master(cls, data: Any) -> Any:
+        """A storyboard from before native renditions named one master size: its aspect's rendition."""
+        if isinstance(data, dict) and "renditions" not in data and "master_size" in data:
+            w, h = (data := dict(data)).pop("master_size")
+            data["renditions"] = {"9:16" if w < h else "1:1" if w == h else "16:9": (w, h)}
+        return data
+
     @property
     def master_size(self) -> tuple[int, int]:
         """The first rendition's size (the request's first aspect ratio)."""

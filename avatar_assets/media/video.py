@@ -18,14 +18,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
 
 import cv2
 import imageio_ffmpeg
 import numpy as np
-import proglog
 import soundfile as sf
-from moviepy import AudioArrayClip, VideoClip
 from PIL import ImageFont
 
 from avatar_assets.media.captions import FONTS_DIR
@@ -282,7 +279,7 @@ def _pipe_frames(cmd: list[str], frames: Iterable[np.ndarray], size: Size, *, pl
     return count
 
 
-# --------------------------------------------------------------------------- stitch_scenes
+# --------------------------------------------------------------------------- stitching renditions
 
 
 def load_font(px: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
@@ -325,77 +322,13 @@ def _plan(scenes: Sequence[SceneClip], n: int, fps: float, transition_s: float) 
 def _check_scenes(scenes: Sequence[SceneClip], fps: float) -> float:
     """Scenes must tile the timeline from 0 (within half a frame); returns the total duration."""
     if not scenes:
-        raise ValueError("stitch_scenes needs at least one scene")
+        raise ValueError("a timeline needs at least one scene")
     if abs(scenes[0].start_s) > 0.5 / fps:
         raise ValueError(f"first scene must start at 0, starts at {scenes[0].start_s}")
     for a, b in zip(scenes, scenes[1:]):
         if abs(b.start_s - a.end_s) > 0.5 / fps:
             raise ValueError(f"scenes must be contiguous: {a.end_s} then {b.start_s}")
     return scenes[-1].end_s
-
-
-def stitch_scenes(
-    scenes: Sequence[SceneClip],
-    *,
-    fps: float,
-    size: Size,
-    audio: Audio | None,
-    captions_ass: str | None = None,
-    transition_s: float = 0.25,
-    path: str | os.PathLike[str],
-    crf: int = 20,
-    preset: str = "veryfast",
-    progress: Callable[[int, int], None] | None = None,
-) -> EncodeResult:
-    """Assemble scenes with crossfades and burned captions into one H.264/AAC MP4 through moviepy.
-
-    One `VideoClip` whose frame function looks up a precomputed plan: no compositing clips, no per-frame
-    resizing. Captions (an ASS document, see `captions.to_ass`) are drawn by libass inside the encoding
-    ffmpeg, with the caption fonts shipped in matplotlib. The scenes define the length; audio is fitted
-    to it. Output is yuv420p (moviepy forces it for libx264), so both dimensions must be even.
-    """
-    if size[0] % 2 or size[1] % 2:
-        raise ValueError(f"yuv420p needs even dimensions, got {size[0]}x{size[1]}")
-    started = time.perf_counter()
-    duration = _check_scenes(scenes, fps)
-    n = max(1, round(duration * fps))
-    plan = _plan(scenes, n, fps, transition_s)
-
-    def frame_function(t: float) -> np.ndarray:
-        i = min(max(int(round(t * fps)), 0), n - 1)
-        scene = scenes[int(plan.scene[i])]
-        frame = _check_frame(scene.frame(t - scene.start_s, fps), size)
-        if plan.other[i] >= 0:
-            nxt = scenes[int(plan.other[i])]
-            b = _check_frame(nxt.frame(t - nxt.start_s, fps), size)
-            frame = cv2.addWeighted(frame, 1.0 - float(plan.mix[i]), b, float(plan.mix[i]), 0.0)
-        return frame
-
-    final = Path(path)
-    # Duration a hair over n frames: moviepy renders int(duration * fps) frames, which float error
-    # could otherwise make n - 1.
-    clip = VideoClip(frame_function=frame_function, duration=(n + 0.5) / fps)
-    logger = _ProgressLogger(progress, n) if progress is not None else None
-    with (_atomic_target(final) as tmp, _scratch(final.with_suffix(".audio"), ".wav") as wav,
-          _scratch(final.with_suffix(".captions"), ".ass") as ass):
-        if audio is not None:
-            samples, sr = _mono_float(audio)
-            samples = fit_length(samples, round(n / fps * sr))
-            # moviepy's AudioArrayClip samples arrays as stereo, so give it two channels (-ac 1 below
-            # folds them back). It goes out as PCM so the AAC encode runs inside the video ffmpeg,
-            # alongside x264, instead of as a separate pass before it.
-            AudioArrayClip(np.repeat(samples[:, None], 2, axis=1), fps=sr).write_audiofile(
-                str(wav), fps=sr, codec="pcm_s16le", logger=None)
-        burn = []
-        if captions_ass is not None:
-            ass.write_text(captions_ass, encoding="utf-8")
-            burn = ["-vf", f"ass=filename={_filter_value(ass)}:fontsdir={_filter_value(FONTS_DIR)}"]
-        clip.write_videofile(
-            str(tmp), fps=fps, codec="libx264", audio=str(wav) if audio is not None else False,
-            audio_codec="aac", preset=preset, logger=logger,
-            ffmpeg_params=[*burn, "-crf", str(crf), "-b:a", AUDIO_BITRATE, "-ac", "1", "-movflags", "+faststart"],
-        )
-    return _result(final, size, fps, n, audio is not None, started)
 
 
 @dataclass(frozen=True)
@@ -420,7 +353,7 @@ def encode_renditions(
     progress: Callable[[int, int], None] | None = None,
 ) -> list[EncodeResult]:
     """Every rendition of one timeline in one pass, each encoded once: each output frame of each rendition is
-    composed from its scenes (crossfaded like `stitch_scenes`), marked with `watermark` (the same mark
+    composed from its scenes (centred crossfades, `_plan`), marked with `watermark` (the same mark
     `embed_watermark` puts) and piped to that rendition's own ffmpeg, whose filter graph burns the ASS
     captions (libass, the caption fonts shipped in matplotlib) on the way into x264 + AAC. The ffmpegs run
     side by side, each fed by a writer thread, while this thread composes the next frame. All renditions
@@ -507,9 +440,13 @@ def encode_renditions(
             for proc in procs:
                 proc.kill()
                 proc.wait()
-            for feed in feeds:
-                with contextlib.suppress(queue.Full):
-                    feed.put_nowait(None)
+            for feed in feeds:  # make room for the end mark, so every writer thread finishes
+                with contextlib.suppress(queue.Empty):
+                    while True:
+                        feed.get_nowait()
+                feed.put(None)
+            for thread in threads:
+                thread.join(timeout=10)
             raise
         for code, log, job in zip(codes, logs, jobs):
             if code != 0:
@@ -543,24 +480,6 @@ def _filter_value(path: Path) -> str:
     for char in "\\'[],;":
         value = value.replace(char, "\\" + char)
     return value
-
-
-class _ProgressLogger(proglog.ProgressBarLogger):  # type: ignore[misc]
-    """Turns moviepy's per-frame bar updates into `progress(done, total)` about every 10 %."""
-
-    def __init__(self, progress: Callable[[int, int], None], total: int) -> None:
-        super().__init__()
-        self.progress, self.total = progress, total
-        self.step = max(1, math.ceil(total / 10))
-        self.reported = 0
-
-    def bars_callback(self, bar: str, attr: str, value: Any, old_value: Any = None) -> None:
-        if bar != "frame_index" or attr != "index":
-            return
-        done = min(int(value), self.total)
-        if done > self.reported and (done - self.reported >= self.step or done == self.total):
-            self.reported = done
-            self.progress(done, self.total)
 
 
 # --------------------------------------------------------------------------- probing and decoding

@@ -19,7 +19,6 @@ from avatar_assets.media.video import (
     RenditionJob,
     encode_renditions,
     remux_audio,
-    stitch_scenes,
 )
 from tests.media.video_fixtures import FPS, SR, astronaut, flat_background, speechlike
 
@@ -127,6 +126,13 @@ def test_encoder_error_leaves_no_file_and_keeps_the_old_one(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["out.mp4"]
 
 
+def stitch(scenes, *, size, audio, path, captions_ass=None, transition_s=0.25, progress=None):
+    """One rendition through `encode_renditions`, the stitcher of every rendition."""
+    [result] = encode_renditions([RenditionJob(size, scenes, path, captions_ass)], fps=FPS, audio=audio,
+                                 transition_s=transition_s, progress=progress)
+    return result
+
+
 def _two_scenes(size=SIZE):
     red, blue = flat_background(size, (220, 30, 30)), flat_background(size, (30, 30, 220))
     return [SceneClip(0.0, 1.2, frames=[red] * 30), SceneClip(1.2, 2.4, frame_at=lambda t: blue)]
@@ -156,9 +162,9 @@ def stitched(tmp_path_factory):
     root = tmp_path_factory.mktemp("stitch")
     samples, _ = speechlike(2.4, seed=6)
     calls = []
-    with_caps = stitch_scenes(_two_scenes(), fps=FPS, size=SIZE, audio=(samples, SR), captions_ass=captions_ass(CAPTION),
+    with_caps = stitch(_two_scenes(), size=SIZE, audio=(samples, SR), captions_ass=captions_ass(CAPTION),
                               path=root / "caps.mp4", progress=lambda d, t: calls.append((d, t)))
-    plain = stitch_scenes(_two_scenes(), fps=FPS, size=SIZE, audio=(samples, SR),
+    plain = stitch(_two_scenes(), size=SIZE, audio=(samples, SR),
                           path=root / "plain.mp4")
     return with_caps, plain, calls, list(read_frames(with_caps.path)), list(read_frames(plain.path))
 
@@ -195,7 +201,7 @@ SPOKEN = [WordTiming("Hello", 0.2, 0.6, 0), WordTiming("bright", 0.6, 1.0, 0), W
 
 def _stitch_dark(tmp_path, name, ass, size=WIDE, seconds=1.8):
     dark = flat_background(size, (40, 40, 60))
-    result = stitch_scenes([SceneClip(0.0, seconds, frames=[dark])], fps=FPS, size=size, audio=None,
+    result = stitch([SceneClip(0.0, seconds, frames=[dark])], size=size, audio=None,
                            captions_ass=ass, path=tmp_path / name)
     return list(read_frames(result.path))
 
@@ -270,10 +276,10 @@ def test_progress_is_reported_about_every_ten_percent(stitched):
 def test_scenes_must_tile_the_timeline(tmp_path):
     red = flat_background(SIZE, (200, 0, 0))
     with pytest.raises(ValueError, match="contiguous"):
-        stitch_scenes([SceneClip(0, 1, frames=[red]), SceneClip(1.5, 2, frames=[red])], fps=FPS, size=SIZE,
+        stitch([SceneClip(0, 1, frames=[red]), SceneClip(1.5, 2, frames=[red])], size=SIZE,
                       audio=None, path=tmp_path / "x.mp4")
     with pytest.raises(ValueError, match="uint8"):
-        stitch_scenes([SceneClip(0, 1, frames=[flat_background((64, 64))])], fps=FPS, size=SIZE, audio=None,
+        stitch([SceneClip(0, 1, frames=[flat_background((64, 64))])], size=SIZE, audio=None,
                       path=tmp_path / "y.mp4")
     assert os.listdir(tmp_path) == []
 
@@ -288,7 +294,7 @@ def test_stitch_failing_midway_leaves_nothing_behind(tmp_path):
 
     samples, _ = speechlike(2.0, seed=8)
     with pytest.raises(RuntimeError, match="renderer crashed"):
-        stitch_scenes([SceneClip(0, 2.0, frame_at=breaks_after_a_second)], fps=FPS, size=SIZE, audio=(samples, SR),
+        stitch([SceneClip(0, 2.0, frame_at=breaks_after_a_second)], size=SIZE, audio=(samples, SR),
                       captions_ass=captions_ass([(0.1, 1.5, "never shown")]), path=tmp_path / "broken.mp4")
     assert os.listdir(tmp_path) == []  # no partial video, no temp audio
 
@@ -296,7 +302,7 @@ def test_stitch_failing_midway_leaves_nothing_behind(tmp_path):
 def test_caller_frames_are_not_modified(tmp_path):
     frame = flat_background(SIZE, (10, 200, 10))
     keep = frame.copy()
-    stitch_scenes([SceneClip(0, 0.4, frames=[frame] * 10)], fps=FPS, size=SIZE, audio=None,
+    stitch([SceneClip(0, 0.4, frames=[frame] * 10)], size=SIZE, audio=None,
                   captions_ass=captions_ass([(0, 0.4, "over the top")]), path=tmp_path / "c.mp4")
     assert np.array_equal(frame, keep)
 
