@@ -119,7 +119,7 @@ def test_captions_sit_in_each_frames_caption_safe_band_with_the_spoken_word_high
         top, bottom = safe_band(size)
         for block in blocks:
             x, y, w, h = block.box
-            assert top * size[1] <= y and y + h <= bottom * size[1], (aspect, block.box)
+            assert round(top * size[1]) <= y and y + h <= round(bottom * size[1]), (aspect, block.box)  # whole pixels
             assert 0 <= x and x + w <= size[0]
         frames = decoded_frames(delivered(home, aspect))
         cue = next(b for b in blocks if len(b.words) >= 3)
