@@ -65,6 +65,21 @@ ASPECT_SIZE: dict[str, tuple[int, int]] = {
     "1:1": (1080, 1080),
     "16:9": (1920, 1080),
 }
+DELIVERY_SHORT_SIDE = 1080  # ASPECT_SIZE's short side: renditions rendered at it are the platform sizes
+
+
+def rendition_size(aspect_ratio: str, short_side: int = DELIVERY_SHORT_SIDE) -> tuple[int, int]:
+    """(width, height) of a rendition of `aspect_ratio` whose short side is `short_side` (even, yuv420p):
+    `ASPECT_SIZE` at 1080; tests and benchmarks lower `AVATAR_MASTER_SHORT_SIDE` and get every rendition
+    at the same smaller scale."""
+    if aspect_ratio not in ASPECT_SIZE:
+        raise ValueError(f"unknown aspect ratio {aspect_ratio!r}; expected one of {sorted(ASPECT_SIZE)}")
+    if short_side < 16:
+        raise ValueError(f"rendition short side must be at least 16 pixels, got {short_side}")
+    width, height = ASPECT_SIZE[aspect_ratio]
+    short = short_side - short_side % 2
+    scale = short / min(width, height)
+    return (short, round(height * scale / 2) * 2) if width < height else (round(width * scale / 2) * 2, short)
 
 
 class Strict(BaseModel):
@@ -464,8 +479,22 @@ class StoryboardRecord(Record):
     slug: str
     route: Route
     scenes: list[Scene]
-    master_size: tuple[int, int]
+    renditions: dict[AspectRatio, tuple[int, int]]  # every rendition's (w, h), the request's order
     fps: int
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renditions_of_a_legacy_master(cls, data: Any) -> Any:
+        """A storyboard from before native renditions named one master size: its aspect's rendition."""
+        if isinstance(data, dict) and "renditions" not in data and "master_size" in data:
+            w, h = (data := dict(data)).pop("master_size")
+            data["renditions"] = {"9:16" if w < h else "1:1" if w == h else "16:9": (w, h)}
+        return data
+
+    @property
+    def master_size(self) -> tuple[int, int]:
+        """The first rendition's size (the request's first aspect ratio)."""
+        return next(iter(self.renditions.values()))
 
 
 class WordTimingModel(Strict):
@@ -505,22 +534,55 @@ class BackgroundsRecord(Record):
     kind: ClassVar[str] = "backgrounds"
     avatar_id: str
     slug: str
-    images: list[MediaRef]
+    images: list[MediaRef]  # one per scene, at the first rendition's size
+    by_aspect: dict[AspectRatio, list[MediaRef]] = Field(default_factory=dict)  # the other renditions' own
+
+    def for_aspect(self, aspect_ratio: str) -> list[MediaRef]:
+        """The scenes' backgrounds made for `aspect_ratio` (`images` for the first rendition)."""
+        return self.by_aspect.get(aspect_ratio, self.images)
     prompts: list[str]
     seeds: list[int]
     provider: ProviderInfo
 
 
+class Placement(Strict):
+    """Where a scene's avatar layer lands in one rendition: layer pixel p goes to p * scale + (dx, dy)."""
+
+    scale: float
+    dx: float
+    dy: float
+
+
+class SceneFrame(Strict):
+    """One scene as composed for one rendition (aspect ratio)."""
+
+    aspect_ratio: AspectRatio
+    size: tuple[int, int]
+    background: MediaRef  # at `size`
+    placement: Placement | None  # None for b-roll
+    face_box: tuple[int, int, int, int] | None  # in rendition pixels
+    mouth_box: tuple[int, int, int, int] | None
+
+
 class SceneAsset(Strict):
+    """A scene's avatar layer (what lip sync animates, in layer pixels: `SceneAssetsRecord.layer_size`) and
+    its composition for every rendition. `keyframe` is the avatar image as drawn, `mask` its alpha;
+    boxes and landmarks are in layer pixels. A b-roll scene has an empty layer (all-zero mask)."""
+
     index: int
     shot: str
     variant: str
     keyframe: MediaRef
+    mask: MediaRef
     mouth_box: tuple[int, int, int, int] | None
     face_box: tuple[int, int, int, int] | None
     start_s: float
     end_s: float
-    landmarks: list[tuple[float, float]] | None = None  # 68 points in keyframe pixels; None for b-roll
+    landmarks: list[tuple[float, float]] | None = None  # 68 points in layer pixels; None for b-roll
+    frames: list[SceneFrame]  # one per rendition, in the request's order
+
+    def frame(self, aspect_ratio: str) -> SceneFrame:
+        return next(f for f in self.frames if f.aspect_ratio == aspect_ratio)
 
 
 class SceneAssetsRecord(Record):
@@ -529,8 +591,13 @@ class SceneAssetsRecord(Record):
     slug: str
     scenes: list[SceneAsset]
     contact_sheet: MediaRef
-    master_size: tuple[int, int]
+    layer_size: tuple[int, int]  # (w, h) of the avatar layer that lip sync renders
     fps: int
+
+    @property
+    def renditions(self) -> dict[str, tuple[int, int]]:
+        """Every rendition's (w, h), in the request's order."""
+        return {frame.aspect_ratio: frame.size for frame in self.scenes[0].frames}
 
 
 class VideoQAModel(Strict):
@@ -565,21 +632,48 @@ class LipSyncRecord(Record):
     awaiting_approval: bool = False
 
 
+class RenditionVideo(Strict):
+    """One aspect ratio's video of a stage, with its measured QA numbers."""
+
+    aspect_ratio: AspectRatio
+    video: MediaRef
+    qa: VideoQAModel
+    expected_size: tuple[int, int]
+    captions_ass: MediaRef | None = None  # the captions burned into it (stitched_video)
+
+
 class VideoRecord(Record):
-    """A rendered video (stitched or enhanced) with its measured QA numbers."""
+    """A rendered video (stitched or enhanced): one natively composed video per rendition, the first
+    being the request's first aspect ratio (`video`, `qa`, `expected_size` read that one)."""
 
     kind: ClassVar[str] = "video"
     avatar_id: str
     slug: str
     stage: Literal["stitched_video", "enhanced_video"]
-    video: MediaRef
-    qa: VideoQAModel
-    expected_size: tuple[int, int]
+    renditions: list[RenditionVideo] = Field(min_length=1)
     expected_fps: int
     audio_duration_s: float
     provider: ProviderInfo
     watermark: str | None = None
-    captions_ass: MediaRef | None = None  # the captions burned into this video (stitched_video only)
+
+    @property
+    def video(self) -> MediaRef:
+        return self.renditions[0].video
+
+    @property
+    def qa(self) -> VideoQAModel:
+        return self.renditions[0].qa
+
+    @property
+    def expected_size(self) -> tuple[int, int]:
+        return self.renditions[0].expected_size
+
+    @property
+    def captions_ass(self) -> MediaRef | None:
+        return self.renditions[0].captions_ass
+
+    def rendition(self, aspect_ratio: str) -> RenditionVideo:
+        return next(r for r in self.renditions if r.aspect_ratio == aspect_ratio)
 
 
 class Rendition(Strict):
@@ -622,6 +716,7 @@ class OutputPackageRecord(Record):
     captions_vtt: MediaRef
     captions_ass: MediaRef | None = None  # None only in packages made before styled captions
     rights_manifest: MediaRef
+    short_side: int = DELIVERY_SHORT_SIDE  # the renditions' short side (AVATAR_MASTER_SHORT_SIDE)
     folder: str  # store-relative key of the package folder, `packages/<avatar>/<slug>`
 
     @field_validator("folder", mode="before")

@@ -1,11 +1,12 @@
-"""Video assembly: `stitch_scenes` (moviepy, crossfades, burned captions) against a raw ffmpeg pipe.
+"""Video assembly: `encode_renditions` (the stitcher: crossfades, watermark, burned captions) against a raw ffmpeg pipe.
 
 Frames are rendered once and held in memory (talking-head frames from `talking_head.render_frames`
 over three composited keyframes, mouth driven by espeak speech), so frame generation costs the same
-for every writer: what differs is only the assembly and encode. Subject: `stitch_scenes` with the
-production settings (3 scenes, 0.25 s crossfades, karaoke captions burned by libass, speech track). Baseline, same run:
-`encode_frames` piping the same frames and audio straight into the same libx264 preset/crf. A third
-writer, `stitch_scenes` with one scene, no transitions and no captions, isolates moviepy's own cost.
+for every writer: what differs is only the assembly and encode. Subject: `encode_renditions` with one
+rendition and the production settings (3 scenes, 0.25 s crossfades, the invisible watermark, karaoke
+captions burned by libass, speech track). Baseline, same run: `encode_frames` piping the same frames and
+audio straight into the same libx264 preset/crf. A third writer, `encode_renditions` with one scene, no
+transitions, no watermark and no captions, isolates the stitcher's own cost (its writer thread and queue).
 Writers alternate order across repeats; medians are reported.
 """
 
@@ -18,6 +19,7 @@ from bench import common
 from bench.common import median, ratio, say
 
 NAME = "video_assembly"
+WATERMARK = bytes.fromhex("a1b2c3d4e5f60718")
 TARGET_RATIO = 0.7
 SIZE = (1280, 720)
 FPS = 25
@@ -83,7 +85,7 @@ def render_timeline(duration_s: float):
 def run(opts) -> dict[str, Any]:
     from avatar_assets.contracts import CaptionStyle
     from avatar_assets.media.captions import CaptionLook, cues, to_ass
-    from avatar_assets.media.video import SceneClip, encode_frames, probe, stitch_scenes
+    from avatar_assets.media.video import RenditionJob, SceneClip, encode_frames, encode_renditions, probe
 
     params = parameters(opts.quick)
     duration, repeats = params["duration_s"], params["repeats"]
@@ -94,19 +96,20 @@ def run(opts) -> dict[str, Any]:
     look = CaptionLook(**CaptionStyle(preset="karaoke").model_dump(exclude={"preset"}))
     ass = to_ass(words, look, SIZE, avoid=[box for box in mouth_boxes if box])
     clips = [SceneClip(start, end, frames=frames[round(start * FPS):round(end * FPS)]) for start, end in bounds]
-    settings = {"fps": FPS, "size": SIZE, "audio": audio, "crf": params["crf"], "preset": params["preset"]}
+    settings = {"fps": FPS, "audio": audio, "crf": params["crf"], "preset": params["preset"]}
 
     def raw(path: Path):
-        return encode_frames(frames, path=path, **settings)
+        return encode_frames(frames, path=path, size=SIZE, **settings)
 
     def stitched(path: Path):
-        return stitch_scenes(clips, captions_ass=ass, transition_s=params["transition_s"], path=path, **settings)
+        return encode_renditions([RenditionJob(SIZE, clips, path, ass)], transition_s=params["transition_s"],
+                                 watermark=WATERMARK, **settings)[0]
 
     def stitched_bare(path: Path):
-        return stitch_scenes([SceneClip(0.0, n / FPS, frames=frames)], transition_s=0.0, path=path,
-                             **settings)
+        return encode_renditions([RenditionJob(SIZE, [SceneClip(0.0, n / FPS, frames=frames)], path)], transition_s=0.0,
+                                 **settings)[0]
 
-    writers = {"raw_pipe": raw, "stitch_scenes": stitched, "stitch_scenes_bare": stitched_bare}
+    writers = {"raw_pipe": raw, "encode_renditions": stitched, "encode_renditions_bare": stitched_bare}
     seconds: dict[str, list[float]] = {name: [] for name in writers}
     cpu: dict[str, list[float]] = {name: [] for name in writers}
     outputs: dict[str, dict[str, Any]] = {}
@@ -129,7 +132,7 @@ def run(opts) -> dict[str, Any]:
                 path.unlink()
 
     fps = {name: n / median(values) for name, values in seconds.items()}
-    speed_ratio = ratio(fps["stitch_scenes"], fps["raw_pipe"])
+    speed_ratio = ratio(fps["encode_renditions"], fps["raw_pipe"])
     figures = {
         "frames": n,
         "frame_render_s": render_s,
@@ -138,14 +141,14 @@ def run(opts) -> dict[str, Any]:
         "median_s": {name: median(values) for name, values in seconds.items()},
         "fps": fps,
         "stitch_vs_raw_ratio": speed_ratio,
-        "bare_stitch_vs_raw_ratio": ratio(fps["stitch_scenes_bare"], fps["raw_pipe"]),
+        "bare_stitch_vs_raw_ratio": ratio(fps["encode_renditions_bare"], fps["raw_pipe"]),
         "cpu_s": cpu,
         "cpu_median_s": {name: median(values) for name, values in cpu.items()},
-        # CPU seconds of the raw pipe / of stitch_scenes for the same frames: the throughput ratio the
+        # CPU seconds of the raw pipe / of encode_renditions for the same frames: the throughput ratio the
         # writers would reach on a machine with nobody else on it (ffmpeg + Python, all threads).
-        "stitch_vs_raw_cpu_ratio": ratio(median(cpu["raw_pipe"]), median(cpu["stitch_scenes"])),
+        "stitch_vs_raw_cpu_ratio": ratio(median(cpu["raw_pipe"]), median(cpu["encode_renditions"])),
         "realtime_factor": {name: duration / median(values) for name, values in seconds.items()},
-        "realtime_factor_with_frame_render": duration / (median(seconds["stitch_scenes"]) + render_s),
+        "realtime_factor_with_frame_render": duration / (median(seconds["encode_renditions"]) + render_s),
         "outputs": outputs,
         "captions": len(captions),
     }
@@ -165,16 +168,16 @@ def summary(result: dict[str, Any]) -> list[str]:
     return [
         (f"{p['duration_s']:.0f} s at {p['size'][0]}x{p['size'][1]}, {p['fps']} fps ({f['frames']} frames), "
         f"crf {p['crf']} {p['preset']}, {p['repeats']} repeat(s), medians:"),
-        (f"stitch_scenes {f['fps']['stitch_scenes']:.1f} fps vs raw pipe {f['fps']['raw_pipe']:.1f} fps -> "
+        (f"encode_renditions {f['fps']['encode_renditions']:.1f} fps vs raw pipe {f['fps']['raw_pipe']:.1f} fps -> "
         f"ratio **{f['stitch_vs_raw_ratio']:.2f}** (target >= {TARGET_RATIO})"),
-        f"CPU seconds: stitch {f['cpu_median_s']['stitch_scenes']:.2f}, raw {f['cpu_median_s']['raw_pipe']:.2f}, "
-        f"bare {f['cpu_median_s']['stitch_scenes_bare']:.2f} -> CPU-based ratio {f['stitch_vs_raw_cpu_ratio']:.2f}; "
-        f"wall seconds stitch " + ", ".join(f"{x:.1f}" for x in f["seconds"]["stitch_scenes"]) + "; raw "
+        f"CPU seconds: stitch {f['cpu_median_s']['encode_renditions']:.2f}, raw {f['cpu_median_s']['raw_pipe']:.2f}, "
+        f"bare {f['cpu_median_s']['encode_renditions_bare']:.2f} -> CPU-based ratio {f['stitch_vs_raw_cpu_ratio']:.2f}; "
+        f"wall seconds stitch " + ", ".join(f"{x:.1f}" for x in f["seconds"]["encode_renditions"]) + "; raw "
         + ", ".join(f"{x:.1f}" for x in f["seconds"]["raw_pipe"]),
-        (f"stitch_scenes without transitions/captions {f['fps']['stitch_scenes_bare']:.1f} fps "
+        (f"encode_renditions without transitions/watermark/captions {f['fps']['encode_renditions_bare']:.1f} fps "
         f"(ratio {f['bare_stitch_vs_raw_ratio']:.2f})"),
-        (f"real-time factor (video s per wall s): stitch {rt['stitch_scenes']:.2f}x, raw pipe {rt['raw_pipe']:.2f}x, "
-        f"bare stitch {rt['stitch_scenes_bare']:.2f}x; stitch incl. frame rendering "
+        (f"real-time factor (video s per wall s): stitch {rt['encode_renditions']:.2f}x, raw pipe {rt['raw_pipe']:.2f}x, "
+        f"bare stitch {rt['encode_renditions_bare']:.2f}x; stitch incl. frame rendering "
         f"{f['realtime_factor_with_frame_render']:.2f}x"),
         f"frame rendering (talking head over composited keyframes): {f['frame_render_fps']:.1f} fps",
     ]

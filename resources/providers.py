@@ -13,7 +13,7 @@ from typing import Any
 import dagster as dg
 import numpy as np
 
-from avatar_assets.contracts import ProviderInfo, VoiceProfileRecord
+from avatar_assets.contracts import DELIVERY_SHORT_SIDE, ProviderInfo, VoiceProfileRecord, rendition_size
 
 CLASSICAL_VERSION = "1"
 
@@ -120,20 +120,18 @@ class SpeakerEncoder(dg.ConfigurableResource):
 
 
 class VideoSettings(dg.ConfigurableResource):
-    """Render settings: the master is rendered at `master_short_side` and packaged at exact platform sizes."""
+    """Render settings: every rendition is composed natively with `master_short_side` as its short side
+    (1080: the platform sizes of `contracts.ASPECT_SIZE`; tests lower it and get every rendition smaller)."""
 
-    master_short_side: int = 720
+    master_short_side: int = DELIVERY_SHORT_SIDE
     fps: int = 25
     crf: int = 20
     preset: str = "veryfast"
     transition_s: float = 0.25
 
     def master_size(self, aspect_ratio: str) -> tuple[int, int]:
-        across, down = (int(part) for part in aspect_ratio.split(":"))
-        short = self.master_short_side - self.master_short_side % 2
-        if across >= down:
-            return (round(short * across / down / 2) * 2, short)
-        return (short, round(short * down / across / 2) * 2)
+        """The (w, h) of the `aspect_ratio` rendition."""
+        return rendition_size(aspect_ratio, self.master_short_side)
 
 
 class SpeechSynthesizer(dg.ConfigurableResource):

@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 import dagster as dg
 
 from avatar_assets import settings
+from avatar_assets.contracts import DELIVERY_SHORT_SIDE
 from resources.media_store import LocalMediaStore, MediaStore
 from resources.providers import (
     Enhancer,
@@ -122,7 +123,7 @@ def build_resources() -> dict:
         "lipsync": lip_syncer(),
         "enhancer": Enhancer(),
         "video": VideoSettings(
-            master_short_side=settings.whole_number("AVATAR_MASTER_SHORT_SIDE", 720),
+            master_short_side=settings.whole_number("AVATAR_MASTER_SHORT_SIDE", DELIVERY_SHORT_SIDE),
             fps=settings.whole_number("AVATAR_FPS", 25),
         ),
     }

@@ -1,9 +1,16 @@
-"""Write the README's before/after face frames: `python scripts/readme_frames.py` (or `make readme-frames`).
+"""Write the README's frames: `python scripts/readme_frames.py` (or `make readme-frames`).
 
-Both frames show the sample avatar as a close-up of the 720x1280 master at the same instant of the
+Face frames: both show the sample avatar as a close-up of a 720x1280 frame at the same instant of the
 same espeak sentence (its loudest frame): `docs/img/face_before.png` with the envelope mouth the
 platform used before (still the fallback without the landmark model), `docs/img/face_after.png`
-with the landmark mesh warp. Cropped to the face and scaled to 300 px wide and 256 colours, so they stay small.
+with the landmark mesh warp. Cropped to the face.
+
+Rendition frames: `docs/img/rendition_9x16.png`, `rendition_1x1.png`, `rendition_16x9.png`, one frame of
+each native rendition as the encode path makes it (`media.video.encode_renditions`): the avatar framed for
+that frame's safe area over a backdrop generated at its size, karaoke captions in its caption-safe band,
+decoded back from the 1080-class H.264 file, mid-word.
+
+Every image is scaled to at most 300 px wide and 256 colours, so they stay small.
 """
 
 from __future__ import annotations
@@ -15,6 +22,11 @@ import cv2
 import numpy as np
 from PIL import Image
 
+import tempfile
+
+from avatar_assets.contracts import ASPECT_SIZE, CaptionStyle
+from avatar_assets.media.backgrounds import classical_background
+from avatar_assets.media.captions import CaptionLook, to_ass
 from avatar_assets.media.compose import composite_shot
 from avatar_assets.media.face_motion import face_controls
 from avatar_assets.media.faces import detect_faces
@@ -23,9 +35,39 @@ from avatar_assets.media.lipsync import mouth_openness
 from avatar_assets.media.portrait import make_neutral_portrait
 from avatar_assets.media.talking_head import SceneTrack, render_frames
 from avatar_assets.media.tts import synthesize
+from avatar_assets.media.video import RenditionJob, SceneClip, encode_renditions, poster_frame
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "img"
 SIZE, FPS, WIDTH = (720, 1280), 25, 300
+
+
+def save_small(frame: np.ndarray, name: str) -> None:
+    scale = min(1.0, WIDTH / frame.shape[1])
+    small = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    Image.fromarray(small).quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(OUT / f"{name}.png", optimize=True)
+    print(OUT / f"{name}.png")
+
+
+def rendition_frames(portrait) -> None:
+    """One frame of each native rendition, through the encode path the pipeline uses."""
+    speech = synthesize("Hello! Welcome to our show about avatars.")
+    words = speech.words[:4]
+    duration = words[-1].end_s + 0.2
+    look = CaptionLook(**CaptionStyle(preset="karaoke").model_dump(exclude={"preset"}))
+    face = portrait.face
+    jobs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for aspect, size in ASPECT_SIZE.items():
+            background = classical_background("soft studio backdrop", *size, seed=0)
+            shot = composite_shot(background, portrait.rgb, portrait.mask, shot="mid", out_size=size,
+                                  face_box=(face.x, face.y, face.w, face.h), landmarks=portrait.landmarks.points)
+            jobs.append(RenditionJob(size, [SceneClip(0.0, duration, frames=[shot.frame])],
+                                     Path(tmp) / f"{aspect.replace(':', 'x')}.mp4",
+                                     to_ass(words, look, size, avoid=[shot.mouth_box])))
+        encode_renditions(jobs, fps=FPS, audio=None)
+        middle = (words[2].start_s + words[2].end_s) / 2  # the third word, half highlighted
+        for aspect, job in zip(ASPECT_SIZE, jobs):
+            save_small(poster_frame(job.path, middle), f"rendition_{aspect.replace(':', 'x')}")
 
 
 def main() -> None:
@@ -52,10 +94,9 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     for name, frame in (("face_before", before), ("face_after", after)):
         crop = frame[top:bottom, left:right]
-        scale = WIDTH / crop.shape[1]
-        small = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        Image.fromarray(small).quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(OUT / f"{name}.png", optimize=True)
-        print(OUT / f"{name}.png")
+        save_small(cv2.resize(crop, None, fx=WIDTH / crop.shape[1], fy=WIDTH / crop.shape[1], interpolation=cv2.INTER_AREA),
+                   name)
+    rendition_frames(portrait)
 
 
 if __name__ == "__main__":

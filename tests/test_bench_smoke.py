@@ -45,7 +45,7 @@ def test_quick_video_assembly_writes_sane_results(tmp_path):
     params, figures = result["parameters"], result["figures"]
     assert params["size"] == [1280, 720] and params["fps"] == 25
     assert figures["frames"] == round(params["duration_s"] * params["fps"])
-    for writer in ("raw_pipe", "stitch_scenes", "stitch_scenes_bare"):
+    for writer in ("raw_pipe", "encode_renditions", "encode_renditions_bare"):
         assert figures["fps"][writer] > 0 and figures["realtime_factor"][writer] > 0
         assert figures["outputs"][writer]["frames"] == figures["frames"]
         assert figures["outputs"][writer]["has_audio"]
@@ -55,7 +55,7 @@ def test_quick_video_assembly_writes_sane_results(tmp_path):
 
     summary = (tmp_path / "results" / "summary.md").read_text()
     assert "## video_assembly" in summary and "stitch_vs_raw_ratio" in summary
-    assert "stitch_scenes" in out.stdout  # the summary is printed too
+    assert "encode_renditions" in out.stdout  # the summary is printed too
     assert not list((REPO_ROOT / "bench" / "results").glob("*.part"))
     assert not list(tmp_path.glob("avatar-bench-*")), "temporary homes are removed"
 

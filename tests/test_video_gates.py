@@ -126,7 +126,7 @@ def lip_sync_with(home, controls: np.ndarray, tmp: Path):
     path = tmp / "lip.mp4"
     tracks = scene_tracks(home.store, scenes)
     encode_frames(render_frames(tracks, controls, lip.fps), fps=lip.fps,
-                  size=tuple(scenes.master_size), audio=(audio.samples, audio.sample_rate), path=path)
+                  size=tuple(scenes.layer_size), audio=(audio.samples, audio.sample_rate), path=path)
     lag, silence, speaking = lip_sync_measurements(read_frames(path), tracks, speech.words, audio.samples,
                                                    audio.sample_rate, lip.fps, lip.frames)
     return lip.model_copy(update={"lag_frames": lag, "motion_in_silence": silence, "motion_in_speech": speaking})
@@ -203,7 +203,8 @@ def video_variant(home, stage: str, tmp: Path, *, frames=None, audio="same", siz
                   path=path)
     measured = analyse_video(path, expected_fps=original.expected_fps, expected_size=tuple(original.expected_size))
     qa_model = VideoQAModel.model_validate(measured, from_attributes=True)
-    return original.model_copy(update={"qa": qa_model})
+    first, *others = original.renditions
+    return original.model_copy(update={"renditions": [first.model_copy(update={"qa": qa_model}), *others]})
 
 
 def test_video_gates_pass_the_real_videos(rendered, tmp_path):
@@ -276,7 +277,7 @@ def package(rendered):
 
 
 def test_package_gate_passes_the_real_package(rendered, package):
-    assert package_problems(rendered.store, package) == ([], {"9:16": "1080x1920"})
+    assert package_problems(rendered.store, package) == ([], {"9:16": "240x426"})
     assert package_complete(package, rendered.store).passed
 
 
@@ -346,19 +347,19 @@ def rendition_variant(home, package, tmp: Path, *ffmpeg_args: str, name: str):
 
 
 def test_package_gate_catches_a_rendition_of_the_wrong_size(rendered, package, tmp_path):
-    faulty = rendition_variant(rendered, package, tmp_path, "-vf", "scale=1080:1916", "-c:v", "libx264", "-preset", "ultrafast",
+    faulty = rendition_variant(rendered, package, tmp_path, "-vf", "scale=240:422", "-c:v", "libx264", "-preset", "ultrafast",
                                "-c:a", "aac", name="small.mp4")
     problems, sizes = package_problems(rendered.store, faulty)
-    assert sizes == {"9:16": "1080x1916"}
-    assert "9:16 is 1080x1916, not 1080x1920" in problems
+    assert sizes == {"9:16": "240x422"}
+    assert "9:16 is 240x422, not 240x426" in problems
 
 
 def test_package_gate_catches_a_rendition_that_is_not_h264_aac(rendered, package, tmp_path):
-    faulty = rendition_variant(rendered, package, tmp_path, "-vf", "scale=1080:1920", "-c:v", "mpeg4", "-c:a", "mp3",
+    faulty = rendition_variant(rendered, package, tmp_path, "-vf", "scale=240:426", "-c:v", "mpeg4", "-c:a", "mp3",
                                name="mpeg4.mp4")
     problems, _ = package_problems(rendered.store, faulty)
     assert "9:16 is mpeg4/mp3, not h264/aac" in problems
-    silent = rendition_variant(rendered, package, tmp_path, "-vf", "scale=1080:1920", "-c:v", "libx264", "-preset", "ultrafast",
+    silent = rendition_variant(rendered, package, tmp_path, "-vf", "scale=240:426", "-c:v", "libx264", "-preset", "ultrafast",
                                "-an", name="silent.mp4")
     assert "9:16 is h264/None, not h264/aac" in package_problems(rendered.store, silent)[0]
 

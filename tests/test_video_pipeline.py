@@ -15,7 +15,7 @@ import json
 import numpy as np
 import pytest
 
-from avatar_assets.contracts import ASPECT_SIZE, RightsManifest
+from avatar_assets.contracts import RightsManifest, rendition_size
 from avatar_assets.video.assets import VIDEO_STAGES
 from tests.video_helpers import (
     FPS,
@@ -23,8 +23,6 @@ from tests.video_helpers import (
     audio_rms,
     cell,
     check_verdicts,
-    cover_map,
-    cover_resize,
     crop,
     decoded_frames,
     frame_at,
@@ -103,7 +101,7 @@ def test_package_renditions_are_h264_aac_at_exact_size_and_last_as_long_as_the_s
     for aspect in expected:
         path = folder / f"video_{aspect.replace(':', 'x')}.mp4"
         info = probe(path)
-        assert (info.width, info.height) == ASPECT_SIZE[aspect]
+        assert (info.width, info.height) == rendition_size(aspect, SHORT_SIDE)
         assert (info.video_codec, info.audio_codec, info.pix_fmt) == ("h264", "aac", "yuv420p")
         assert info.fps == pytest.approx(FPS)
         frames = sum(1 for _ in decoded_frames(path, size=(64, 64), gray=True))
@@ -114,39 +112,63 @@ def test_package_renditions_are_h264_aac_at_exact_size_and_last_as_long_as_the_s
         assert audio_rms(audio, 48000, 0, audio_s) > 0.01  # the speech is in it, not silence
 
 
-def test_master_is_rendered_small_and_packaged_exact(rendered):
+def test_every_rendition_is_rendered_natively_at_the_short_side(rendered):
+    """The 9:16 and 1:1 renditions of the multi_scene request are each composed for their own frame at the
+    configured short side: the square one has no pillarbox (no column of a sampled frame is near-black) and
+    its video stream is the stitched one, copied (enhanced_video only levels the audio)."""
     home, _, _ = rendered
-    stitched = record(home, "stitched_video", AVATAR, slug_of("multi_scene"))
-    assert stitched.expected_size == (SHORT_SIDE, 426) and (stitched.qa.width, stitched.qa.height) == (SHORT_SIDE, 426)
-    enhanced = record(home, "enhanced_video", AVATAR, slug_of("multi_scene"))
-    assert enhanced.qa.loudness_lufs == pytest.approx(-16.0, abs=1.0)
-    # The 1:1 rendition of a 9:16 master is letterboxed (pad), not cropped: black bars left and right.
-    square = frame_at(package_dir(home, AVATAR, slug_of("multi_scene")) / "video_1x1.mp4", 1.0)
-    assert square.shape == (1080, 1080, 3)
-    assert square[:, :200].mean() < 8 and square[:, -200:].mean() < 8 and square[:, 400:680].mean() > 30
+    slug = slug_of("multi_scene")
+    stitched, enhanced = record(home, "stitched_video", AVATAR, slug), record(home, "enhanced_video", AVATAR, slug)
+    assert [(r.aspect_ratio, r.expected_size, (r.qa.width, r.qa.height)) for r in stitched.renditions] == [
+        ("9:16", (SHORT_SIDE, 426), (SHORT_SIDE, 426)), ("1:1", (SHORT_SIDE, SHORT_SIDE), (SHORT_SIDE, SHORT_SIDE))]
+    for rendition in enhanced.renditions:
+        assert rendition.qa.loudness_lufs == pytest.approx(-16.0, abs=1.0)
+        picture = decoded_frames(home.store.local_path(rendition.video), gray=True)
+        assert np.array_equal(picture, decoded_frames(home.store.local_path(stitched.rendition(rendition.aspect_ratio).video), gray=True))
+    square = decoded_frames(package_dir(home, AVATAR, slug) / "video_1x1.mp4")[::10]
+    assert square.shape[1:] == (SHORT_SIDE, SHORT_SIDE, 3)
+    assert not (square.max(axis=(1, 3)) < 12).any() and not (square.max(axis=(2, 3)) < 12).any()
 
 
-def caption_boxes(speech, size, scenes):
-    """(cue, caption box) for each cue as the stitcher places it (in the request's style, clear of the
-    avatars' mouths)."""
+def uncaptioned(home, slug, folder, aspect="9:16"):
+    """The cell's `aspect` rendition encoded again exactly as stitched_video does, without its captions."""
+    from avatar_assets.media.audio import load_wav
+    from avatar_assets.video.renditions import rendition_jobs
+    from avatar_assets.media.video import encode_renditions
+    from resources.providers import Enhancer, VideoSettings
+
+    scenes, lip = record(home, "scene_assets", AVATAR, slug), record(home, "lip_sync", AVATAR, slug)
+    speech, stitched = record(home, "speech", AVATAR, slug), record(home, "stitched_video", AVATAR, slug)
+    video, enhancer = VideoSettings(), Enhancer()
+    job = rendition_jobs(home.store, scenes, lip, speech, folder, sharpen=enhancer.sharpen, saturation=enhancer.saturation,
+                         captions=False)[aspect]
+    audio = load_wav(home.store.read(speech.audio))
+    encode_renditions([job], fps=lip.fps, audio=(audio.samples, audio.sample_rate), transition_s=video.transition_s,
+                      watermark=bytes.fromhex(stitched.watermark), crf=video.crf, preset=video.preset)
+    return decoded_frames(job.path)
+
+
+def caption_boxes(speech, size, scenes, aspect="9:16"):
+    """(cue, caption box) for each cue as the stitcher places it in the `aspect` rendition (in the request's
+    style, clear of the avatars' mouths in that frame)."""
     from avatar_assets.media.captions import CaptionLook, Cue, layout_captions
     from avatar_assets.media.tts import WordTiming
 
     blocks = layout_captions([WordTiming(w.word, w.start_s, w.end_s, 0) for w in speech.words],
                              CaptionLook(**speech.caption_style.model_dump(exclude={"preset"})), size,
-                             avoid=[tuple(s.mouth_box) for s in scenes.scenes if s.mouth_box])
+                             avoid=[tuple(s.frame(aspect).mouth_box) for s in scenes.scenes if s.frame(aspect).mouth_box])
     return [(Cue(b.start_s, b.end_s, " ".join(w.word for w in b.words)), b.box) for b in blocks]
 
 
-def test_captions_are_burned_in_where_and_when_the_cues_say(rendered):
-    """The stitched video against the lip-sync track (the same frames, no captions): the caption box
-    differs at each cue's midpoint and the rest of the frame does not; after the last word nothing differs."""
+def test_captions_are_burned_in_where_and_when_the_cues_say(rendered, tmp_path):
+    """The stitched video against the same rendition encoded without captions: the caption box differs at
+    each cue's midpoint and the rest of the frame does not; after the last word nothing differs."""
     home, _, _ = rendered
     slug = slug_of("single_scene")
-    stitched, lip = record(home, "stitched_video", AVATAR, slug), record(home, "lip_sync", AVATAR, slug)
+    stitched = record(home, "stitched_video", AVATAR, slug)
     speech = record(home, "speech", AVATAR, slug)
     with_captions = decoded_frames(home.store.local_path(stitched.video))
-    without = decoded_frames(home.store.local_path(lip.video))
+    without = uncaptioned(home, slug, tmp_path)
     size = (with_captions.shape[2], with_captions.shape[1])
     boxes = caption_boxes(speech, size, record(home, "scene_assets", AVATAR, slug))
     assert len(boxes) >= 2 and " ".join(c.text for c, _ in boxes) == " ".join(w.word for w in speech.words)
@@ -202,19 +224,16 @@ def test_requested_caption_style_highlights_the_word_being_spoken(rendered):
     assert sha256_path(folder / "captions.ass") == stitched.captions_ass.sha256
 
 
-def test_captions_survive_into_the_delivered_package(rendered):
+def test_captions_survive_into_the_delivered_package(rendered, tmp_path):
     home, _, _ = rendered
     slug = slug_of("single_scene")
-    lip, speech = record(home, "lip_sync", AVATAR, slug), record(home, "speech", AVATAR, slug)
-    lip_path = home.store.local_path(lip.video)
+    speech = record(home, "speech", AVATAR, slug)
     delivered = package_dir(home, AVATAR, slug) / "video_9x16.mp4"
-    master = frame_at(lip_path, 0.0)
-    to_package = cover_map((master.shape[1], master.shape[0]), (1080, 1920))
-    cue, box = caption_boxes(speech, (master.shape[1], master.shape[0]), record(home, "scene_assets", AVATAR, slug))[0]
+    without = uncaptioned(home, slug, tmp_path)
+    cue, band = caption_boxes(speech, (without.shape[2], without.shape[1]), record(home, "scene_assets", AVATAR, slug))[0]
     t = (cue.start_s + cue.end_s) / 2
-    shipped, plain = frame_at(delivered, t), cover_resize(frame_at(lip_path, t), (1080, 1920))
+    shipped, plain = frame_at(delivered, t), without[int(round(t * FPS))]
     diff = np.abs(luma(shipped) - luma(plain))
-    band = to_package(box)
     elsewhere = np.delete(diff, np.s_[max(0, band[1] - 40): band[1] + band[3] + 40], axis=0)
     assert crop(diff, band).mean() > 4 * elsewhere.mean()
     assert crop(diff, band).mean() > 15
@@ -242,7 +261,7 @@ def test_lip_motion_follows_the_speech_in_the_delivered_video(rendered):
     mouth_controls, openness = controls[:, JAW:ROUND + 1], controls[:, JAW]
     delivered = package_dir(home, AVATAR, slug) / "video_9x16.mp4"
     frames = decoded_frames(delivered, gray=True)
-    mouth = cover_map(tuple(scenes.master_size), (frames.shape[2], frames.shape[1]))(scene.mouth_box)
+    mouth = scene.frame("9:16").mouth_box  # in the rendition's pixels: the package file is the rendition
     crops = np.stack([crop(f, mouth).astype(np.float32) for f in frames])
     n = min(len(crops), len(openness))
     crops, openness = crops[:n], openness[:n]
@@ -326,14 +345,15 @@ def test_burned_captions_leave_the_mouth_visible(rendered):
         slug = slug_of(route)
         speech = record(home, "speech", AVATAR, slug)
         scenes = record(home, "scene_assets", AVATAR, slug)
-        boxes = caption_boxes(speech, tuple(scenes.master_size), scenes)
-        for scene in scenes.scenes:
-            mx, my, mw, mh = scene.mouth_box
-            for cue, (x, y, w, h) in boxes:
-                if cue.end_s <= scene.start_s or cue.start_s >= scene.end_s:
-                    continue
-                overlap = max(0, min(mx + mw, x + w) - max(mx, x)) * max(0, min(my + mh, y + h) - max(my, y))
-                assert overlap == 0, (route, scene.index, scene.shot, scene.mouth_box, (x, y, w, h))
+        for aspect, size in scenes.renditions.items():
+            boxes = caption_boxes(speech, size, scenes, aspect)
+            for scene in scenes.scenes:
+                mx, my, mw, mh = scene.frame(aspect).mouth_box
+                for cue, (x, y, w, h) in boxes:
+                    if cue.end_s <= scene.start_s or cue.start_s >= scene.end_s:
+                        continue
+                    overlap = max(0, min(mx + mw, x + w) - max(mx, x)) * max(0, min(my + mh, y + h) - max(my, y))
+                    assert overlap == 0, (route, aspect, scene.index, scene.shot, (mx, my, mw, mh), (x, y, w, h))
         delivered = package_dir(home, AVATAR, slug) / "video_9x16.mp4"
         for scene in scenes.scenes:
             assert detect_faces(frame_at(delivered, (scene.start_s + scene.end_s) / 2)), (route, scene.index)
@@ -424,8 +444,8 @@ def test_every_video_record_names_its_own_cell(rendered):
 
 @pytest.mark.parametrize("route", DELIVERED)
 def test_every_rendition_carries_the_cells_watermark(rendered, route):
-    """Decoded frames of each packaged rendition (upscaled or letterboxed from the master) give back the
-    payload the enhanced master was marked with."""
+    """Decoded frames of each packaged rendition (each composed and marked at its own size) give back the
+    payload the cell's videos are marked with."""
     from avatar_assets.media.video import read_frames
     from avatar_assets.media.watermark import detect_watermark_frames
 

@@ -126,7 +126,32 @@ def synced(world):
 
 def lower_face_of(scenes) -> tuple[int, int, int]:
     [scene] = [s for s in scenes.scenes if s.mouth_box is not None]
-    return face_crop_box(np.asarray(scene.landmarks), tuple(scenes.master_size))
+    return face_crop_box(np.asarray(scene.landmarks), tuple(scenes.layer_size))
+
+
+def placed(home, frames: np.ndarray, scenes, watermark: str, aspect: str = "9:16") -> np.ndarray:
+    """Layer frames composed into the `aspect` rendition exactly as the stitcher composes them (enhanced, placed
+    over the scene's backdrop, watermarked), short of the captions and the encode."""
+    import cv2
+
+    from avatar_assets.media.compose import AvatarOverlay, Placement
+    from avatar_assets.media.enhance import enhance_frame
+    from avatar_assets.media.images import decode_image
+    from avatar_assets.media.watermark import watermark_planes
+    from resources.providers import Enhancer
+
+    [scene] = [s for s in scenes.scenes if s.mouth_box is not None]
+    framed, look = scene.frame(aspect), Enhancer()
+    overlay = AvatarOverlay(decode_image(home.store.read(scene.mask))[..., 0], Placement(**framed.placement.model_dump()),
+                            tuple(framed.size))
+    background = enhance_frame(decode_image(home.store.read(framed.background)), sharpen=look.sharpen,
+                               saturation=look.saturation)
+    plus, minus = watermark_planes(bytes.fromhex(watermark), framed.size[1], framed.size[0])
+    return np.stack([
+        cv2.add(cv2.subtract(overlay.over(background, enhance_frame(f, sharpen=look.sharpen, saturation=look.saturation)),
+                             minus), plus)
+        for f in frames
+    ])
 
 
 def test_wav2lip_changes_only_the_feathered_lower_face_and_records_the_model(world, synced):
@@ -156,7 +181,8 @@ def test_wav2lip_changes_only_the_feathered_lower_face_and_records_the_model(wor
 
 
 def test_the_stitched_video_shows_the_models_mouth(world, synced):
-    """stitched_video reads a model's face scenes from the lip-sync video (controls cannot redraw them).
+    """stitched_video composes every rendition from the lip-sync video, the avatar layer (controls cannot
+    redraw a model's faces): the 9:16 rendition's mouth is the model's, composed where the layer goes.
     Run on its own: the lip-sync gate fails on the random model's noise, which stops a whole render."""
     root, _, _, base_frames, scenes = world
     _, _, lip_frames = synced
@@ -166,10 +192,16 @@ def test_the_stitched_video_shows_the_models_mouth(world, synced):
             asset_selection=[dg.AssetKey("stitched_video")], raise_on_error=False,
         )
         assert result.success
-        stitched = decoded_frames(home.store.local_path(home.record("stitched_video", cell(AVATAR, "synced")).video))
+        record = home.record("stitched_video", cell(AVATAR, "synced"))
+        stitched = decoded_frames(home.store.local_path(record.video))
+        lip_frames = placed(home, lip_frames, scenes, record.watermark)
+        base_frames = placed(home, base_frames, scenes, record.watermark)
     x, y, side = lower_face_of(scenes)
+    [p] = [s.frame("9:16").placement for s in scenes.scenes if s.mouth_box is not None]
+    x, y, side = round(x * p.scale + p.dx), round(y * p.scale + p.dy), round(side * p.scale)
     n = min(len(stitched), len(lip_frames))
-    mouth = (slice(0, n), slice(y + side // 2 + 8, y + side - 8), slice(x + 8, x + side - 8))
+    inset = round(8 * p.scale)
+    mouth = (slice(0, n), slice(y + side // 2 + inset, y + side - inset), slice(x + inset, x + side - inset))
 
     def apart(a, b) -> float:
         return float(np.abs(a[mouth].astype(np.int16) - b[mouth].astype(np.int16)).mean())

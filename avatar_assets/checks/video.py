@@ -6,13 +6,13 @@ import dagster as dg
 
 from avatar_assets.checks.gates import partitioned_gate
 from avatar_assets.contracts import (
-    ASPECT_SIZE,
     LipSyncRecord,
     OutputPackageRecord,
     RightsManifest,
     SceneAssetsRecord,
     SpeechRecord,
     VideoRecord,
+    rendition_size,
 )
 from avatar_assets.video import rules
 from avatar_assets.video.assets import enhanced_video, lip_sync, output_package, speech, stitched_video
@@ -110,11 +110,20 @@ def scene_identity_consistency(lip_sync: LipSyncRecord, scene_assets: SceneAsset
 
 
 def video_verdict(record: VideoRecord, loudness: tuple[float, float]) -> dg.AssetCheckResult:
-    problems = rules.video_problems(
-        record.qa, expected_size=record.expected_size, expected_fps=record.expected_fps,
-        audio_duration_s=record.audio_duration_s, loudness=loudness,
-    )
-    return verdict(problems, f"{record.stage} decodes fully and is in range", record.qa.model_dump())
+    """Every rendition on its own: each is a separately composed and encoded video."""
+    problems = [
+        problem if len(record.renditions) == 1 else f"{rendition.aspect_ratio}: {problem}"
+        for rendition in record.renditions
+        for problem in rules.video_problems(
+            rendition.qa, expected_size=rendition.expected_size, expected_fps=record.expected_fps,
+            audio_duration_s=record.audio_duration_s, loudness=loudness,
+        )
+    ]
+    metadata = {**record.qa.model_dump(), "renditions": len(record.renditions)}
+    for rendition in record.renditions[1:]:
+        metadata |= {f"{rendition.aspect_ratio} {name}": value for name, value in rendition.qa.model_dump().items()}
+    return verdict(problems, f"{record.stage} decodes fully and is in range ({len(record.renditions)} renditions)",
+                   metadata)
 
 
 @cell_gate(stitched_video, "Decodes fully; duration = audio +-1 frame; fps and size; no black/frozen run over 1 s; audio.")
@@ -139,7 +148,7 @@ def package_problems(store: MediaStore, package: OutputPackageRecord) -> tuple[l
         path = store.local_path(rendition.video)
         info = probe(path)
         sizes[rendition.aspect_ratio] = f"{info.width}x{info.height}"
-        width, height = ASPECT_SIZE[rendition.aspect_ratio]
+        width, height = rendition_size(rendition.aspect_ratio, package.short_side)
         if (info.width, info.height) != (width, height) or (rendition.width, rendition.height) != (width, height):
             problems.append(f"{rendition.aspect_ratio} is {info.width}x{info.height}, not {width}x{height}")
         if info.video_codec != "h264" or info.audio_codec != "aac":

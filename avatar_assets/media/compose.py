@@ -45,6 +45,7 @@ class Shot:
     mouth_box: Box | None
     face_box: Box | None
     landmarks: np.ndarray | None = None  # (68, 2) in output pixels, when the avatar's were given
+    placement: Placement | None = None  # where the avatar image landed (None for b-roll)
 
 
 def cover_resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -74,6 +75,126 @@ def _transform_box(box: Box, scale: float, dx: float, dy: float, size: tuple[int
     return (x0, y0, x1 - x0, y1 - y0) if x1 > x0 and y1 > y0 else None
 
 
+def safe_area(size: tuple[int, int]) -> tuple[float, float, float, float]:
+    """Where a face may go, as fractions of the frame (left, top, right, bottom): vertical video keeps clear
+    of the header, the right-hand buttons and the description that platforms lay over it; square and
+    landscape frames keep a title-safe margin."""
+    w, h = size
+    return (0.06, 0.08, 0.86, 0.84) if h > w else (0.05, 0.05, 0.95, 0.95)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Avatar pixel p lands on output pixel p * scale + (dx, dy)."""
+
+    scale: float
+    dx: float
+    dy: float
+
+    def box(self, box: Box, size: tuple[int, int]) -> Box | None:
+        return _transform_box(box, self.scale, self.dx, self.dy, size)
+
+    def points(self, points: np.ndarray) -> np.ndarray:
+        return np.asarray(points, np.float64) * self.scale + np.array([self.dx, self.dy])
+
+
+def frame_avatar(face_box: Box, avatar_size: tuple[int, int], shot: str, out_size: tuple[int, int]) -> Placement:
+    """Where the avatar (an image of `avatar_size`, face at `face_box`) goes in an `out_size` frame for `shot`:
+    the face height sets the scale, the face centre goes where the framing says, the body reaches the
+    bottom edge instead of floating, and the face stays inside `safe_area(out_size)`."""
+    if shot not in FRAMINGS:
+        raise ValueError(f"unknown shot {shot!r}; expected one of {[*FRAMINGS, 'broll']}")
+    framing = FRAMINGS[shot]
+    w, h = out_size
+    left, top, right, bottom = safe_area(out_size)
+    fx, fy, fw, fh = face_box
+    ah = avatar_size[1]
+    scale = framing.face_height * h / fh
+    below = ah - (fy + fh)  # avatar pixels under the face: enough of them keep the face above the safe bottom
+    if below > 0:
+        scale = max(scale, (1 - bottom) * h / below)
+    scale = min(scale, (right - left) * w / fw, (bottom - top) * h / fh)
+    dx = framing.face_x * w - (fx + fw / 2) * scale
+    dy = framing.face_y * h - (fy + fh / 2) * scale
+    dy = max(dy, h - ah * scale)  # the body reaches the bottom edge instead of floating
+    dx = min(max(dx, left * w - fx * scale), right * w - (fx + fw) * scale)
+    dy = min(max(dy, top * h - fy * scale), bottom * h - (fy + fh) * scale)
+    return Placement(scale, dx, dy)
+
+
+def soft_alpha(mask: np.ndarray) -> np.ndarray:
+    """The cut-out's alpha at avatar resolution: eroded then blurred (no halo of the old backdrop, a soft
+    edge that scales), and faded towards the image's left and right edges, where a person cut by the photo's
+    frame would otherwise end in a hard vertical line inside a wider frame."""
+    mask = mask if mask.ndim == 2 else mask[..., 0]
+    mask = cv2.erode(mask, np.ones((3, 3), np.uint8))
+    mask = cv2.GaussianBlur(mask, (0, 0), sigmaX=1.2, borderType=cv2.BORDER_REPLICATE)
+    width = mask.shape[1]
+    fade = max(1.0, 0.06 * width)
+    ramp = np.clip(np.minimum(np.arange(width), width - 1 - np.arange(width)) / fade, 0.0, 1.0)
+    return (mask.astype(np.float32) * ramp[None, :].astype(np.float32)).astype(np.uint8)
+
+
+class AvatarOverlay:
+    """The avatar layer of one scene placed into one output frame. Everything that does not change from
+    frame to frame is done once: which part of the layer is visible, its alpha at output size, and which
+    output pixels are fully the person, partly (the feathered edge) or not at all. A frame is then one
+    resize of the visible part of the layer, one masked copy and a blend of the edge pixels only."""
+
+    def __init__(self, mask: np.ndarray, placement: Placement, out_size: tuple[int, int]) -> None:
+        alpha = soft_alpha(mask)
+        self.rect = None
+        ys, xs = np.nonzero(alpha)
+        if not len(xs):  # nothing of the person: the frame is the backdrop
+            return
+        s, dx, dy = placement.scale, placement.dx, placement.dy
+        w, h = out_size
+        lh, lw = alpha.shape
+        # The layer's pixels that land in the frame (and hold some of the person), one pixel of margin.
+        x0 = max(0, int(xs.min()) - 1, int(np.floor(-dx / s)) - 1)
+        y0 = max(0, int(ys.min()) - 1, int(np.floor(-dy / s)) - 1)
+        x1 = min(lw, int(xs.max()) + 2, int(np.ceil((w - dx) / s)) + 1)
+        y1 = min(lh, int(ys.max()) + 2, int(np.ceil((h - dy) / s)) + 1)
+        if x1 <= x0 or y1 <= y0:
+            return
+        # That block scaled to whole output pixels at a whole-pixel origin (within half a pixel of the placement).
+        ox, oy = round(x0 * s + dx), round(y0 * s + dy)
+        self.scaled = (max(1, round((x1 - x0) * s)), max(1, round((y1 - y0) * s)))
+        self.interpolation = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+        self.crop = (x0, y0, x1, y1)
+        rx0, ry0 = max(0, ox), max(0, oy)
+        rx1, ry1 = min(w, ox + self.scaled[0]), min(h, oy + self.scaled[1])
+        if rx1 <= rx0 or ry1 <= ry0:
+            return
+        self.rect = (rx0, ry0, rx1, ry1)
+        self.window = (slice(ry0 - oy, ry1 - oy), slice(rx0 - ox, rx1 - ox))  # of the scaled block
+        a = self._source(alpha).astype(np.float32) / 255.0
+        self.opaque = (a >= 254.5 / 255).astype(np.uint8)
+        self.edge = np.nonzero((a > 0.5 / 255) & (a < 254.5 / 255))
+        self.weight = a[self.edge][:, None]
+
+    def _source(self, image: np.ndarray) -> np.ndarray:
+        x0, y0, x1, y1 = self.crop
+        return cv2.resize(image[y0:y1, x0:x1], self.scaled, interpolation=self.interpolation)[self.window]
+
+    def over(self, background: np.ndarray, layer: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """`layer` (avatar pixels, the mask's size) over `background` (output size), into `out` if given."""
+        if out is None:
+            frame = background.copy()
+        else:
+            np.copyto(out, background)
+            frame = out
+        if self.rect is None:
+            return frame
+        rx0, ry0, rx1, ry1 = self.rect
+        person = self._source(layer)
+        roi = frame[ry0:ry1, rx0:rx1]
+        edge_bg = roi[self.edge].astype(np.float32)
+        cv2.copyTo(person, self.opaque, roi)
+        roi[self.edge] = (edge_bg + (person[self.edge] - edge_bg) * self.weight + 0.5).astype(np.uint8)
+        return frame
+
+
 def composite_shot(
     background: np.ndarray,
     avatar_rgb: np.ndarray,
@@ -85,56 +206,64 @@ def composite_shot(
     mouth_box: Box | None = None,
     landmarks: np.ndarray | None = None,
 ) -> Shot:
-    """Frame the avatar (mask 0/255, feathered here) over `background` for `shot`.
+    """Frame the avatar (mask 0/255, feathered here) over `background` for `shot` (`frame_avatar`).
 
     `face_box` and the optional `mouth_box` (default: derived from the face) are in avatar image
     coordinates, as are the optional 68 `landmarks` (which then place the mouth box); the returned boxes
     and landmarks are in output coordinates. `broll` is the backdrop alone.
     """
-    w, h = out_size
     bg = cover_resize(background, out_size)
     if shot == "broll":
         return Shot(bg, None, None)
-    if shot not in FRAMINGS:
-        raise ValueError(f"unknown shot {shot!r}; expected one of {[*FRAMINGS, 'broll']}")
     if avatar_mask.shape[:2] != avatar_rgb.shape[:2]:
         raise ValueError("avatar mask and image sizes differ")
-    framing = FRAMINGS[shot]
-    fx, fy, fw, fh = face_box
-    ah, aw = avatar_rgb.shape[:2]
-    scale = framing.face_height * h / fh
-    dx = framing.face_x * w - (fx + fw / 2) * scale
-    dy = framing.face_y * h - (fy + fh / 2) * scale
-    dy = max(dy, h - ah * scale)  # the body reaches the bottom edge instead of floating
-
-    # Erode then blur at avatar resolution: no halo of the old backdrop, and a soft edge that scales.
-    mask = avatar_mask if avatar_mask.ndim == 2 else avatar_mask[..., 0]
-    mask = cv2.erode(mask, np.ones((3, 3), np.uint8))
-    mask = cv2.GaussianBlur(mask, (0, 0), sigmaX=1.2, borderType=cv2.BORDER_REPLICATE)
-    person_src, sx, sy = avatar_rgb, scale, scale
-    if scale < 1:  # warpAffine has no area filter: shrink first so small shots of big photos do not alias
-        nw, nh = max(1, round(aw * scale)), max(1, round(ah * scale))
-        person_src = cv2.resize(avatar_rgb, (nw, nh), interpolation=cv2.INTER_AREA)
-        mask = cv2.resize(mask, (nw, nh), interpolation=cv2.INTER_AREA)
-        sx, sy = scale * aw / nw, scale * ah / nh
-    m = np.array([[sx, 0, dx], [0, sy, dy]], np.float32)
-    person = cv2.warpAffine(person_src, m, out_size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    alpha = cv2.warpAffine(mask, m, out_size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    a = alpha.astype(np.float32) / 255.0
-    frame = cv2.blendLinear(person, bg, a, 1.0 - a)
-    placed = None if landmarks is None else np.asarray(landmarks, np.float64) * scale + np.array([dx, dy])
+    placement = frame_avatar(face_box, (avatar_rgb.shape[1], avatar_rgb.shape[0]), shot, out_size)
+    frame = AvatarOverlay(avatar_mask, placement, out_size).over(bg, avatar_rgb)
+    placed = None if landmarks is None else placement.points(landmarks)
     if mouth_box is not None:
-        mouth = _transform_box(mouth_box, scale, dx, dy, out_size)
+        mouth = placement.box(mouth_box, out_size)
     elif placed is not None:
         mouth = _transform_box(FaceLandmarks(placed).mouth_box, 1.0, 0.0, 0.0, out_size)
     else:
-        mouth = _transform_box(mouth_box_from_face(face_box), scale, dx, dy, out_size)
-    return Shot(
-        frame=frame,
-        mouth_box=mouth,
-        face_box=_transform_box(face_box, scale, dx, dy, out_size),
-        landmarks=placed,
-    )
+        mouth = placement.box(mouth_box_from_face(face_box), out_size)
+    return Shot(frame=frame, mouth_box=mouth, face_box=placement.box(face_box, out_size), landmarks=placed,
+                placement=placement)
+
+
+@dataclass(frozen=True)
+class Avatar:
+    """A cut-out avatar: image, 0/255 mask, face box and optional 68 landmarks, all in its own pixels."""
+
+    rgb: np.ndarray
+    mask: np.ndarray
+    face_box: Box
+    landmarks: np.ndarray | None = None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.rgb.shape[1], self.rgb.shape[0]
+
+
+def fit_avatar(avatar: Avatar, canvas: tuple[int, int]) -> Avatar:
+    """`avatar` scaled to fit a `canvas` (w, h) image, bottom-centred so the body stays on the bottom edge;
+    the margin repeats the edge pixels under a zero mask. Every scene's avatar (a pose variant is its own
+    image) is drawn on one canvas, the avatar layer that lip sync renders once for all renditions."""
+    cw, ch = canvas
+    aw, ah = avatar.size
+    scale = min(cw / aw, ch / ah)
+    nw, nh = min(cw, max(1, round(aw * scale))), min(ch, max(1, round(ah * scale)))
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+    rgb = cv2.resize(avatar.rgb, (nw, nh), interpolation=interpolation) if (nw, nh) != (aw, ah) else avatar.rgb
+    mask = avatar.mask if avatar.mask.ndim == 2 else avatar.mask[..., 0]
+    mask = cv2.resize(mask, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR) if (nw, nh) != (aw, ah) else mask
+    left, top = (cw - nw) // 2, ch - nh
+    rgb = cv2.copyMakeBorder(rgb, top, 0, left, cw - nw - left, cv2.BORDER_REPLICATE)
+    mask = cv2.copyMakeBorder(mask, top, 0, left, cw - nw - left, cv2.BORDER_CONSTANT, value=0)
+    sx, sy = nw / aw, nh / ah
+    fx, fy, fw, fh = avatar.face_box
+    face = (round(fx * sx + left), round(fy * sy + top), max(1, round(fw * sx)), max(1, round(fh * sy)))
+    points = None if avatar.landmarks is None else np.asarray(avatar.landmarks, np.float64) * [sx, sy] + [left, top]
+    return Avatar(np.ascontiguousarray(rgb), np.ascontiguousarray(mask), face, points)
 
 
 def contact_sheet(

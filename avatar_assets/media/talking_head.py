@@ -1,5 +1,8 @@
 """The talking-head timeline: scene keyframes animated by per-frame face controls, and measured back.
 
+The keyframes are the avatar layer (the avatar in its own pixels, see `compose.AvatarOverlay`), rendered once
+and composited into every rendition by the stitcher; a b-roll scene's layer is empty and stays still.
+
 Controls are a (frames, 8) array for the landmark mesh (`face_motion`), or a (frames,) mouth openness for
 the fallback animation (`lipsync.animate_mouth`, used when a scene has no landmarks). Lip sync and
 stitching both render frames through `scene_frame_source`, so the stitched video shows exactly the frames
@@ -17,7 +20,6 @@ import numpy as np
 
 from avatar_assets.media.face_motion import build_rig
 from avatar_assets.media.lipsync import animate_mouth, estimate_lag_frames, mouth_motion, speech_envelope
-from avatar_assets.media.video import ken_burns
 
 Box = tuple[int, int, int, int]
 PUSH_IN = 0.03  # slow zoom over an avatar scene, about the mouth, so the mouth box stays put
@@ -44,21 +46,15 @@ class SceneTrack:
     landmarks: np.ndarray | None = None  # (68, 2) in keyframe pixels: animate with the mesh
 
 
-def scene_frame_source(
-    track: SceneTrack, controls: np.ndarray, fps: float, synced: Callable[[int], np.ndarray] | None = None
-) -> Callable[[float], np.ndarray]:
-    """`frame_at(local_t)` for one scene: Ken Burns over b-roll, the face mesh or the fallback mouth otherwise.
-    `synced` (frame index -> frame) gives a face scene's frames as a lip-sync model left them (wav2lip)."""
-    height, width = track.keyframe.shape[:2]
+def scene_frame_source(track: SceneTrack, controls: np.ndarray, fps: float) -> Callable[[float], np.ndarray]:
+    """`frame_at(local_t)` for one scene: the still keyframe for b-roll, the face mesh or the fallback mouth
+    otherwise."""
     duration = track.end_s - track.start_s
     if track.mouth_box is None:
-        return ken_burns(track.keyframe, (width, height), duration)
+        return lambda local_t: track.keyframe
 
     def index_at(local_t: float) -> int:
         return min(max(int(round((track.start_s + local_t) * fps)), 0), len(controls) - 1)
-
-    if synced is not None:
-        return lambda local_t: synced(index_at(local_t))
 
     if controls.ndim == 2 and track.landmarks is not None:
         rig = build_rig(track.keyframe, track.landmarks)

@@ -18,19 +18,15 @@ from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Literal
 
 import cv2
 import imageio_ffmpeg
 import numpy as np
-import proglog
 import soundfile as sf
-from moviepy import AudioArrayClip, VideoClip
 from PIL import ImageFont
 
 from avatar_assets.media.captions import FONTS_DIR
 from avatar_assets.media.partial import make_part_file
-from avatar_assets.media.watermark import embed_watermark_luma
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 AUDIO_BITRATE = "160k"
@@ -283,7 +279,7 @@ def _pipe_frames(cmd: list[str], frames: Iterable[np.ndarray], size: Size, *, pl
     return count
 
 
-# --------------------------------------------------------------------------- stitch_scenes
+# --------------------------------------------------------------------------- stitching renditions
 
 
 def load_font(px: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
@@ -326,7 +322,7 @@ def _plan(scenes: Sequence[SceneClip], n: int, fps: float, transition_s: float) 
 def _check_scenes(scenes: Sequence[SceneClip], fps: float) -> float:
     """Scenes must tile the timeline from 0 (within half a frame); returns the total duration."""
     if not scenes:
-        raise ValueError("stitch_scenes needs at least one scene")
+        raise ValueError("a timeline needs at least one scene")
     if abs(scenes[0].start_s) > 0.5 / fps:
         raise ValueError(f"first scene must start at 0, starts at {scenes[0].start_s}")
     for a, b in zip(scenes, scenes[1:]):
@@ -335,68 +331,145 @@ def _check_scenes(scenes: Sequence[SceneClip], fps: float) -> float:
     return scenes[-1].end_s
 
 
-def stitch_scenes(
-    scenes: Sequence[SceneClip],
+@dataclass(frozen=True)
+class RenditionJob:
+    """One rendition of a timeline: its scenes (frames at `size`), the captions to burn in, where it goes."""
+
+    size: Size
+    scenes: Sequence[SceneClip]
+    path: str | os.PathLike[str]
+    captions_ass: str | None = None
+
+
+def encode_renditions(
+    jobs: Sequence[RenditionJob],
     *,
     fps: float,
-    size: Size,
     audio: Audio | None,
-    captions_ass: str | None = None,
     transition_s: float = 0.25,
-    path: str | os.PathLike[str],
+    watermark: bytes | None = None,
     crf: int = 20,
     preset: str = "veryfast",
     progress: Callable[[int, int], None] | None = None,
-) -> EncodeResult:
-    """Assemble scenes with crossfades and burned captions into one H.264/AAC MP4 through moviepy.
+) -> list[EncodeResult]:
+    """Every rendition of one timeline in one pass, each encoded once: each output frame of each rendition is
+    composed from its scenes (centred crossfades, `_plan`), marked with `watermark` (the same mark
+    `embed_watermark` puts) and piped to that rendition's own ffmpeg, whose filter graph burns the ASS
+    captions (libass, the caption fonts shipped in matplotlib) on the way into x264 + AAC. The ffmpegs run
+    side by side, each fed by a writer thread, while this thread composes the next frame. All renditions
+    share the scenes' timing, so the scenes of the first job define the length; the audio is fitted to it.
+    Every output appears only complete."""
+    import queue
+    import threading
 
-    One `VideoClip` whose frame function looks up a precomputed plan: no compositing clips, no per-frame
-    resizing. Captions (an ASS document, see `captions.to_ass`) are drawn by libass inside the encoding
-    ffmpeg, with the caption fonts shipped in matplotlib. The scenes define the length; audio is fitted
-    to it. Output is yuv420p (moviepy forces it for libx264), so both dimensions must be even.
-    """
-    if size[0] % 2 or size[1] % 2:
-        raise ValueError(f"yuv420p needs even dimensions, got {size[0]}x{size[1]}")
+    from avatar_assets.media.watermark import watermark_planes
+
+    if not jobs:
+        raise ValueError("encode_renditions needs at least one rendition")
+    for job in jobs:
+        if job.size[0] % 2 or job.size[1] % 2:
+            raise ValueError(f"yuv420p needs even dimensions, got {job.size[0]}x{job.size[1]}")
+        if len(job.scenes) != len(jobs[0].scenes):
+            raise ValueError("every rendition needs the same scenes")
     started = time.perf_counter()
-    duration = _check_scenes(scenes, fps)
+    duration = _check_scenes(jobs[0].scenes, fps)
     n = max(1, round(duration * fps))
-    plan = _plan(scenes, n, fps, transition_s)
+    plan = _plan(jobs[0].scenes, n, fps, transition_s)
+    marks = [watermark_planes(bytes(watermark), job.size[1], job.size[0]) if watermark else None for job in jobs]
 
-    def frame_function(t: float) -> np.ndarray:
-        i = min(max(int(round(t * fps)), 0), n - 1)
-        scene = scenes[int(plan.scene[i])]
-        frame = _check_frame(scene.frame(t - scene.start_s, fps), size)
+    def frame_of(job: RenditionJob, i: int) -> np.ndarray:
+        t = i / fps
+        scene = job.scenes[int(plan.scene[i])]
+        frame = _check_frame(scene.frame(t - scene.start_s, fps), job.size)
         if plan.other[i] >= 0:
-            nxt = scenes[int(plan.other[i])]
-            b = _check_frame(nxt.frame(t - nxt.start_s, fps), size)
+            nxt = job.scenes[int(plan.other[i])]
+            b = _check_frame(nxt.frame(t - nxt.start_s, fps), job.size)
             frame = cv2.addWeighted(frame, 1.0 - float(plan.mix[i]), b, float(plan.mix[i]), 0.0)
         return frame
 
+    def writer(proc: subprocess.Popen, frames: queue.Queue, failed: list[BaseException]) -> None:
+        assert proc.stdin is not None
+        try:
+            while (frame := frames.get()) is not None:
+                if not failed:
+                    proc.stdin.write(memoryview(frame).cast("B"))
+        except BaseException as error:  # noqa: BLE001 - reported by the composing thread
+            failed.append(error)
+            while frames.get() is not None:  # drain so the composing thread never blocks
+                pass
+        finally:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+
+    with contextlib.ExitStack() as stack:
+        targets = [stack.enter_context(_atomic_target(job.path)) for job in jobs]
+        first = Path(jobs[0].path)
+        wav = stack.enter_context(_temp_wav(audio, first.parent, round(n / fps * audio[1]) if audio else None))
+        procs, feeds, threads, failures, logs = [], [], [], [], []
+        try:
+            for job, tmp in zip(jobs, targets):
+                cmd = _encode_cmd(job.size, fps, wav, tmp, crf, preset, "yuv420p")
+                if job.captions_ass is not None:
+                    ass = stack.enter_context(_scratch(Path(tmp).with_suffix(".captions"), ".ass"))
+                    ass.write_text(job.captions_ass, encoding="utf-8")
+                    cmd[-5:-5] = ["-vf", f"ass=filename={_filter_value(ass)}:fontsdir={_filter_value(FONTS_DIR)}"]
+                log = stack.enter_context(tempfile.TemporaryFile())
+                proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log)
+                feed: queue.Queue = queue.Queue(maxsize=3)
+                failed: list[BaseException] = []
+                thread = threading.Thread(target=writer, args=(proc, feed, failed), daemon=True)
+                thread.start()
+                procs.append(proc), feeds.append(feed), threads.append(thread), failures.append(failed), logs.append(log)
+            step = max(1, math.ceil(n / 10))
+            for i in range(n):
+                for job, feed, mark, failed in zip(jobs, feeds, marks, failures):
+                    if failed:
+                        continue
+                    frame = frame_of(job, i)
+                    if mark is not None:
+                        frame = cv2.add(cv2.subtract(frame, mark[1]), mark[0])
+                    feed.put(frame)
+                if progress is not None and ((i + 1) % step == 0 or i == n - 1):
+                    progress(i + 1, n)
+            for feed in feeds:
+                feed.put(None)
+            for thread in threads:
+                thread.join()
+            codes = [proc.wait() for proc in procs]
+        except BaseException:
+            for proc in procs:
+                proc.kill()
+                proc.wait()
+            for feed in feeds:  # make room for the end mark, so every writer thread finishes
+                with contextlib.suppress(queue.Empty):
+                    while True:
+                        feed.get_nowait()
+                feed.put(None)
+            for thread in threads:
+                thread.join(timeout=10)
+            raise
+        for code, log, job in zip(codes, logs, jobs):
+            if code != 0:
+                log.seek(0)
+                raise RuntimeError(f"ffmpeg failed ({code}) on the {job.size[0]}x{job.size[1]} rendition: "
+                                   f"{log.read().decode(errors='replace')[-2000:]}")
+    return [_result(Path(job.path), job.size, fps, n, audio is not None, started) for job in jobs]
+
+
+def remux_audio(
+    src_path: str | os.PathLike[str], audio: Audio, *, path: str | os.PathLike[str]
+) -> EncodeResult:
+    """`src_path`'s video stream copied bit for bit (`-c:v copy`, no decode) with `audio` as its AAC track,
+    fitted to the video's length: a loudness pass that never touches the picture."""
+    started = time.perf_counter()
+    info = probe(src_path)
     final = Path(path)
-    # Duration a hair over n frames: moviepy renders int(duration * fps) frames, which float error
-    # could otherwise make n - 1.
-    clip = VideoClip(frame_function=frame_function, duration=(n + 0.5) / fps)
-    logger = _ProgressLogger(progress, n) if progress is not None else None
-    with (_atomic_target(final) as tmp, _scratch(final.with_suffix(".audio"), ".wav") as wav,
-          _scratch(final.with_suffix(".captions"), ".ass") as ass):
-        if audio is not None:
-            samples, sr = _mono_float(audio)
-            samples = fit_length(samples, round(n / fps * sr))
-            # moviepy's AudioArrayClip samples arrays as stereo, so give it two channels (-ac 1 below
-            # folds them back). It goes out as PCM so the AAC encode runs inside the video ffmpeg,
-            # alongside x264, instead of as a separate pass before it.
-            AudioArrayClip(np.repeat(samples[:, None], 2, axis=1), fps=sr).write_audiofile(
-                str(wav), fps=sr, codec="pcm_s16le", logger=None)
-        burn = []
-        if captions_ass is not None:
-            ass.write_text(captions_ass, encoding="utf-8")
-            burn = ["-vf", f"ass=filename={_filter_value(ass)}:fontsdir={_filter_value(FONTS_DIR)}"]
-        clip.write_videofile(
-            str(tmp), fps=fps, codec="libx264", audio=str(wav) if audio is not None else False,
-            audio_codec="aac", preset=preset, logger=logger,
-            ffmpeg_params=[*burn, "-crf", str(crf), "-b:a", AUDIO_BITRATE, "-ac", "1", "-movflags", "+faststart"],
-        )
-    return _result(final, size, fps, n, audio is not None, started)
+    samples, sr = _mono_float(audio)
+    with _atomic_target(final) as tmp, _temp_wav((samples, sr), final.parent, round(info.frame_count / info.fps * sr)) as wav:
+        _ffmpeg([FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", str(src_path), "-i", str(wav),
+                 "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac", "-b:a", AUDIO_BITRATE,
+                 "-movflags", "+faststart", "-f", "mp4", str(tmp)], "audio remux")
+    return _result(final, (info.width, info.height), info.fps, info.frame_count, True, started)
 
 
 def _filter_value(path: Path) -> str:
@@ -407,24 +480,6 @@ def _filter_value(path: Path) -> str:
     for char in "\\'[],;":
         value = value.replace(char, "\\" + char)
     return value
-
-
-class _ProgressLogger(proglog.ProgressBarLogger):  # type: ignore[misc]
-    """Turns moviepy's per-frame bar updates into `progress(done, total)` about every 10 %."""
-
-    def __init__(self, progress: Callable[[int, int], None], total: int) -> None:
-        super().__init__()
-        self.progress, self.total = progress, total
-        self.step = max(1, math.ceil(total / 10))
-        self.reported = 0
-
-    def bars_callback(self, bar: str, attr: str, value: Any, old_value: Any = None) -> None:
-        if bar != "frame_index" or attr != "index":
-            return
-        done = min(int(value), self.total)
-        if done > self.reported and (done - self.reported >= self.step or done == self.total):
-            self.reported = done
-            self.progress(done, self.total)
 
 
 # --------------------------------------------------------------------------- probing and decoding
@@ -589,70 +644,6 @@ def poster_frame(
     if fps is None:
         raise ValueError("poster_frame from in-memory frames needs fps")
     return source[min(max(int(round(at_s * fps)), 0), len(source) - 1)]
-
-
-def transcode_for_platform(
-    src_path: str | os.PathLike[str],
-    *,
-    width: int,
-    height: int,
-    path: str | os.PathLike[str],
-    fit: Literal["cover", "pad"] = "cover",
-    crf: int = 20,
-    preset: str = "veryfast",
-    watermark: bytes | None = None,
-) -> EncodeResult:
-    """Re-encode to exactly `width`x`height` H.264/AAC: `cover` scales up and centre-crops, `pad`
-    letterboxes in black. Audio is kept (re-encoded to AAC).
-
-    With `watermark`, every output frame is marked with it at the output size: the source's mark sits on
-    the source's 8x8 block grid, which rescaling destroys, so a rendition carries its own.
-    """
-    if width % 2 or height % 2:
-        raise ValueError(f"yuv420p needs even dimensions, got {width}x{height}")
-    if fit == "cover":
-        vf = f"scale={width}:{height}:force_original_aspect_ratio=increase:flags=lanczos,crop={width}:{height}"
-    elif fit == "pad":
-        vf = (f"scale={width}:{height}:force_original_aspect_ratio=decrease:flags=lanczos,"
-              f"pad={width}:{height}:(ow-iw)/2:(oh-ih)/2:color=black")
-    else:
-        raise ValueError(f"fit must be 'cover' or 'pad', got {fit!r}")
-    if watermark is not None:
-        return _transcode_marked(src_path, (width, height), f"{vf},setsar=1", path, crf, preset, watermark)
-    started = time.perf_counter()
-    final = Path(path)
-    with _atomic_target(final) as tmp:
-        _ffmpeg([FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", str(src_path),
-                 "-map", "0:v:0", "-map", "0:a:0?", "-vf", f"{vf},setsar=1", *_x264_args(crf, preset, "yuv420p"),
-                 "-c:a", "aac", "-b:a", AUDIO_BITRATE, "-movflags", "+faststart", "-f", "mp4", str(tmp)], "transcode")
-    info = probe(final)
-    return _result(final, (info.width, info.height), info.fps, info.frame_count, info.has_audio, started)
-
-
-def _transcode_marked(src_path: str | os.PathLike[str], size: Size, vf: str, path: str | os.PathLike[str],
-                      crf: int, preset: str, payload: bytes) -> EncodeResult:
-    """One ffmpeg scales to raw yuv420p, the mark is added to each frame's luma plane, another ffmpeg
-    encodes it with the source's audio: no RGB conversion, and half the bytes of RGB through the pipes."""
-    started = time.perf_counter()
-    info = probe(src_path)
-    w, h = size
-    decode = [FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(src_path), "-map", "0:v:0",
-              "-vf", vf, "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-"]
-
-    def marked() -> Iterator[np.ndarray]:
-        # A yuv420p frame read as (1.5 h, w) bytes: its first h rows are the luma plane.
-        for frame in _decode(decode, w, h * 3 // 2, 1):
-            frame[:h] = embed_watermark_luma(frame[:h], payload)
-            yield frame
-
-    final = Path(path)
-    with _atomic_target(final) as tmp:
-        encode = [FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo",
-                  "-pix_fmt", "yuv420p", "-s", f"{w}x{h}", "-r", _fps_arg(info.fps), "-i", "-", "-i", str(src_path),
-                  "-map", "0:v:0", "-map", "1:a:0?", *_x264_args(crf, preset, "yuv420p"), "-c:a", "aac",
-                  "-b:a", AUDIO_BITRATE, "-movflags", "+faststart", "-f", "mp4", str(tmp)]
-        count = _pipe_frames(encode, marked(), size, planar=True)
-    return _result(final, size, info.fps, count, info.has_audio, started)
 
 
 # --------------------------------------------------------------------------- b-roll motion

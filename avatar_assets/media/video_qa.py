@@ -119,6 +119,26 @@ def analyse_video(
     return VideoQA(**result, issues=tuple(issues), frames=rows)
 
 
+def analyse_remuxed(path: str | os.PathLike[str], source: VideoQA | object) -> dict:
+    """The QA facts of `path`, whose video stream is a bit-exact copy of an analysed video's (`source`,
+    anything with `VideoQA`'s fields; see `video.remux_audio`): stream facts and the frame count probed from
+    the file, the audio decoded and measured again, and the black and frozen runs carried over, since the
+    pictures are the same ones. No video frame is decoded."""
+    info = probe(path)
+    audio_duration = loudness = None
+    if info.has_audio:
+        sr = info.audio_sample_rate or 48000
+        samples = read_audio(path, sr=sr)
+        audio_duration = len(samples) / sr
+        loudness = _loudness(samples, sr)
+    return dict(
+        width=info.width, height=info.height, fps=info.fps, frame_count=info.frame_count,
+        duration_s=info.frame_count / info.fps if info.fps else 0.0, audio_duration_s=audio_duration,
+        has_audio=info.has_audio, video_codec=info.video_codec, audio_codec=info.audio_codec, loudness_lufs=loudness,
+        longest_black_s=getattr(source, "longest_black_s"), longest_frozen_s=getattr(source, "longest_frozen_s"),
+    )
+
+
 def _issues(r: dict, expected_fps: float | None, expected_size: tuple[int, int] | None,
             max_black_s: float, max_frozen_s: float) -> list[str]:
     """Human-readable problems; an empty list means the file is fit to deliver."""

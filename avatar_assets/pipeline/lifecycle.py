@@ -112,11 +112,11 @@ def emits_lifecycle(fn):
     return wrapper
 
 
-def progress(context, what: str):
+def progress(context, what: str, unit: str = "frames"):
     """A progress callback for long media loops: logs and emits at most every 10 %."""
 
     def report(done: int, total: int) -> None:
-        context.log.info(f"{what}: {done}/{total} frames")
+        context.log.info(f"{what}: {done}/{total} {unit}")
         emit_for(context, "progress", what=what, done=done, total=total)
 
     return report

@@ -20,8 +20,11 @@ from avatar_assets.contracts import (
     PhonemeTimingModel,
     Record,
     Scene,
+    Placement,
+    RenditionVideo,
     SceneAsset,
     SceneAssetsRecord,
+    SceneFrame,
     ScriptRecord,
     SourceUploadRecord,
     SpeechRecord,
@@ -40,7 +43,6 @@ from avatar_assets.video.requests import REQUEST_TAG, RequestError, accepted_req
 from partitions import cell_key, identity_to_video, refresh_cell, video_cells
 from resources.media_store import MediaStore, sha256_bytes
 from resources.providers import Enhancer, ImageGenerator, LipSyncer, SpeechSynthesizer, VideoSettings
-from resources.wav2lip import PROVIDER as WAV2LIP
 
 GROUP = "video"
 CODE_VERSION = "2"
@@ -185,7 +187,7 @@ def storyboard(
         slug=script.slug,
         route=request.route,
         scenes=scenes,
-        master_size=video.master_size(request.renditions()[0]),
+        renditions={aspect: video.master_size(aspect) for aspect in request.renditions()},
         fps=video.fps,
     )
     table = "| # | shot | pose | background | text |\n|---|---|---|---|---|\n" + "\n".join(
@@ -287,7 +289,8 @@ def speech(
 
 
 @video_asset(
-    description="One backdrop per scene from its prompt in the avatar's style preset, deterministic by seed.",
+    description="One backdrop per scene and rendition, generated for that rendition's frame from the scene's prompt "
+                "in the avatar's style preset, deterministic by seed.",
     ins={"source_upload": identity_input()},  # the style preset lives in the avatar's manifest
     pool="gpu",  # always, whichever provider (docs/diffusers.md)
 )
@@ -295,39 +298,46 @@ def backgrounds(
     context: dg.AssetExecutionContext, store: MediaStore, images: ImageGenerator, storyboard: StoryboardRecord,
     script: ScriptRecord, source_upload: SourceUploadRecord,
 ) -> dg.Output[BackgroundsRecord]:
-    from avatar_assets.media.images import encode_png, thumbnail_markdown
+    from avatar_assets.media.images import decode_image, encode_png, thumbnail_markdown
 
     preset = source_upload.manifest.style.preset
     prompts = [scene.background_prompt for scene in storyboard.scenes]
     seeds = [seed_override(context, script.request.seed) + scene.index for scene in storyboard.scenes]
-    size = tuple(storyboard.master_size)
+    sizes = {aspect: tuple(size) for aspect, size in storyboard.renditions.items()}
 
     def compute() -> BackgroundsRecord:
-        generated, provider = images.backgrounds(prompts, size, seeds, preset=preset)
-        context.log.info(f"generated {len(generated)} backgrounds at {size[0]}x{size[1]}")
+        by_aspect, provider = {}, None
+        for aspect, size in sizes.items():  # the same prompts and seeds, composed for each frame
+            generated, provider = images.backgrounds(prompts, size, seeds, preset=preset)
+            context.log.info(f"generated {len(generated)} backgrounds at {size[0]}x{size[1]} for {aspect}")
+            by_aspect[aspect] = [store.put_bytes(encode_png(image), "png", "image/png") for image in generated]
+        first, *others = by_aspect
         return BackgroundsRecord(
             avatar_id=storyboard.avatar_id,
             slug=storyboard.slug,
-            images=[store.put_bytes(encode_png(image), "png", "image/png") for image in generated],
+            images=by_aspect[first],
+            by_aspect={aspect: by_aspect[aspect] for aspect in others},
             prompts=prompts,
             seeds=seeds,
             provider=provider,
         )
 
-    key = content_key("backgrounds", CODE_VERSION, {"prompts": prompts, "seeds": seeds, "size": size, "provider": images.cache_parts(preset)})
+    key = content_key("backgrounds", CODE_VERSION, {"prompts": prompts, "seeds": seeds, "sizes": list(sizes.items()),
+                                                    "provider": images.cache_parts(preset)})
     record, _ = reuse_or_generate(store, "backgrounds", key, compute, context.log)
     record = for_cell(record, avatar_id=storyboard.avatar_id, slug=storyboard.slug)
-    from avatar_assets.media.images import decode_image
-
     previews = [thumbnail_markdown(decode_image(store.read(ref)), max_side=128, alt=p) for ref, p in zip(record.images, prompts)]
-    return recorded(record, {"backgrounds": len(record.images), "preview": dg.MetadataValue.md(" ".join(previews))})
+    return recorded(record, {"backgrounds": len(record.images), "renditions": ", ".join(sizes),
+                             "preview": dg.MetadataValue.md(" ".join(previews))})
 
 
 # --------------------------------------------------------------------------- scene assets
 
 
 @video_asset(
-    description="Each scene's keyframe: the avatar (or a pose variant) composited over its backdrop per shot type.",
+    description="Each scene's avatar layer (the avatar or a pose variant, what lip sync animates) and its "
+                "composition for every rendition: framed by shot type inside the platform's safe area over the "
+                "backdrop made for that frame.",
     ins={"neutral_image": identity_input(), "character_sheet": identity_input()},
 )
 def scene_assets(
@@ -339,46 +349,81 @@ def scene_assets(
     neutral_image: NeutralImageRecord,
     character_sheet: CharacterSheetRecord,
 ) -> dg.Output[SceneAssetsRecord]:
-    from avatar_assets.media.compose import composite_shot, contact_sheet
+    import cv2
+
+    from avatar_assets.media.compose import Avatar, composite_shot, contact_sheet, cover_resize, fit_avatar, frame_avatar
     from avatar_assets.media.cutout import pose_cutout
     from avatar_assets.media.images import decode_image, encode_png, thumbnail_markdown
     from avatar_assets.media.landmarks import FaceLandmarks
+    from avatar_assets.media.lipsync import mouth_box_from_face
+
+    def png(image: np.ndarray):
+        return store.put_bytes(encode_png(image), "png", "image/png")
 
     def compute() -> SceneAssetsRecord:
-        neutral = decode_image(store.read(neutral_image.image))
-        mask = decode_image(store.read(neutral_image.mask))[..., 0]
-        scenes, frames = [], []
-        for scene, (start, end), background_ref in zip(storyboard.scenes, speech.scene_times, backgrounds.images):
-            avatar, avatar_mask, face_box, points = neutral, mask, neutral_image.face_box, neutral_image.landmarks
+        neutral = Avatar(decode_image(store.read(neutral_image.image)), decode_image(store.read(neutral_image.mask))[..., 0],
+                         tuple(neutral_image.face_box),
+                         np.asarray(neutral_image.landmarks, np.float64) if neutral_image.landmarks else None)
+        canvas = neutral.size
+        avatars = []
+        for scene in storyboard.scenes:
+            avatar = neutral
             if scene.variant != "neutral" and scene.variant in character_sheet.variants:
                 variant = decode_image(store.read(character_sheet.variants[scene.variant]))
-                cutout = pose_cutout(variant, with_landmarks=bool(points))
+                cutout = pose_cutout(variant, with_landmarks=neutral.landmarks is not None)
                 if cutout is not None:
-                    avatar, avatar_mask, face_box, points = cutout
-            shot = composite_shot(
-                decode_image(store.read(background_ref)), avatar, avatar_mask,
-                shot=scene.shot, out_size=tuple(storyboard.master_size), face_box=face_box,
-                landmarks=np.asarray(points) if points else None,
-            )
-            frames.append(shot.frame)
-            scenes.append(
-                SceneAsset(
-                    index=scene.index, shot=scene.shot, variant=scene.variant,
-                    keyframe=store.put_bytes(encode_png(shot.frame), "png", "image/png"),
-                    mouth_box=shot.mouth_box, face_box=shot.face_box, start_s=start, end_s=end,
-                    landmarks=None if shot.landmarks is None else FaceLandmarks(shot.landmarks).as_list(),
-                )
-            )
-        sheet = contact_sheet(frames, [f"{s.index}: {s.shot} {s.variant}" for s in scenes])
+                    rgb, mask, face_box, points = cutout
+                    avatar = fit_avatar(Avatar(rgb, mask, face_box, np.asarray(points) if points else None), canvas)
+            avatars.append(avatar)
+        # The layer is as large as a close-up of the avatar needs in the largest rendition, never above the
+        # avatar's own pixels. Framing is scale-invariant, so the placements do not depend on the layer's size,
+        # and the layer's size depends only on the avatar and the renditions (same scene, same layer).
+        layer_scale = min(1.0, max(frame_avatar(neutral.face_box, canvas, "close_up", size).scale
+                                   for size in storyboard.renditions.values()))
+        layer_size = (max(2, round(canvas[0] * layer_scale / 2) * 2), max(2, round(canvas[1] * layer_scale / 2) * 2))
+        scenes, stills, labels = [], [], []
+        for index, (scene, (start, end), avatar) in enumerate(zip(storyboard.scenes, speech.scene_times, avatars)):
+            layer = fit_avatar(avatar, layer_size)
+            broll = scene.shot == "broll"
+            if broll:  # the avatar is not on screen: an empty layer
+                layer = Avatar(np.zeros_like(layer.rgb), np.zeros_like(layer.mask), layer.face_box)
+            frames = []
+            for aspect, size in storyboard.renditions.items():
+                background_ref = backgrounds.for_aspect(aspect)[index]
+                background = decode_image(store.read(background_ref))
+                if background.shape[:2] != (size[1], size[0]):  # a provider that could not make the exact size
+                    background = cover_resize(background, tuple(size))
+                    background_ref = png(background)
+                shot = composite_shot(background, layer.rgb, layer.mask, shot=scene.shot, out_size=tuple(size),
+                                      face_box=layer.face_box, landmarks=layer.landmarks)
+                placement = shot.placement
+                frames.append(SceneFrame(
+                    aspect_ratio=aspect, size=tuple(size), background=background_ref,
+                    face_box=shot.face_box, mouth_box=shot.mouth_box,
+                    placement=None if placement is None else Placement(scale=placement.scale, dx=placement.dx, dy=placement.dy),
+                ))
+                stills.append(cv2.resize(shot.frame, (320, max(1, round(320 * size[1] / size[0]))), interpolation=cv2.INTER_AREA))
+                labels.append(f"{scene.index}: {scene.shot} {scene.variant} {aspect}")
+            mouth = None
+            if not broll:
+                mouth = (FaceLandmarks(layer.landmarks).mouth_box if layer.landmarks is not None
+                         else mouth_box_from_face(layer.face_box))
+            scenes.append(SceneAsset(
+                index=scene.index, shot=scene.shot, variant=scene.variant, keyframe=png(layer.rgb), mask=png(np.dstack([layer.mask] * 3)),
+                mouth_box=mouth, face_box=None if broll else layer.face_box, start_s=start, end_s=end,
+                landmarks=None if broll or layer.landmarks is None else FaceLandmarks(layer.landmarks).as_list(),
+                frames=frames,
+            ))
+        sheet = contact_sheet(stills, labels, columns=len(storyboard.renditions))
         return SceneAssetsRecord(
-            avatar_id=storyboard.avatar_id, slug=storyboard.slug, scenes=scenes,
-            contact_sheet=store.put_bytes(encode_png(sheet), "png", "image/png"),
-            master_size=storyboard.master_size, fps=storyboard.fps,
+            avatar_id=storyboard.avatar_id, slug=storyboard.slug, scenes=scenes, contact_sheet=png(sheet),
+            layer_size=layer_size, fps=storyboard.fps,
         )
 
     key = content_key(
         "scene_assets", CODE_VERSION,
-        {"storyboard": storyboard.content_hash(), "times": speech.scene_times, "backgrounds": [b.sha256 for b in backgrounds.images],
+        {"storyboard": storyboard.content_hash(), "times": speech.scene_times,
+         "backgrounds": [b.sha256 for aspect in storyboard.renditions for b in backgrounds.for_aspect(aspect)],
          "neutral": neutral_image.image.sha256, "sheet": character_sheet.sheet.sha256},
     )
     record, _ = reuse_or_compute(store, "scene_assets", key, compute, context.log)
@@ -387,6 +432,8 @@ def scene_assets(
         record,
         {
             "scenes": len(record.scenes),
+            "layer_size": f"{record.layer_size[0]}x{record.layer_size[1]}",
+            "renditions": ", ".join(f"{a} {w}x{h}" for a, (w, h) in record.renditions.items()),
             "contact_sheet": dg.MetadataValue.md(thumbnail_markdown(sheet, max_side=640, alt="storyboard contact sheet")),
         },
     )
@@ -396,7 +443,8 @@ def scene_assets(
 
 
 @video_asset(
-    description="The talking-head track: the face animated by visemes, the speech envelope, blinks and idle motion.",
+    description="The avatar layer, rendered once for every rendition: the face animated by visemes, the speech "
+                "envelope, blinks and idle motion (its alpha is each scene's mask).",
     pool="gpu",  # always, whichever provider: a lip-sync model runs here (README, "Real lip sync")
 )
 def lip_sync(
@@ -446,7 +494,7 @@ def lip_sync(
                     if with_model else (frames, base)
                 )
                 encode_frames(
-                    frames, fps=fps, size=tuple(scene_assets.master_size), audio=(audio.samples, audio.sample_rate),
+                    frames, fps=fps, size=tuple(scene_assets.layer_size), audio=(audio.samples, audio.sample_rate),
                     path=path, crf=video.crf, preset=video.preset,
                 )
                 return info
@@ -528,132 +576,132 @@ def video_metadata(record: VideoRecord, store: MediaStore) -> dict:
     from avatar_assets.media.images import thumbnail_markdown
     from avatar_assets.media.video import poster_frame
 
-    poster = poster_frame(store.local_path(record.video), record.qa.duration_s / 3)
+    posters = " ".join(
+        thumbnail_markdown(poster_frame(store.local_path(r.video), r.qa.duration_s / 3), max_side=240, alt=r.aspect_ratio)
+        for r in record.renditions
+    )
+    table = "| rendition | size | fps | duration | loudness | longest black | longest frozen |\n|---|---|---|---|---|---|---|\n" + "\n".join(
+        f"| {r.aspect_ratio} | {r.qa.width}x{r.qa.height} | {r.qa.fps:g} | {r.qa.duration_s:.2f} s | "
+        f"{r.qa.loudness_lufs if r.qa.loudness_lufs is not None else float('nan'):.1f} LUFS | {r.qa.longest_black_s:.2f} s | "
+        f"{r.qa.longest_frozen_s:.2f} s |" for r in record.renditions)
     return {
         "video": dg.MetadataValue.path(str(store.local_path(record.video))),
         "uri": store.uri(record.video),
-        "poster": dg.MetadataValue.md(thumbnail_markdown(poster, max_side=320, alt="poster frame")),
+        "poster": dg.MetadataValue.md(posters),
+        "renditions": dg.MetadataValue.md(table),
         "duration_s": record.qa.duration_s,
         "fps": record.qa.fps,
         "size": f"{record.qa.width}x{record.qa.height}",
         "loudness_lufs": record.qa.loudness_lufs if record.qa.loudness_lufs is not None else float("nan"),
-        "longest_black_s": record.qa.longest_black_s,
-        "longest_frozen_s": record.qa.longest_frozen_s,
+        "longest_black_s": max(r.qa.longest_black_s for r in record.renditions),
+        "longest_frozen_s": max(r.qa.longest_frozen_s for r in record.renditions),
     }
 
 
-@video_asset(description="Scenes in order with crossfades, burned-in styled captions (libass) and the speech track (moviepy).")
+def watermark_payload(avatar_id: str, slug: str) -> bytes:
+    """The invisible mark of a cell's videos: it names the cell."""
+    return hashlib.sha256(cell_key(avatar_id, slug).encode()).digest()[:8]
+
+
+@video_asset(description="Every rendition composed natively in one pass from one decode of the avatar layer: the "
+                         "layer over each scene's backdrop for that frame, crossfades, sharpening, the invisible "
+                         "watermark and the styled captions (libass) in the caption-safe band, one encode each.")
 def stitched_video(
     context: dg.AssetExecutionContext,
     store: MediaStore,
     video: VideoSettings,
+    enhancer: Enhancer,
     lip_sync: LipSyncRecord,
     scene_assets: SceneAssetsRecord,
     speech: SpeechRecord,
 ) -> dg.Output[VideoRecord]:
+    from concurrent.futures import ThreadPoolExecutor
+
     from avatar_assets.media.audio import load_wav
-    from avatar_assets.media.captions import CaptionLook, to_ass
-    from avatar_assets.media.talking_head import scene_frame_source
-    from avatar_assets.media.tts import WordTiming
-    from avatar_assets.media.video import DecodedFrames, SceneClip, stitch_scenes
+    from avatar_assets.media.video import encode_renditions
     from avatar_assets.media.video_qa import analyse_video
+    from avatar_assets.video.renditions import rendition_jobs
+
+    payload = watermark_payload(lip_sync.avatar_id, lip_sync.slug)
 
     def compute() -> VideoRecord:
         audio = load_wav(store.read(speech.audio))
-        controls = np.load(io.BytesIO(store.read(lip_sync.openness)))
-        tracks = scene_tracks(store, scene_assets)
-        # A lip-sync model's faces exist only in the lip-sync video (controls cannot redraw them): read them there.
-        synced = None
-        if lip_sync.provider.provider == WAV2LIP:
-            synced = DecodedFrames(store.local_path(lip_sync.video)).__getitem__
-        clips = [SceneClip(t.start_s, t.end_s, frame_at=scene_frame_source(t, controls, lip_sync.fps, synced)) for t in tracks]
-        captions = to_ass(
-            [WordTiming(w.word, w.start_s, w.end_s, 0) for w in speech.words],
-            CaptionLook(**speech.caption_style.model_dump(exclude={"preset"})), tuple(scene_assets.master_size),
-            avoid=[tuple(s.mouth_box) for s in scene_assets.scenes if s.mouth_box],
-        )
+        fps = lip_sync.fps
         with scratch_dir(context) as tmp:
-            path = Path(tmp) / "stitched.mp4"
-            stitch_scenes(
-                clips, fps=lip_sync.fps, size=tuple(scene_assets.master_size), audio=(audio.samples, audio.sample_rate),
-                captions_ass=captions, transition_s=video.transition_s, path=path, crf=video.crf, preset=video.preset,
-                progress=progress(context, "stitching"),
+            jobs = rendition_jobs(store, scene_assets, lip_sync, speech, Path(tmp), sharpen=enhancer.sharpen,
+                                  saturation=enhancer.saturation)
+            encode_renditions(
+                list(jobs.values()), fps=fps, audio=(audio.samples, audio.sample_rate), transition_s=video.transition_s,
+                watermark=payload, crf=video.crf, preset=video.preset, progress=progress(context, "composing renditions"),
             )
-            qa = VideoQAModel.model_validate(
-                analyse_video(path, expected_fps=lip_sync.fps, expected_size=tuple(scene_assets.master_size)),
-                from_attributes=True,
-            )
-            ref = store.put_file(path, "mp4", "video/mp4")
+            # Each rendition decoded in full for its gate, side by side (each decode is its own ffmpeg).
+            with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+                measured = list(pool.map(lambda job: analyse_video(job.path, expected_fps=fps, expected_size=job.size),
+                                         jobs.values()))
+            renditions = []
+            for (aspect, job), facts in zip(jobs.items(), measured):
+                qa = VideoQAModel.model_validate(facts, from_attributes=True)
+                renditions.append(RenditionVideo(
+                    aspect_ratio=aspect, video=store.put_file(job.path, "mp4", "video/mp4"), qa=qa, expected_size=job.size,
+                    captions_ass=store.put_bytes(job.captions_ass.encode(), "ass", "text/x-ssa"),
+                ))
         return VideoRecord(
-            avatar_id=lip_sync.avatar_id, slug=lip_sync.slug, stage="stitched_video", video=ref, qa=qa,
-            expected_size=scene_assets.master_size, expected_fps=lip_sync.fps, audio_duration_s=speech.duration_s,
-            provider=ProviderInfoFor.stitch(), captions_ass=store.put_bytes(captions.encode(), "ass", "text/x-ssa"),
+            avatar_id=lip_sync.avatar_id, slug=lip_sync.slug, stage="stitched_video", renditions=renditions,
+            expected_fps=fps, audio_duration_s=speech.duration_s, provider=stitch_info(enhancer), watermark=payload.hex(),
         )
 
-    key = content_key("stitched_video", CODE_VERSION, {"lip_sync": lip_sync.content_hash(), "speech": speech.content_hash(), "video": video.model_dump()})
+    # The watermark names the cell, so two cells with identical layers still get their own files.
+    key = content_key("stitched_video", CODE_VERSION, {
+        "lip_sync": lip_sync.content_hash(), "scene_assets": scene_assets.content_hash(), "speech": speech.content_hash(),
+        "video": video.model_dump(), "enhancer": enhancer.model_dump(), "watermark": payload.hex()})
     record, _ = reuse_or_compute(store, "stitched_video", key, compute, context.log)
-    return recorded(record, video_metadata(record, store))
+    return recorded(record, {**video_metadata(record, store), "watermark": record.watermark or ""})
 
 
-class ProviderInfoFor:
-    @staticmethod
-    def stitch():
-        from importlib.metadata import version
+def stitch_info(enhancer: Enhancer):
+    from importlib.metadata import version
 
-        from avatar_assets.contracts import ProviderInfo
+    from avatar_assets.contracts import ProviderInfo
 
-        return ProviderInfo(capability="stitch", provider="moviepy", model_id="crossfade+ass-captions", version=version("moviepy"))
+    return ProviderInfo(
+        capability="stitch", provider="native-renditions", model_id="layer-composite+crossfade+unsharp+watermark+ass-captions",
+        version=version("imageio-ffmpeg"), settings={"sharpen": enhancer.sharpen, "saturation": enhancer.saturation},
+    )
 
 
-@video_asset(description="Sharpened and colour-balanced, loudness normalised to -16 LUFS, invisibly watermarked.")
+@video_asset(description="Loudness normalised to -16 LUFS in an audio-only pass: every rendition's video stream is "
+                         "copied bit for bit (already sharpened and watermarked by stitched_video).")
 def enhanced_video(
     context: dg.AssetExecutionContext,
     store: MediaStore,
     enhancer: Enhancer,
-    video: VideoSettings,
     stitched_video: VideoRecord,
     speech: SpeechRecord,
 ) -> dg.Output[VideoRecord]:
     from avatar_assets.media.audio import normalize_loudness
-    from avatar_assets.media.enhance import enhance_frame
-    from avatar_assets.media.video import encode_frames, read_audio, read_frames
-    from avatar_assets.media.video_qa import analyse_video
-    from avatar_assets.media.watermark import embed_watermark
-
-    payload = hashlib.sha256(cell_key(stitched_video.avatar_id, stitched_video.slug).encode()).digest()[:8]
+    from avatar_assets.media.video import read_audio, remux_audio
+    from avatar_assets.media.video_qa import analyse_remuxed
 
     def compute() -> VideoRecord:
-        source = store.local_path(stitched_video.video)
-        audio = read_audio(source, sr=48000)
+        audio = read_audio(store.local_path(stitched_video.video), sr=48000)  # every rendition carries the same track
         levelled = normalize_loudness(audio, 48000, target_lufs=enhancer.target_lufs)
-        total = stitched_video.qa.frame_count
-        report = progress(context, "enhancing")
-
-        def frames():
-            for index, frame in enumerate(read_frames(source)):
-                if index % max(1, total // 10) == 0:
-                    report(index + 1, total)
-                yield embed_watermark(enhance_frame(frame, sharpen=enhancer.sharpen, saturation=enhancer.saturation), payload)
-
+        renditions = []
+        report = progress(context, "levelling loudness", unit="renditions")
         with scratch_dir(context) as tmp:
-            path = Path(tmp) / "enhanced.mp4"
-            size = (stitched_video.qa.width, stitched_video.qa.height)
-            encode_frames(frames(), fps=stitched_video.expected_fps, size=size, audio=(levelled, 48000), path=path,
-                          crf=video.crf, preset=video.preset)
-            qa = VideoQAModel.model_validate(
-                analyse_video(path, expected_fps=stitched_video.expected_fps, expected_size=tuple(stitched_video.expected_size)),
-                from_attributes=True,
-            )
-            ref = store.put_file(path, "mp4", "video/mp4")
+            for rendition in stitched_video.renditions:
+                path = Path(tmp) / f"enhanced_{rendition.aspect_ratio.replace(':', 'x')}.mp4"
+                remux_audio(store.local_path(rendition.video), (levelled, 48000), path=path)
+                qa = VideoQAModel.model_validate(analyse_remuxed(path, rendition.qa))
+                renditions.append(rendition.model_copy(update={"video": store.put_file(path, "mp4", "video/mp4"), "qa": qa}))
+                report(len(renditions), len(stitched_video.renditions))
         return VideoRecord(
-            avatar_id=stitched_video.avatar_id, slug=stitched_video.slug, stage="enhanced_video", video=ref, qa=qa,
-            expected_size=stitched_video.expected_size, expected_fps=stitched_video.expected_fps,
-            audio_duration_s=speech.duration_s, provider=enhancer.info(), watermark=payload.hex(),
+            avatar_id=stitched_video.avatar_id, slug=stitched_video.slug, stage="enhanced_video", renditions=renditions,
+            expected_fps=stitched_video.expected_fps, audio_duration_s=speech.duration_s, provider=enhancer.info(),
+            watermark=stitched_video.watermark,
         )
 
-    # The watermark names the cell, so two cells with identical stitched bytes still get their own file.
-    key = content_key("enhanced_video", CODE_VERSION, {"stitched": stitched_video.video.sha256, "watermark": payload.hex(),
-                                                       "enhancer": enhancer.model_dump(), "video": video.model_dump()})
+    key = content_key("enhanced_video", CODE_VERSION, {"stitched": [r.video.sha256 for r in stitched_video.renditions],
+                                                       "target_lufs": enhancer.target_lufs})
     record, _ = reuse_or_compute(store, "enhanced_video", key, compute, context.log)
     return recorded(record, {**video_metadata(record, store), "watermark": record.watermark or ""})
 
@@ -662,7 +710,7 @@ def enhanced_video(
 
 
 @video_asset(
-    description="H.264/AAC MP4 per platform size, poster, captions and the rights manifest.",
+    description="The natively composed H.264/AAC MP4 of every rendition (no transcode), poster, captions and the rights manifest.",
     ins={"source_upload": identity_input(), "identity_bundle": identity_input()},
 )
 def output_package(
@@ -688,8 +736,7 @@ def output_package(
         lip_sync=lip_sync, stitched_video=stitched_video, enhanced_video=enhanced_video,
         source_upload=source_upload, identity_bundle=identity_bundle,
     )
-    with scratch_dir(context) as tmp:
-        record, poster_rgb = build_package(store, video, sources, Path(tmp), context.log)
+    record, poster_rgb = build_package(store, video, sources, context.log)
     return recorded(
         record,
         {

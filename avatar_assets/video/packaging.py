@@ -10,12 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 
 from avatar_assets.contracts import (
-    ASPECT_SIZE,
     PLATFORM_ASPECT,
     BackgroundsRecord,
     IdentityBundleRecord,
@@ -32,7 +30,7 @@ from avatar_assets.contracts import (
     VideoRecord,
 )
 from avatar_assets.media.images import encode_png
-from avatar_assets.media.video import poster_frame, transcode_for_platform
+from avatar_assets.media.video import poster_frame
 from resources.layout import package_folder
 from resources.media_store import MediaStore
 from resources.providers import VideoSettings
@@ -55,16 +53,14 @@ class PackageSources:
 
 
 def build_package(
-    store: MediaStore, video: VideoSettings, sources: PackageSources, scratch: Path, log
+    store: MediaStore, video: VideoSettings, sources: PackageSources, log
 ) -> tuple[OutputPackageRecord, np.ndarray]:
     """The package record and its poster frame. A re-render that drops a file (the request changed)
     does not leave the old one in the folder."""
     script, speech = sources.script, sources.speech
     folder = package_folder(script.avatar_id, script.slug)
-    source = store.local_path(sources.enhanced_video.video)
-    mark = sources.enhanced_video.watermark
-    renditions = _renditions(store, video, script, source, folder, scratch, log, bytes.fromhex(mark) if mark else None)
-    poster_rgb = poster_frame(source, sources.enhanced_video.qa.duration_s / 3)
+    renditions = _renditions(store, script, sources.enhanced_video, folder, log)
+    poster_rgb = poster_frame(store.local_path(sources.enhanced_video.video), sources.enhanced_video.qa.duration_s / 3)
     poster = store.put_bytes(encode_png(poster_rgb), "png", "image/png")
     store.copy_to(poster, f"{folder}/poster.png")
     store.copy_to(speech.captions_srt, f"{folder}/captions.srt")
@@ -90,7 +86,7 @@ def build_package(
     record = OutputPackageRecord(
         avatar_id=script.avatar_id, slug=script.slug, renditions=renditions, poster=poster,
         captions_srt=speech.captions_srt, captions_vtt=speech.captions_vtt, captions_ass=captions_ass, rights_manifest=manifest_ref,
-        folder=folder,
+        folder=folder, short_side=video.master_short_side - video.master_short_side % 2,
     )
     return record, poster_rgb
 
@@ -99,26 +95,18 @@ def _rendition_name(aspect: str) -> str:
     return f"video_{aspect.replace(':', 'x')}.mp4"
 
 
-def _renditions(
-    store: MediaStore, video: VideoSettings, script: ScriptRecord, source: Path, folder: str, scratch: Path, log,
-    watermark: bytes | None,
-) -> list[Rendition]:
-    """One MP4 per requested aspect ratio: the master's aspect is cropped to fill, the others padded. Each
-    carries the master's watermark, embedded again at its own size (rescaling destroys the master's)."""
+def _renditions(store: MediaStore, script: ScriptRecord, enhanced: VideoRecord, folder: str, log) -> list[Rendition]:
+    """One MP4 per requested aspect ratio, each composed natively for its own frame by stitched_video and
+    levelled by enhanced_video: delivered as they are, never transcoded (so each keeps its own watermark)."""
     request = script.request
-    master_aspect = request.renditions()[0]
     renditions = []
     for aspect in request.renditions():
-        width, height = ASPECT_SIZE[aspect]
+        made = enhanced.rendition(aspect)
+        width, height = made.expected_size
         log.info(f"packaging {aspect} at {width}x{height}")
-        path = scratch / _rendition_name(aspect)
-        transcode_for_platform(source, width=width, height=height, path=path,
-                               fit="cover" if aspect == master_aspect else "pad", crf=video.crf, preset=video.preset,
-                               watermark=watermark)
-        ref = store.put_file(path, "mp4", "video/mp4")
-        store.copy_to(ref, f"{folder}/{path.name}")
+        store.copy_to(made.video, f"{folder}/{_rendition_name(aspect)}")
         platforms = [p for p in request.platforms if PLATFORM_ASPECT[p] == aspect]
-        renditions.append(Rendition(aspect_ratio=aspect, platforms=platforms, width=width, height=height, video=ref))
+        renditions.append(Rendition(aspect_ratio=aspect, platforms=platforms, width=width, height=height, video=made.video))
     return renditions
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from avatar_assets.media.captions import CaptionLook, layout_captions, to_ass
 from avatar_assets.media.tts import WordTiming
-from avatar_assets.media.watermark import detect_watermark_frames, embed_watermark
+from avatar_assets.media.watermark import detect_watermark_frames
 from avatar_assets.media.video import (
     DecodedFrames,
     SceneClip,
@@ -16,8 +16,9 @@ from avatar_assets.media.video import (
     probe,
     read_audio,
     read_frames,
-    stitch_scenes,
-    transcode_for_platform,
+    RenditionJob,
+    encode_renditions,
+    remux_audio,
 )
 from tests.media.video_fixtures import FPS, SR, astronaut, flat_background, speechlike
 
@@ -125,6 +126,13 @@ def test_encoder_error_leaves_no_file_and_keeps_the_old_one(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["out.mp4"]
 
 
+def stitch(scenes, *, size, audio, path, captions_ass=None, transition_s=0.25, progress=None):
+    """One rendition through `encode_renditions`, the stitcher of every rendition."""
+    [result] = encode_renditions([RenditionJob(size, scenes, path, captions_ass)], fps=FPS, audio=audio,
+                                 transition_s=transition_s, progress=progress)
+    return result
+
+
 def _two_scenes(size=SIZE):
     red, blue = flat_background(size, (220, 30, 30)), flat_background(size, (30, 30, 220))
     return [SceneClip(0.0, 1.2, frames=[red] * 30), SceneClip(1.2, 2.4, frame_at=lambda t: blue)]
@@ -154,9 +162,9 @@ def stitched(tmp_path_factory):
     root = tmp_path_factory.mktemp("stitch")
     samples, _ = speechlike(2.4, seed=6)
     calls = []
-    with_caps = stitch_scenes(_two_scenes(), fps=FPS, size=SIZE, audio=(samples, SR), captions_ass=captions_ass(CAPTION),
+    with_caps = stitch(_two_scenes(), size=SIZE, audio=(samples, SR), captions_ass=captions_ass(CAPTION),
                               path=root / "caps.mp4", progress=lambda d, t: calls.append((d, t)))
-    plain = stitch_scenes(_two_scenes(), fps=FPS, size=SIZE, audio=(samples, SR),
+    plain = stitch(_two_scenes(), size=SIZE, audio=(samples, SR),
                           path=root / "plain.mp4")
     return with_caps, plain, calls, list(read_frames(with_caps.path)), list(read_frames(plain.path))
 
@@ -193,7 +201,7 @@ SPOKEN = [WordTiming("Hello", 0.2, 0.6, 0), WordTiming("bright", 0.6, 1.0, 0), W
 
 def _stitch_dark(tmp_path, name, ass, size=WIDE, seconds=1.8):
     dark = flat_background(size, (40, 40, 60))
-    result = stitch_scenes([SceneClip(0.0, seconds, frames=[dark])], fps=FPS, size=size, audio=None,
+    result = stitch([SceneClip(0.0, seconds, frames=[dark])], size=size, audio=None,
                            captions_ass=ass, path=tmp_path / name)
     return list(read_frames(result.path))
 
@@ -268,10 +276,10 @@ def test_progress_is_reported_about_every_ten_percent(stitched):
 def test_scenes_must_tile_the_timeline(tmp_path):
     red = flat_background(SIZE, (200, 0, 0))
     with pytest.raises(ValueError, match="contiguous"):
-        stitch_scenes([SceneClip(0, 1, frames=[red]), SceneClip(1.5, 2, frames=[red])], fps=FPS, size=SIZE,
+        stitch([SceneClip(0, 1, frames=[red]), SceneClip(1.5, 2, frames=[red])], size=SIZE,
                       audio=None, path=tmp_path / "x.mp4")
     with pytest.raises(ValueError, match="uint8"):
-        stitch_scenes([SceneClip(0, 1, frames=[flat_background((64, 64))])], fps=FPS, size=SIZE, audio=None,
+        stitch([SceneClip(0, 1, frames=[flat_background((64, 64))])], size=SIZE, audio=None,
                       path=tmp_path / "y.mp4")
     assert os.listdir(tmp_path) == []
 
@@ -286,7 +294,7 @@ def test_stitch_failing_midway_leaves_nothing_behind(tmp_path):
 
     samples, _ = speechlike(2.0, seed=8)
     with pytest.raises(RuntimeError, match="renderer crashed"):
-        stitch_scenes([SceneClip(0, 2.0, frame_at=breaks_after_a_second)], fps=FPS, size=SIZE, audio=(samples, SR),
+        stitch([SceneClip(0, 2.0, frame_at=breaks_after_a_second)], size=SIZE, audio=(samples, SR),
                       captions_ass=captions_ass([(0.1, 1.5, "never shown")]), path=tmp_path / "broken.mp4")
     assert os.listdir(tmp_path) == []  # no partial video, no temp audio
 
@@ -294,59 +302,76 @@ def test_stitch_failing_midway_leaves_nothing_behind(tmp_path):
 def test_caller_frames_are_not_modified(tmp_path):
     frame = flat_background(SIZE, (10, 200, 10))
     keep = frame.copy()
-    stitch_scenes([SceneClip(0, 0.4, frames=[frame] * 10)], fps=FPS, size=SIZE, audio=None,
+    stitch([SceneClip(0, 0.4, frames=[frame] * 10)], size=SIZE, audio=None,
                   captions_ass=captions_ass([(0, 0.4, "over the top")]), path=tmp_path / "c.mp4")
     assert np.array_equal(frame, keep)
 
 
-@pytest.mark.parametrize(
-    ("size", "fit"), [((1080, 1920), "cover"), ((1080, 1080), "pad"), ((1920, 1080), "cover")]
-)
-def test_transcode_for_platform_gives_exact_dimensions(tmp_path, size, fit):
-    frames = _moving_frames(15, size=(320, 180))
-    samples, _ = speechlike(0.6, seed=7)
-    src = encode_frames(frames, fps=FPS, size=(320, 180), audio=(samples, SR), path=tmp_path / "src.mp4")
-    out = transcode_for_platform(src.path, width=size[0], height=size[1], path=tmp_path / "out.mp4", fit=fit)
-    info = probe(out.path)
-    assert (info.width, info.height) == size == (out.width, out.height)
-    assert info.video_codec == "h264" and info.audio_codec == "aac" and info.frame_count == 15
-    first = next(read_frames(out.path))
-    if fit == "pad":
-        # 16:9 into 1:1: black bars above and below, picture in the middle.
-        assert first[:100].max() < 20 and first[540].mean() > 40
-    else:
-        assert first[:20].mean() > 30  # cover: no bars
+RENDITION_SIZES = [(240, 426), (240, 240), (426, 240)]
 
 
-@pytest.mark.parametrize(("size", "fit"), [((1080, 1920), "cover"), ((1080, 1080), "pad"), ((1920, 1080), "pad")])
-def test_a_rendition_carries_the_watermark_its_master_did(tmp_path, size, fit):
-    """The master's mark does not survive rescaling; a rendition made with `watermark` carries its own,
-    and keeps the frame count and the audio."""
-    master_size = (240, 426)
-    frames = [embed_watermark(astronaut_frame, PAYLOAD) for astronaut_frame in ken_burns_frames(master_size, 20)]
-    samples, _ = speechlike(0.8, seed=9)
-    src = encode_frames(frames, fps=FPS, size=master_size, audio=(samples, SR), path=tmp_path / "master.mp4")
-    assert detect_watermark_frames(read_frames(src.path)) == PAYLOAD
-    plain = transcode_for_platform(src.path, width=size[0], height=size[1], path=tmp_path / "plain.mp4", fit=fit)
-    assert detect_watermark_frames(read_frames(plain.path)) is None
-    marked = transcode_for_platform(src.path, width=size[0], height=size[1], path=tmp_path / "marked.mp4", fit=fit,
-                                    watermark=PAYLOAD)
-    info = probe(marked.path)
-    assert (info.width, info.height, info.frame_count, info.audio_codec) == (*size, 20, "aac")
-    assert len(read_audio(marked.path, sr=SR)) / SR == pytest.approx(0.8, abs=1 / FPS)
-    decoded = list(read_frames(marked.path))
-    assert detect_watermark_frames(decoded) == PAYLOAD
-    assert detect_watermark_frames(decoded[:1]) == PAYLOAD  # a single frame is enough
-    assert np.abs(decoded[0].astype(int) - next(read_frames(plain.path))).mean() < 4  # invisible
-    assert sorted(os.listdir(tmp_path)) == ["marked.mp4", "master.mp4", "plain.mp4"]
+def _rendition_jobs(root, captions=CAPTION):
+    """Two scenes (a Ken Burns still each) composed for each of three frames, with their own captions."""
+    jobs = []
+    for size in RENDITION_SIZES:
+        first = ken_burns(astronaut(), size, 1.0)
+        second = ken_burns(astronaut()[::-1].copy(), size, 1.2)
+        jobs.append(RenditionJob(size, [SceneClip(0.0, 1.0, frame_at=first), SceneClip(1.0, 2.2, frame_at=second)],
+                                 root / f"r{size[0]}x{size[1]}.mp4", captions_ass(captions, size)))
+    return jobs
+
+
+def test_encode_renditions_encodes_every_frame_once_each_with_its_mark_and_captions(tmp_path):
+    samples, _ = speechlike(2.0, seed=7)
+    jobs = _rendition_jobs(tmp_path)
+    bare = _rendition_jobs(tmp_path / "bare", captions=[])
+    (tmp_path / "bare").mkdir()
+    results = encode_renditions(jobs, fps=FPS, audio=(samples, SR), watermark=PAYLOAD)
+    encode_renditions([RenditionJob(j.size, j.scenes, j.path) for j in bare], fps=FPS, audio=(samples, SR))
+    for job, result, plain in zip(jobs, results, bare):
+        info = probe(job.path)
+        # 2.2 s of scenes: the scenes define the length, the 2.0 s of audio is padded to it.
+        assert (info.width, info.height, info.frame_count) == (*job.size, 55) == (result.width, result.height, result.frame_count)
+        assert (info.video_codec, info.audio_codec, info.pix_fmt) == ("h264", "aac", "yuv420p")
+        assert len(read_audio(job.path, sr=SR)) / SR == pytest.approx(2.2, abs=1 / FPS)
+        decoded = list(read_frames(job.path))
+        assert detect_watermark_frames(decoded[::5]) == PAYLOAD
+        assert detect_watermark_frames(read_frames(plain.path)) is None
+        # The caption is drawn where its layout says, only while its cue is on (0.4-0.9 s).
+        block = layout_captions(caption_words(CAPTION), CLASSIC, job.size)[0]
+        x, y, w, h = block.box
+        during, after = decoded[round(0.6 * FPS)], decoded[round(1.3 * FPS)]
+        clean = list(read_frames(plain.path))
+        assert np.abs(during[y:y + h, x:x + w].astype(int) - clean[round(0.6 * FPS)][y:y + h, x:x + w]).mean() > 20
+        assert np.abs(after[y:y + h, x:x + w].astype(int) - clean[round(1.3 * FPS)][y:y + h, x:x + w]).mean() < 8
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["bare", *(j.path.name for j in jobs)])  # no scratch left
+
+
+def test_encode_renditions_refuses_bad_jobs_and_leaves_no_file(tmp_path):
+    scene = [SceneClip(0.0, 1.0, frame_at=ken_burns(astronaut(), (240, 240), 1.0))]
+    with pytest.raises(ValueError, match="even dimensions"):
+        encode_renditions([RenditionJob((241, 240), scene, tmp_path / "odd.mp4")], fps=FPS, audio=None)
+    with pytest.raises(ValueError, match="at least one"):
+        encode_renditions([], fps=FPS, audio=None)
+    with pytest.raises(ValueError, match="uint8"):  # a scene drawing the wrong size
+        encode_renditions([RenditionJob((320, 240), scene, tmp_path / "wrong.mp4")], fps=FPS, audio=None)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_remux_audio_copies_the_video_stream_and_replaces_the_audio(tmp_path):
+    samples, _ = speechlike(2.0, seed=8)
+    src = encode_frames(_moving_frames(50), fps=FPS, size=SIZE, audio=(samples, SR), path=tmp_path / "src.mp4")
+    quiet = (samples * 0.1).astype(np.float32)
+    out = remux_audio(src.path, (quiet, SR), path=tmp_path / "out.mp4")
+    assert (out.frame_count, out.width, out.height) == (50, 320, 240)
+    same = [np.array_equal(a, b) for a, b in zip(read_frames(src.path), read_frames(out.path))]
+    assert len(same) == 50 and all(same)  # bit-exact pictures: nothing was decoded and re-encoded
+    ratio = np.sqrt(np.mean(read_audio(out.path, sr=SR) ** 2) / np.mean(read_audio(src.path, sr=SR) ** 2))
+    assert ratio == pytest.approx(0.1, rel=0.1)
+    assert sorted(os.listdir(tmp_path)) == ["out.mp4", "src.mp4"]
 
 
 PAYLOAD = bytes.fromhex("a1b2c3d4e5f60718")
-
-
-def ken_burns_frames(size, n):
-    frame_at = ken_burns(astronaut(), size, n / FPS)
-    return [frame_at(i / FPS) for i in range(n)]
 
 
 def test_ken_burns_moves_slowly_within_the_image():

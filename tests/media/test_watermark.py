@@ -1,3 +1,4 @@
+import cv2
 import numpy as np
 import pytest
 
@@ -8,7 +9,7 @@ from avatar_assets.media.watermark import (
     detect_watermark,
     detect_watermark_frames,
     embed_watermark,
-    embed_watermark_luma,
+    watermark_planes,
 )
 from tests.media.video_fixtures import FPS, SR, astronaut, shot, speechlike, talking_frames
 
@@ -46,21 +47,6 @@ def test_payload_and_frame_limits():
         embed_watermark(np.zeros((40, 40, 3), np.uint8), b"a")
 
 
-def test_the_luma_plane_mark_is_the_rgb_mark_seen_through_video_yuv():
-    """Marked in limited-range YUV's luma plane and converted to RGB (BT.601, as a decoder does), a frame
-    gives the payload back, with the same invisibility as the RGB mark."""
-    import cv2
-
-    frame = shot((640, 360), "mid", classical_background("office", 640, 360, seed=2)).frame
-    i420 = cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420)  # (1.5 h, w): the luma plane, then U and V
-    plain = cv2.cvtColor(i420, cv2.COLOR_YUV2RGB_I420)
-    i420[:360] = embed_watermark_luma(i420[:360], PAYLOAD)
-    marked = cv2.cvtColor(i420, cv2.COLOR_YUV2RGB_I420)
-    assert detect_watermark(plain) is None and detect_watermark(marked) == PAYLOAD
-    assert _psnr(plain, marked) > 38
-    with pytest.raises(ValueError, match="luma plane"):
-        embed_watermark_luma(frame, PAYLOAD)
-
 
 def test_survives_h264_at_crf_20(tmp_path):
     size = (640, 360)
@@ -81,3 +67,13 @@ def test_whole_clip_detection_survives_motion(tmp_path):
     frames = [embed_watermark(frame_at(i / FPS), PAYLOAD) for i in range(50)]
     result = encode_frames(frames, fps=FPS, size=size, audio=None, path=tmp_path / "kb.mp4")
     assert detect_watermark_frames(read_frames(result.path)) == PAYLOAD
+
+
+def test_watermark_planes_mark_exactly_as_embed_watermark_does():
+    frame = shot((640, 360), "mid", classical_background("office", 640, 360, seed=2)).frame
+    frame[:20] = 255  # saturates upwards
+    frame[20:40] = 0  # and downwards
+    plus, minus = watermark_planes(PAYLOAD, 360, 640)
+    assert np.array_equal(cv2.add(cv2.subtract(frame, minus), plus), embed_watermark(frame, PAYLOAD))
+    with pytest.raises(ValueError, match="payload"):
+        watermark_planes(b"", 360, 640)
