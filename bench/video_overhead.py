@@ -50,7 +50,6 @@ def _requests(params: dict[str, Any]):
 
 def _plain_config(params: dict[str, Any], bundle: Path) -> dict[str, Any]:
     """The requests resolved the way the video assets resolve them, so the plain loop imports no Dagster."""
-    from avatar_assets.contracts import ASPECT_SIZE
     from partitions import cell_key
     from resources.providers import Enhancer, VideoSettings
 
@@ -64,12 +63,12 @@ def _plain_config(params: dict[str, Any], bundle: Path) -> dict[str, Any]:
             "cell": str(cell_key(request.avatar_id, request.slug)), "route": request.route, "script": request.script,
             "background_prompts": list(request.background_prompts), "seed": request.seed,
             "rate_wpm": request.voice.rate_wpm, "caption_look": look,
-            "renditions": [{"aspect": a, "width": ASPECT_SIZE[a][0], "height": ASPECT_SIZE[a][1]} for a in aspects],
-            "master_size": list(video.master_size(aspects[0])),
+            "renditions": [{"aspect": a, "width": video.master_size(a)[0], "height": video.master_size(a)[1]}
+                           for a in aspects],
         })
     return {
         "bundle": str(bundle),
-        "render": {"master_size": outputs[0]["master_size"], "fps": video.fps, "crf": video.crf, "preset": video.preset,
+        "render": {"fps": video.fps, "crf": video.crf, "preset": video.preset,
                    "transition_s": video.transition_s, "target_lufs": enhancer.target_lufs,
                    "sharpen": enhancer.sharpen, "saturation": enhancer.saturation},
         "outputs": outputs,

@@ -6,11 +6,13 @@ the output requests, already resolved (master size, renditions with their sizes,
 process imports no Dagster. The avatar's identity is prepared first, untimed (the subject builds it in an
 earlier, untimed `runner.process` too). Then per output, stage by stage (stage names are the asset names),
 what the video assets compute on the CPU defaults: script, storyboard, espeak-ng speech with word timings
-and captions, classical backgrounds, composited keyframes, the landmark-mesh talking head encoded and
-measured, the stitched video with burned captions, the enhanced and watermarked master, one transcode per
-rendition and the poster. No media store, no records, no QA gates, no lifecycle events.
+and captions, classical backgrounds for every rendition, the avatar layer and its placement per rendition,
+the landmark-mesh talking head rendered once on the layer, encoded and measured, every rendition composed
+and encoded in one pass with burned captions and the watermark, the audio-only loudness pass and the
+poster. No media store, no records, no QA gates, no lifecycle events.
 
-Adapt this file with the video stages: it mirrors avatar_assets/video/assets.py and video/packaging.py.
+Adapt this file with the video stages: it mirrors avatar_assets/video/assets.py, video/renditions.py and
+video/packaging.py.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import argparse
 import hashlib
 import io
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -51,17 +54,27 @@ def prepare_identity(bundle: Path) -> dict:
 
 
 def build_video(identity: dict, output: dict, render: dict, scratch: Path, timings: dict[str, float]) -> dict:
+    from concurrent.futures import ThreadPoolExecutor
+
     import numpy as np
 
     from avatar_assets.media import audio as audio_media
     from avatar_assets.media.backgrounds import classical_background
     from avatar_assets.media.captions import CaptionLook, to_ass, to_srt, to_vtt
-    from avatar_assets.media.compose import composite_shot, contact_sheet
+    from avatar_assets.media.compose import (
+        Avatar,
+        AvatarOverlay,
+        composite_shot,
+        contact_sheet,
+        fit_avatar,
+        frame_avatar,
+    )
     from avatar_assets.media.cutout import pose_cutout
     from avatar_assets.media.enhance import enhance_frame
     from avatar_assets.media.face_motion import face_controls
     from avatar_assets.media.images import encode_png
-    from avatar_assets.media.lipsync import mouth_openness
+    from avatar_assets.media.landmarks import FaceLandmarks
+    from avatar_assets.media.lipsync import mouth_box_from_face, mouth_openness
     from avatar_assets.media.script import estimated_duration_s, parse_script, ssml_with_spans, to_ssml
     from avatar_assets.media.storyboard import plan_scenes
     from avatar_assets.media.talking_head import (
@@ -69,21 +82,23 @@ def build_video(identity: dict, output: dict, render: dict, scratch: Path, timin
         frame_count,
         lip_sync_measurements,
         render_frames,
-        scene_frame_source,
+        scene_of_frame,
     )
     from avatar_assets.media.timings import display_timings, scene_boundaries
     from avatar_assets.media.tts import WordTiming, pitch_for_f0, synthesize, voice_for_f0
     from avatar_assets.media.video import (
+        DecodedFrames,
+        RenditionJob,
         SceneClip,
         encode_frames,
+        encode_renditions,
+        ken_burns,
         poster_frame,
         read_audio,
         read_frames,
-        stitch_scenes,
-        transcode_for_platform,
+        remux_audio,
     )
-    from avatar_assets.media.video_qa import analyse_video
-    from avatar_assets.media.watermark import embed_watermark
+    from avatar_assets.media.video_qa import analyse_remuxed, analyse_video
 
     def stage(name: str, fn):
         started = time.perf_counter()
@@ -91,8 +106,9 @@ def build_video(identity: dict, output: dict, render: dict, scratch: Path, timin
         timings[name] = timings.get(name, 0.0) + time.perf_counter() - started
         return value
 
-    size, fps = tuple(render["master_size"]), render["fps"]
-    crf, preset = render["crf"], render["preset"]
+    sizes = {r["aspect"]: (r["width"], r["height"]) for r in output["renditions"]}
+    fps, crf, preset = render["fps"], render["crf"], render["preset"]
+    sharpen, saturation = render["sharpen"], render["saturation"]
 
     def script():
         parsed = parse_script(output["script"])
@@ -123,81 +139,125 @@ def build_video(identity: dict, output: dict, render: dict, scratch: Path, timin
     synthesis, timed, words, times, duration = stage("speech", speech)
     estimated_duration_s(parsed, output["rate_wpm"])
 
-    def backgrounds():
-        images = [classical_background(s.background_prompt, size[0], size[1], seed=output["seed"] + s.index)
-                  for s in scenes]
-        for image in images:
+    def backgrounds():  # per rendition: the same prompts and seeds, generated for that frame
+        images = {aspect: [classical_background(s.background_prompt, w, h, seed=output["seed"] + s.index) for s in scenes]
+                  for aspect, (w, h) in sizes.items()}
+        for image in (image for per_aspect in images.values() for image in per_aspect):
             encode_png(image)
         return images
 
     images = stage("backgrounds", backgrounds)
 
     def scene_assets():
-        tracks, frames = [], []
-        for scene, (start, end), background in zip(scenes, times, images):
-            avatar, mask, box, points = identity["neutral"], identity["mask"], identity["face_box"], identity["landmarks"]
+        points = identity["landmarks"]
+        neutral = Avatar(identity["neutral"], identity["mask"], identity["face_box"],
+                         np.asarray(points, np.float64) if points else None)
+        canvas = neutral.size
+        layer_scale = min(1.0, max(frame_avatar(neutral.face_box, canvas, "close_up", size).scale
+                                   for size in sizes.values()))
+        layer_size = (max(2, round(canvas[0] * layer_scale / 2) * 2), max(2, round(canvas[1] * layer_scale / 2) * 2))
+        built, stills = [], []
+        for index, scene in enumerate(scenes):
+            avatar = neutral
             if scene.variant != "neutral" and scene.variant in identity["variants"]:
-                cutout = pose_cutout(identity["variants"][scene.variant], with_landmarks=bool(points))
+                cutout = pose_cutout(identity["variants"][scene.variant], with_landmarks=neutral.landmarks is not None)
                 if cutout is not None:
-                    avatar, mask, box, points = cutout
-            shot = composite_shot(background, avatar, mask, shot=scene.shot, out_size=size, face_box=box,
-                                  landmarks=np.asarray(points) if points else None)
-            encode_png(shot.frame)
-            frames.append(shot.frame)
-            tracks.append(SceneTrack(start_s=start, end_s=end, keyframe=shot.frame, mouth_box=shot.mouth_box,
-                                     landmarks=None if shot.landmarks is None else np.asarray(shot.landmarks, np.float64)))
-        encode_png(contact_sheet(frames, [f"{s.index}: {s.shot} {s.variant}" for s in scenes]))
-        return tracks
+                    rgb, mask, box, found = cutout
+                    avatar = fit_avatar(Avatar(rgb, mask, box, np.asarray(found) if found else None), canvas)
+            layer = fit_avatar(avatar, layer_size)
+            broll = scene.shot == "broll"
+            if broll:
+                layer = Avatar(np.zeros_like(layer.rgb), np.zeros_like(layer.mask), layer.face_box)
+            placements = {}
+            for aspect, size in sizes.items():
+                shot = composite_shot(images[aspect][index], layer.rgb, layer.mask, shot=scene.shot, out_size=size,
+                                      face_box=layer.face_box, landmarks=layer.landmarks)
+                placements[aspect] = (shot.placement, shot.mouth_box)
+                stills.append(shot.frame)
+            mouth = None if broll else (FaceLandmarks(layer.landmarks).mouth_box if layer.landmarks is not None
+                                        else mouth_box_from_face(layer.face_box))
+            encode_png(layer.rgb), encode_png(np.dstack([layer.mask] * 3))
+            built.append((layer, mouth, placements))
+        encode_png(contact_sheet(stills, [str(i) for i in range(len(stills))], columns=len(sizes)))
+        return built, layer_size
 
-    tracks = stage("scene_assets", scene_assets)
+    built, layer_size = stage("scene_assets", scene_assets)
+    tracks = [SceneTrack(start_s=start, end_s=end, keyframe=layer.rgb, mouth_box=mouth, landmarks=layer.landmarks)
+              for (layer, mouth, _), (start, end) in zip(built, times)]
     samples, rate = synthesis.samples, synthesis.sample_rate
+    total = frame_count(duration, fps)
 
-    def lip_sync():
-        total = frame_count(duration, fps)
+    def lip_sync():  # the avatar layer, rendered once for every rendition
         openness = mouth_openness(samples, rate, fps, words=timed, n_frames=total)
         controls = face_controls(openness, synthesis.phonemes, fps, seed=0)
         path = scratch / "lip_sync.mp4"
-        encode_frames(render_frames(tracks, controls, fps), fps=fps, size=size, audio=(samples, rate), path=path,
+        encode_frames(render_frames(tracks, controls, fps), fps=fps, size=layer_size, audio=(samples, rate), path=path,
                       crf=crf, preset=preset)
         lip_sync_measurements(read_frames(path, gray=True), tracks, timed, samples, rate, fps, total)
         np.save(io.BytesIO(), controls.astype(np.float32))
-        return controls
+        return path
 
-    controls = stage("lip_sync", lip_sync)
+    layer_video = stage("lip_sync", lip_sync)
+    payload = hashlib.sha256(output["cell"].encode()).digest()[:8]
 
-    def stitched_video():
-        clips = [SceneClip(t.start_s, t.end_s, frame_at=scene_frame_source(t, controls, fps)) for t in tracks]
-        captions = to_ass(words, CaptionLook(**output["caption_look"]), size,
-                          avoid=[tuple(t.mouth_box) for t in tracks if t.mouth_box])
-        path = scratch / "stitched.mp4"
-        stitch_scenes(clips, fps=fps, size=size, audio=(samples, rate), captions_ass=captions,
-                      transition_s=render["transition_s"], path=path, crf=crf, preset=preset)
-        return path, analyse_video(path, expected_fps=fps, expected_size=size)
+    def stitched_video():  # what video/renditions.py builds from the records, from the objects in hand
+        decoded, cached = DecodedFrames(layer_video), {}
 
-    stitched, stitched_qa = stage("stitched_video", stitched_video)
+        def enhanced(index: int) -> np.ndarray:
+            if index not in cached:
+                cached.clear()
+                cached[index] = enhance_frame(decoded[index], sharpen=sharpen, saturation=saturation)
+            return cached[index]
 
-    def enhanced_video():
-        payload = hashlib.sha256(output["cell"].encode()).digest()[:8]
-        levelled = audio_media.normalize_loudness(read_audio(stitched, sr=48000), 48000,
+        owner = scene_of_frame(tracks, total, fps)
+        spans = []
+        for index in range(len(tracks)):
+            own = np.flatnonzero(owner == index)
+            spans.append((int(own.min()), int(own.max())) if len(own) else (total - 1, total - 1))
+
+        def layer_source(index, overlay, background):
+            start, (first, last) = tracks[index].start_s, spans[index]
+            return lambda t: overlay.over(background, enhanced(min(max(int(round((start + t) * fps)), first), last)))
+
+        jobs = []
+        for aspect, size in sizes.items():
+            clips = []
+            for index, (track, (layer, _, placements)) in enumerate(zip(tracks, built)):
+                background = enhance_frame(images[aspect][index], sharpen=sharpen, saturation=saturation)
+                placement = placements[aspect][0]
+                frame_at = (ken_burns(background, size, track.end_s - track.start_s) if placement is None
+                            else layer_source(index, AvatarOverlay(layer.mask, placement, size), background))
+                clips.append(SceneClip(track.start_s, track.end_s, frame_at=frame_at))
+            mouths = [tuple(placements[aspect][1]) for _, _, placements in built if placements[aspect][1]]
+            captions = to_ass(words, CaptionLook(**output["caption_look"]), size, avoid=mouths)
+            jobs.append(RenditionJob(size, clips, scratch / f"stitched_{aspect.replace(':', 'x')}.mp4", captions))
+        encode_renditions(jobs, fps=fps, audio=(samples, rate), transition_s=render["transition_s"], watermark=payload,
+                          crf=crf, preset=preset)
+        with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+            measured = list(pool.map(lambda job: analyse_video(job.path, expected_fps=fps, expected_size=job.size), jobs))
+        return [(job.path, qa) for job, qa in zip(jobs, measured)]
+
+    stitched = stage("stitched_video", stitched_video)
+
+    def enhanced_video():  # loudness only; the pictures are copied
+        levelled = audio_media.normalize_loudness(read_audio(stitched[0][0], sr=48000), 48000,
                                                   target_lufs=render["target_lufs"])
-        frames = (embed_watermark(enhance_frame(f, sharpen=render["sharpen"], saturation=render["saturation"]), payload)
-                  for f in read_frames(stitched))
-        path = scratch / "enhanced.mp4"
-        encode_frames(frames, fps=fps, size=(stitched_qa.width, stitched_qa.height), audio=(levelled, 48000),
-                      path=path, crf=crf, preset=preset)
-        return path, analyse_video(path, expected_fps=fps, expected_size=size), payload
+        remuxed = []
+        for path, qa in stitched:
+            out = Path(str(path).replace("stitched_", "enhanced_"))
+            remux_audio(path, (levelled, 48000), path=out)
+            remuxed.append((out, analyse_remuxed(out, qa)))
+        return remuxed
 
-    enhanced, enhanced_qa, payload = stage("enhanced_video", enhanced_video)
+    enhanced = stage("enhanced_video", enhanced_video)
 
-    def output_package():
-        for index, rendition in enumerate(output["renditions"]):
-            transcode_for_platform(enhanced, width=rendition["width"], height=rendition["height"],
-                                   path=scratch / f"rendition-{index}.mp4", fit="cover" if index == 0 else "pad",
-                                   crf=crf, preset=preset, watermark=payload)
-        encode_png(poster_frame(enhanced, enhanced_qa.duration_s / 3))
+    def output_package():  # the renditions are delivered as made: a copy each, and the poster
+        for index, (path, _) in enumerate(enhanced):
+            shutil.copyfile(path, scratch / f"video-{index}.mp4")
+        encode_png(poster_frame(enhanced[0][0], duration / 3))
 
     stage("output_package", output_package)
-    return {"cell": output["cell"], "duration_s": duration, "frames": enhanced_qa.frame_count}
+    return {"cell": output["cell"], "duration_s": duration, "frames": total}
 
 
 def _cpu_seconds() -> float:
