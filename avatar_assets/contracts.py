@@ -640,6 +640,7 @@ class RenditionVideo(Strict):
     qa: VideoQAModel
     expected_size: tuple[int, int]
     captions_ass: MediaRef | None = None  # the captions burned into it (stitched_video)
+    poster: MediaRef | None = None  # PNG of the frame a third of the way in, decoded once (stitched_video)
 
 
 class VideoRecord(Record):

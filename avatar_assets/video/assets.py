@@ -572,14 +572,21 @@ def scene_tracks(store: MediaStore, scene_assets: SceneAssetsRecord):
 # --------------------------------------------------------------------------- stitched and enhanced video
 
 
-def video_metadata(record: VideoRecord, store: MediaStore) -> dict:
-    from avatar_assets.media.images import thumbnail_markdown
+def rendition_poster(store: MediaStore, rendition: RenditionVideo) -> np.ndarray:
+    """The rendition's poster frame: its stored PNG, or decoded from the video (a record from before posters)."""
+    from avatar_assets.media.images import decode_image
     from avatar_assets.media.video import poster_frame
 
-    posters = " ".join(
-        thumbnail_markdown(poster_frame(store.local_path(r.video), r.qa.duration_s / 3), max_side=240, alt=r.aspect_ratio)
-        for r in record.renditions
-    )
+    if rendition.poster is not None:
+        return decode_image(store.read(rendition.poster))
+    return poster_frame(store.local_path(rendition.video), rendition.qa.duration_s / 3)
+
+
+def video_metadata(record: VideoRecord, store: MediaStore) -> dict:
+    from avatar_assets.media.images import thumbnail_markdown
+
+    posters = " ".join(thumbnail_markdown(rendition_poster(store, r), max_side=240, alt=r.aspect_ratio)
+                       for r in record.renditions)
     table = "| rendition | size | fps | duration | loudness | longest black | longest frozen |\n|---|---|---|---|---|---|---|\n" + "\n".join(
         f"| {r.aspect_ratio} | {r.qa.width}x{r.qa.height} | {r.qa.fps:g} | {r.qa.duration_s:.2f} s | "
         f"{r.qa.loudness_lufs if r.qa.loudness_lufs is not None else float('nan'):.1f} LUFS | {r.qa.longest_black_s:.2f} s | "
@@ -618,7 +625,8 @@ def stitched_video(
     from concurrent.futures import ThreadPoolExecutor
 
     from avatar_assets.media.audio import load_wav
-    from avatar_assets.media.video import encode_renditions
+    from avatar_assets.media.images import encode_png
+    from avatar_assets.media.video import encode_renditions, poster_frame
     from avatar_assets.media.video_qa import analyse_video
     from avatar_assets.video.renditions import rendition_jobs
 
@@ -634,16 +642,20 @@ def stitched_video(
                 list(jobs.values()), fps=fps, audio=(audio.samples, audio.sample_rate), transition_s=video.transition_s,
                 watermark=payload, crf=video.crf, preset=video.preset, progress=progress(context, "composing renditions"),
             )
-            # Each rendition decoded in full for its gate, side by side (each decode is its own ffmpeg).
+            # Each rendition decoded in full for its gate, side by side (each decode is its own ffmpeg), and its
+            # poster decoded once: enhanced_video (the same pictures), the UI and the package reuse it.
             with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
                 measured = list(pool.map(lambda job: analyse_video(job.path, expected_fps=fps, expected_size=job.size),
                                          jobs.values()))
+                posters = list(pool.map(lambda pair: poster_frame(pair[0].path, pair[1].duration_s / 3),
+                                        zip(jobs.values(), measured)))
             renditions = []
-            for (aspect, job), facts in zip(jobs.items(), measured):
+            for (aspect, job), facts, poster in zip(jobs.items(), measured, posters):
                 qa = VideoQAModel.model_validate(facts, from_attributes=True)
                 renditions.append(RenditionVideo(
                     aspect_ratio=aspect, video=store.put_file(job.path, "mp4", "video/mp4"), qa=qa, expected_size=job.size,
                     captions_ass=store.put_bytes(job.captions_ass.encode(), "ass", "text/x-ssa"),
+                    poster=store.put_bytes(encode_png(poster), "png", "image/png"),
                 ))
         return VideoRecord(
             avatar_id=lip_sync.avatar_id, slug=lip_sync.slug, stage="stitched_video", renditions=renditions,

@@ -29,7 +29,7 @@ from avatar_assets.contracts import (
     StoryboardRecord,
     VideoRecord,
 )
-from avatar_assets.media.images import encode_png
+from avatar_assets.media.images import decode_image, encode_png
 from avatar_assets.media.video import poster_frame
 from resources.layout import package_folder
 from resources.media_store import MediaStore
@@ -60,8 +60,12 @@ def build_package(
     script, speech = sources.script, sources.speech
     folder = package_folder(script.avatar_id, script.slug)
     renditions = _renditions(store, script, sources.enhanced_video, folder, log)
-    poster_rgb = poster_frame(store.local_path(sources.enhanced_video.video), sources.enhanced_video.qa.duration_s / 3)
-    poster = store.put_bytes(encode_png(poster_rgb), "png", "image/png")
+    first = sources.enhanced_video.renditions[0]
+    if first.poster is not None:  # decoded once by stitched_video, whose pictures enhanced_video copies
+        poster, poster_rgb = first.poster, decode_image(store.read(first.poster))
+    else:
+        poster_rgb = poster_frame(store.local_path(first.video), first.qa.duration_s / 3)
+        poster = store.put_bytes(encode_png(poster_rgb), "png", "image/png")
     store.copy_to(poster, f"{folder}/poster.png")
     store.copy_to(speech.captions_srt, f"{folder}/captions.srt")
     store.copy_to(speech.captions_vtt, f"{folder}/captions.vtt")
