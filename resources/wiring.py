@@ -123,7 +123,7 @@ def build_resources() -> dict:
         "lipsync": lip_syncer(),
         "enhancer": Enhancer(),
         "video": VideoSettings(
-            master_short_side=settings.whole_number("AVATAR_MASTER_SHORT_SIDE", DELIVERY_SHORT_SIDE),
-            fps=settings.whole_number("AVATAR_FPS", 25),
+            master_short_side=settings.whole_number("AVATAR_MASTER_SHORT_SIDE", DELIVERY_SHORT_SIDE, minimum=16),
+            fps=settings.whole_number("AVATAR_FPS", 25, minimum=1),
         ),
     }

@@ -30,3 +30,11 @@ def test_a_whole_number_below_its_minimum_is_refused(monkeypatch) -> None:
     monkeypatch.setenv("AVATAR_TENANT_RENDER_CAP", "-2")
     with pytest.raises(ConfigurationError, match=">= 0"):
         settings.tenant_render_cap()
+
+
+def test_a_rendition_short_side_too_small_to_encode_is_refused(monkeypatch) -> None:
+    from resources.wiring import build_resources
+
+    monkeypatch.setenv("AVATAR_MASTER_SHORT_SIDE", "8")
+    with pytest.raises(ConfigurationError, match="AVATAR_MASTER_SHORT_SIDE=8: expected a whole number >= 16"):
+        build_resources()
