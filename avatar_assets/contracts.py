@@ -536,13 +536,13 @@ class BackgroundsRecord(Record):
     slug: str
     images: list[MediaRef]  # one per scene, at the first rendition's size
     by_aspect: dict[AspectRatio, list[MediaRef]] = Field(default_factory=dict)  # the other renditions' own
+    prompts: list[str]
+    seeds: list[int]
+    provider: ProviderInfo
 
     def for_aspect(self, aspect_ratio: str) -> list[MediaRef]:
         """The scenes' backgrounds made for `aspect_ratio` (`images` for the first rendition)."""
         return self.by_aspect.get(aspect_ratio, self.images)
-    prompts: list[str]
-    seeds: list[int]
-    provider: ProviderInfo
 
 
 class Placement(Strict):
