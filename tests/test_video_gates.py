@@ -280,6 +280,9 @@ def package(rendered):
 
 def test_package_gate_passes_the_real_package(rendered, package):
     assert package_problems(rendered.store, package) == ([], {"9:16": "240x426"})
+    # The sizes are judged against what was rendered (the storyboard's renditions), not against today's
+    # AVATAR_MASTER_SHORT_SIDE, which a later package-only refresh may see changed.
+    assert package.short_side == min(rec(rendered, "enhanced_video").expected_size) == 240
     assert package_complete(package, rendered.store).passed
 
 

@@ -728,7 +728,6 @@ def enhanced_video(
 def output_package(
     context: dg.AssetExecutionContext,
     store: MediaStore,
-    video: VideoSettings,
     enhanced_video: VideoRecord,
     stitched_video: VideoRecord,
     lip_sync: LipSyncRecord,
@@ -748,7 +747,7 @@ def output_package(
         lip_sync=lip_sync, stitched_video=stitched_video, enhanced_video=enhanced_video,
         source_upload=source_upload, identity_bundle=identity_bundle,
     )
-    record, poster_rgb = build_package(store, video, sources, context.log)
+    record, poster_rgb = build_package(store, sources, context.log)
     return recorded(
         record,
         {

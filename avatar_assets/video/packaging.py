@@ -33,7 +33,6 @@ from avatar_assets.media.images import decode_image, encode_png
 from avatar_assets.media.video import poster_frame
 from resources.layout import package_folder
 from resources.media_store import MediaStore
-from resources.providers import VideoSettings
 
 
 @dataclass(frozen=True)
@@ -53,7 +52,7 @@ class PackageSources:
 
 
 def build_package(
-    store: MediaStore, video: VideoSettings, sources: PackageSources, log
+    store: MediaStore, sources: PackageSources, log
 ) -> tuple[OutputPackageRecord, np.ndarray]:
     """The package record and its poster frame. A re-render that drops a file (the request changed)
     does not leave the old one in the folder."""
@@ -90,7 +89,7 @@ def build_package(
     record = OutputPackageRecord(
         avatar_id=script.avatar_id, slug=script.slug, renditions=renditions, poster=poster,
         captions_srt=speech.captions_srt, captions_vtt=speech.captions_vtt, captions_ass=captions_ass, rights_manifest=manifest_ref,
-        folder=folder, short_side=video.master_short_side - video.master_short_side % 2,
+        folder=folder, short_side=min(sources.enhanced_video.expected_size),  # what was rendered, not today's setting
     )
     return record, poster_rgb
 
