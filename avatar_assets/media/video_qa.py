@@ -101,12 +101,7 @@ def analyse_video(
     frozen_run = _longest_run(still)
     duration = n / info.fps if info.fps else 0.0
 
-    audio_duration = loudness = None
-    if info.has_audio:
-        sr = info.audio_sample_rate or 48000
-        samples = read_audio(path, sr=sr)
-        audio_duration = len(samples) / sr
-        loudness = _loudness(samples, sr)
+    audio_duration, loudness = _audio_facts(path, info)
 
     result = dict(
         path=str(path), width=info.width, height=info.height, fps=info.fps, frame_count=n,
@@ -125,18 +120,22 @@ def analyse_remuxed(path: str | os.PathLike[str], source: VideoQA | object) -> d
     the file, the audio decoded and measured again, and the black and frozen runs carried over, since the
     pictures are the same ones. No video frame is decoded."""
     info = probe(path)
-    audio_duration = loudness = None
-    if info.has_audio:
-        sr = info.audio_sample_rate or 48000
-        samples = read_audio(path, sr=sr)
-        audio_duration = len(samples) / sr
-        loudness = _loudness(samples, sr)
+    audio_duration, loudness = _audio_facts(path, info)
     return dict(
         width=info.width, height=info.height, fps=info.fps, frame_count=info.frame_count,
         duration_s=info.frame_count / info.fps if info.fps else 0.0, audio_duration_s=audio_duration,
         has_audio=info.has_audio, video_codec=info.video_codec, audio_codec=info.audio_codec, loudness_lufs=loudness,
-        longest_black_s=getattr(source, "longest_black_s"), longest_frozen_s=getattr(source, "longest_frozen_s"),
+        longest_black_s=source.longest_black_s, longest_frozen_s=source.longest_frozen_s,
     )
+
+
+def _audio_facts(path: str | os.PathLike[str], info) -> tuple[float | None, float | None]:
+    """(duration, integrated loudness) of the file's audio track, decoded; (None, None) without one."""
+    if not info.has_audio:
+        return None, None
+    sr = info.audio_sample_rate or 48000
+    samples = read_audio(path, sr=sr)
+    return len(samples) / sr, _loudness(samples, sr)
 
 
 def _issues(r: dict, expected_fps: float | None, expected_size: tuple[int, int] | None,
