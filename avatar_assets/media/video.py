@@ -171,13 +171,6 @@ def _check_frame(frame: np.ndarray, size: Size) -> np.ndarray:
     return np.ascontiguousarray(frame)
 
 
-def _check_planar(frame: np.ndarray, size: Size) -> np.ndarray:
-    w, h = size
-    if frame.shape != (h * 3 // 2, w) or frame.dtype != np.uint8:
-        raise ValueError(f"yuv420p frame must be uint8 {(h * 3 // 2, w)}, got {frame.dtype} {frame.shape}")
-    return np.ascontiguousarray(frame)
-
-
 def _result(path: Path, size: Size, fps: float, frames: int, has_audio: bool, started: float) -> EncodeResult:
     return EncodeResult(
         path=path,
@@ -228,9 +221,7 @@ def encode_frames(
             with _scratch(final.with_suffix(".video"), ".mp4") as video_only:
                 count = _pipe_frames(_encode_cmd(size, fps, None, video_only, crf, preset, pix_fmt), frames, size)
                 with _temp_wav(audio, final.parent, round(count / fps * audio[1])) as wav:
-                    _ffmpeg([FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", str(video_only),
-                             "-i", str(wav), "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac",
-                             "-b:a", AUDIO_BITRATE, "-movflags", "+faststart", "-f", "mp4", str(tmp)], "mux")
+                    _mux(video_only, wav, tmp, "mux")
         if count == 0:
             raise ValueError("encode_frames got no frames")
     return _result(final, size, fps, count, audio is not None, started)
@@ -246,6 +237,13 @@ def _encode_cmd(size: Size, fps: float, wav: Path | None, out: Path, crf: int, p
     return [*cmd, *_x264_args(crf, preset, pix_fmt), "-movflags", "+faststart", "-f", "mp4", str(out)]
 
 
+def _mux(video: str | os.PathLike[str], wav: Path, out: Path, what: str) -> None:
+    """`video`'s picture stream copied bit for bit, with `wav` as its AAC track."""
+    _ffmpeg([FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", str(video), "-i", str(wav),
+             "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac", "-b:a", AUDIO_BITRATE,
+             "-movflags", "+faststart", "-f", "mp4", str(out)], what)
+
+
 def _ffmpeg(cmd: list[str], what: str) -> None:
     """Run a one-shot ffmpeg command; RuntimeError with its stderr tail on failure."""
     out = _run(cmd)
@@ -253,16 +251,15 @@ def _ffmpeg(cmd: list[str], what: str) -> None:
         raise RuntimeError(f"ffmpeg {what} failed: {out.stderr.decode(errors='replace')[-2000:]}")
 
 
-def _pipe_frames(cmd: list[str], frames: Iterable[np.ndarray], size: Size, *, planar: bool = False) -> int:
-    """Write frames (RGB, or with `planar` raw yuv420p as (1.5 h, w) bytes) to ffmpeg's stdin; on any
-    failure kill ffmpeg and raise with its stderr."""
+def _pipe_frames(cmd: list[str], frames: Iterable[np.ndarray], size: Size) -> int:
+    """Write RGB frames to ffmpeg's stdin; on any failure kill ffmpeg and raise with its stderr."""
     with tempfile.TemporaryFile() as errlog:
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errlog)
         assert proc.stdin is not None
         count = 0
         try:
             for frame in frames:
-                raw = _check_planar(frame, size) if planar else _check_frame(frame, size)
+                raw = _check_frame(frame, size)
                 proc.stdin.write(memoryview(raw).cast("B"))
                 count += 1
             proc.stdin.close()
@@ -466,9 +463,7 @@ def remux_audio(
     final = Path(path)
     samples, sr = _mono_float(audio)
     with _atomic_target(final) as tmp, _temp_wav((samples, sr), final.parent, round(info.frame_count / info.fps * sr)) as wav:
-        _ffmpeg([FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", str(src_path), "-i", str(wav),
-                 "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac", "-b:a", AUDIO_BITRATE,
-                 "-movflags", "+faststart", "-f", "mp4", str(tmp)], "audio remux")
+        _mux(src_path, wav, tmp, "audio remux")
     return _result(final, (info.width, info.height), info.fps, info.frame_count, True, started)
 
 
