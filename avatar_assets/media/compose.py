@@ -177,13 +177,9 @@ class AvatarOverlay:
         x0, y0, x1, y1 = self.crop
         return cv2.resize(image[y0:y1, x0:x1], self.scaled, interpolation=self.interpolation)[self.window]
 
-    def over(self, background: np.ndarray, layer: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """`layer` (avatar pixels, the mask's size) over `background` (output size), into `out` if given."""
-        if out is None:
-            frame = background.copy()
-        else:
-            np.copyto(out, background)
-            frame = out
+    def over(self, background: np.ndarray, layer: np.ndarray) -> np.ndarray:
+        """`layer` (avatar pixels, the mask's size) over a copy of `background` (output size)."""
+        frame = background.copy()
         if self.rect is None:
             return frame
         rx0, ry0, rx1, ry1 = self.rect
