@@ -70,7 +70,7 @@ def build_video(identity: dict, output: dict, render: dict, scratch: Path, timin
         frame_avatar,
     )
     from avatar_assets.media.cutout import pose_cutout
-    from avatar_assets.media.enhance import enhance_frame
+    from avatar_assets.media.enhance import EnhancedFrames, enhance_frame
     from avatar_assets.media.face_motion import face_controls
     from avatar_assets.media.images import encode_png
     from avatar_assets.media.landmarks import FaceLandmarks
@@ -82,7 +82,8 @@ def build_video(identity: dict, output: dict, render: dict, scratch: Path, timin
         frame_count,
         lip_sync_measurements,
         render_frames,
-        scene_of_frame,
+        layer_scene_source,
+        scene_spans,
     )
     from avatar_assets.media.timings import display_timings, scene_boundaries
     from avatar_assets.media.tts import WordTiming, pitch_for_f0, synthesize, voice_for_f0
@@ -201,32 +202,17 @@ def build_video(identity: dict, output: dict, render: dict, scratch: Path, timin
     payload = hashlib.sha256(output["cell"].encode()).digest()[:8]
 
     def stitched_video():  # what video/renditions.py builds from the records, from the objects in hand
-        decoded, cached = DecodedFrames(layer_video), {}
-
-        def enhanced(index: int) -> np.ndarray:
-            if index not in cached:
-                cached.clear()
-                cached[index] = enhance_frame(decoded[index], sharpen=sharpen, saturation=saturation)
-            return cached[index]
-
-        owner = scene_of_frame(tracks, total, fps)
-        spans = []
-        for index in range(len(tracks)):
-            own = np.flatnonzero(owner == index)
-            spans.append((int(own.min()), int(own.max())) if len(own) else (total - 1, total - 1))
-
-        def layer_source(index, overlay, background):
-            start, (first, last) = tracks[index].start_s, spans[index]
-            return lambda t: overlay.over(background, enhanced(min(max(int(round((start + t) * fps)), first), last)))
-
+        layer = EnhancedFrames(DecodedFrames(layer_video), sharpen, saturation)
+        spans = scene_spans(tracks, total, fps)
         jobs = []
         for aspect, size in sizes.items():
             clips = []
-            for index, (track, (layer, _, placements)) in enumerate(zip(tracks, built)):
+            for index, (track, (_, _, placements)) in enumerate(zip(tracks, built)):
                 background = enhance_frame(images[aspect][index], sharpen=sharpen, saturation=saturation)
                 placement = placements[aspect][0]
                 frame_at = (ken_burns(background, size, track.end_s - track.start_s) if placement is None
-                            else layer_source(index, AvatarOverlay(layer.mask, placement, size), background))
+                            else layer_scene_source(AvatarOverlay(built[index][0].mask, placement, size), background,
+                                                    layer, track.start_s, spans[index], fps))
                 clips.append(SceneClip(track.start_s, track.end_s, frame_at=frame_at))
             mouths = [tuple(placements[aspect][1]) for _, _, placements in built if placements[aspect][1]]
             captions = to_ass(words, CaptionLook(**output["caption_look"]), size, avoid=mouths)

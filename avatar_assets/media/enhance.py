@@ -17,3 +17,16 @@ def enhance_frame(frame: np.ndarray, *, sharpen: float = 0.35, saturation: float
         hsv[..., 1] = np.clip(hsv[..., 1].astype(np.float32) * saturation, 0, 255).astype(np.uint8)
         out = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
     return out
+
+
+class EnhancedFrames:
+    """`frames` (indexable) enhanced once per index: every rendition asks for the same index in turn."""
+
+    def __init__(self, frames, sharpen: float, saturation: float) -> None:
+        self.frames, self.sharpen, self.saturation = frames, sharpen, saturation
+        self.index, self.frame = -1, None
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        if index != self.index:
+            self.index, self.frame = index, enhance_frame(self.frames[index], sharpen=self.sharpen, saturation=self.saturation)
+        return self.frame

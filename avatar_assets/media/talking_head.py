@@ -97,6 +97,25 @@ def scene_of_frame(tracks: Sequence[SceneTrack], total: int, fps: float) -> np.n
     return np.clip(np.searchsorted(starts, times + 1e-9, side="right") - 1, 0, len(tracks) - 1)
 
 
+def scene_spans(tracks: Sequence[Any], total: int, fps: float) -> list[tuple[int, int]]:
+    """(first, last) frame of the layer that each scene owns; a scene with none holds the last frame."""
+    owner = scene_of_frame(tracks, total, fps)
+    spans = []
+    for index in range(len(tracks)):
+        own = np.flatnonzero(owner == index)
+        spans.append((int(own.min()), int(own.max())) if len(own) else (total - 1, total - 1))
+    return spans
+
+
+def layer_scene_source(overlay: Any, background: np.ndarray, layer: Any, start_s: float, span: tuple[int, int],
+                       fps: float) -> Callable[[float], np.ndarray]:
+    """`frame_at(local_t)` of an avatar scene in one rendition: the layer's frame at that time (`layer` is
+    indexable) placed by `overlay` (`compose.AvatarOverlay`) over the backdrop; a crossfade past the scene's
+    ends holds its first or last own frame."""
+    first, last = span
+    return lambda local_t: overlay.over(background, layer[min(max(int(round((start_s + local_t) * fps)), first), last)])
+
+
 def lip_sync_measurements(frames: Iterable[np.ndarray], tracks: Sequence[SceneTrack], words: Sequence[Any],
                           samples: np.ndarray, sample_rate: int, fps: float, total: int) -> tuple[int, float, float]:
     """(lag in frames, mouth motion in silences, mouth motion in speech) of rendered frames, measured

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from avatar_assets.contracts import LipSyncRecord, SceneAssetsRecord, SpeechRecord
 from avatar_assets.media import compose
 from avatar_assets.media.captions import CaptionLook, to_ass
-from avatar_assets.media.enhance import enhance_frame
+from avatar_assets.media.enhance import EnhancedFrames, enhance_frame
 from avatar_assets.media.images import decode_image
-from avatar_assets.media.talking_head import scene_of_frame
+from avatar_assets.media.talking_head import layer_scene_source, scene_spans
 from avatar_assets.media.tts import WordTiming
 from avatar_assets.media.video import DecodedFrames, RenditionJob, SceneClip, ken_burns
 from resources.media_store import MediaStore
@@ -33,19 +31,6 @@ def rendition_captions(speech: SpeechRecord, scene_assets: SceneAssetsRecord, as
                   CaptionLook(**speech.caption_style.model_dump(exclude={"preset"})), size, avoid=mouths)
 
 
-class EnhancedFrames:
-    """The layer's frames by index, enhanced once each: every rendition asks for the same index in turn."""
-
-    def __init__(self, frames: DecodedFrames, sharpen: float, saturation: float) -> None:
-        self.frames, self.sharpen, self.saturation = frames, sharpen, saturation
-        self.index, self.frame = -1, None
-
-    def __getitem__(self, index: int) -> np.ndarray:
-        if index != self.index:
-            self.index, self.frame = index, enhance_frame(self.frames[index], sharpen=self.sharpen, saturation=self.saturation)
-        return self.frame
-
-
 def rendition_jobs(store: MediaStore, scene_assets: SceneAssetsRecord, lip_sync: LipSyncRecord, speech: SpeechRecord,
                    folder: Path, *, sharpen: float, saturation: float, captions: bool = True) -> dict[str, RenditionJob]:
     """aspect ratio -> the job that encodes it into `folder` (`media.video.encode_renditions`), its sources
@@ -53,22 +38,8 @@ def rendition_jobs(store: MediaStore, scene_assets: SceneAssetsRecord, lip_sync:
     fps = lip_sync.fps
     layer = EnhancedFrames(DecodedFrames(store.local_path(lip_sync.video)), sharpen, saturation)
     scenes = scene_assets.scenes
-    owner = scene_of_frame(scenes, lip_sync.frames, fps)
-    # A scene's own frames of the layer: a crossfade holds the scene's first or last one past its ends.
-    spans = []
-    for index in range(len(scenes)):
-        own = np.flatnonzero(owner == index)
-        spans.append((int(own.min()), int(own.max())) if len(own) else (lip_sync.frames - 1, lip_sync.frames - 1))
+    spans = scene_spans(scenes, lip_sync.frames, fps)
     masks = [decode_image(store.read(scene.mask))[..., 0] for scene in scenes]
-
-    def layer_source(index: int, overlay: compose.AvatarOverlay, background: np.ndarray):
-        start, (first, last) = scenes[index].start_s, spans[index]
-
-        def frame_at(local_t: float) -> np.ndarray:
-            return overlay.over(background, layer[min(max(int(round((start + local_t) * fps)), first), last)])
-
-        return frame_at
-
     jobs = {}
     for aspect, size in scene_assets.renditions.items():
         clips = []
@@ -79,7 +50,8 @@ def rendition_jobs(store: MediaStore, scene_assets: SceneAssetsRecord, lip_sync:
                 frame_at = ken_burns(background, size, scene.end_s - scene.start_s)
             else:
                 placement = compose.Placement(framed.placement.scale, framed.placement.dx, framed.placement.dy)
-                frame_at = layer_source(index, compose.AvatarOverlay(mask, placement, size), background)
+                frame_at = layer_scene_source(compose.AvatarOverlay(mask, placement, size), background, layer,
+                                              scene.start_s, spans[index], fps)
             clips.append(SceneClip(scene.start_s, scene.end_s, frame_at=frame_at))
         jobs[aspect] = RenditionJob(size, clips, folder / f"stitched_{aspect.replace(':', 'x')}.mp4",
                                     rendition_captions(speech, scene_assets, aspect) if captions else None)
