@@ -68,7 +68,7 @@ def _plain_config(params: dict[str, Any], bundle: Path) -> dict[str, Any]:
         })
     return {
         "bundle": str(bundle),
-        "render": {"fps": video.fps, "crf": video.crf, "preset": video.preset,
+        "render": {"fps": video.fps, "crf": video.crf, "preset": video.preset, "x264_params": video.x264_params,
                    "transition_s": video.transition_s, "target_lufs": enhancer.target_lufs,
                    "sharpen": enhancer.sharpen, "saturation": enhancer.saturation},
         "outputs": outputs,

@@ -126,7 +126,10 @@ class VideoSettings(dg.ConfigurableResource):
     master_short_side: int = DELIVERY_SHORT_SIDE
     fps: int = 25
     crf: int = 20
-    preset: str = "veryfast"
+    # superfast's motion search with veryfast's macroblock-tree rate control (which superfast turns off and
+    # which keeps a still backdrop cheap): ~15-30 % less x264 time than veryfast for ~5 % larger files.
+    preset: str = "superfast"
+    x264_params: str = "mbtree=1:rc-lookahead=10"
     transition_s: float = 0.25
 
     def master_size(self, aspect_ratio: str) -> tuple[int, int]:

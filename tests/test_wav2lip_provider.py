@@ -131,13 +131,15 @@ def lower_face_of(scenes) -> tuple[int, int, int]:
 
 def placed(home, frames: np.ndarray, scenes, watermark: str, aspect: str = "9:16") -> np.ndarray:
     """Layer frames composed into the `aspect` rendition exactly as the stitcher composes them (enhanced, placed
-    over the scene's backdrop, watermarked), short of the captions and the encode."""
+    over the scene's backdrop, converted to I420 and watermarked on its luma), short of the captions and the
+    encode, and converted back to RGB as a decoder does."""
     import cv2
 
     from avatar_assets.media.compose import AvatarOverlay, Placement
     from avatar_assets.media.enhance import enhance_frame
     from avatar_assets.media.images import decode_image
-    from avatar_assets.media.watermark import watermark_planes
+    from avatar_assets.media.video import to_i420
+    from avatar_assets.media.watermark import luma_marks
     from resources.providers import Enhancer
 
     [scene] = [s for s in scenes.scenes if s.mouth_box is not None]
@@ -146,10 +148,10 @@ def placed(home, frames: np.ndarray, scenes, watermark: str, aspect: str = "9:16
                             tuple(framed.size))
     background = enhance_frame(decode_image(home.store.read(framed.background)), sharpen=look.sharpen,
                                saturation=look.saturation)
-    plus, minus = watermark_planes(bytes.fromhex(watermark), framed.size[1], framed.size[0])
+    mark = luma_marks(bytes.fromhex(watermark), framed.size[1], framed.size[0])
     return np.stack([
-        cv2.add(cv2.subtract(overlay.over(background, enhance_frame(f, sharpen=look.sharpen, saturation=look.saturation)),
-                             minus), plus)
+        cv2.cvtColor(to_i420(overlay.over(background, enhance_frame(f, sharpen=look.sharpen, saturation=look.saturation)),
+                             mark), cv2.COLOR_YUV2RGB_I420)
         for f in frames
     ])
 

@@ -185,8 +185,11 @@ def _result(path: Path, size: Size, fps: float, frames: int, has_audio: bool, st
     )
 
 
-def _x264_args(crf: int, preset: str, pix_fmt: str) -> list[str]:
-    return ["-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", pix_fmt]
+def _x264_args(crf: int, preset: str, pix_fmt: str, x264_params: str) -> list[str]:
+    # The pictures are BT.601 limited range whichever side converts them (swscale's default, cv2's I420):
+    # say so, or players guess BT.709 for HD sizes and shift the colours.
+    return ["-c:v", "libx264", "-preset", preset, "-crf", str(crf), *(["-x264-params", x264_params] if x264_params else []),
+            "-pix_fmt", pix_fmt, "-colorspace", "smpte170m", "-color_range", "tv"]
 
 
 # --------------------------------------------------------------------------- encode_frames
@@ -201,6 +204,7 @@ def encode_frames(
     path: str | os.PathLike[str],
     crf: int = 20,
     preset: str = "veryfast",
+    x264_params: str = "",
     pix_fmt: str = "yuv420p",
 ) -> EncodeResult:
     """Pipe RGB frames straight into libx264 (+ AAC audio): the fastest path and the stitching baseline.
@@ -216,10 +220,11 @@ def encode_frames(
         if audio is None or known is not None:
             n_samples = round(known / fps * audio[1]) if audio is not None and known is not None else None
             with _temp_wav(audio, final.parent, n_samples) as wav:
-                count = _pipe_frames(_encode_cmd(size, fps, wav, tmp, crf, preset, pix_fmt), frames, size)
+                count = _pipe_frames(_encode_cmd(size, fps, wav, tmp, crf, preset, x264_params, pix_fmt), frames, size)
         else:
             with _scratch(final.with_suffix(".video"), ".mp4") as video_only:
-                count = _pipe_frames(_encode_cmd(size, fps, None, video_only, crf, preset, pix_fmt), frames, size)
+                count = _pipe_frames(_encode_cmd(size, fps, None, video_only, crf, preset, x264_params, pix_fmt),
+                                     frames, size)
                 with _temp_wav(audio, final.parent, round(count / fps * audio[1])) as wav:
                     _mux(video_only, wav, tmp, "mux")
         if count == 0:
@@ -227,14 +232,17 @@ def encode_frames(
     return _result(final, size, fps, count, audio is not None, started)
 
 
-def _encode_cmd(size: Size, fps: float, wav: Path | None, out: Path, crf: int, preset: str, pix_fmt: str) -> list[str]:
-    """Raw RGB on stdin (+ an optional WAV) to H.264/AAC MP4."""
+def _encode_cmd(size: Size, fps: float, wav: Path | None, out: Path, crf: int, preset: str, x264_params: str,
+                pix_fmt: str, *, source: str = "rgb24", video_filter: str | None = None) -> list[str]:
+    """Raw `source` pictures (rgb24, or yuv420p) on stdin (+ an optional WAV) to H.264/AAC MP4."""
     w, h = size
     cmd = [FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-           "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", _fps_arg(fps), "-i", "-"]
+           "-f", "rawvideo", "-pix_fmt", source, "-s", f"{w}x{h}", "-r", _fps_arg(fps), "-i", "-"]
     if wav is not None:
         cmd += ["-i", str(wav), "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", AUDIO_BITRATE]
-    return [*cmd, *_x264_args(crf, preset, pix_fmt), "-movflags", "+faststart", "-f", "mp4", str(out)]
+    if video_filter is not None:
+        cmd += ["-vf", video_filter]
+    return [*cmd, *_x264_args(crf, preset, pix_fmt, x264_params), "-movflags", "+faststart", "-f", "mp4", str(out)]
 
 
 def _mux(video: str | os.PathLike[str], wav: Path, out: Path, what: str) -> None:
@@ -338,6 +346,17 @@ class RenditionJob:
     captions_ass: str | None = None
 
 
+def to_i420(rgb: np.ndarray, mark: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """`rgb` as the planar BT.601 limited-range I420 picture x264 encodes (Y, then U and V at half size, as
+    one (h * 3/2, w) array), with `mark` (`watermark.luma_marks`: what to add, what to subtract) on its Y plane."""
+    yuv = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)
+    if mark is not None:
+        luma = yuv[:rgb.shape[0]]
+        cv2.subtract(luma, mark[1], dst=luma)
+        cv2.add(luma, mark[0], dst=luma)
+    return yuv
+
+
 def encode_renditions(
     jobs: Sequence[RenditionJob],
     *,
@@ -347,19 +366,21 @@ def encode_renditions(
     watermark: bytes | None = None,
     crf: int = 20,
     preset: str = "veryfast",
+    x264_params: str = "",
     progress: Callable[[int, int], None] | None = None,
 ) -> list[EncodeResult]:
     """Every rendition of one timeline in one pass, each encoded once: each output frame of each rendition is
-    composed from its scenes (centred crossfades, `_plan`), marked with `watermark` (the same mark
-    `embed_watermark` puts) and piped to that rendition's own ffmpeg, whose filter graph burns the ASS
-    captions (libass, the caption fonts shipped in matplotlib) on the way into x264 + AAC. The ffmpegs run
-    side by side, each fed by a writer thread, while this thread composes the next frame. All renditions
-    share the scenes' timing, so the scenes of the first job define the length; the audio is fitted to it.
-    Every output appears only complete."""
+    composed from its scenes (centred crossfades, `_plan`), converted to the encoder's I420 here (one SIMD
+    pass; ffmpeg's own rgb24 conversion and libass blending on RGB cost several times more), marked with
+    `watermark` on its luma (`watermark.luma_marks`: what `embed_watermark` puts, on the Y plane) and piped to
+    that rendition's own ffmpeg, whose filter graph burns the ASS captions (libass, the caption fonts shipped
+    in matplotlib) on the way into x264 + AAC. The ffmpegs run side by side, each fed by a writer thread,
+    while this thread composes the next frame. All renditions share the scenes' timing, so the scenes of the
+    first job define the length; the audio is fitted to it. Every output appears only complete."""
     import queue
     import threading
 
-    from avatar_assets.media.watermark import watermark_planes
+    from avatar_assets.media.watermark import luma_marks
 
     if not jobs:
         raise ValueError("encode_renditions needs at least one rendition")
@@ -372,7 +393,7 @@ def encode_renditions(
     duration = _check_scenes(jobs[0].scenes, fps)
     n = max(1, round(duration * fps))
     plan = _plan(jobs[0].scenes, n, fps, transition_s)
-    marks = [watermark_planes(bytes(watermark), job.size[1], job.size[0]) if watermark else None for job in jobs]
+    marks = [luma_marks(bytes(watermark), job.size[1], job.size[0]) if watermark else None for job in jobs]
 
     def frame_of(job: RenditionJob, i: int) -> np.ndarray:
         t = i / fps
@@ -405,11 +426,13 @@ def encode_renditions(
         procs, feeds, threads, failures, logs = [], [], [], [], []
         try:
             for job, tmp in zip(jobs, targets):
-                cmd = _encode_cmd(job.size, fps, wav, tmp, crf, preset, "yuv420p")
+                burn = None
                 if job.captions_ass is not None:
                     ass = stack.enter_context(_scratch(Path(tmp).with_suffix(".captions"), ".ass"))
                     ass.write_text(job.captions_ass, encoding="utf-8")
-                    cmd[-5:-5] = ["-vf", f"ass=filename={_filter_value(ass)}:fontsdir={_filter_value(FONTS_DIR)}"]
+                    burn = f"ass=filename={_filter_value(ass)}:fontsdir={_filter_value(FONTS_DIR)}"
+                cmd = _encode_cmd(job.size, fps, wav, tmp, crf, preset, x264_params, "yuv420p", source="yuv420p",
+                                  video_filter=burn)
                 log = stack.enter_context(tempfile.TemporaryFile())
                 proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log)
                 feed: queue.Queue = queue.Queue(maxsize=3)
@@ -422,10 +445,7 @@ def encode_renditions(
                 for job, feed, mark, failed in zip(jobs, feeds, marks, failures):
                     if failed:
                         continue
-                    frame = frame_of(job, i)
-                    if mark is not None:
-                        frame = cv2.add(cv2.subtract(frame, mark[1]), mark[0])
-                    feed.put(frame)
+                    feed.put(to_i420(frame_of(job, i), mark))
                 if progress is not None and ((i + 1) % step == 0 or i == n - 1):
                     progress(i + 1, n)
             for feed in feeds:

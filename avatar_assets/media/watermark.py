@@ -3,9 +3,10 @@
 Each block carries one bit (blocks are dealt to bits by a keyed permutation) as a keyed ±1 pattern
 on seven mid-frequency DCT coefficients: low enough to survive H.264 at crf 20, high enough to stay
 invisible (PSNR ~42 dB at the default strength). The change is added equally to R, G and B, so it
-lives in luma only and chroma subsampling does not touch it. Detection correlates each block with its
-pattern, weights quiet blocks up (busy texture is mostly host noise), sums per bit, and accepts the
-result only if a CRC-16 over the framed payload checks out.
+lives in luma only and chroma subsampling does not touch it; a picture already in I420 gets the same mark
+on its Y plane (`luma_marks`). Detection correlates each block with its pattern, weights quiet blocks up
+(busy texture is mostly host noise), sums per bit, and accepts the result only if a CRC-16 over the framed
+payload checks out.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ _COEFFS = ((1, 2), (2, 1), (2, 2), (1, 3), (3, 1), (3, 2), (2, 3))
 _ROWS = np.array([r for r, _ in _COEFFS])
 _COLS = np.array([c for _, c in _COEFFS])
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+_TV_LUMA = 219 / 255  # Y levels per RGB level in limited range
 
 
 def _dct_matrix(n: int = 8) -> np.ndarray:
@@ -118,16 +120,17 @@ def embed_watermark(
 
 
 @lru_cache(maxsize=8)
-def watermark_planes(
+def luma_marks(
     payload: bytes, height: int, width: int, *, strength: float = DEFAULT_STRENGTH, key: int = DEFAULT_KEY
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The mark of `embed_watermark` as two uint8 RGB planes, what to add and what to subtract:
-    `cv2.add(cv2.subtract(frame, minus), plus)` marks a frame with two saturating passes, exactly as
-    `embed_watermark` does with int16 arithmetic, at a fraction of its cost on 1080-class frames."""
+    """The mark of `embed_watermark` for a limited-range (BT.601 "tv") Y plane, as two uint8 planes, what to
+    add and what to subtract (`cv2.add(cv2.subtract(y, minus), plus)`: two saturating passes over one plane).
+    A level of R, G and B together is 219/255 of a Y level in that range, so the pattern is built at that
+    strength and the decoded picture carries the mark `embed_watermark` puts."""
     if not 1 <= len(payload) <= MAX_PAYLOAD:
         raise ValueError(f"payload must be 1..{MAX_PAYLOAD} bytes, got {len(payload)}")
     _check(np.zeros((height, width, 3), np.uint8))
-    pattern = np.repeat(_pattern(bytes(payload), height, width, float(strength), key), 3, axis=2)
+    pattern = _pattern(bytes(payload), height, width, float(strength) * _TV_LUMA, key)[..., 0]
     plus = np.clip(pattern, 0, 255).astype(np.uint8)
     minus = np.clip(-pattern, 0, 255).astype(np.uint8)
     plus.setflags(write=False)

@@ -495,7 +495,7 @@ def lip_sync(
                 )
                 encode_frames(
                     frames, fps=fps, size=tuple(scene_assets.layer_size), audio=(audio.samples, audio.sample_rate),
-                    path=path, crf=video.crf, preset=video.preset,
+                    path=path, crf=video.crf, preset=video.preset, x264_params=video.x264_params,
                 )
                 return info
 
@@ -640,7 +640,8 @@ def stitched_video(
                                   saturation=enhancer.saturation)
             encode_renditions(
                 list(jobs.values()), fps=fps, audio=(audio.samples, audio.sample_rate), transition_s=video.transition_s,
-                watermark=payload, crf=video.crf, preset=video.preset, progress=progress(context, "composing renditions"),
+                watermark=payload, crf=video.crf, preset=video.preset, x264_params=video.x264_params,
+                progress=progress(context, "composing renditions"),
             )
             # Each rendition decoded in full for its gate, side by side (each decode is its own ffmpeg), and its
             # poster decoded once: enhanced_video (the same pictures), the UI and the package reuse it.

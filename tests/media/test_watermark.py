@@ -4,12 +4,12 @@ import pytest
 
 from avatar_assets.media.backgrounds import classical_background
 from avatar_assets.media.lipsync import mouth_openness
-from avatar_assets.media.video import encode_frames, ken_burns, read_frames
+from avatar_assets.media.video import encode_frames, ken_burns, read_frames, to_i420
 from avatar_assets.media.watermark import (
     detect_watermark,
     detect_watermark_frames,
     embed_watermark,
-    watermark_planes,
+    luma_marks,
 )
 from tests.media.video_fixtures import FPS, SR, astronaut, shot, speechlike, talking_frames
 
@@ -69,11 +69,20 @@ def test_whole_clip_detection_survives_motion(tmp_path):
     assert detect_watermark_frames(read_frames(result.path)) == PAYLOAD
 
 
-def test_watermark_planes_mark_exactly_as_embed_watermark_does():
+def test_luma_marks_put_embed_watermarks_mark_on_the_y_plane():
+    """The stitcher marks the I420 picture it hands x264: its Y plane must carry what embed_watermark puts in
+    RGB (within the rounding of the 219/255 scale), and decode back to the payload."""
     frame = shot((640, 360), "mid", classical_background("office", 640, 360, seed=2)).frame
     frame[:20] = 255  # saturates upwards
     frame[20:40] = 0  # and downwards
-    plus, minus = watermark_planes(PAYLOAD, 360, 640)
-    assert np.array_equal(cv2.add(cv2.subtract(frame, minus), plus), embed_watermark(frame, PAYLOAD))
+    marked = to_i420(frame, luma_marks(PAYLOAD, 360, 640))
+    assert np.array_equal(marked[360:], to_i420(frame)[360:])  # chroma untouched
+    embedded = embed_watermark(frame, PAYLOAD)
+    difference = marked[:360].astype(np.int16) - to_i420(embedded)[:360]
+    # Wherever no channel clipped in RGB (Y keeps room above 235 and below 16, so the mark survives there too)
+    unclipped = ((frame >= 16) & (frame <= 239)).all(axis=2)  # the mark moves a level by less than 16
+    assert unclipped.mean() > 0.8
+    assert np.abs(difference[unclipped]).max() <= 2 and np.abs(difference).mean() < 0.5
+    assert detect_watermark(cv2.cvtColor(marked, cv2.COLOR_YUV2RGB_I420)) == PAYLOAD
     with pytest.raises(ValueError, match="payload"):
-        watermark_planes(b"", 360, 640)
+        luma_marks(b"", 360, 640)
