@@ -64,6 +64,7 @@ def build_video(identity: dict, output: dict, render: dict, scratch: Path, timin
     from avatar_assets.media.compose import (
         Avatar,
         AvatarOverlay,
+        ScaledLayer,
         composite_shot,
         contact_sheet,
         fit_avatar,
@@ -108,7 +109,7 @@ def build_video(identity: dict, output: dict, render: dict, scratch: Path, timin
         return value
 
     sizes = {r["aspect"]: (r["width"], r["height"]) for r in output["renditions"]}
-    fps, crf, preset = render["fps"], render["crf"], render["preset"]
+    fps, crf, preset, x264_params = render["fps"], render["crf"], render["preset"], render["x264_params"]
     sharpen, saturation = render["sharpen"], render["saturation"]
 
     def script():
@@ -193,7 +194,7 @@ def build_video(identity: dict, output: dict, render: dict, scratch: Path, timin
         controls = face_controls(openness, synthesis.phonemes, fps, seed=0)
         path = scratch / "lip_sync.mp4"
         encode_frames(render_frames(tracks, controls, fps), fps=fps, size=layer_size, audio=(samples, rate), path=path,
-                      crf=crf, preset=preset)
+                      crf=crf, preset=preset, x264_params=x264_params)
         lip_sync_measurements(read_frames(path, gray=True), tracks, timed, samples, rate, fps, total)
         np.save(io.BytesIO(), controls.astype(np.float32))
         return path
@@ -204,6 +205,7 @@ def build_video(identity: dict, output: dict, render: dict, scratch: Path, timin
     def stitched_video():  # what video/renditions.py builds from the records, from the objects in hand
         layer = EnhancedFrames(DecodedFrames(layer_video), sharpen, saturation)
         spans = scene_spans(tracks, total, fps)
+        scaled = ScaledLayer()
         jobs = []
         for aspect, size in sizes.items():
             clips = []
@@ -211,14 +213,14 @@ def build_video(identity: dict, output: dict, render: dict, scratch: Path, timin
                 background = enhance_frame(images[aspect][index], sharpen=sharpen, saturation=saturation)
                 placement = placements[aspect][0]
                 frame_at = (ken_burns(background, size, track.end_s - track.start_s) if placement is None
-                            else layer_scene_source(AvatarOverlay(built[index][0].mask, placement, size), background,
+                            else layer_scene_source(AvatarOverlay(built[index][0].mask, placement, size, scaled), background,
                                                     layer, track.start_s, spans[index], fps))
                 clips.append(SceneClip(track.start_s, track.end_s, frame_at=frame_at))
             mouths = [tuple(placements[aspect][1]) for _, _, placements in built if placements[aspect][1]]
             captions = to_ass(words, CaptionLook(**output["caption_look"]), size, avoid=mouths)
             jobs.append(RenditionJob(size, clips, scratch / f"stitched_{aspect.replace(':', 'x')}.mp4", captions))
         encode_renditions(jobs, fps=fps, audio=(samples, rate), transition_s=render["transition_s"], watermark=payload,
-                          crf=crf, preset=preset)
+                          crf=crf, preset=preset, x264_params=x264_params)
         with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
             measured = list(pool.map(lambda job: analyse_video(job.path, expected_fps=fps, expected_size=job.size), jobs))
         return [(job.path, qa) for job, qa in zip(jobs, measured)]

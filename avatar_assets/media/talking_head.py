@@ -111,9 +111,11 @@ def layer_scene_source(overlay: Any, background: np.ndarray, layer: Any, start_s
                        fps: float) -> Callable[[float], np.ndarray]:
     """`frame_at(local_t)` of an avatar scene in one rendition: the layer's frame at that time (`layer` is
     indexable) placed by `overlay` (`compose.AvatarOverlay`) over the backdrop; a crossfade past the scene's
-    ends holds its first or last own frame."""
+    ends holds its first or last own frame. Every frame is made in the same buffer: use it before the next."""
     first, last = span
-    return lambda local_t: overlay.over(background, layer[min(max(int(round((start_s + local_t) * fps)), first), last)])
+    buffer = np.empty_like(background)
+    return lambda local_t: overlay.over(background, layer[min(max(int(round((start_s + local_t) * fps)), first), last)],
+                                        buffer)
 
 
 def lip_sync_measurements(frames: Iterable[np.ndarray], tracks: Sequence[SceneTrack], words: Sequence[Any],

@@ -40,6 +40,7 @@ def rendition_jobs(store: MediaStore, scene_assets: SceneAssetsRecord, lip_sync:
     scenes = scene_assets.scenes
     spans = scene_spans(scenes, lip_sync.frames, fps)
     masks = [decode_image(store.read(scene.mask))[..., 0] for scene in scenes]
+    scaled = compose.ScaledLayer()
     jobs = {}
     for aspect, size in scene_assets.renditions.items():
         clips = []
@@ -50,7 +51,7 @@ def rendition_jobs(store: MediaStore, scene_assets: SceneAssetsRecord, lip_sync:
                 frame_at = ken_burns(background, size, scene.end_s - scene.start_s)
             else:
                 placement = compose.Placement(framed.placement.scale, framed.placement.dx, framed.placement.dy)
-                frame_at = layer_scene_source(compose.AvatarOverlay(mask, placement, size), background, layer,
+                frame_at = layer_scene_source(compose.AvatarOverlay(mask, placement, size, scaled), background, layer,
                                               scene.start_s, spans[index], fps)
             clips.append(SceneClip(scene.start_s, scene.end_s, frame_at=frame_at))
         jobs[aspect] = RenditionJob(size, clips, folder / f"stitched_{aspect.replace(':', 'x')}.mp4",
