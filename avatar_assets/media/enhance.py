@@ -12,10 +12,9 @@ def enhance_frame(frame: np.ndarray, *, sharpen: float = 0.35, saturation: float
     if sharpen > 0:
         blurred = cv2.GaussianBlur(frame, (0, 0), sigmaX=1.2)
         out = cv2.addWeighted(frame, 1 + sharpen, blurred, -sharpen, 0)
-    if saturation != 1.0:
-        hsv = cv2.cvtColor(out, cv2.COLOR_RGB2HSV)
-        hsv[..., 1] = np.clip(hsv[..., 1].astype(np.float32) * saturation, 0, 255).astype(np.uint8)
-        out = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    if saturation != 1.0:  # away from the pixel's own grey: its luma stays, at half the cost of an HSV round trip
+        grey = cv2.cvtColor(cv2.cvtColor(out, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+        out = cv2.addWeighted(out, saturation, grey, 1.0 - saturation, 0)
     return out
 
 
