@@ -39,7 +39,7 @@ def rendered(tmp_path_factory, sample_bundle):
     with video_home(tmp_path_factory.mktemp("native") / "home", sample_bundle, (AVATAR,)) as home:
         submit(home, AVATAR, SLUG, SCRIPT, route="multi_scene", platforms=["tiktok", "instagram_feed", "youtube"],
                background_prompts=["soft studio backdrop", "city at dusk", "calm ocean sunset"],
-               captions={"preset": "karaoke", "highlight_colour": GREEN, "position": "bottom"})
+               captions={"preset": "karaoke", "highlight_colour": GREEN, "position": "auto"})
         report = home.process()
         assert report.ok, report.as_dict()
         yield home
@@ -121,6 +121,9 @@ def test_captions_sit_in_each_frames_caption_safe_band_with_the_spoken_word_high
             x, y, w, h = block.box
             assert round(top * size[1]) <= y and y + h <= round(bottom * size[1]), (aspect, block.box)  # whole pixels
             assert 0 <= x and x + w <= size[0]
+            # position "auto": clear of the mouth in this frame wherever the band has room for it
+            assert not any(x < mx + mw and mx < x + w and y < my + mh and my < y + h for mx, my, mw, mh in mouths), (
+                aspect, block.box, mouths)
         frames = decoded_frames(delivered(home, aspect))
         cue = next(b for b in blocks if len(b.words) >= 3)
         x, y, w, h = cue.box
