@@ -7,6 +7,7 @@ with the placement because lip sync draws on the composed frame.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Literal
 
@@ -136,21 +137,26 @@ def soft_alpha(mask: np.ndarray) -> np.ndarray:
 
 
 class ScaledLayer:
-    """The last layer frame's blocks as scaled for the overlays that share this: renditions that show the
-    avatar at the same scale (1:1 and 16:9 share their short side, so mostly their framing) resize it once."""
+    """The current layer frame's blocks as scaled for the overlays that share this: renditions that show the
+    avatar at the same scale (1:1 and 16:9 share their short side, so mostly their framing) resize it once,
+    whichever of their threads asks first."""
 
     def __init__(self) -> None:
         self.layer: np.ndarray | None = None
-        self.blocks: dict[tuple, np.ndarray] = {}
+        self.blocks: dict[tuple, list] = {}  # key -> [its lock, the block once made]
+        self.lock = threading.Lock()
 
     def block(self, layer: np.ndarray, crop: tuple[int, int, int, int], scaled: tuple[int, int], interpolation: int):
-        if layer is not self.layer:  # held, so a new frame can never be mistaken for it
-            self.layer, self.blocks = layer, {}
         key = (crop, scaled, interpolation)
-        if key not in self.blocks:
-            x0, y0, x1, y1 = crop
-            self.blocks[key] = cv2.resize(layer[y0:y1, x0:x1], scaled, interpolation=interpolation)
-        return self.blocks[key]
+        with self.lock:
+            if layer is not self.layer:  # held, so a new frame can never be mistaken for it
+                self.layer, self.blocks = layer, {}
+            entry = self.blocks.setdefault(key, [threading.Lock(), None])
+        with entry[0]:  # other blocks are made meanwhile; the same block waits for the one making it
+            if entry[1] is None:
+                x0, y0, x1, y1 = crop
+                entry[1] = cv2.resize(layer[y0:y1, x0:x1], scaled, interpolation=interpolation)
+            return entry[1]
 
 
 class AvatarOverlay:

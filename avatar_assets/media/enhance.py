@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import cv2
 import numpy as np
 
@@ -19,13 +21,18 @@ def enhance_frame(frame: np.ndarray, *, sharpen: float = 0.35, saturation: float
 
 
 class EnhancedFrames:
-    """`frames` (indexable) enhanced once per index: every rendition asks for the same index in turn."""
+    """`frames` (indexable) enhanced once per index: every rendition asks for the same index, from its own
+    thread (`media.video.encode_renditions`), and a crossfade for two, so the last `keep` are kept."""
 
-    def __init__(self, frames, sharpen: float, saturation: float) -> None:
-        self.frames, self.sharpen, self.saturation = frames, sharpen, saturation
-        self.index, self.frame = -1, None
+    def __init__(self, frames, sharpen: float, saturation: float, keep: int = 4) -> None:
+        self.frames, self.sharpen, self.saturation, self.keep = frames, sharpen, saturation, keep
+        self.enhanced: dict[int, np.ndarray] = {}
+        self.lock = threading.Lock()
 
     def __getitem__(self, index: int) -> np.ndarray:
-        if index != self.index:
-            self.index, self.frame = index, enhance_frame(self.frames[index], sharpen=self.sharpen, saturation=self.saturation)
-        return self.frame
+        with self.lock:
+            if index not in self.enhanced:
+                if len(self.enhanced) >= self.keep:
+                    del self.enhanced[next(iter(self.enhanced))]
+                self.enhanced[index] = enhance_frame(self.frames[index], sharpen=self.sharpen, saturation=self.saturation)
+            return self.enhanced[index]

@@ -171,6 +171,22 @@ def _check_frame(frame: np.ndarray, size: Size) -> np.ndarray:
     return np.ascontiguousarray(frame)
 
 
+def to_i420(rgb: np.ndarray, mark: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """`rgb` as the planar BT.601 limited-range I420 picture x264 encodes (Y, then U and V at half size, as
+    one (h * 3/2, w) array), with `mark` (`watermark.luma_marks`: what to add, what to subtract) on its Y plane."""
+    yuv = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)
+    if mark is not None:
+        luma = yuv[:rgb.shape[0]]
+        cv2.subtract(luma, mark[1], dst=luma)
+        cv2.add(luma, mark[0], dst=luma)
+    return yuv
+
+
+def _check_even(size: Size) -> None:
+    if size[0] % 2 or size[1] % 2:
+        raise ValueError(f"yuv420p needs even dimensions, got {size[0]}x{size[1]}")
+
+
 def _result(path: Path, size: Size, fps: float, frames: int, has_audio: bool, started: float) -> EncodeResult:
     return EncodeResult(
         path=path,
@@ -185,11 +201,11 @@ def _result(path: Path, size: Size, fps: float, frames: int, has_audio: bool, st
     )
 
 
-def _x264_args(crf: int, preset: str, pix_fmt: str, x264_params: str) -> list[str]:
-    # The pictures are BT.601 limited range whichever side converts them (swscale's default, cv2's I420):
-    # say so, or players guess BT.709 for HD sizes and shift the colours.
+def _x264_args(crf: int, preset: str, x264_params: str) -> list[str]:
+    # The pictures are BT.601 limited range (cv2's I420): say so, or players guess BT.709 for HD sizes and
+    # shift the colours.
     return ["-c:v", "libx264", "-preset", preset, "-crf", str(crf), *(["-x264-params", x264_params] if x264_params else []),
-            "-pix_fmt", pix_fmt, "-colorspace", "smpte170m", "-color_range", "tv"]
+            "-pix_fmt", "yuv420p", "-colorspace", "smpte170m", "-color_range", "tv"]
 
 
 # --------------------------------------------------------------------------- encode_frames
@@ -205,14 +221,15 @@ def encode_frames(
     crf: int = 20,
     preset: str = "veryfast",
     x264_params: str = "",
-    pix_fmt: str = "yuv420p",
 ) -> EncodeResult:
-    """Pipe RGB frames straight into libx264 (+ AAC audio): the fastest path and the stitching baseline.
+    """Pipe RGB frames, converted to I420 here (`to_i420`), straight into libx264 (+ AAC audio): the fastest
+    path and the stitching baseline.
 
     The frames decide the length and the audio is cut or padded with silence to match, sample-exact.
     When `frames` has a length that happens in one ffmpeg pass; for a plain iterator the frame count is
     only known at the end, so the video is encoded first and the audio muxed in by a second, copy pass.
     """
+    _check_even(size)
     started = time.perf_counter()
     final = Path(path)
     known = len(frames) if isinstance(frames, Sized) else None
@@ -220,11 +237,10 @@ def encode_frames(
         if audio is None or known is not None:
             n_samples = round(known / fps * audio[1]) if audio is not None and known is not None else None
             with _temp_wav(audio, final.parent, n_samples) as wav:
-                count = _pipe_frames(_encode_cmd(size, fps, wav, tmp, crf, preset, x264_params, pix_fmt), frames, size)
+                count = _pipe_frames(_encode_cmd(size, fps, wav, tmp, crf, preset, x264_params), frames, size)
         else:
             with _scratch(final.with_suffix(".video"), ".mp4") as video_only:
-                count = _pipe_frames(_encode_cmd(size, fps, None, video_only, crf, preset, x264_params, pix_fmt),
-                                     frames, size)
+                count = _pipe_frames(_encode_cmd(size, fps, None, video_only, crf, preset, x264_params), frames, size)
                 with _temp_wav(audio, final.parent, round(count / fps * audio[1])) as wav:
                     _mux(video_only, wav, tmp, "mux")
         if count == 0:
@@ -233,16 +249,16 @@ def encode_frames(
 
 
 def _encode_cmd(size: Size, fps: float, wav: Path | None, out: Path, crf: int, preset: str, x264_params: str,
-                pix_fmt: str, *, source: str = "rgb24", video_filter: str | None = None) -> list[str]:
-    """Raw `source` pictures (rgb24, or yuv420p) on stdin (+ an optional WAV) to H.264/AAC MP4."""
+                video_filter: str | None = None) -> list[str]:
+    """Raw I420 pictures (`to_i420`) on stdin (+ an optional WAV) to H.264/AAC MP4."""
     w, h = size
     cmd = [FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-           "-f", "rawvideo", "-pix_fmt", source, "-s", f"{w}x{h}", "-r", _fps_arg(fps), "-i", "-"]
+           "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{w}x{h}", "-r", _fps_arg(fps), "-i", "-"]
     if wav is not None:
         cmd += ["-i", str(wav), "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", AUDIO_BITRATE]
     if video_filter is not None:
         cmd += ["-vf", video_filter]
-    return [*cmd, *_x264_args(crf, preset, pix_fmt, x264_params), "-movflags", "+faststart", "-f", "mp4", str(out)]
+    return [*cmd, *_x264_args(crf, preset, x264_params), "-movflags", "+faststart", "-f", "mp4", str(out)]
 
 
 def _mux(video: str | os.PathLike[str], wav: Path, out: Path, what: str) -> None:
@@ -260,15 +276,14 @@ def _ffmpeg(cmd: list[str], what: str) -> None:
 
 
 def _pipe_frames(cmd: list[str], frames: Iterable[np.ndarray], size: Size) -> int:
-    """Write RGB frames to ffmpeg's stdin; on any failure kill ffmpeg and raise with its stderr."""
+    """Write RGB frames to ffmpeg's stdin as I420; on any failure kill ffmpeg and raise with its stderr."""
     with tempfile.TemporaryFile() as errlog:
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errlog)
         assert proc.stdin is not None
         count = 0
         try:
             for frame in frames:
-                raw = _check_frame(frame, size)
-                proc.stdin.write(memoryview(raw).cast("B"))
+                proc.stdin.write(memoryview(to_i420(_check_frame(frame, size))).cast("B"))
                 count += 1
             proc.stdin.close()
             rc = proc.wait()
@@ -346,17 +361,6 @@ class RenditionJob:
     captions_ass: str | None = None
 
 
-def to_i420(rgb: np.ndarray, mark: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
-    """`rgb` as the planar BT.601 limited-range I420 picture x264 encodes (Y, then U and V at half size, as
-    one (h * 3/2, w) array), with `mark` (`watermark.luma_marks`: what to add, what to subtract) on its Y plane."""
-    yuv = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)
-    if mark is not None:
-        luma = yuv[:rgb.shape[0]]
-        cv2.subtract(luma, mark[1], dst=luma)
-        cv2.add(luma, mark[0], dst=luma)
-    return yuv
-
-
 def encode_renditions(
     jobs: Sequence[RenditionJob],
     *,
@@ -374,19 +378,21 @@ def encode_renditions(
     pass; ffmpeg's own rgb24 conversion and libass blending on RGB cost several times more), marked with
     `watermark` on its luma (`watermark.luma_marks`: what `embed_watermark` puts, on the Y plane) and piped to
     that rendition's own ffmpeg, whose filter graph burns the ASS captions (libass, the caption fonts shipped
-    in matplotlib) on the way into x264 + AAC. The ffmpegs run side by side, each fed by a writer thread,
-    while this thread composes the next frame. All renditions share the scenes' timing, so the scenes of the
-    first job define the length; the audio is fitted to it. Every output appears only complete."""
+    in matplotlib) on the way into x264 + AAC. The renditions of one frame are composed side by side in
+    threads (cv2 and numpy let go of the GIL), so a scene source shared by renditions must be thread-safe;
+    the ffmpegs run side by side too, each fed by a writer thread. All renditions share the scenes' timing,
+    so the scenes of the first job define the length; the audio is fitted to it. Every output appears only
+    complete."""
     import queue
     import threading
+    from concurrent.futures import ThreadPoolExecutor
 
     from avatar_assets.media.watermark import luma_marks
 
     if not jobs:
         raise ValueError("encode_renditions needs at least one rendition")
     for job in jobs:
-        if job.size[0] % 2 or job.size[1] % 2:
-            raise ValueError(f"yuv420p needs even dimensions, got {job.size[0]}x{job.size[1]}")
+        _check_even(job.size)
         if len(job.scenes) != len(jobs[0].scenes):
             raise ValueError("every rendition needs the same scenes")
     started = time.perf_counter()
@@ -431,8 +437,7 @@ def encode_renditions(
                     ass = stack.enter_context(_scratch(Path(tmp).with_suffix(".captions"), ".ass"))
                     ass.write_text(job.captions_ass, encoding="utf-8")
                     burn = f"ass=filename={_filter_value(ass)}:fontsdir={_filter_value(FONTS_DIR)}"
-                cmd = _encode_cmd(job.size, fps, wav, tmp, crf, preset, x264_params, "yuv420p", source="yuv420p",
-                                  video_filter=burn)
+                cmd = _encode_cmd(job.size, fps, wav, tmp, crf, preset, x264_params, video_filter=burn)
                 log = stack.enter_context(tempfile.TemporaryFile())
                 proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log)
                 feed: queue.Queue = queue.Queue(maxsize=3)
@@ -441,13 +446,15 @@ def encode_renditions(
                 thread.start()
                 procs.append(proc), feeds.append(feed), threads.append(thread), failures.append(failed), logs.append(log)
             step = max(1, math.ceil(n / 10))
-            for i in range(n):
-                for job, feed, mark, failed in zip(jobs, feeds, marks, failures):
-                    if failed:
-                        continue
-                    feed.put(to_i420(frame_of(job, i), mark))
-                if progress is not None and ((i + 1) % step == 0 or i == n - 1):
-                    progress(i + 1, n)
+            lanes = list(zip(jobs, feeds, marks, failures))
+            with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+                for i in range(n):
+                    live = [lane for lane in lanes if not lane[3]]
+                    pictures = pool.map(lambda lane: to_i420(frame_of(lane[0], i), lane[2]), live)
+                    for (_, feed, _, _), picture in zip(live, pictures):
+                        feed.put(picture)
+                    if progress is not None and ((i + 1) % step == 0 or i == n - 1):
+                        progress(i + 1, n)
             for feed in feeds:
                 feed.put(None)
             for thread in threads:
