@@ -696,17 +696,27 @@ def enhanced_video(
     from avatar_assets.media.video_qa import analyse_remuxed
 
     def compute() -> VideoRecord:
+        from concurrent.futures import ThreadPoolExecutor
+
         audio = read_audio(store.local_path(stitched_video.video), sr=48000)  # every rendition carries the same track
         levelled = normalize_loudness(audio, 48000, target_lufs=enhancer.target_lufs)
         renditions = []
         report = progress(context, "levelling loudness", unit="renditions")
         with scratch_dir(context) as tmp:
-            for rendition in stitched_video.renditions:
+
+            def remuxed(rendition: RenditionVideo) -> tuple[Path, dict]:
                 path = Path(tmp) / f"enhanced_{rendition.aspect_ratio.replace(':', 'x')}.mp4"
                 remux_audio(store.local_path(rendition.video), (levelled, 48000), path=path)
-                qa = VideoQAModel.model_validate(analyse_remuxed(path, rendition.qa))
-                renditions.append(rendition.model_copy(update={"video": store.put_file(path, "mp4", "video/mp4"), "qa": qa}))
-                report(len(renditions), len(stitched_video.renditions))
+                return path, analyse_remuxed(path, rendition.qa)
+
+            # Each rendition's remux and audio measurement is its own ffmpeg: side by side.
+            with ThreadPoolExecutor(max_workers=len(stitched_video.renditions)) as pool:
+                for rendition, (path, facts) in zip(stitched_video.renditions,
+                                                    pool.map(remuxed, stitched_video.renditions)):
+                    qa = VideoQAModel.model_validate(facts)
+                    renditions.append(rendition.model_copy(update={"video": store.put_file(path, "mp4", "video/mp4"),
+                                                                   "qa": qa}))
+                    report(len(renditions), len(stitched_video.renditions))
         return VideoRecord(
             avatar_id=stitched_video.avatar_id, slug=stitched_video.slug, stage="enhanced_video", renditions=renditions,
             expected_fps=stitched_video.expected_fps, audio_duration_s=speech.duration_s, provider=enhancer.info(),
