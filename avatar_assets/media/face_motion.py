@@ -14,6 +14,7 @@ events for visemes, the envelope for loudness, word timings for silences) and a 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -249,9 +250,11 @@ class FaceRig:
         # Backward map with one fixed-point step: source = p - D(p - D(p)), accurate where the field bends.
         first = (self.half_grid - displacement) / 2.0
         refined = cv2.remap(displacement, first, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-        # Full-size buffers are reused from frame to frame: fresh ones cost page faults on every frame.
-        up = self.scratch.setdefault("up", np.empty((h, w, 2), np.float32))
-        source = self.scratch.setdefault("source", np.empty((h, w, 2), np.float32))
+        # Full-size buffers are reused from frame to frame (fresh ones cost page faults on every frame), one
+        # set per thread: frames are rendered side by side (talking_head.render_frames).
+        thread = threading.get_ident()
+        up = self.scratch.setdefault((thread, "up"), np.empty((h, w, 2), np.float32))
+        source = self.scratch.setdefault((thread, "source"), np.empty((h, w, 2), np.float32))
         cv2.resize(refined, (w, h), dst=up, interpolation=cv2.INTER_LINEAR)
         cv2.subtract(self.grid, up, dst=source)
         region = cv2.remap(self.keyframe, source, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)

@@ -11,7 +11,10 @@ the lip-sync gate measured (`lip_sync_measurements`).
 
 from __future__ import annotations
 
+import os
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +26,8 @@ from avatar_assets.media.lipsync import animate_mouth, estimate_lag_frames, mout
 
 Box = tuple[int, int, int, int]
 PUSH_IN = 0.03  # slow zoom over an avatar scene, about the mouth, so the mouth box stays put
+RENDER_THREADS = min(4, os.cpu_count() or 1)
+RENDER_AHEAD = 2 * RENDER_THREADS  # frames in flight: a few, so memory stays a few frames
 SILENCE_MARGIN_S = 0.1  # frames this close to a word are neither speech nor silence (coarticulation)
 
 
@@ -78,17 +83,24 @@ def frame_count(duration_s: float, fps: float) -> int:
 def render_frames(
     tracks: Sequence[SceneTrack], controls: np.ndarray, fps: float, *, progress: Callable[[int, int], None] | None = None
 ) -> Iterator[np.ndarray]:
-    """Every frame of the timeline in order (hard cuts; transitions are the stitcher's job)."""
+    """Every frame of the timeline in order (hard cuts; transitions are the stitcher's job), rendered a few
+    frames ahead in threads (the mesh warp is cv2 and numpy, which let go of the GIL)."""
     total = frame_count(tracks[-1].end_s, fps)
     sources = [scene_frame_source(track, controls, fps) for track in tracks]
-    scene = 0
-    for index in range(total):
-        t = index / fps
-        while scene + 1 < len(tracks) and t >= tracks[scene + 1].start_s - 1e-9:
-            scene += 1
-        if progress and (index % max(1, total // 10) == 0 or index == total - 1):
-            progress(index + 1, total)
-        yield sources[scene](t - tracks[scene].start_s)
+    owner = scene_of_frame(tracks, total, fps)
+
+    def render(index: int) -> np.ndarray:
+        scene = int(owner[index])
+        return sources[scene](index / fps - tracks[scene].start_s)
+
+    with ThreadPoolExecutor(max_workers=RENDER_THREADS) as pool:
+        ahead = deque(pool.submit(render, index) for index in range(min(RENDER_AHEAD, total)))
+        for index in range(total):
+            if index + RENDER_AHEAD < total:
+                ahead.append(pool.submit(render, index + RENDER_AHEAD))
+            if progress and (index % max(1, total // 10) == 0 or index == total - 1):
+                progress(index + 1, total)
+            yield ahead.popleft().result()
 
 
 def scene_of_frame(tracks: Sequence[SceneTrack], total: int, fps: float) -> np.ndarray:
