@@ -53,34 +53,43 @@ def consistency_gate(asset, description: str):
     return partitioned_gate(asset, description, avatars, additional_ins=SOURCE_INS)
 
 
-def measure(rgb, reference: ReferenceFace, expected_box=None, landmarks=None) -> dict:
+def measure(rgb, reference: ReferenceFace, expected_box=None, landmarks=None, detected=None) -> dict:
     """Face count, the judged face's box, its embedding distance and LBPH similarity to the reference.
 
-    `landmarks` (a FaceLandmarks already measured on `rgb`) saves fitting them again.
+    `landmarks` (a FaceLandmarks already measured on `rgb`) saves fitting them again; `detected`
+    ((face count, largest face's box), from `judged_faces` on these pixels) saves detecting them again.
     """
     from avatar_assets.media.face_identity import identity_similarity
-    from avatar_assets.media.faces import detect_faces
     from avatar_assets.media.landmarks import face_distance, face_embedding, find_landmarks
 
-    faces = detect_faces(rgb, min_size=max(16, min(rgb.shape[:2]) // 8))
-    if not faces:
+    count, box = detected if detected is not None else _detected(rgb, expected_box)
+    if not count:
         return {"face_count": 0, "face_box": None, "face_distance": None, "lbph_similarity": None}
-    if expected_box is not None:
-        ex, ey = expected_box[0] + expected_box[2] / 2, expected_box[1] + expected_box[3] / 2
-        face = min(faces, key=lambda f: (f.centre[0] - ex) ** 2 + (f.centre[1] - ey) ** 2)
-    else:
-        face = max(faces, key=lambda f: f.area)
-    box = (face.x, face.y, face.w, face.h)
     distance = None
     if reference.embedding is not None:
         points = landmarks if landmarks is not None else find_landmarks(rgb, box)
         distance = face_distance(face_embedding(rgb, points), reference.embedding)
     return {
-        "face_count": len(faces),
+        "face_count": count,
         "face_box": box,
         "face_distance": distance,
         "lbph_similarity": identity_similarity(rgb, box, reference.rgb, reference.box),
     }
+
+
+def _detected(rgb, expected_box=None) -> tuple[int, tuple[int, int, int, int] | None]:
+    """(face count, the judged face's box): the face nearest `expected_box`, else the largest."""
+    from avatar_assets.media.faces import judged_faces
+
+    faces = judged_faces(rgb)
+    if not faces:
+        return 0, None
+    if expected_box is not None:
+        ex, ey = expected_box[0] + expected_box[2] / 2, expected_box[1] + expected_box[3] / 2
+        face = min(faces, key=lambda f: (f.centre[0] - ex) ** 2 + (f.centre[1] - ey) ** 2)
+    else:
+        face = faces[0]  # largest first
+    return len(faces), (face.x, face.y, face.w, face.h)
 
 
 def judge(name: str, measured: dict) -> str | None:
@@ -159,6 +168,17 @@ def neutral_identity_consistency(
     )
 
 
+def _recorded_detection(geometry: dict, name: str) -> tuple[int, tuple[int, int, int, int] | None] | None:
+    """The sheet's own `judged_faces` result for a variant, as (count, largest box): the same detection
+    on the same pixels (the stored PNG is lossless), so the gate does not run it twice. None when the
+    sheet did not record it (then the gate detects)."""
+    found = geometry.get("variants", {}).get(name)
+    if not isinstance(found, dict) or "face_count" not in found:
+        return None
+    box = found.get("face_box")
+    return found["face_count"], None if box is None else (box["x"], box["y"], box["w"], box["h"])
+
+
 @consistency_gate(
     character_sheet,
     "Every frontal variant of the character sheet (front, smiling, neutral lighting) shows the uploaded person "
@@ -186,7 +206,10 @@ def sheet_identity_consistency(
         if name not in gated:  # a frontal detector and embedding cannot judge a turned head
             rows.append(f"| {name} | not judged | - | - | - |")
             continue
-        measured = measure(decode_image(store.read(character_sheet.variants[name])), reference)
+        measured = measure(
+            decode_image(store.read(character_sheet.variants[name])), reference,
+            detected=_recorded_detection(geometry, name),
+        )
         failure = f"{name}: no face found" if measured["face_count"] == 0 else judge(name, measured)
         if failure:
             problems.append(failure)

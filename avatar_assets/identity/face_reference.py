@@ -43,7 +43,8 @@ def reference_face(
         if found is not _MISSING:
             _MEASURED.move_to_end(key)
     if found is _MISSING:
-        found = _measure(decode_image(store.read(photo.upright)))
+        row = next((r for r in validated_inputs.rows if r.path == photo.path), None)
+        found = _measure(decode_image(store.read(photo.upright)), row.face_box if row else None)
         with _LOCK:
             _MEASURED[key] = found
             while len(_MEASURED) > _KEEP:
@@ -59,16 +60,16 @@ _MISSING = object()
 _MEASURED: OrderedDict[str, ReferenceFace | None] = OrderedDict()
 
 
-def _measure(rgb: np.ndarray) -> ReferenceFace | None:
-    """The largest face of the photo with its landmarks and embedding; None when there is no face."""
-    from avatar_assets.media.faces import detect_faces
+def _measure(rgb: np.ndarray, box: tuple[int, int, int, int] | None) -> ReferenceFace | None:
+    """The photo's largest face with its landmarks and embedding; None when there is no face.
+
+    `box` is `validated_inputs`' measurement of the same photo (`photo_metrics`: `detect_faces` on the same
+    upright pixels, largest face first), so the face is not detected a second time.
+    """
     from avatar_assets.media.landmarks import LandmarksUnavailable, face_embedding, find_landmarks
 
-    faces = detect_faces(rgb)
-    if not faces:
+    if box is None:
         return None
-    face = max(faces, key=lambda f: f.area)
-    box = (face.x, face.y, face.w, face.h)
     try:
         landmarks = find_landmarks(rgb, box)
         embedding = face_embedding(rgb, landmarks)

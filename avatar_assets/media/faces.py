@@ -210,6 +210,15 @@ def detect_faces(rgb: np.ndarray, *, min_size: int = 16) -> list[Face]:
     return sorted(faces, key=lambda face: face.area, reverse=True)
 
 
+def judged_faces(rgb: np.ndarray) -> list[Face]:
+    """`detect_faces` as the identity measurements run it: faces down to an eighth of the short side.
+
+    The character sheet records this detection for each variant and the identity gate reuses it, so both
+    must call it the same way: this function is that one way.
+    """
+    return detect_faces(rgb, min_size=max(16, min(rgb.shape[:2]) // 8))
+
+
 @dataclass(frozen=True)
 class PhotoMetrics:
     """Quality numbers for one photo.

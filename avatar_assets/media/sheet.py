@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from avatar_assets.media.faces import Face, detect_faces
+from avatar_assets.media.faces import Face, judged_faces
 from avatar_assets.media.portrait import NeutralPortrait
 
 VARIANT_SIZE = 512
@@ -263,7 +263,7 @@ def make_character_sheet(portrait: NeutralPortrait, *, seed: int = 0) -> Charact
     palette = extract_palette(portrait.rgb, portrait.mask, k=6, seed=seed)
     per_variant = {}
     for name, image in variants.items():
-        found = detect_faces(image, min_size=VARIANT_SIZE // 8)
+        found = judged_faces(image)  # the identity gate reuses this detection
         per_variant[name] = {"face_box": _box(found[0] if found else None), "face_count": len(found)}
     geometry: dict[str, object] = {
         "size": [int(portrait.rgb.shape[1]), int(portrait.rgb.shape[0])],

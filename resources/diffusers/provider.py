@@ -362,8 +362,8 @@ class DiffusersImageGenerator(ImageGenerator):
 
     def _assembled_sheet(self, job: SheetJob, plan: _SheetPlan, generated: dict[str, np.ndarray], generator):
         from avatar_assets.media.cutout import keyed_mask, onto_backdrop
-        from avatar_assets.media.faces import detect_faces
-        from avatar_assets.media.sheet import VARIANT_SIZE, CharacterSheet, layout_sheet
+        from avatar_assets.media.faces import judged_faces
+        from avatar_assets.media.sheet import CharacterSheet, layout_sheet
 
         backdrop = job.portrait.backdrop_rgb
         variants: dict[str, np.ndarray] = {}
@@ -374,7 +374,7 @@ class DiffusersImageGenerator(ImageGenerator):
                 mask = keyed_mask(plan.inits[variant.init], backdrop)
             image = onto_backdrop(generated[variant.name], mask, backdrop)
             variants[variant.name] = image
-            found_faces = detect_faces(image, min_size=VARIANT_SIZE // 8)
+            found_faces = judged_faces(image)  # the identity gate reuses this detection
             box = found_faces[0] if found_faces else None
             per_variant[variant.name] = {
                 "face_box": None if box is None else {"x": box.x, "y": box.y, "w": box.w, "h": box.h},
