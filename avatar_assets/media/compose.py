@@ -170,6 +170,7 @@ class AvatarOverlay:
                  scaled: ScaledLayer | None = None) -> None:
         alpha = soft_alpha(mask)
         self.shared = scaled or ScaledLayer()
+        self.last_made: tuple[np.ndarray, np.ndarray] | None = None  # (out, background) of the last frame
         self.rect = None
         ys, xs = np.nonzero(alpha)
         if not len(xs):  # nothing of the person: the frame is the backdrop
@@ -209,17 +210,24 @@ class AvatarOverlay:
 
     def over(self, background: np.ndarray, layer: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """`layer` (avatar pixels, the mask's size) over a copy of `background` (output size), made in `out`
-        when given: a frame loop that reuses one buffer skips a fresh page-faulting allocation per frame."""
+        when given: a frame loop that reuses one buffer skips a fresh page-faulting allocation per frame, and
+        when the buffer already holds this backdrop from the last frame (nobody writes to a returned frame)
+        only the avatar's rectangle is redrawn."""
         if out is None:
             frame = background.copy()
         else:
             if not out.flags.c_contiguous:
                 raise ValueError("over() needs a C-contiguous out buffer")
             frame = out
-            np.copyto(frame, background)
+            if self.rect is None or self.last_made is None or self.last_made[0] is not out \
+                    or self.last_made[1] is not background:
+                np.copyto(frame, background)
+                self.last_made = (out, background)
         if self.rect is None:
             return frame
         rx0, ry0, rx1, ry1 = self.rect
+        if out is not None:
+            frame[ry0:ry1, rx0:rx1] = background[ry0:ry1, rx0:rx1]
         block = self.shared.block(layer, self.crop, self.scaled, self.interpolation)
         pixels = frame.reshape(-1, 3)
         edge_bg = pixels.take(self.edge_in_frame, axis=0).astype(np.float32)
