@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import queue
 import re
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass
@@ -383,8 +385,6 @@ def encode_renditions(
     the ffmpegs run side by side too, each fed by a writer thread. All renditions share the scenes' timing,
     so the scenes of the first job define the length; the audio is fitted to it. Every output appears only
     complete."""
-    import queue
-    import threading
     from concurrent.futures import ThreadPoolExecutor
 
     from avatar_assets.media.watermark import luma_marks
@@ -583,32 +583,85 @@ def read_frames(
 
 
 class DecodedFrames:
-    """Frames of an encoded video by index, for a reader that moves forward (a stitcher, whose crossfades
-    look back a few frames): the last `keep` frames stay decoded, an earlier one restarts the decoder, an
-    index past the end holds the last frame. Memory stays `keep` frames whatever the video's length."""
+    """Frames of an encoded video by index, for readers that move forward together (the stitcher's rendition
+    threads, whose crossfades look back a few frames): decoded, and passed through `transform` when given,
+    `ahead` frames in advance by a thread of its own, so the readers never wait on the decoder; the last
+    `keep` frames stay; an earlier index restarts the decoder; an index past the end holds the last frame.
+    Thread-safe; memory stays `keep + ahead` frames whatever the video's length."""
 
-    def __init__(self, path: str | os.PathLike[str], keep: int = 32) -> None:
-        self.path, self.keep = Path(path), keep
+    def __init__(self, path: str | os.PathLike[str], keep: int = 32, *,
+                 transform: Callable[[np.ndarray], np.ndarray] | None = None, ahead: int = 4) -> None:
+        self.path, self.keep, self.transform, self.ahead = Path(path), keep, transform, ahead
+        self._lock = threading.Lock()
+        self._reader: _Prefetch | None = None
         self._restart()
 
     def _restart(self) -> None:
-        self._frames = read_frames(self.path)
+        if self._reader is not None:
+            self._reader.stop()
+        self._reader = _Prefetch(read_frames(self.path), self.transform, self.ahead)
         self._cache: dict[int, np.ndarray] = {}
         self._next = 0
+        self._ended = False
 
     def __getitem__(self, index: int) -> np.ndarray:
-        if index < self._next - len(self._cache):
-            self._restart()
-        while self._next <= index:
-            frame = next(self._frames, None)
-            if frame is None:
-                break
-            self._cache[self._next] = frame
-            self._cache.pop(self._next - self.keep, None)
-            self._next += 1
-        if not self._cache:
-            raise ValueError(f"{self.path} has no video frames")
-        return self._cache[min(max(index, self._next - len(self._cache)), self._next - 1)]
+        with self._lock:
+            if index < self._next - len(self._cache):
+                self._restart()
+            while self._next <= index and not self._ended:
+                frame = self._reader.next()
+                if frame is None:
+                    self._ended = True
+                    break
+                self._cache[self._next] = frame
+                self._cache.pop(self._next - self.keep, None)
+                self._next += 1
+            if not self._cache:
+                raise ValueError(f"{self.path} has no video frames")
+            return self._cache[min(max(index, self._next - len(self._cache)), self._next - 1)]
+
+    def __del__(self) -> None:
+        if self._reader is not None:
+            self._reader.stop()
+
+
+class _Prefetch:
+    """An iterator of frames run in a daemon thread, `depth` items ahead; None marks its end. `stop()` (or the
+    owner's end) lets the thread finish within a tenth of a second and closes the iterator (its ffmpeg)."""
+
+    def __init__(self, frames: Iterator[np.ndarray], transform: Callable | None, depth: int) -> None:
+        self.items: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self.stopped = threading.Event()
+        threading.Thread(target=_produce, args=(frames, transform, self.items, self.stopped), daemon=True).start()
+
+    def next(self) -> np.ndarray | None:
+        item = self.items.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
+def _produce(frames: Iterator[np.ndarray], transform: Callable | None, items: queue.Queue,
+             stopped: threading.Event) -> None:
+    def offer(item) -> bool:
+        while not stopped.is_set():
+            with contextlib.suppress(queue.Full):
+                items.put(item, timeout=0.1)
+                return True
+        return False
+
+    try:
+        for frame in frames:
+            if not offer(transform(frame) if transform is not None else frame):
+                return
+        offer(None)
+    except Exception as error:  # noqa: BLE001 - raised in the reading thread
+        offer(error)
+    finally:
+        frames.close()
 
 
 def _decode(cmd: list[str], w: int, h: int, channels: int = 3) -> Iterator[np.ndarray]:

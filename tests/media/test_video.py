@@ -78,6 +78,20 @@ def test_decoded_frames_by_index_forward_back_and_past_the_end(encoded):
         assert np.array_equal(frames[index], decoded[min(index, 59)])
 
 
+def test_decoded_frames_transform_each_frame_once_for_readers_in_threads(encoded):
+    """The stitcher's rendition threads read the same layer frame side by side; it is decoded and enhanced once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, _, result = encoded
+    decoded = list(read_frames(result.path))
+    calls = []
+    frames = DecodedFrames(result.path, keep=8, transform=lambda frame: calls.append(1) or 255 - frame)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        for index in range(60):
+            assert all(np.array_equal(got, 255 - decoded[index]) for got in pool.map(lambda _: frames[index], range(3)))
+    assert len(calls) == 60
+
+
 def test_read_frames_every_nth_and_resize(encoded):
     _, _, result = encoded
     small = list(read_frames(result.path, every_nth=5, size=(160, 120)))
