@@ -123,7 +123,8 @@ def layer_scene_source(overlay: Any, background: np.ndarray, layer: Any, start_s
                        fps: float) -> Callable[[float], np.ndarray]:
     """`frame_at(local_t)` of an avatar scene in one rendition: the layer's frame at that time (`layer` is
     indexable) placed by `overlay` (`compose.AvatarOverlay`) over the backdrop; a crossfade past the scene's
-    ends holds its first or last own frame. Every frame is made in the same buffer: read it before the next, never write to it."""
+    ends holds its first or last own frame. Every frame is made in the same buffer: read it before the next,
+    never write to it."""
     first, last = span
     buffer = np.empty_like(background)
     return lambda local_t: overlay.over(background, layer[min(max(int(round((start_s + local_t) * fps)), first), last)],
