@@ -627,21 +627,29 @@ class DecodedFrames:
 
 class _Prefetch:
     """An iterator of frames run in a daemon thread, `depth` items ahead; None marks its end. `stop()` (or the
-    owner's end) lets the thread finish within a tenth of a second and closes the iterator (its ffmpeg)."""
+    owner's end) lets the thread finish within a tenth of a second and closes the iterator (its ffmpeg). The
+    end and a failure are kept: every later `next()` gets them again instead of waiting on a thread that is
+    gone (the stitcher's other rendition threads ask after the first one saw the failure)."""
 
     def __init__(self, frames: Iterator[np.ndarray], transform: Callable | None, depth: int) -> None:
         self.items: queue.Queue = queue.Queue(maxsize=max(1, depth))
         self.stopped = threading.Event()
+        self.last: BaseException | None | object = _RUNNING
         threading.Thread(target=_produce, args=(frames, transform, self.items, self.stopped), daemon=True).start()
 
     def next(self) -> np.ndarray | None:
-        item = self.items.get()
+        item = self.items.get() if self.last is _RUNNING else self.last
+        if item is None or isinstance(item, BaseException):
+            self.last = item
         if isinstance(item, BaseException):
             raise item
         return item
 
     def stop(self) -> None:
         self.stopped.set()
+
+
+_RUNNING = object()
 
 
 def _produce(frames: Iterator[np.ndarray], transform: Callable | None, items: queue.Queue,

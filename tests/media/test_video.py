@@ -92,6 +92,33 @@ def test_decoded_frames_transform_each_frame_once_for_readers_in_threads(encoded
     assert len(calls) == 60
 
 
+def test_decoded_frames_failing_mid_video_fails_every_reader_and_hangs_none(encoded):
+    """A layer frame that cannot be made (here its enhancement fails at frame 5) stops the stitch: every
+    rendition thread that asks gets the error, including those that ask after the decoder's thread has ended."""
+    from concurrent.futures import ThreadPoolExecutor, wait
+
+    _, _, result = encoded
+
+    def transform(frame):
+        transform.count += 1
+        if transform.count > 5:
+            raise RuntimeError("frame 5 cannot be made")
+        return frame
+
+    transform.count = 0
+    frames = DecodedFrames(result.path, keep=8, transform=transform)
+    for index in range(5):
+        assert frames[index].shape == (240, 320, 3)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        futures = [pool.submit(lambda: frames[7]) for _ in range(3)]
+        done, pending = wait(futures, timeout=10)
+    assert not pending
+    for future in futures:
+        with pytest.raises(RuntimeError, match="frame 5 cannot be made"):
+            future.result()
+    assert frames[2].shape == (240, 320, 3)  # a kept frame is still there
+
+
 def test_read_frames_every_nth_and_resize(encoded):
     _, _, result = encoded
     small = list(read_frames(result.path, every_nth=5, size=(160, 120)))
