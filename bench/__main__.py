@@ -29,6 +29,7 @@ BENCHMARKS: dict[str, str] = {
     "face_animation": "bench.face_animation",
     "wav2lip": "bench.wav2lip",
     "tts": "bench.tts",
+    "kernels": "bench.kernels",
     "video_assembly": "bench.video_assembly",
     "video_e2e": "bench.video_e2e",
     "video_overhead": "bench.video_overhead",

@@ -70,3 +70,15 @@ def test_quick_tts_writes_real_time_factors(tmp_path):
     assert set(figures["rtf"]) == {"onnx", "espeak-ng"} and all(v > 0 for v in figures["rtf"].values())
     assert all(s > 1 for s in figures["speech_s"].values())
     assert not list(tmp_path.glob("avatar-bench-*")), "temporary homes are removed"
+
+
+def test_quick_kernels_time_each_kernel_against_its_baseline(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "bench", "--quick", "--only", "kernels"], cwd=REPO_ROOT,
+                         env=bench_env(tmp_path), capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    result = json.loads((tmp_path / "results" / "kernels.json").read_text())
+    assert result["status"] == "ok"
+    medians = result["figures"]["median_s"]
+    assert set(medians) == {"portrait", "grabcut_full", "voice", "tts", "definitions", "dagster"}
+    assert all(v > 0 for v in medians.values())
+    assert set(result["targets"]) == {"portrait_vs_full_grabcut", "voice_rtf", "tts_rtf"}

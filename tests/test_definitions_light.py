@@ -77,7 +77,7 @@ def test_definitions_import_emits_no_warning_from_our_code(probe):
 
 
 def test_definitions_import_time_is_reported(probe, capsys):
+    """Reported, not asserted (a loaded machine would fail a timed assertion at random): `python -m bench --only
+    kernels` measures it against `import dagster`; what keeps it light is the module test above."""
     with capsys.disabled():
         print(f"\nimport avatar_assets.definitions: {probe['seconds']:.2f} s, {len(probe['modules'])} modules")
-    # Dagster alone is ~1.2 s here; one heavy library would add 1.7-3.8 s more (DESIGN.md).
-    assert probe["seconds"] < 8.0

@@ -4,7 +4,6 @@ import base64
 import io
 import re
 import struct
-import time
 import tracemalloc
 import warnings
 import zlib
@@ -77,17 +76,14 @@ def test_refuses_text_file_named_jpg(tmp_path: Path) -> None:
 def test_refuses_decompression_bomb_from_header_alone() -> None:
     bomb = _png_declaring(30000, 30000)
     tracemalloc.start()
-    started = time.perf_counter()
     try:
         with pytest.raises(PhotoError) as caught:
             load_photo(bomb)
-        elapsed = time.perf_counter() - started
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert str(caught.value) == "image declares 30000x30000 = 900.0 MP, over the 40.0 MP limit"
-    assert elapsed < 0.5
-    assert peak < 5_000_000  # decoding would need 2.7 GB
+    assert peak < 5_000_000  # refused from the header: decoding would need 2.7 GB
 
 
 def test_refuses_photo_over_callers_limit(astronaut_bytes: bytes) -> None:

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import time
 
 import cv2
 import numpy as np
@@ -132,7 +131,18 @@ def test_neutral_portrait_backdrop_replaces_flag_and_shuttle(neutral_portrait: N
         assert np.abs(neutral_portrait.rgb[y, x].astype(int) - backdrop).max() <= 1
 
 
-def test_make_neutral_portrait_is_fast_enough(astronaut_rgb: np.ndarray, astronaut_face: Face) -> None:
-    started = time.perf_counter()
-    make_neutral_portrait(astronaut_rgb, astronaut_face)
-    assert time.perf_counter() - started < 3.0  # target 1.5 s; GrabCut at full size takes ~3.5 s
+def test_grabcut_works_on_a_copy_of_at_most_384_px(astronaut_rgb: np.ndarray, astronaut_face: Face,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """What keeps the neutral portrait fast (GrabCut on the 1024 px crop costs 6x more: `python -m bench --only
+    kernels` measures both); a timed assertion here would fail on a loaded machine at random."""
+    seen = []
+    real = cv2.grabCut
+
+    def recording(image, *args):
+        seen.append(image.shape[:2])
+        return real(image, *args)
+
+    monkeypatch.setattr(cv2, "grabCut", recording)
+    portrait = make_neutral_portrait(astronaut_rgb, astronaut_face)
+    assert portrait.rgb.shape[:2] == (1024, 1024)
+    assert seen and max(max(shape) for shape in seen) <= 384
