@@ -546,7 +546,8 @@ class BackgroundsRecord(Record):
 
 
 class Placement(Strict):
-    """Where a scene's avatar layer lands in one rendition: layer pixel p goes to p * scale + (dx, dy)."""
+    """Where a scene's avatar layer lands in one rendition: `media.compose.Placement` as recorded (read from it by
+    attribute), which `compose.AvatarOverlay` takes back as it is."""
 
     scale: float
     dx: float

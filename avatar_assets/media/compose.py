@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import cv2
 import numpy as np
@@ -99,6 +99,14 @@ class Placement:
         return np.asarray(points, np.float64) * self.scale + np.array([self.dx, self.dy])
 
 
+class Placed(Protocol):
+    """A `Placement` or its record (`contracts.Placement`): all an overlay reads."""
+
+    scale: float
+    dx: float
+    dy: float
+
+
 def frame_avatar(face_box: Box, avatar_size: tuple[int, int], shot: str, out_size: tuple[int, int]) -> Placement:
     """Where the avatar (an image of `avatar_size`, face at `face_box`) goes in an `out_size` frame for `shot`:
     the face height sets the scale, the face centre goes where the framing says, the body reaches the
@@ -166,7 +174,7 @@ class AvatarOverlay:
     resize of the visible part of the layer (shared with the overlays given the same `scaled`), one masked
     copy and a blend of the edge pixels only."""
 
-    def __init__(self, mask: np.ndarray, placement: Placement, out_size: tuple[int, int],
+    def __init__(self, mask: np.ndarray, placement: Placed, out_size: tuple[int, int],
                  scaled: ScaledLayer | None = None) -> None:
         alpha = soft_alpha(mask)
         self.shared = scaled or ScaledLayer()

@@ -400,7 +400,7 @@ def scene_assets(
                 frames.append(SceneFrame(
                     aspect_ratio=aspect, size=tuple(size), background=background_ref,
                     face_box=shot.face_box, mouth_box=shot.mouth_box,
-                    placement=None if placement is None else Placement(scale=placement.scale, dx=placement.dx, dy=placement.dy),
+                    placement=None if placement is None else Placement.model_validate(placement, from_attributes=True),
                 ))
                 stills.append(cv2.resize(shot.frame, (320, max(1, round(320 * size[1] / size[0]))), interpolation=cv2.INTER_AREA))
                 labels.append(f"{scene.index}: {scene.shot} {scene.variant} {aspect}")

@@ -52,8 +52,7 @@ def rendition_jobs(store: MediaStore, scene_assets: SceneAssetsRecord, lip_sync:
             if framed.placement is None:
                 frame_at = ken_burns(background, size, scene.end_s - scene.start_s)
             else:
-                placement = compose.Placement(framed.placement.scale, framed.placement.dx, framed.placement.dy)
-                frame_at = layer_scene_source(compose.AvatarOverlay(mask, placement, size, scaled), background, layer,
+                frame_at = layer_scene_source(compose.AvatarOverlay(mask, framed.placement, size, scaled), background, layer,
                                               scene.start_s, spans[index], fps)
             clips.append(SceneClip(scene.start_s, scene.end_s, frame_at=frame_at))
         jobs[aspect] = RenditionJob(size, clips, folder / f"stitched_{aspect.replace(':', 'x')}.mp4",
