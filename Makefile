@@ -8,9 +8,11 @@ export AVATAR_HOME ?= $(CURDIR)/.avatar_home
 export DAGSTER_HOME ?= $(AVATAR_HOME)/dagster
 PYTEST_ARGS ?=
 # pytest-xdist workers for make test / test-fast (0: one process). Files go to workers whole (--dist loadfile), so
-# a module's fixtures are built once; many tests wait on daemons, servers and subprocesses, so two workers help
-# even on 2 cores.
-TEST_WORKERS ?= 2
+# a module's fixtures are built once, in the order tests/conftest.py gives them (the slowest first,
+# --no-loadscope-reorder). Many tests wait on daemons, servers and subprocesses (the suite keeps about one of
+# two cores busy), so three workers help even on 2 cores.
+TEST_WORKERS ?= 3
+XDIST := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 .PHONY: setup browser demo dev test test-fast bench readme-frames cluster cluster-down clean
 
@@ -41,10 +43,10 @@ dev: setup
 	  && $(BIN)/dagster dev -w workspace.yaml
 
 test: setup browser
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 test-fast: setup
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/python -m bench

@@ -25,6 +25,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# The files that take longest under `make test` (--durations, 2 cores), heaviest first. pytest-xdist hands whole
+# files to whichever worker is free in collection order (`--no-loadscope-reorder` in the Makefile), so these go
+# first and no worker is left alone with a long file at the end while the others idle. Only the order changes.
+SLOW_FILES_FIRST = (
+    "test_cluster.py", "test_relocatable_home.py", "test_regeneration_daemon.py", "test_face_matrix.py",
+    "test_requests.py", "test_ranged_runs.py", "test_wav2lip_provider.py", "test_api.py", "test_backfill_daemon.py",
+    "test_identity_bad_inputs.py", "test_one_automation.py", "test_events.py", "test_video_pipeline.py",
+    "test_crash_recovery.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {name: index for index, name in enumerate(SLOW_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
 SAMPLE_PHOTO = Path(__file__).resolve().parents[1] / "avatar_assets" / "samples" / "astronaut.jpg"
 EVIDENCE = hashlib.sha256(b"consent evidence for tests").hexdigest()
 
