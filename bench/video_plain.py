@@ -27,6 +27,7 @@ import io
 import json
 import shutil
 import tempfile
+from functools import partial
 from pathlib import Path
 
 
@@ -71,7 +72,7 @@ def build_video(identity: dict, output: dict, render: dict, scratch: Path, timin
         frame_avatar,
     )
     from avatar_assets.media.cutout import pose_cutout
-    from avatar_assets.media.enhance import FrameEnhancer, enhance_frame
+    from avatar_assets.media.enhance import enhance_frame
     from avatar_assets.media.face_motion import face_controls
     from avatar_assets.media.images import encode_png
     from avatar_assets.media.landmarks import FaceLandmarks
@@ -203,7 +204,7 @@ def build_video(identity: dict, output: dict, render: dict, scratch: Path, timin
     payload = hashlib.sha256(output["cell"].encode()).digest()[:8]
 
     def stitched_video():  # what video/renditions.py builds from the records, from the objects in hand
-        layer = DecodedFrames(layer_video, transform=FrameEnhancer(sharpen=sharpen, saturation=saturation))
+        layer = DecodedFrames(layer_video, transform=partial(enhance_frame, sharpen=sharpen, saturation=saturation))
         spans = scene_spans(tracks, total, fps)
         scaled = ScaledLayer()
         jobs = []

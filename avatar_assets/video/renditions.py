@@ -10,12 +10,13 @@ in the decoder's thread), and to each backdrop once.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from avatar_assets.contracts import LipSyncRecord, SceneAssetsRecord, SpeechRecord
 from avatar_assets.media import compose
 from avatar_assets.media.captions import CaptionLook, to_ass
-from avatar_assets.media.enhance import FrameEnhancer, enhance_frame
+from avatar_assets.media.enhance import enhance_frame
 from avatar_assets.media.images import decode_image
 from avatar_assets.media.talking_head import layer_scene_source, scene_spans
 from avatar_assets.media.tts import WordTiming
@@ -36,7 +37,8 @@ def rendition_jobs(store: MediaStore, scene_assets: SceneAssetsRecord, lip_sync:
     """aspect ratio -> the job that encodes it into `folder` (`media.video.encode_renditions`), its sources
     enhanced by `sharpen` and `saturation` (`media.enhance.enhance_frame`)."""
     fps = lip_sync.fps
-    layer = DecodedFrames(store.local_path(lip_sync.video), transform=FrameEnhancer(sharpen=sharpen, saturation=saturation))
+    layer = DecodedFrames(store.local_path(lip_sync.video),
+                          transform=partial(enhance_frame, sharpen=sharpen, saturation=saturation))
     scenes = scene_assets.scenes
     spans = scene_spans(scenes, lip_sync.frames, fps)
     masks = [decode_image(store.read(scene.mask))[..., 0] for scene in scenes]
