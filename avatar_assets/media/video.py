@@ -8,6 +8,7 @@ the target and renames it into place, so a reader never sees a half-written vide
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import math
 import os
 import queue
@@ -277,10 +278,22 @@ def _ffmpeg(cmd: list[str], what: str) -> None:
         raise RuntimeError(f"ffmpeg {what} failed: {out.stderr.decode(errors='replace')[-2000:]}")
 
 
+PIPE_BYTES = 1 << 20  # Linux's default ceiling for an unprivileged process (/proc/sys/fs/pipe-max-size)
+
+
+def _widen_pipe(stream) -> None:
+    """A frame pipe of PIPE_BYTES instead of 64 KiB: a 1080p picture then crosses in a few writes instead of ~50,
+    each a wake-up of the process on the other end. Where the system refuses (another OS, a lower limit), the
+    pipe keeps its size."""
+    with contextlib.suppress(AttributeError, OSError):
+        fcntl.fcntl(stream.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+
+
 def _pipe_frames(cmd: list[str], frames: Iterable[np.ndarray], size: Size) -> int:
     """Write RGB frames to ffmpeg's stdin as I420; on any failure kill ffmpeg and raise with its stderr."""
     with tempfile.TemporaryFile() as errlog:
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errlog)
+        _widen_pipe(proc.stdin)
         assert proc.stdin is not None
         count = 0
         try:
@@ -440,6 +453,7 @@ def encode_renditions(
                 cmd = _encode_cmd(job.size, fps, wav, tmp, crf, preset, x264_params, video_filter=burn)
                 log = stack.enter_context(tempfile.TemporaryFile())
                 proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log)
+                _widen_pipe(proc.stdin)
                 feed: queue.Queue = queue.Queue(maxsize=3)
                 failed: list[BaseException] = []
                 thread = threading.Thread(target=writer, args=(proc, feed, failed), daemon=True)
@@ -677,6 +691,7 @@ def _decode(cmd: list[str], w: int, h: int, channels: int = 3) -> Iterator[np.nd
     shape = (h, w, channels) if channels > 1 else (h, w)
     with tempfile.TemporaryFile() as errlog:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errlog, bufsize=0)
+        _widen_pipe(proc.stdout)
         assert proc.stdout is not None
         try:
             while True:
