@@ -423,3 +423,18 @@ def test_ken_burns_moves_slowly_within_the_image():
     # Slow: neighbouring frames barely move.
     assert np.abs(frame_at(1.0).astype(int) - frame_at(1.0 + 1 / FPS)).mean() < 4
     assert np.array_equal(frame_at(5.0), last) and mid.dtype == np.uint8
+
+
+def test_frame_pipes_are_widened_to_a_mebibyte():
+    """A 1080p picture then crosses the pipe in a few writes instead of ~50 wake-ups of the other process."""
+    import fcntl
+    import subprocess
+
+    from avatar_assets.media.video import PIPE_BYTES, _widen_pipe
+
+    with subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL) as proc:
+        before = fcntl.fcntl(proc.stdin.fileno(), fcntl.F_GETPIPE_SZ)
+        _widen_pipe(proc.stdin)
+        after = fcntl.fcntl(proc.stdin.fileno(), fcntl.F_GETPIPE_SZ)
+        proc.stdin.close()
+    assert before < PIPE_BYTES and after == PIPE_BYTES
