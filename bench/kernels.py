@@ -21,15 +21,10 @@ from bench import common
 from bench.common import median, ratio, say
 
 NAME = "kernels"
-FIFTY_WORDS = " ".join((
-    "The quick brown fox jumps over the lazy dog while the small cat watches from a sunny window. "
-    "Every morning the baker opens his shop, and people line up for fresh bread and warm coffee. "
-    "Later in the day, children play in the park until their parents call them home for dinner tonight."
-).split()[:50])
 
 
 def parameters(quick: bool, gpu: bool) -> dict[str, Any]:
-    return {"repeats": 1 if quick else 5, "voice_s": 30.0, "words": len(FIFTY_WORDS.split())}
+    return {"repeats": 1 if quick else 5, "voice_s": 30.0}
 
 
 def _import_seconds(module: str) -> float:
@@ -40,6 +35,8 @@ def _import_seconds(module: str) -> float:
 
 
 def run(opts) -> dict[str, Any]:
+    from importlib.resources import files
+
     import cv2
     import numpy as np
 
@@ -49,9 +46,8 @@ def run(opts) -> dict[str, Any]:
     from avatar_assets.media.portrait import make_neutral_portrait
     from avatar_assets.media.tts import synthesize
     from avatar_assets.media.voice import analyse_voice
-    from importlib.resources import files
-
     from tests.media.audio_fixtures import speech_like, wav_bytes
+    from tests.media.test_tts import FIFTY_WORDS  # the tests' text, whose synthesis they no longer time
 
     params = parameters(opts.quick, getattr(opts, "gpu", False))
     rgb = load_photo((files("avatar_assets") / "samples" / "astronaut.jpg").read_bytes()).rgb
@@ -60,11 +56,12 @@ def run(opts) -> dict[str, Any]:
 
     side = 1024  # make_neutral_portrait's output size, at which replace_background gets the aligned crop
     crop = cv2.resize(rgb, (side, side), interpolation=cv2.INTER_CUBIC)
-    k = side / rgb.shape[1]
+    scale = side / rgb.shape[1]
 
     def full_size_grabcut() -> None:
         labels = np.full(crop.shape[:2], cv2.GC_PR_BGD, np.uint8)
-        labels[round(face.y * k):round((face.y + face.h) * k), round(face.x * k):round((face.x + face.w) * k)] = cv2.GC_FGD
+        labels[round(face.y * scale):round((face.y + face.h) * scale),
+               round(face.x * scale):round((face.x + face.w) * scale)] = cv2.GC_FGD
         cv2.setRNGSeed(0)
         cv2.grabCut(cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), labels, None, np.zeros((1, 65)), np.zeros((1, 65)), 3,
                     cv2.GC_INIT_WITH_MASK)
@@ -85,7 +82,7 @@ def run(opts) -> dict[str, Any]:
         say(f"repeat {rep + 1}: " + ", ".join(f"{k} {v[-1]:.3f} s" for k, v in seconds.items()))
     med = {k: median(v) for k, v in seconds.items()}
     return {
-        "parameters": {**params, "photo": f"{rgb.shape[1]}x{rgb.shape[0]}"},
+        "parameters": {**params, "photo": f"{rgb.shape[1]}x{rgb.shape[0]}", "words": len(FIFTY_WORDS.split())},
         "figures": {
             "median_s": med, "seconds": seconds, "speech_s": speech_s,
             "portrait_vs_full_grabcut": ratio(med["portrait"], med["grabcut_full"]),
