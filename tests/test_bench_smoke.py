@@ -24,6 +24,14 @@ def bench_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+def run_quick(name: str, tmp_path: Path, timeout: float) -> tuple[subprocess.CompletedProcess, dict]:
+    """`python -m bench --quick --only NAME`, which must exit 0, and the result file it wrote."""
+    out = subprocess.run([sys.executable, "-m", "bench", "--quick", "--only", name], cwd=REPO_ROOT,
+                         env=bench_env(tmp_path), capture_output=True, text=True, timeout=timeout, check=False)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out, json.loads((tmp_path / "results" / f"{name}.json").read_text())
+
+
 def test_unknown_benchmark_is_refused(tmp_path):
     out = subprocess.run([sys.executable, "-m", "bench", "--only", "nope"], cwd=REPO_ROOT, env=bench_env(tmp_path),
                          capture_output=True, text=True, timeout=60, check=False)
@@ -34,11 +42,7 @@ def test_unknown_benchmark_is_refused(tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_quick_video_assembly_writes_sane_results(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "bench", "--quick", "--only", "video_assembly"], cwd=REPO_ROOT,
-                         env=bench_env(tmp_path), capture_output=True, text=True, timeout=170, check=False)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-
-    result = json.loads((tmp_path / "results" / "video_assembly.json").read_text())
+    out, result = run_quick("video_assembly", tmp_path, timeout=170)
     assert result["status"] == "ok" and result["quick"] is True
     machine = result["machine"]
     assert machine["cpu_count"] >= 1 and machine["python"] and machine["dagster"]
@@ -61,10 +65,7 @@ def test_quick_video_assembly_writes_sane_results(tmp_path):
 
 
 def test_quick_tts_writes_real_time_factors(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "bench", "--quick", "--only", "tts"], cwd=REPO_ROOT,
-                         env=bench_env(tmp_path), capture_output=True, text=True, timeout=120, check=False)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    result = json.loads((tmp_path / "results" / "tts.json").read_text())
+    _, result = run_quick("tts", tmp_path, timeout=120)
     assert result["status"] == "ok"
     figures = result["figures"]
     assert set(figures["rtf"]) == {"onnx", "espeak-ng"} and all(v > 0 for v in figures["rtf"].values())
@@ -73,10 +74,7 @@ def test_quick_tts_writes_real_time_factors(tmp_path):
 
 
 def test_quick_kernels_time_each_kernel_against_its_baseline(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "bench", "--quick", "--only", "kernels"], cwd=REPO_ROOT,
-                         env=bench_env(tmp_path), capture_output=True, text=True, timeout=300, check=False)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    result = json.loads((tmp_path / "results" / "kernels.json").read_text())
+    _, result = run_quick("kernels", tmp_path, timeout=300)
     assert result["status"] == "ok"
     medians = result["figures"]["median_s"]
     assert set(medians) == {"portrait", "grabcut_full", "voice", "tts", "definitions", "dagster"}
