@@ -29,10 +29,10 @@ import pytest
 # files to whichever worker is free in collection order (`--no-loadscope-reorder` in the Makefile), so these go
 # first and no worker is left alone with a long file at the end while the others idle. Only the order changes.
 SLOW_FILES_FIRST = (
-    "test_cluster.py", "test_relocatable_home.py", "test_regeneration_daemon.py", "test_face_matrix.py",
-    "test_requests.py", "test_ranged_runs.py", "test_wav2lip_provider.py", "test_api.py", "test_backfill_daemon.py",
-    "test_identity_bad_inputs.py", "test_one_automation.py", "test_events.py", "test_video_pipeline.py",
-    "test_crash_recovery.py",
+    "test_cluster.py", "test_relocatable_home.py", "test_regeneration_daemon.py", "test_daemon_killed_worker.py",
+    "test_face_matrix.py", "test_requests.py", "test_ranged_runs.py", "test_wav2lip_provider.py", "test_api.py",
+    "test_backfill_daemon.py", "test_identity_bad_inputs.py", "test_one_automation.py", "test_events.py",
+    "test_video_pipeline.py", "test_crash_recovery.py",
 )
 
 

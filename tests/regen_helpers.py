@@ -1,7 +1,7 @@
 """Helpers for the issue-4 tests: regeneration, staleness, approvals, retry, revoke and lifecycle events.
 
 The expensive part of these tests is a rendered "world": three avatars (copies of the sample bundle under
-different ids) with two video cells each, at a small master size. It is built once per test session by
+different ids) with two video cells each, at a small master size. It is built once per test run by
 the real sensors and runs (`avatar_assets.ops.runner.process`) and snapshotted; each test restores the
 snapshot (records hold store-relative keys, so any path would do; test_relocatable_home proves it) and
 gets its own Dagster instance on it.
@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import json
+import os
 import shutil
 import socket
 import struct
@@ -123,16 +125,25 @@ def _build_world(root: Path, sample_bundle: Path) -> None:
 
 
 def world_snapshot(tmp_path_factory, sample_bundle: Path) -> tuple[Path, Path]:
-    """(root, snapshot): built once per session, whichever test module asks first."""
+    """(root, snapshot): the snapshot is built once per test session and shared by the xdist workers (the
+    first to ask builds it under a file lock, the others wait: building it costs minutes of CPU); each
+    worker restores it into its own root."""
     if "world" not in _WORLDS:
-        base = tmp_path_factory.getbasetemp() / "regen-world"
-        root, snapshot = base / "home", base / "snapshot"
-        shutil.rmtree(base, ignore_errors=True)
-        started = time.monotonic()
-        _build_world(root, sample_bundle)
-        shutil.copytree(root, snapshot, symlinks=True)
-        _WORLDS["world"] = (root, snapshot)
-        print(f"[regen world built in {time.monotonic() - started:.1f} s]")
+        basetemp = tmp_path_factory.getbasetemp()
+        shared = (basetemp.parent if os.environ.get("PYTEST_XDIST_WORKER") else basetemp) / "regen-world"
+        shared.mkdir(exist_ok=True)
+        snapshot, built = shared / "snapshot", shared / "built"
+        with open(shared / "lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not built.exists():
+                shutil.rmtree(shared / "home", ignore_errors=True)
+                shutil.rmtree(snapshot, ignore_errors=True)
+                started = time.monotonic()
+                _build_world(shared / "home", sample_bundle)
+                shutil.copytree(shared / "home", snapshot, symlinks=True)
+                built.touch()
+                print(f"[regen world built in {time.monotonic() - started:.1f} s]")
+        _WORLDS["world"] = (basetemp / "regen-world-home", snapshot)
     return _WORLDS["world"]
 
 
@@ -190,6 +201,20 @@ def enhancer_down():
 
 FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 """Run statuses after which a run changes no more (what the daemon tests wait for)."""
+
+
+AUTOMATION_SENSOR = "avatar_automation"
+
+
+def finished_ticks(instance: dg.DagsterInstance) -> int:
+    """How many ticks of the automation sensor have finished on `instance` (the daemon tests' clock)."""
+    from dagster._core.scheduler.instigation import TickStatus
+
+    states = [s for s in instance.all_instigator_state() if s.name == AUTOMATION_SENSOR]
+    if not states:
+        return 0
+    ticks = instance.get_ticks(states[0].instigator_origin_id, states[0].selector_id)
+    return sum(1 for tick in ticks if tick.status != TickStatus.STARTED)
 
 
 def last_storage_id(instance: dg.DagsterInstance) -> int:

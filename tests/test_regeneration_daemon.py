@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import dagster as dg
 import pytest
-from dagster._core.scheduler.instigation import TickStatus
 from dagster._core.storage.tags import AUTOMATION_CONDITION_TAG, SENSOR_NAME_TAG
 
 from partitions import run_partition, split_cell
 from tests.regen_helpers import (
+    AUTOMATION_SENSOR,
     FINISHED,
     avatarops,
     expected_refresh,
+    finished_ticks,
     last_storage_id,
     materializations_after,
     restored_world,
@@ -29,19 +30,6 @@ from tests.regen_helpers import (
 from tests.servers import DAEMON_INSTANCE_YAML, dagster_daemon, wait_until, write_instance_yaml
 
 pytestmark = pytest.mark.slow
-
-AUTOMATION_SENSOR = "avatar_automation"
-
-
-def automation_ticks(instance: dg.DagsterInstance) -> list:
-    states = [s for s in instance.all_instigator_state() if s.name == AUTOMATION_SENSOR]
-    if not states:
-        return []
-    return list(instance.get_ticks(states[0].instigator_origin_id, states[0].selector_id))
-
-
-def finished_ticks(instance: dg.DagsterInstance) -> int:
-    return sum(1 for tick in automation_ticks(instance) if tick.status != TickStatus.STARTED)
 
 
 def test_regenerate_beside_a_live_daemon_is_queued_and_its_automation_refreshes_exactly_the_closure(
@@ -69,7 +57,6 @@ def test_regenerate_beside_a_live_daemon_is_queued_and_its_automation_refreshes_
                     # needs quiet ticks of its own.
                     regenerate_through_the_daemon(home, instance, graph, daemon, asset, partition,
                                                   quiet_ticks=3 if n == len(changes) - 1 else 0)
-                a_killed_run_worker_is_failed_and_cleaned_up(home, instance, daemon)
                 assert daemon.alive, daemon.log_tail()
         finally:
             instance.dispose()
@@ -106,48 +93,3 @@ def regenerate_through_the_daemon(home, instance, graph, daemon, asset: str, par
     assert by_hand.tags.get("avatarops/regenerate") == asset and run_partition(by_hand.tags) == partition
     for run in daemon_runs:
         assert run.tags.get(AUTOMATION_CONDITION_TAG) == "true" and run.status == dg.DagsterRunStatus.SUCCESS, run.tags
-
-
-def worker_pid(instance, run_id: str) -> int | None:
-    """The run worker's pid, from the engine event its launcher records ("Started process for run")."""
-    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
-        metadata = entry.dagster_event.engine_event_data.metadata or {}
-        if "pid" in metadata:
-            return int(metadata["pid"].value)
-    return None
-
-
-def a_killed_run_worker_is_failed_and_cleaned_up(home, instance, daemon) -> None:
-    """A render the daemon launched, its worker killed with SIGKILL mid-stage: the code server fails the run,
-    `status` calls it crashed at that stage, and its scratch and partial files are removed."""
-    import json
-    import os
-    import signal
-
-    from avatar_assets.media.partial import writer_of
-    from tests.regen_helpers import step_events, submit
-
-    submit(home, "ava", "killed", script="A render whose worker is killed in the middle of lip sync. " * 3)
-
-    def in_lip_sync():
-        runs = instance.get_runs(dg.RunsFilter(tags={"dagster/partition": "ava|killed"}), limit=1)
-        if runs and "lip_sync" in step_events(instance, runs[0].run_id, "STEP_START") and worker_pid(instance, runs[0].run_id):
-            return runs[0]
-        return None
-
-    run = wait_until(in_lip_sync, timeout=300, interval=0.1, what="the launched render to reach lip_sync", process=daemon)
-    pid = worker_pid(instance, run.run_id)
-    os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE, timeout=120,
-               interval=0.5, what="the code server to fail the run", process=daemon)
-    status = avatarops(home, "status", "--json")
-    assert status.returncode == 0, status.stderr[-2000:]
-    entry = json.loads(status.stdout)["avatars"]["ava"]["outputs"]["killed"]
-    # Who launched a later run of this cell, if one appears (CI once saw a queued one: not reproduced since).
-    later = [(r.run_id, r.status.value, {k: v for k, v in r.tags.items() if k.startswith(("dagster/", "avatarops/"))},
-              sorted(k.to_user_string() for k in r.asset_selection or []))
-             for r in instance.get_runs(dg.RunsFilter(tags={"dagster/partition": "ava|killed"})) if r.run_id != run.run_id]
-    assert (entry["state"], entry["run_id"]) == ("crashed", run.run_id), (entry, later)
-    assert entry["stage"] in ("lip_sync", "stitched_video", "enhanced_video", "output_package"), entry
-    assert not (home.root / "tmp" / run.run_id).exists()
-    assert not [path for path in home.root.rglob("*") if (writer_of(path) or (None, None))[1] == pid]
