@@ -141,7 +141,10 @@ def evaluate_requests(instance: dg.DagsterInstance, store: MediaStore, log) -> d
             dg.RunRequest(
                 run_key=f"{cell}:{sha}",
                 partition_key=cell,
-                asset_selection=[dg.AssetKey(stage) for stage in segment] if len(segment) < len(VIDEO_STAGES) else None,
+                # Named even for the whole job: automation ignores an upstream update by a run that selected
+                # the asset too (`executed_with_root_target`), so no tick takes this render's own progress for a
+                # change and launches a second one (tests/test_one_automation.py).
+                asset_selection=[dg.AssetKey(stage) for stage in segment],
                 tags={"avatar": scanned.avatar_id, "output": scanned.slug, requests.REQUEST_TAG: sha,
                       "route": scanned.request.route},
             )

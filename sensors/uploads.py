@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from avatar_assets import settings
 from avatar_assets.identity import intake, ownership
+from avatar_assets.identity.assets import IDENTITY_ASSETS
 from avatar_assets.pipeline import events, tombstones
 from partitions import avatars
 from resources import layout
@@ -28,6 +29,7 @@ from resources.media_store import MediaStore
 
 UPLOAD_SENSOR = "avatar_upload_sensor"
 _SECOND = timedelta(seconds=1)
+IDENTITY_KEYS = [asset.key for asset in IDENTITY_ASSETS]
 
 
 class StoredInboxCursor(BaseModel):
@@ -78,6 +80,7 @@ def _take(scan: intake.BundleScan, store: MediaStore, log) -> dg.RunRequest | No
     return dg.RunRequest(
         run_key=f"{scan.avatar_id}:{scan.sha256}",
         partition_key=scan.avatar_id,
+        asset_selection=IDENTITY_KEYS,  # named, as a render's are (sensors/requests.py says why)
         tags={"avatar": scan.avatar_id, "bundle_sha256": scan.sha256},
     )
 

@@ -18,11 +18,14 @@ from tests.regen_helpers import (
     AVATARS,
     SLUGS,
     cell,
+    definitions_with,
     expected_refresh,
     is_video,
     last_storage_id,
     materializations_after,
     restored_world,
+    step_events,
+    submit,
 )
 
 pytestmark = pytest.mark.slow
@@ -59,3 +62,32 @@ def test_regenerating_any_asset_refreshes_exactly_its_downstream_closure(tmp_pat
                 for slug in SLUGS:
                     packaged = latest_storage_id(instance, "output_package", cell(avatar_id, slug))
                     assert packaged > latest_storage_id(instance, "enhanced_video", cell(avatar_id, slug)), (key, avatar_id, slug)
+
+
+def test_a_render_that_fails_is_left_to_retry_and_not_relaunched_by_automation(tmp_path_factory, sample_bundle):
+    """A changed request re-renders an existing cell and fails at speech (the speech service is down). Its
+    script and storyboard were updated by that same run, which named speech as well, so automation sees no
+    change of its own to refresh: the cell stays failed until `avatarops retry`. (A whole-job run that named
+    no assets was relaunched here; mid-render, a tick whose reads straddled a materialization launched a
+    second render the same way.)"""
+    from avatar_assets.ops.runner import process
+    from resources.providers import SpeechSynthesizer
+
+    class SpeechDown(SpeechSynthesizer):
+        outage: bool = True  # part of the content key: never served from the cache
+
+        def synthesize(self, ssml, **kwargs):
+            raise dg.Failure("speech service is down", allow_retries=False)
+
+    with restored_world(tmp_path_factory, sample_bundle) as home:
+        start = last_storage_id(home.instance)
+        submit(home, "ava", "s1", script="A changed script that the speech service never reads.")
+        report = process(definitions_with(home, tts=SpeechDown()), home.instance, echo=lambda _: None)
+        [render] = report.runs
+        assert render.partition == cell("ava", "s1") and not render.success, report.as_dict()
+        assert step_events(home.instance, render.run_id, "STEP_FAILURE") == ["speech"]
+        materialized = materializations_after(home.instance, start)
+        assert {"script", "storyboard"} <= {asset for asset, _ in materialized} and ("speech", cell("ava", "s1")) \
+            not in materialized and set(materialized.values()) == {1}, materialized
+        run = home.instance.get_run_by_id(render.run_id)
+        assert run.asset_selection and dg.AssetKey("speech") in run.asset_selection
