@@ -231,12 +231,9 @@ def build_video(identity: dict, output: dict, render: dict, scratch: Path, timin
     def enhanced_video():  # loudness only; the pictures are copied
         levelled = audio_media.normalize_loudness(read_audio(stitched[0][0], sr=48000), 48000,
                                                   target_lufs=render["target_lufs"])
-        remuxed = []
-        for path, qa in stitched:
-            out = Path(str(path).replace("stitched_", "enhanced_"))
-            remux_audio(path, (levelled, 48000), path=out)
-            remuxed.append((out, analyse_remuxed(out, qa)))
-        return remuxed
+        outs = [Path(str(path).replace("stitched_", "enhanced_")) for path, _ in stitched]
+        remux_audio([path for path, _ in stitched], (levelled, 48000), paths=outs)
+        return [(out, analyse_remuxed(out, qa)) for out, (_, qa) in zip(outs, stitched)]
 
     enhanced = stage("enhanced_video", enhanced_video)
 

@@ -169,13 +169,15 @@ def _true_peak_envelope(x: np.ndarray, sr: int) -> np.ndarray:
     return np.maximum(up.reshape(len(x), _TRUE_PEAK_OVERSAMPLE).max(axis=1), np.abs(x))
 
 
-def _limit(x: np.ndarray, sr: int, ceiling: float) -> np.ndarray:
+def _limit(x: np.ndarray, sr: int, ceiling: float, envelope: np.ndarray | None = None) -> np.ndarray:
     """Look-ahead peak limiter: a sliding-minimum gain, box-smoothed over the same window.
 
     Every smoothing window that touches a sample lies inside that sample's minimum window,
     so the smoothed gain never exceeds the gain the sample needs: no overs, no hard edges.
+    `envelope` is x's true-peak envelope when the caller has it already.
     """
-    required = np.minimum(1.0, ceiling / np.maximum(_true_peak_envelope(x, sr), 1e-9))
+    envelope = _true_peak_envelope(x, sr) if envelope is None else envelope
+    required = np.minimum(1.0, ceiling / np.maximum(envelope, 1e-9))
     if required.min() >= 1.0:
         return x
     width = max(3, int(0.02 * sr) | 1)
@@ -190,15 +192,18 @@ def normalize_loudness(
 
     Limiting removes some loudness, so the gain is corrected by secant steps on the measured
     result until it is within 0.1 LU; silent audio is returned unchanged (nothing to normalise).
+    The true-peak envelope scales with the gain (oversampling is linear), so it is computed once.
     """
     x = _mono(samples)
     measured = integrated_lufs(x, sr)
     if not np.isfinite(measured):
         return x.copy()
     ceiling = 10.0 ** (peak_ceiling_dbfs / 20.0)
+    envelope = _true_peak_envelope(x, sr)
     gain_db, previous = target_lufs - measured, (0.0, measured)
     for _ in range(8):
-        out = _limit((x * 10.0 ** (gain_db / 20.0)).astype(np.float32), sr, ceiling)
+        gain = 10.0 ** (gain_db / 20.0)
+        out = _limit((x * gain).astype(np.float32), sr, ceiling, envelope * gain)
         loudness = integrated_lufs(out, sr)
         error = target_lufs - loudness
         if abs(error) < 0.1:

@@ -703,16 +703,12 @@ def enhanced_video(
         renditions = []
         report = progress(context, "levelling loudness", unit="renditions")
         with scratch_dir(context) as tmp:
-
-            def remuxed(rendition: RenditionVideo) -> tuple[Path, dict]:
-                path = Path(tmp) / f"enhanced_{rendition.aspect_ratio.replace(':', 'x')}.mp4"
-                remux_audio(store.local_path(rendition.video), (levelled, 48000), path=path)
-                return path, analyse_remuxed(path, rendition.qa)
-
-            # Each rendition's remux and audio measurement is its own ffmpeg: side by side.
-            with ThreadPoolExecutor(max_workers=len(stitched_video.renditions)) as pool:
-                for rendition, (path, facts) in zip(stitched_video.renditions,
-                                                    pool.map(remuxed, stitched_video.renditions)):
+            paths = [Path(tmp) / f"enhanced_{r.aspect_ratio.replace(':', 'x')}.mp4" for r in stitched_video.renditions]
+            remux_audio([store.local_path(r.video) for r in stitched_video.renditions], (levelled, 48000), paths=paths)
+            # Each rendition's audio measurement is its own ffmpeg: side by side.
+            with ThreadPoolExecutor(max_workers=len(paths)) as pool:
+                measured = pool.map(analyse_remuxed, paths, [r.qa for r in stitched_video.renditions])
+                for rendition, path, facts in zip(stitched_video.renditions, paths, measured):
                     qa = VideoQAModel.model_validate(facts)
                     renditions.append(rendition.model_copy(update={"video": store.put_file(path, "mp4", "video/mp4"),
                                                                    "qa": qa}))

@@ -385,6 +385,8 @@ def test_encode_renditions_encodes_every_frame_once_each_with_its_mark_and_capti
         clean = list(read_frames(plain.path))
         assert np.abs(during[y:y + h, x:x + w].astype(int) - clean[round(0.6 * FPS)][y:y + h, x:x + w]).mean() > 20
         assert np.abs(after[y:y + h, x:x + w].astype(int) - clean[round(1.3 * FPS)][y:y + h, x:x + w]).mean() < 8
+    packets = [audio_packets(job.path) for job in jobs]
+    assert packets[0] and packets.count(packets[0]) == len(jobs)  # the track is encoded once, then copied
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["bare", *(j.path.name for j in jobs)])  # no scratch left
 
 
@@ -403,7 +405,7 @@ def test_remux_audio_copies_the_video_stream_and_replaces_the_audio(tmp_path):
     samples, _ = speechlike(2.0, seed=8)
     src = encode_frames(_moving_frames(50), fps=FPS, size=SIZE, audio=(samples, SR), path=tmp_path / "src.mp4")
     quiet = (samples * 0.1).astype(np.float32)
-    out = remux_audio(src.path, (quiet, SR), path=tmp_path / "out.mp4")
+    [out] = remux_audio([src.path], (quiet, SR), paths=[tmp_path / "out.mp4"])
     assert (out.frame_count, out.width, out.height) == (50, 320, 240)
     same = [np.array_equal(a, b) for a, b in zip(read_frames(src.path), read_frames(out.path))]
     assert len(same) == 50 and all(same)  # bit-exact pictures: nothing was decoded and re-encoded
@@ -411,6 +413,34 @@ def test_remux_audio_copies_the_video_stream_and_replaces_the_audio(tmp_path):
     assert ratio == pytest.approx(0.1, rel=0.1)
     assert sorted(os.listdir(tmp_path)) == ["out.mp4", "src.mp4"]
 
+
+
+def audio_packets(path) -> bytes:
+    """The file's AAC packets as stored (no decode): equal bytes mean one encode, copied."""
+    import subprocess
+
+    from avatar_assets.media.video import FFMPEG
+
+    out = subprocess.run([FFMPEG, "-nostdin", "-loglevel", "error", "-i", str(path), "-map", "0:a:0", "-c", "copy",
+                          "-f", "adts", "-"], capture_output=True, check=True)
+    return out.stdout
+
+
+def test_remux_audio_encodes_the_track_once_for_every_rendition_of_a_timeline(tmp_path):
+    samples, _ = speechlike(2.0, seed=9)
+    wide = encode_frames(_moving_frames(50), fps=FPS, size=SIZE, audio=None, path=tmp_path / "wide.mp4")
+    tall = encode_frames(_moving_frames(50, size=(240, 320)), fps=FPS, size=(240, 320), audio=None,
+                         path=tmp_path / "tall.mp4")
+    outs = remux_audio([wide.path, tall.path], (samples, SR), paths=[tmp_path / "w.mp4", tmp_path / "t.mp4"])
+    assert [(o.width, o.height, o.frame_count, o.has_audio) for o in outs] == [(320, 240, 50, True), (240, 320, 50, True)]
+    packets = [audio_packets(o.path) for o in outs]
+    assert packets[0] and packets[0] == packets[1]
+    assert len(read_audio(outs[1].path, sr=SR)) == pytest.approx(50 / FPS * SR, abs=SR / FPS)
+
+    short = encode_frames(_moving_frames(40), fps=FPS, size=SIZE, audio=None, path=tmp_path / "short.mp4")
+    with pytest.raises(ValueError, match="share one timeline: 50 frames at 25 fps, 40 frames at 25 fps"):
+        remux_audio([wide.path, short.path], (samples, SR), paths=[tmp_path / "a.mp4", tmp_path / "b.mp4"])
+    assert sorted(os.listdir(tmp_path)) == ["short.mp4", "t.mp4", "tall.mp4", "w.mp4", "wide.mp4"]
 
 PAYLOAD = bytes.fromhex("a1b2c3d4e5f60718")
 
