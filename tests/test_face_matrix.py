@@ -18,7 +18,9 @@ import pytest
 from tests.conftest import SAMPLE_PHOTO, avatar_home, copy_sample
 from tests.video_helpers import cell, check_verdicts, decoded_frames, record, submit
 
-pytestmark = pytest.mark.slow  # one identity pass for 14 avatars and one render pass for 10 cells (~3 min)
+# One identity pass for 14 avatars and one render pass for 10 cells, in the first test's setup: ~3 min on a quiet
+# host, 10 under `make test` on a slow one (2026-12-07), so it has twice pytest-timeout's default 600 s.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 IDENTITY_GATES = {
     "usable_photo_and_consent", "neutral_face_geometry", "voice_sample_quality",
