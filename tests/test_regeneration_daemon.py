@@ -11,11 +11,15 @@ downstream closure (computed from the asset graph), each partition once.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
+
 import dagster as dg
 import pytest
 from dagster._core.storage.tags import AUTOMATION_CONDITION_TAG, SENSOR_NAME_TAG
 
 from partitions import run_partition, split_cell
+from tests.conftest import Home
 from tests.regen_helpers import (
     AUTOMATION_SENSOR,
     FINISHED,
@@ -27,39 +31,55 @@ from tests.regen_helpers import (
     restored_world,
     world_env,
 )
-from tests.servers import DAEMON_INSTANCE_YAML, dagster_daemon, wait_until, write_instance_yaml
+from tests.servers import DAEMON_INSTANCE_YAML, ManagedProcess, dagster_daemon, wait_until, write_instance_yaml
 
 pytestmark = pytest.mark.slow
 
 
-def test_regenerate_beside_a_live_daemon_is_queued_and_its_automation_refreshes_exactly_the_closure(
-    tmp_path_factory, sample_bundle, tmp_path
-):
+@dataclass
+class LiveDaemon:
+    home: Home
+    instance: dg.DagsterInstance
+    graph: object
+    daemon: ManagedProcess
+
+
+@pytest.fixture(scope="module")
+def live_daemon(tmp_path_factory, sample_bundle) -> Iterator[LiveDaemon]:
+    """The restored world with a daemon on it that has had its first, quiet automation tick. One for the
+    module: each change below is its own test (and has its own timeout), in the order they are listed."""
     with restored_world(tmp_path_factory, sample_bundle) as home:
         write_instance_yaml(home.root / "dagster", DAEMON_INSTANCE_YAML)
         instance = dg.DagsterInstance.from_config(str(home.root / "dagster"))
-        graph = home.defs.resolve_asset_graph()
         try:
             env = world_env(home, AVATAR_SENSOR_INTERVAL_SECONDS="1")
-            with dagster_daemon(env=env, log_path=tmp_path / "daemon.log") as daemon:
+            log_path = tmp_path_factory.mktemp("regeneration-daemon") / "daemon.log"
+            with dagster_daemon(env=env, log_path=log_path) as daemon:
                 # Automation's first tick only sets its cursor; let it pass so the next one sees the change.
                 wait_until(lambda: finished_ticks(instance) >= 1, timeout=180, interval=1,
                            what="the first automation tick", process=daemon)
                 assert not list(instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED,
                                                                           dg.DagsterRunStatus.STARTED]))), \
                     "the daemon launched runs in an unchanged world"
-                refused = avatarops(home, "process")
-                assert refused.returncode == 2 and "a dagster-daemon runs on this instance" in refused.stderr, refused.stderr
-
-                changes = [("neutral_image", "ava"), ("voice_profile", "bob"), ("speech", "cal|s1")]
-                for n, (asset, partition) in enumerate(changes):
-                    # A stray run of one change would land in the next change's count, so only the last change
-                    # needs quiet ticks of its own.
-                    regenerate_through_the_daemon(home, instance, graph, daemon, asset, partition,
-                                                  quiet_ticks=3 if n == len(changes) - 1 else 0)
+                yield LiveDaemon(home, instance, home.defs.resolve_asset_graph(), daemon)
                 assert daemon.alive, daemon.log_tail()
         finally:
             instance.dispose()
+
+
+def test_process_beside_a_live_daemon_is_refused(live_daemon):
+    refused = avatarops(live_daemon.home, "process")
+    assert refused.returncode == 2 and "a dagster-daemon runs on this instance" in refused.stderr, refused.stderr
+
+
+# A stray run of one change would land in the next change's count, so only the last needs quiet ticks of its own.
+@pytest.mark.parametrize("asset, partition, quiet_ticks",
+                         [("neutral_image", "ava", 0), ("voice_profile", "bob", 0), ("speech", "cal|s1", 3)])
+def test_regenerate_beside_a_live_daemon_is_queued_and_its_automation_refreshes_exactly_the_closure(
+    live_daemon, asset, partition, quiet_ticks
+):
+    regenerate_through_the_daemon(live_daemon.home, live_daemon.instance, live_daemon.graph, live_daemon.daemon,
+                                  asset, partition, quiet_ticks=quiet_ticks)
 
 
 def regenerate_through_the_daemon(home, instance, graph, daemon, asset: str, partition: str, quiet_ticks: int) -> None:

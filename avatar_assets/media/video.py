@@ -276,8 +276,8 @@ def _mux(video: str | os.PathLike[str], audio: Path, out: Path, what: str) -> No
 
 
 def _aac_cmd(wav: Path, m4a: Path) -> list[str]:
-    """`wav` encoded once as the AAC track (`.m4a`) that every output of a stage copies: the encode costs
-    about as much CPU as the 9:16 rendition's gate decode, so each further copy of it is saved."""
+    """`wav` encoded once as the AAC track (`.m4a`) that every output of a stage copies: each copy saves an
+    encode (0.44 s of CPU for the demo's 25 s of speech)."""
     return [FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", str(wav),
             *AAC_ARGS, "-f", "mp4", str(m4a)]
 
