@@ -125,7 +125,7 @@ def _build_world(root: Path, sample_bundle: Path) -> None:
 
 
 def world_snapshot(tmp_path_factory, sample_bundle: Path) -> tuple[Path, Path]:
-    """(root, snapshot): the snapshot is built once per test session and shared by the xdist workers (the
+    """(root, snapshot): the snapshot is built once per test run and shared by the xdist workers (the
     first to ask builds it under a file lock, the others wait: building it costs minutes of CPU); each
     worker restores it into its own root."""
     if "world" not in _WORLDS:

@@ -1,4 +1,5 @@
 import os
+import subprocess
 from dataclasses import replace
 
 import numpy as np
@@ -8,6 +9,7 @@ from avatar_assets.media.captions import CaptionLook, layout_captions, to_ass
 from avatar_assets.media.tts import WordTiming
 from avatar_assets.media.watermark import detect_watermark_frames
 from avatar_assets.media.video import (
+    FFMPEG,
     DecodedFrames,
     SceneClip,
     encode_frames,
@@ -23,6 +25,13 @@ from avatar_assets.media.video import (
 from tests.media.video_fixtures import FPS, SR, astronaut, flat_background, speechlike
 
 SIZE = (320, 240)
+
+
+def audio_packets(path) -> bytes:
+    """The file's AAC packets as stored (no decode): equal bytes mean one encode, copied."""
+    out = subprocess.run([FFMPEG, "-nostdin", "-loglevel", "error", "-i", str(path), "-map", "0:a:0", "-c", "copy",
+                          "-f", "adts", "-"], capture_output=True, check=True)
+    return out.stdout
 
 
 def _moving_frames(n, size=SIZE, seed=0):
@@ -414,18 +423,6 @@ def test_remux_audio_copies_the_video_stream_and_replaces_the_audio(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["out.mp4", "src.mp4"]
 
 
-
-def audio_packets(path) -> bytes:
-    """The file's AAC packets as stored (no decode): equal bytes mean one encode, copied."""
-    import subprocess
-
-    from avatar_assets.media.video import FFMPEG
-
-    out = subprocess.run([FFMPEG, "-nostdin", "-loglevel", "error", "-i", str(path), "-map", "0:a:0", "-c", "copy",
-                          "-f", "adts", "-"], capture_output=True, check=True)
-    return out.stdout
-
-
 def test_remux_audio_encodes_the_track_once_for_every_rendition_of_a_timeline(tmp_path):
     samples, _ = speechlike(2.0, seed=9)
     wide = encode_frames(_moving_frames(50), fps=FPS, size=SIZE, audio=None, path=tmp_path / "wide.mp4")
@@ -441,6 +438,7 @@ def test_remux_audio_encodes_the_track_once_for_every_rendition_of_a_timeline(tm
     with pytest.raises(ValueError, match="share one timeline: 50 frames at 25 fps, 40 frames at 25 fps"):
         remux_audio([wide.path, short.path], (samples, SR), paths=[tmp_path / "a.mp4", tmp_path / "b.mp4"])
     assert sorted(os.listdir(tmp_path)) == ["short.mp4", "t.mp4", "tall.mp4", "w.mp4", "wide.mp4"]
+
 
 PAYLOAD = bytes.fromhex("a1b2c3d4e5f60718")
 
