@@ -40,17 +40,18 @@ refresh_existing = (
 ).with_label("refresh existing, never invent")
 """Refresh a partition that exists when a dependency changed; new partitions come from sensors or the CLI."""
 
-_updated_upstream = AC.any_deps_match(AC.newly_updated() | AC.any_deps_match(AC.newly_updated()))
-identity_changing = AC.any_deps_match(_updated_upstream & ~AC.newly_updated()).allow(
-    dg.AssetSelection.groups("identity")
+_refresh_owed = (AC.any_deps_updated() | AC.newly_requested()).since(AC.newly_updated()).with_label(
+    "refresh owed"
 )
-"""An identity asset a video stage reads is about to change: something one or two levels above it was
-updated this tick and it was not. An identity change never reaches a video cell as a same-run request
-(`will_be_requested` stops at the partition mapping), so without this a stage that another path asks for
-in the same tick (backgrounds reads source_upload directly) would run now and again once the identity has
-caught up. Two levels reach source_upload from neutral_image and voice_profile, which every stage that reads
-the identity reads too (scene_assets reads character_sheet beside neutral_image); a third level would cost
-a quarter more per tick for nothing (`bench/automation_tick.py`)."""
+identity_changing = AC.any_deps_match(_refresh_owed).allow(dg.AssetSelection.groups("identity"))
+"""An identity asset a video stage reads is about to change: something above it changed (or it was asked
+for) and its own update has not been seen since. An identity change never reaches a video cell as a same-run
+request (`will_be_requested` stops at the partition mapping), so without this a stage would run beside the
+identity's refresh and again once it lands. The owed refresh is remembered across ticks: the identity asset
+can wait ticks for its own gates or a run in flight, and a tick can fall between a step and its gates
+(`tests/test_one_automation.py`). Every stage that reads an identity asset two levels below an upload also
+reads the one between (scene_assets reads neutral_image beside character_sheet), so one level is enough.
+A refresh that fails stays owed: the avatar's cells wait for its identity to be refreshed again."""
 
 refresh_cell = (refresh_existing & ~identity_changing).with_label("refresh existing once the identity has settled")
 """What video stages use: refresh existing cells, but only once the avatar's identity has settled, so one

@@ -467,3 +467,51 @@ def outbox_ids(store) -> list[str]:
     from avatar_assets.pipeline import events
 
     return events.pending_ids(store, None)
+
+
+def explain_materializations(instance: dg.DagsterInstance, storage_id: int, cells: list[tuple[str, str]]) -> str:
+    """For a failed exactness assertion: which runs made each (asset, partition) after `storage_id`, and which
+    automation evaluations held that partition true, node by node (what a flaky double needs to be traced)."""
+    import datetime
+
+    from dagster._core.definitions.partitions.context import partition_loading_context
+
+    with partition_loading_context(datetime.datetime.now(datetime.timezone.utc), instance):
+        return _explain(instance, storage_id, cells)
+
+
+def _explain(instance: dg.DagsterInstance, storage_id: int, cells: list[tuple[str, str]]) -> str:
+    lines = []
+    records = instance.get_event_records(
+        dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_MATERIALIZATION, after_cursor=storage_id),
+        limit=100_000,
+    )
+    for asset, partition in cells:
+        lines.append(f"== {asset} {partition}")
+        for entry in records:
+            event = entry.event_log_entry.dagster_event
+            if event.asset_key.to_user_string() == asset and str(event.partition) == partition:
+                run = instance.get_run_by_id(entry.event_log_entry.run_id)
+                lines.append(f"  materialized {entry.event_log_entry.timestamp:.2f} storage {entry.storage_id} by run "
+                             f"{run.run_id[:8]} selection {sorted(k.to_user_string() for k in run.asset_selection or ())}"
+                             f" tags { {k: v for k, v in run.tags.items() if 'evaluation' in k or 'sensor' in k} }")
+        for record in reversed(instance.schedule_storage.get_auto_materialize_asset_evaluations(
+                dg.AssetKey(asset), limit=30)):
+            with_runs = record.get_evaluation_with_run_ids()
+            held = list(_true_nodes(with_runs.evaluation, partition, depth=2))
+            if held:
+                lines.append(f"  evaluation {record.evaluation_id} at {record.timestamp:.2f} runs "
+                             f"{sorted(r[:8] for r in with_runs.run_ids)}")
+                lines.extend(held)
+    return "\n".join(lines)
+
+
+def _true_nodes(node, partition: str, depth: int):
+    """The condition tree's nodes that held `partition` true, indented by depth (a false node's true
+    children are listed too: under a NOT they are what blocked)."""
+    value = node.true_subset.value
+    if value if isinstance(value, bool) else partition in set(value.get_partition_keys()):
+        snapshot = node.condition_snapshot
+        yield "  " * depth + (snapshot.label or snapshot.name or snapshot.description)[:70]
+    for child in node.child_evaluations:
+        yield from _true_nodes(child, partition, depth + 1)

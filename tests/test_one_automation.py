@@ -13,6 +13,7 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 from click.testing import CliRunner
+from dagster._core.storage.tags import PARTITION_NAME_TAG
 
 from tests.regen_helpers import (
     AVATARS,
@@ -91,3 +92,35 @@ def test_a_render_that_fails_is_left_to_retry_and_not_relaunched_by_automation(t
             not in materialized and set(materialized.values()) == {1}, materialized
         run = home.instance.get_run_by_id(render.run_id)
         assert run.asset_selection and dg.AssetKey("speech") in run.asset_selection
+
+
+def test_an_identity_change_whose_gates_pass_a_tick_later_reaches_each_cell_once(tmp_path_factory, sample_bundle):
+    """A daemon tick can fall between an identity step and its blocking gates: here neutral_image is seen
+    updated on one tick and its gates pass before the next. The tick that then refreshes character_sheet must
+    leave the cells alone until character_sheet is through; it requested them beside it, and under a loaded CI
+    the daemon rendered those cells twice (once before character_sheet landed, once after)."""
+    from avatar_assets.ops.runner import CliState, ProcessReport, process, run_automation
+    from avatar_assets import settings
+
+    with restored_world(tmp_path_factory, sample_bundle) as home:
+        instance, defs = home.instance, home.defs
+        neutral = dg.AssetKey("neutral_image")
+        start = last_storage_id(instance)
+        job = defs.resolve_implicit_job_def_def_for_assets([neutral])
+        gates = dg.AssetSelection.checks_for_assets(neutral).resolve_checks(defs.resolve_asset_graph())
+
+        def execute(assets, checks):  # the partition as a tag: a run of checks alone selects no partitioned asset
+            run = job.get_subset(asset_selection=assets, asset_check_selection=checks)
+            assert run.execute_in_process(instance=instance, tags={PARTITION_NAME_TAG: "ava"}).success
+
+        state, said = CliState(settings.dagster_home() / "avatarops_state.json"), []
+        execute({neutral}, set())
+        assert run_automation(defs, instance, state, ProcessReport(), said.append) == 0, said  # its gates have not run
+        execute(set(), gates)
+        run_automation(defs, instance, state, ProcessReport(), said.append)
+        [refresh] = said
+        assert refresh.endswith(" for ava") and sorted(refresh.split(": refreshing ")[1][:-len(" for ava")].split(", ")) \
+            == ["character_sheet", "identity_bundle"], said
+        assert process(defs, instance, echo=lambda _: None).ok
+        materialized = materializations_after(instance, start)
+        assert materialized == expected_refresh(home.defs.resolve_asset_graph(), neutral, "ava"), materialized

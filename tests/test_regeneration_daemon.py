@@ -25,6 +25,7 @@ from tests.regen_helpers import (
     FINISHED,
     avatarops,
     expected_refresh,
+    explain_materializations,
     finished_ticks,
     last_storage_id,
     materializations_after,
@@ -106,7 +107,9 @@ def regenerate_through_the_daemon(home, instance, graph, daemon, asset: str, par
                what="every run to finish", process=daemon)
     materialized = materializations_after(instance, start)
     assert materialized == expected, (asset, sorted(set(materialized) ^ set(expected)),
-                                      sorted(k for k, n in materialized.items() if n > 1))
+                                      sorted(k for k, n in materialized.items() if n > 1),
+                                      explain_materializations(instance, start, sorted(
+                                          set(materialized) ^ set(expected) | {k for k, n in materialized.items() if n > 1})))
     launched = [run for run in instance.get_runs() if run.run_id not in runs_before]
     daemon_runs = [run for run in launched if run.tags.get(SENSOR_NAME_TAG) == AUTOMATION_SENSOR]
     [by_hand] = [run for run in launched if run not in daemon_runs]
