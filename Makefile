@@ -42,8 +42,9 @@ dev: setup
 	  && $(BIN)/python -m avatar_assets.pipeline.privacy \
 	  && $(BIN)/dagster dev -w workspace.yaml
 
+# --durations: every run's log (CI's included) names its slowest tests, which the 25-minute budget is read from.
 test: setup browser
-	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) --durations=25 $(PYTEST_ARGS)
 
 test-fast: setup
 	$(BIN)/python -m pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)

@@ -10,11 +10,13 @@ twice for one change, nothing of another avatar or cell, and every `output_packa
 
 from __future__ import annotations
 
+import re
+
 import dagster as dg
 import pytest
 from click.testing import CliRunner
-from dagster._core.storage.tags import PARTITION_NAME_TAG
 
+from avatar_assets.dagster_compat import PARTITION_NAME_TAG
 from tests.regen_helpers import (
     AVATARS,
     SLUGS,
@@ -99,8 +101,8 @@ def test_an_identity_change_whose_gates_pass_a_tick_later_reaches_each_cell_once
     updated on one tick and its gates pass before the next. The tick that then refreshes character_sheet must
     leave the cells alone until character_sheet is through; it requested them beside it, and under a loaded CI
     the daemon rendered those cells twice (once before character_sheet landed, once after)."""
-    from avatar_assets.ops.runner import CliState, ProcessReport, process, run_automation
     from avatar_assets import settings
+    from avatar_assets.ops.runner import CliState, ProcessReport, process, run_automation
 
     with restored_world(tmp_path_factory, sample_bundle) as home:
         instance, defs = home.instance, home.defs
@@ -119,8 +121,8 @@ def test_an_identity_change_whose_gates_pass_a_tick_later_reaches_each_cell_once
         execute(set(), gates)
         run_automation(defs, instance, state, ProcessReport(), said.append)
         [refresh] = said
-        assert refresh.endswith(" for ava") and sorted(refresh.split(": refreshing ")[1][:-len(" for ava")].split(", ")) \
-            == ["character_sheet", "identity_bundle"], said
+        refreshed = re.fullmatch(r"automation: refreshing (.+) for ava", refresh)
+        assert refreshed and sorted(refreshed[1].split(", ")) == ["character_sheet", "identity_bundle"], said
         assert process(defs, instance, echo=lambda _: None).ok
         materialized = materializations_after(instance, start)
         assert materialized == expected_refresh(home.defs.resolve_asset_graph(), neutral, "ava"), materialized
