@@ -25,6 +25,7 @@ from tests.regen_helpers import (
     expected_refresh,
     is_video,
     last_storage_id,
+    materialize_only,
     materializations_after,
     restored_world,
     step_events,
@@ -124,5 +125,39 @@ def test_an_identity_change_whose_gates_pass_a_tick_later_reaches_each_cell_once
         refreshed = re.fullmatch(r"automation: refreshing (.+) for ava", refresh)
         assert refreshed and sorted(refreshed[1].split(", ")) == ["character_sheet", "identity_bundle"], said
         assert process(defs, instance, echo=lambda _: None).ok
+        materialized = materializations_after(instance, start)
+        assert materialized == expected_refresh(home.defs.resolve_asset_graph(), neutral, "ava"), materialized
+
+
+def test_an_identity_refresh_that_fails_holds_its_cells_until_it_is_retried(tmp_path_factory, sample_bundle):
+    """character_sheet's refresh fails (the image service is down): the avatar's cells are held tick after
+    tick, instead of being rendered from the new neutral image beside the old sheet (the refresh stays owed,
+    and the sheet's gate, planned in the failed run, never passed). Once `avatarops retry` completes the
+    identity, each cell is refreshed once."""
+    from avatar_assets import settings
+    from avatar_assets.cli import main
+    from avatar_assets.ops.runner import CliState, ProcessReport, process, run_automation
+    from resources.providers import ImageGenerator
+
+    class SheetsDown(ImageGenerator):
+        outage: bool = True  # part of the content key: never served from the cache
+
+        def character_sheets(self, jobs):
+            raise dg.Failure("image service is down", allow_retries=False)
+
+    with restored_world(tmp_path_factory, sample_bundle) as home:
+        instance, neutral = home.instance, dg.AssetKey("neutral_image")
+        start = last_storage_id(instance)
+        broken, state = definitions_with(home, images=SheetsDown()), CliState(settings.dagster_home() / "avatarops_state.json")
+        materialize_only(home, "neutral_image", "ava")
+        report, said = ProcessReport(), []
+        assert run_automation(broken, instance, state, report, said.append) == 1, said
+        [failed] = report.runs
+        assert failed.partition == "ava" and not failed.success, report.as_dict()
+        for _ in range(2):
+            assert run_automation(broken, instance, state, ProcessReport(), said.append) == 0, said
+        retried = CliRunner().invoke(main, ["retry", failed.run_id], catch_exceptions=False)
+        assert retried.exit_code == 0, retried.output
+        assert process(home.defs, instance, echo=lambda _: None).ok
         materialized = materializations_after(instance, start)
         assert materialized == expected_refresh(home.defs.resolve_asset_graph(), neutral, "ava"), materialized
