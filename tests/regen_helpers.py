@@ -224,17 +224,19 @@ def last_storage_id(instance: dg.DagsterInstance) -> int:
     return records[0].storage_id if records else 0
 
 
-def materializations_after(instance: dg.DagsterInstance, storage_id: int) -> Counter:
-    """(asset, partition) -> materializations recorded after `storage_id`."""
+def materialization_records(instance: dg.DagsterInstance, storage_id: int) -> list[tuple[tuple[str, str], object]]:
+    """((asset, partition), event record) of every materialization recorded after `storage_id`, in order."""
     records = instance.get_event_records(
         dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_MATERIALIZATION, after_cursor=storage_id),
         limit=100_000,
     )
-    counts: Counter = Counter()
-    for entry in records:
-        event = entry.event_log_entry.dagster_event
-        counts[(event.asset_key.to_user_string(), str(event.partition))] += 1
-    return counts
+    return [((entry.event_log_entry.dagster_event.asset_key.to_user_string(),
+              str(entry.event_log_entry.dagster_event.partition)), entry) for entry in records]
+
+
+def materializations_after(instance: dg.DagsterInstance, storage_id: int) -> Counter:
+    """(asset, partition) -> materializations recorded after `storage_id`."""
+    return Counter(cell for cell, _ in materialization_records(instance, storage_id))
 
 
 def step_events(instance: dg.DagsterInstance, run_id: str, kind: str) -> list[str]:
@@ -482,15 +484,11 @@ def explain_materializations(instance: dg.DagsterInstance, storage_id: int, cell
 
 def _explain(instance: dg.DagsterInstance, storage_id: int, cells: list[tuple[str, str]]) -> str:
     lines = []
-    records = instance.get_event_records(
-        dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_MATERIALIZATION, after_cursor=storage_id),
-        limit=100_000,
-    )
+    records = materialization_records(instance, storage_id)
     for asset, partition in cells:
         lines.append(f"== {asset} {partition}")
-        for entry in records:
-            event = entry.event_log_entry.dagster_event
-            if event.asset_key.to_user_string() == asset and str(event.partition) == partition:
+        for made, entry in records:
+            if made == (asset, partition):
                 run = instance.get_run_by_id(entry.event_log_entry.run_id)
                 lines.append(f"  materialized {entry.event_log_entry.timestamp:.2f} storage {entry.storage_id} by run "
                              f"{run.run_id[:8]} selection {sorted(k.to_user_string() for k in run.asset_selection or ())}"

@@ -16,10 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from avatar_assets import settings
 from avatar_assets.contracts import RECORD_TYPES
 from avatar_assets.identity.assets import CODE_VERSION as IDENTITY_CODE_VERSION
-from avatar_assets.ops.runner import execute
+from avatar_assets.ops.runner import CliState, execute
 from avatar_assets.ops.status import collect_status
 from resources.layout import media_key, record_key
 from resources.media_store import sha256_bytes
@@ -237,7 +236,7 @@ def test_second_process_does_nothing(built):
     again = home.process()
     assert again.runs == [] and again.ok
     # Even with the sensor cursor forgotten, the run keys stop a second launch of the same bundles.
-    state_file = settings.dagster_home() / "avatarops_state.json"
+    state_file = CliState.of_home().path
     state = json.loads(state_file.read_text())
     state["sensors"] = {}
     state_file.write_text(json.dumps(state))

@@ -102,7 +102,6 @@ def test_an_identity_change_whose_gates_pass_a_tick_later_reaches_each_cell_once
     updated on one tick and its gates pass before the next. The tick that then refreshes character_sheet must
     leave the cells alone until character_sheet is through; it requested them beside it, and under a loaded CI
     the daemon rendered those cells twice (once before character_sheet landed, once after)."""
-    from avatar_assets import settings
     from avatar_assets.ops.runner import CliState, ProcessReport, process, run_automation
 
     with restored_world(tmp_path_factory, sample_bundle) as home:
@@ -116,7 +115,7 @@ def test_an_identity_change_whose_gates_pass_a_tick_later_reaches_each_cell_once
             run = job.get_subset(asset_selection=assets, asset_check_selection=checks)
             assert run.execute_in_process(instance=instance, tags={PARTITION_NAME_TAG: "ava"}).success
 
-        state, said = CliState(settings.dagster_home() / "avatarops_state.json"), []
+        state, said = CliState.of_home(), []
         execute({neutral}, set())
         assert run_automation(defs, instance, state, ProcessReport(), said.append) == 0, said  # its gates have not run
         execute(set(), gates)
@@ -134,7 +133,6 @@ def test_an_identity_refresh_that_fails_holds_its_cells_until_it_is_retried(tmp_
     tick, instead of being rendered from the new neutral image beside the old sheet (the refresh stays owed,
     and the sheet's gate, planned in the failed run, never passed). Once `avatarops retry` completes the
     identity, each cell is refreshed once."""
-    from avatar_assets import settings
     from avatar_assets.cli import main
     from avatar_assets.ops.runner import CliState, ProcessReport, process, run_automation
     from resources.providers import ImageGenerator
@@ -148,7 +146,7 @@ def test_an_identity_refresh_that_fails_holds_its_cells_until_it_is_retried(tmp_
     with restored_world(tmp_path_factory, sample_bundle) as home:
         instance, neutral = home.instance, dg.AssetKey("neutral_image")
         start = last_storage_id(instance)
-        broken, state = definitions_with(home, images=SheetsDown()), CliState(settings.dagster_home() / "avatarops_state.json")
+        broken, state = definitions_with(home, images=SheetsDown()), CliState.of_home()
         materialize_only(home, "neutral_image", "ava")
         report, said = ProcessReport(), []
         assert run_automation(broken, instance, state, report, said.append) == 1, said

@@ -31,10 +31,9 @@ from tests.regen_helpers import (
 
 
 def automation_cursor():
-    from avatar_assets import settings
     from avatar_assets.ops.runner import CliState
 
-    return CliState(settings.dagster_home() / "avatarops_state.json").automation_cursor
+    return CliState.of_home().automation_cursor
 
 
 def requested(result, defs) -> set[tuple[str, str]]:

@@ -93,6 +93,11 @@ class CliState:
 
         atomic_write_text(self.path, json.dumps(self.data))
 
+    @classmethod
+    def of_home(cls) -> "CliState":
+        """The state of the current home's instance (where `process` keeps it)."""
+        return cls(settings.dagster_home() / "avatarops_state.json")
+
 
 def check_failures(instance: dg.DagsterInstance, run_id: str) -> list[str]:
     failures = []
@@ -320,7 +325,7 @@ def backfill(
 
 
 def process(defs: dg.Definitions, instance: dg.DagsterInstance, echo=print) -> ProcessReport:
-    state = CliState(settings.dagster_home() / "avatarops_state.json")
+    state = CliState.of_home()
     report = ProcessReport(crashed=run_health.reap(instance).failed_runs)
     settle = settings.upload_settle_seconds()
     before = quarantine_entries(defs)
