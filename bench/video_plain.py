@@ -25,6 +25,7 @@ import argparse
 import hashlib
 import io
 import json
+import os
 import shutil
 import tempfile
 from functools import partial
@@ -96,7 +97,6 @@ def build_video(identity: dict, output: dict, render: dict, scratch: Path, timin
         encode_frames,
         encode_renditions,
         ken_burns,
-        poster_frame,
         read_audio,
         read_frames,
         remux_audio,
@@ -220,10 +220,13 @@ def build_video(identity: dict, output: dict, render: dict, scratch: Path, timin
             mouths = [tuple(placements[aspect][1]) for _, _, placements in built if placements[aspect][1]]
             captions = to_ass(words, CaptionLook(**output["caption_look"]), size, avoid=mouths)
             jobs.append(RenditionJob(size, clips, scratch / f"stitched_{aspect.replace(':', 'x')}.mp4", captions))
-        encode_renditions(jobs, fps=fps, audio=(samples, rate), transition_s=render["transition_s"], watermark=payload,
-                          crf=crf, preset=preset, x264_params=x264_params)
+        encoded = encode_renditions(jobs, fps=fps, audio=(samples, rate), transition_s=render["transition_s"],
+                                    watermark=payload, crf=crf, preset=preset, x264_params=x264_params)
+        threads = max(1, (os.cpu_count() or 1) // len(jobs))
         with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
-            measured = list(pool.map(lambda job: analyse_video(job.path, expected_fps=fps, expected_size=job.size), jobs))
+            measured = list(pool.map(lambda job, made: analyse_video(job.path, expected_fps=fps, expected_size=job.size,
+                                                                     poster_at_s=made.duration_s / 3, threads=threads),
+                                     jobs, encoded))
         return [(job.path, qa) for job, qa in zip(jobs, measured)]
 
     stitched = stage("stitched_video", stitched_video)
@@ -237,10 +240,10 @@ def build_video(identity: dict, output: dict, render: dict, scratch: Path, timin
 
     enhanced = stage("enhanced_video", enhanced_video)
 
-    def output_package():  # the renditions are delivered as made: a copy each, and the poster
+    def output_package():  # the renditions are delivered as made: a copy each, and the poster the stitch decoded
         for index, (path, _) in enumerate(enhanced):
             shutil.copyfile(path, scratch / f"video-{index}.mp4")
-        encode_png(poster_frame(enhanced[0][0], duration / 3))
+        encode_png(stitched[0][1].poster)
 
     stage("output_package", output_package)
     return {"cell": output["cell"], "duration_s": duration, "frames": total}

@@ -616,11 +616,14 @@ def _channel_count(layout: str) -> int | None:
 
 
 def read_frames(
-    path: str | os.PathLike[str], *, every_nth: int = 1, size: Size | None = None, gray: bool = False
+    path: str | os.PathLike[str], *, every_nth: int = 1, size: Size | None = None, gray: bool = False,
+    threads: int | None = None, still: tuple[int, str | os.PathLike[str]] | None = None,
 ) -> Iterator[np.ndarray]:
     """Decode frames through an ffmpeg pipe: RGB (h, w, 3), or full-range luma (h, w) with `gray`.
     `every_nth` and `size` are applied inside ffmpeg (area scaling, so small details such as a
-    moving mouth still register after downscaling)."""
+    moving mouth still register after downscaling). `threads` caps the decoder's threads (decodes that run
+    side by side on few cores spend less CPU on one each). With `still` (frame index, file), the same decode
+    also writes that frame, full size raw RGB, to the file (`read_still`): a scan and a poster for one decode."""
     if every_nth < 1:
         raise ValueError("every_nth must be >= 1")
     if size is None:
@@ -631,10 +634,26 @@ def read_frames(
     if every_nth > 1:
         filters.append(f"select=not(mod(n\\,{every_nth}))")
     filters.append(f"scale={w}:{h}:flags=area")
-    cmd = [FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(path), "-map", "0:v:0",
-           "-vf", ",".join(filters), "-fps_mode", "passthrough", "-f", "rawvideo",
-           "-pix_fmt", "gray" if gray else "rgb24", "-"]
+    cmd = [FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", *(["-threads", str(threads)] if threads else []),
+           "-i", str(path)]
+    scan = ["-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "gray" if gray else "rgb24"]
+    if still is None:
+        cmd += ["-map", "0:v:0", "-vf", ",".join(filters), *scan, "-"]
+    else:
+        index, still_path = still
+        cmd += ["-filter_complex", f"[0:v:0]split[scan][still];[scan]{','.join(filters)}[scanned];"
+                                   f"[still]select=eq(n\\,{int(index)})[picked]",
+                "-map", "[scanned]", *scan, "pipe:1",
+                "-map", "[picked]", "-frames:v", "1", "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24",
+                "-y", str(still_path)]
     return _decode(cmd, w, h, 1 if gray else 3)
+
+
+def read_still(path: str | os.PathLike[str], size: Size) -> np.ndarray | None:
+    """The frame `read_frames(still=...)` wrote to `path`, or None when the video had no such frame."""
+    w, h = size
+    data = np.fromfile(path, np.uint8) if Path(path).exists() else np.empty(0, np.uint8)
+    return data.reshape(h, w, 3) if data.size == w * h * 3 else None
 
 
 class DecodedFrames:
@@ -736,8 +755,8 @@ def _decode(cmd: list[str], w: int, h: int, channels: int = 3) -> Iterator[np.nd
         assert proc.stdout is not None
         try:
             while True:
-                buf = bytearray(nbytes)
-                view = memoryview(buf)
+                frame = np.empty(shape, np.uint8)  # not zeroed: every byte is read into it
+                view = memoryview(frame).cast("B")
                 got = 0
                 while got < nbytes:
                     k = proc.stdout.readinto(view[got:])
@@ -746,7 +765,7 @@ def _decode(cmd: list[str], w: int, h: int, channels: int = 3) -> Iterator[np.nd
                     got += k
                 if got < nbytes:
                     break
-                yield np.frombuffer(buf, np.uint8).reshape(shape)
+                yield frame
             rc = proc.wait()
             if rc != 0:
                 errlog.seek(0)

@@ -9,13 +9,16 @@ mean sees.
 
 from __future__ import annotations
 
+import math
 import os
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pyloudnorm
 
-from avatar_assets.media.video import probe, read_audio, read_frames
+from avatar_assets.media.video import poster_frame, probe, read_audio, read_frames, read_still
 
 QA_WIDTH = 320
 # pyloudnorm's gating needs at least one 400 ms block.
@@ -24,7 +27,8 @@ _MIN_LOUDNESS_S = 0.4
 
 @dataclass(frozen=True)
 class VideoQA:
-    """Measured facts and the problems found; `frames` is the per-frame table (index, time, luma, diffs)."""
+    """Measured facts and the problems found; `frames` is the per-frame table (index, time, luma, diffs);
+    `poster` the frame asked for with `poster_at_s`, from the same decode."""
 
     path: str
     width: int
@@ -41,6 +45,7 @@ class VideoQA:
     longest_frozen_s: float
     issues: tuple[str, ...]
     frames: list[dict[str, float]] = field(repr=False)
+    poster: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def passed(self) -> bool:
@@ -74,31 +79,35 @@ def analyse_video(
     freeze_max_diff: float = 0.014,
     max_black_s: float = 0.5,
     max_frozen_s: float = 1.0,
+    poster_at_s: float | None = None,
+    threads: int | None = None,
 ) -> VideoQA:
     """Fully decode `path` and report size, fps, frame count, audio/video durations, loudness, the
     longest black run (mean luma < `black_threshold`) and the longest frozen run (mean luma change
     < `freeze_threshold` and largest per-pixel change < `freeze_max_diff`). Levels are fractions of
-    full scale."""
+    full scale. With `poster_at_s`, the frame shown then (as `video.poster_frame` picks it) comes from the
+    same decode; `threads` caps the decoder's threads."""
     info = probe(path)
     qa_w = min(QA_WIDTH, info.width)
     qa_h = max(2, round(info.height * qa_w / info.width / 2) * 2)
-    rows: list[dict[str, float]] = []
-    prev: np.ndarray | None = None
-    for i, luma in enumerate(read_frames(path, size=(qa_w, qa_h), gray=True)):
-        cur = luma.astype(np.int16)
-        diff = np.abs(cur - prev) if prev is not None else None
-        rows.append({
-            "frame": i,
-            "time_s": i / info.fps,
-            "mean_luma": float(cur.mean()) / 255,
-            "mean_diff": float(diff.mean()) / 255 if diff is not None else float("nan"),
-            "max_diff": float(diff.max()) / 255 if diff is not None else float("nan"),
-        })
-        prev = cur
+    lumas_at = (qa_w, qa_h)
+    if poster_at_s is None or not info.fps:  # (a file without a frame rate has no time to pick a poster at)
+        rows, poster = _scan(read_frames(path, size=lumas_at, gray=True, threads=threads), info.fps), None
+    else:  # the scan's decode also keeps the poster's frame, full size, in a scratch file beside the video
+        at_s = min(max(poster_at_s, 0.0), max(0.0, (info.frame_count - 1) / info.fps))
+        with tempfile.TemporaryDirectory(prefix=".poster-", dir=Path(path).parent) as scratch:
+            still = (math.ceil(at_s * info.fps - 1e-6), Path(scratch) / "poster.rgb")
+            try:
+                rows = _scan(read_frames(path, size=lumas_at, gray=True, threads=threads, still=still), info.fps)
+                poster = read_still(still[1], (info.width, info.height))
+            except RuntimeError:  # a damaged file with fewer frames than it says: ffmpeg fails an empty still
+                rows, poster = _scan(read_frames(path, size=lumas_at, gray=True, threads=threads), info.fps), None
+        if poster is None:
+            poster = poster_frame(path, poster_at_s)
     n = len(rows)
     black = np.array([r["mean_luma"] < black_threshold for r in rows], bool)
-    still = np.array([r["mean_diff"] < freeze_threshold and r["max_diff"] < freeze_max_diff for r in rows[1:]], bool)
-    frozen_run = _longest_run(still)
+    frozen = np.array([r["mean_diff"] < freeze_threshold and r["max_diff"] < freeze_max_diff for r in rows[1:]], bool)
+    frozen_run = _longest_run(frozen)
     duration = n / info.fps if info.fps else 0.0
 
     audio_duration, loudness = _audio_facts(path, info)
@@ -111,7 +120,25 @@ def analyse_video(
         longest_frozen_s=(frozen_run + 1) / info.fps if frozen_run else 0.0,
     )
     issues = _issues(result, expected_fps, expected_size, max_black_s, max_frozen_s)
-    return VideoQA(**result, issues=tuple(issues), frames=rows)
+    return VideoQA(**result, issues=tuple(issues), frames=rows, poster=poster)
+
+
+def _scan(lumas, fps: float) -> list[dict[str, float]]:
+    """The per-frame table of decoded luma frames: mean level, and mean and largest change from the frame before."""
+    rows: list[dict[str, float]] = []
+    prev: np.ndarray | None = None
+    for i, luma in enumerate(lumas):
+        cur = luma.astype(np.int16)
+        diff = np.abs(cur - prev) if prev is not None else None
+        rows.append({
+            "frame": i,
+            "time_s": i / fps if fps else 0.0,
+            "mean_luma": float(cur.mean()) / 255,
+            "mean_diff": float(diff.mean()) / 255 if diff is not None else float("nan"),
+            "max_diff": float(diff.max()) / 255 if diff is not None else float("nan"),
+        })
+        prev = cur
+    return rows
 
 
 def analyse_remuxed(path: str | os.PathLike[str], source: VideoQA | object) -> dict:

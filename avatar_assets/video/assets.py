@@ -3,6 +3,7 @@
 import functools
 import hashlib
 import io
+import os
 import tempfile
 from pathlib import Path
 
@@ -626,7 +627,7 @@ def stitched_video(
 
     from avatar_assets.media.audio import load_wav
     from avatar_assets.media.images import encode_png
-    from avatar_assets.media.video import encode_renditions, poster_frame
+    from avatar_assets.media.video import encode_renditions
     from avatar_assets.media.video_qa import analyse_video
     from avatar_assets.video.renditions import rendition_jobs
 
@@ -638,25 +639,27 @@ def stitched_video(
         with scratch_dir(context) as tmp:
             jobs = rendition_jobs(store, scene_assets, lip_sync, speech, Path(tmp), sharpen=enhancer.sharpen,
                                   saturation=enhancer.saturation)
-            encode_renditions(
+            encoded = encode_renditions(
                 list(jobs.values()), fps=fps, audio=(audio.samples, audio.sample_rate), transition_s=video.transition_s,
                 watermark=payload, crf=video.crf, preset=video.preset, x264_params=video.x264_params,
                 progress=progress(context, "composing renditions"),
             )
-            # Each rendition decoded in full for its gate, side by side (each decode is its own ffmpeg), and its
-            # poster decoded once: enhanced_video (the same pictures), the UI and the package reuse it.
+            # Each rendition decoded in full for its gate, side by side (each decode is its own ffmpeg, sharing
+            # the cores), and its poster kept from that decode: enhanced_video (the same pictures), the UI and
+            # the package reuse it.
+            threads = max(1, (os.cpu_count() or 1) // len(jobs))
             with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
-                measured = list(pool.map(lambda job: analyse_video(job.path, expected_fps=fps, expected_size=job.size),
-                                         jobs.values()))
-                posters = list(pool.map(lambda pair: poster_frame(pair[0].path, pair[1].duration_s / 3),
-                                        zip(jobs.values(), measured)))
+                measured = list(pool.map(
+                    lambda job, made: analyse_video(job.path, expected_fps=fps, expected_size=job.size,
+                                                    poster_at_s=made.duration_s / 3, threads=threads),
+                    jobs.values(), encoded))
             renditions = []
-            for (aspect, job), facts, poster in zip(jobs.items(), measured, posters):
+            for (aspect, job), facts in zip(jobs.items(), measured):
                 qa = VideoQAModel.model_validate(facts, from_attributes=True)
                 renditions.append(RenditionVideo(
                     aspect_ratio=aspect, video=store.put_file(job.path, "mp4", "video/mp4"), qa=qa, expected_size=job.size,
                     captions_ass=store.put_bytes(job.captions_ass.encode(), "ass", "text/x-ssa"),
-                    poster=store.put_bytes(encode_png(poster), "png", "image/png"),
+                    poster=store.put_bytes(encode_png(facts.poster), "png", "image/png"),
                 ))
         return VideoRecord(
             avatar_id=lip_sync.avatar_id, slug=lip_sync.slug, stage="stitched_video", renditions=renditions,

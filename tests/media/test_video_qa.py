@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from avatar_assets.media.lipsync import mouth_openness
-from avatar_assets.media.video import encode_frames
+from avatar_assets.media.video import encode_frames, poster_frame
 from avatar_assets.media.video_qa import analyse_video
 from tests.media.video_fixtures import FPS, SR, shot, speechlike, talking_frames
 
@@ -34,6 +34,32 @@ def test_clean_video_passes_with_the_right_facts(tmp_path):
     assert -40 < qa.loudness_lufs < -10
     assert len(qa.frames) == 75 and set(qa.frames[1]) == {"frame", "time_s", "mean_luma", "mean_diff", "max_diff"}
     assert np.isnan(qa.frames[0]["max_diff"]) and qa.frames[5]["max_diff"] > 0
+
+
+@pytest.mark.parametrize("at_s", [1.0, 1.02, 0.0, 99.0])
+def test_the_poster_comes_from_the_same_decode_as_the_scan(tmp_path, at_s):
+    """stitched_video's poster is kept from its gate's decode: the very frame `poster_frame` picks (clamped into
+    the video), and the scan is the one made without it; the scratch file it passed through is gone."""
+    path = _encode(tmp_path, _drifting(75))
+    alone = analyse_video(path, expected_fps=FPS)
+    qa = analyse_video(path, expected_fps=FPS, poster_at_s=at_s, threads=1)
+    assert alone.poster is None and qa.poster.shape == (240, 320, 3)
+    assert np.array_equal(qa.poster, poster_frame(path, at_s))
+    assert qa.frames[1:] == alone.frames[1:] and qa.issues == alone.issues
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.mp4"]
+
+
+def test_a_truncated_video_asked_for_a_poster_fails_as_the_poster_alone_does(tmp_path):
+    """Its header promises frames its data lacks, so the poster's frame is missing from the shared decode (where
+    ffmpeg fails the empty still): the error is then `poster_frame`'s own, naming the time, not ffmpeg's."""
+    path = _encode(tmp_path, _drifting(75))
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    assert analyse_video(path, expected_fps=FPS).frame_count < 75
+    with pytest.raises(ValueError, match=r"no frame decoded at 1\.0s") as alone:
+        poster_frame(path, 2.8)
+    with pytest.raises(ValueError, match=r"no frame decoded at 1\.0s") as shared:
+        analyse_video(path, expected_fps=FPS, poster_at_s=2.8)
+    assert str(shared.value) == str(alone.value)
 
 
 def test_injected_black_is_found(tmp_path):
