@@ -410,6 +410,21 @@ def test_encode_renditions_refuses_bad_jobs_and_leaves_no_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_audio_track_that_fails_to_encode_fails_every_rendition_and_keeps_the_old_files(tmp_path, monkeypatch):
+    """The AAC track is encoded once beside the pictures: when that encoder fails, the error names it, no
+    rendition is replaced by a silent or half-made file and no scratch file is left."""
+    import avatar_assets.media.video as video
+
+    samples, _ = speechlike(2.0, seed=10)
+    jobs = _rendition_jobs(tmp_path, captions=[])
+    encode_renditions(jobs[:2], fps=FPS, audio=(samples, SR))
+    before = {job.path.name: job.path.read_bytes() for job in jobs[:2]}
+    monkeypatch.setattr(video, "AAC_ARGS", ["-c:a", "aac", "-b:a", "not-a-bitrate"])
+    with pytest.raises(RuntimeError, match="on the audio track"):
+        encode_renditions(jobs, fps=FPS, audio=(samples, SR))
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
 def test_remux_audio_copies_the_video_stream_and_replaces_the_audio(tmp_path):
     samples, _ = speechlike(2.0, seed=8)
     src = encode_frames(_moving_frames(50), fps=FPS, size=SIZE, audio=(samples, SR), path=tmp_path / "src.mp4")
