@@ -183,17 +183,22 @@ def definitions_with(home: Home, **resources) -> dg.Definitions:
     return build_definitions({**home.defs.resources, **resources})
 
 
+def service_down(provider: type, method: str, service: str):
+    """`provider` whose service is down: `method` fails without retries. Its `outage` field is part of the
+    content key, so nothing it should have made is served from the cache instead."""
+
+    def fail(self, *args, **kwargs):
+        raise dg.Failure(f"{service} service is down", allow_retries=False)
+
+    down = type(f"{provider.__name__}Down", (provider,), {"__annotations__": {"outage": bool}, "outage": True, method: fail})
+    return down()
+
+
 def enhancer_down():
     """An enhancer whose service is down: enhanced_video fails without retries."""
     from resources.providers import Enhancer
 
-    class EnhancerDown(Enhancer):
-        outage: bool = True  # part of the content key: never served from the cache
-
-        def info(self):
-            raise dg.Failure("enhancement service is down", allow_retries=False)
-
-    return EnhancerDown()
+    return service_down(Enhancer, "info", "enhancement")
 
 
 # --------------------------------------------------------------------------- the instance's history

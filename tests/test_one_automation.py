@@ -28,6 +28,7 @@ from tests.regen_helpers import (
     materialize_only,
     materializations_after,
     restored_world,
+    service_down,
     step_events,
     submit,
 )
@@ -77,16 +78,11 @@ def test_a_render_that_fails_is_left_to_retry_and_not_relaunched_by_automation(t
     from avatar_assets.ops.runner import process
     from resources.providers import SpeechSynthesizer
 
-    class SpeechDown(SpeechSynthesizer):
-        outage: bool = True  # part of the content key: never served from the cache
-
-        def synthesize(self, ssml, **kwargs):
-            raise dg.Failure("speech service is down", allow_retries=False)
-
     with restored_world(tmp_path_factory, sample_bundle) as home:
         start = last_storage_id(home.instance)
         submit(home, "ava", "s1", script="A changed script that the speech service never reads.")
-        report = process(definitions_with(home, tts=SpeechDown()), home.instance, echo=lambda _: None)
+        speech_down = definitions_with(home, tts=service_down(SpeechSynthesizer, "synthesize", "speech"))
+        report = process(speech_down, home.instance, echo=lambda _: None)
         [render] = report.runs
         assert render.partition == cell("ava", "s1") and not render.success, report.as_dict()
         assert step_events(home.instance, render.run_id, "STEP_FAILURE") == ["speech"]
@@ -137,16 +133,11 @@ def test_an_identity_refresh_that_fails_holds_its_cells_until_it_is_retried(tmp_
     from avatar_assets.ops.runner import CliState, ProcessReport, process, run_automation
     from resources.providers import ImageGenerator
 
-    class SheetsDown(ImageGenerator):
-        outage: bool = True  # part of the content key: never served from the cache
-
-        def character_sheets(self, jobs):
-            raise dg.Failure("image service is down", allow_retries=False)
-
     with restored_world(tmp_path_factory, sample_bundle) as home:
         instance, neutral = home.instance, dg.AssetKey("neutral_image")
         start = last_storage_id(instance)
-        broken, state = definitions_with(home, images=SheetsDown()), CliState.of_home()
+        broken = definitions_with(home, images=service_down(ImageGenerator, "character_sheets", "image"))
+        state = CliState.of_home()
         materialize_only(home, "neutral_image", "ava")
         report, said = ProcessReport(), []
         assert run_automation(broken, instance, state, report, said.append) == 1, said
