@@ -145,7 +145,7 @@ def source_upload(context: dg.AssetExecutionContext, store: MediaStore) -> dg.Ou
 def validated_inputs(
     context: dg.AssetExecutionContext, store: MediaStore, faces: FaceAnalyzer, source_upload: SourceUploadRecord
 ) -> dg.Output[ValidatedInputsRecord]:
-    from avatar_assets.media.faces import photo_metrics
+    from avatar_assets.media.faces import METRICS_VERSION, photo_metrics
     from avatar_assets.media.images import decode_image
 
     def compute() -> ValidatedInputsRecord:
@@ -168,7 +168,8 @@ def validated_inputs(
             consent_scopes=list(source_upload.manifest.consent.scopes),
         )
 
-    key = content_key("validated_inputs", CODE_VERSION, {"upload": source_upload.content_hash(), "faces": faces.info().model_dump()})
+    key = content_key("validated_inputs", CODE_VERSION, {"upload": source_upload.content_hash(), "faces": faces.info().model_dump(),
+                                                         "metrics": METRICS_VERSION})
     record, _ = reuse_or_compute(store, "validated_inputs", key, compute, context.log)
     usable = [row for row in record.rows if row.usable]
     return recorded(

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from avatar_assets.media.faces import Face, colour_cast, detect_faces, photo_metrics
+from avatar_assets.media.faces import Face, colour_cast, detect_faces, people, photo_metrics
 
 
 def _paste_scaled(rgb: np.ndarray, face_height: float, canvas_shape: tuple[int, int]) -> np.ndarray:
@@ -57,6 +57,32 @@ def test_two_faces_sorted_largest_first(astronaut_rgb: np.ndarray) -> None:
     assert faces[0].area > faces[1].area
     assert faces[0].x > 512 > faces[1].x  # the full-size astronaut is on the right
     assert photo_metrics(pair).face_count == 2
+
+
+def test_an_eyeless_speck_beside_the_face_is_not_a_second_person() -> None:
+    """The sample portrait saved as JPEG at quality 84 (a common export setting): the cascade's smallest
+    window fires on an artefact, a box without eyes far smaller than the face; the photo has one person."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    from tests.conftest import SAMPLE_PHOTO
+
+    buffer = BytesIO()
+    Image.open(SAMPLE_PHOTO).convert("RGB").save(buffer, format="JPEG", quality=84)
+    rgb = np.asarray(Image.open(buffer).convert("RGB"))
+    found = detect_faces(rgb)
+    assert all(f.left_eye is None and f.right_eye is None and f.h < found[0].h / 2 for f in found[1:])
+    assert people(found) == found[:1] and photo_metrics(rgb).face_count == 1
+
+
+@pytest.mark.parametrize("side", [100, 260])
+def test_a_small_real_face_beside_the_subject_is_still_a_second_person(astronaut_rgb: np.ndarray, side: int) -> None:
+    """A bystander a fifth or half the subject's size still shows eyes, so the photo has two people."""
+    canvas = np.full((512, 512 + side, 3), 128, np.uint8)
+    canvas[:, :512] = astronaut_rgb
+    canvas[512 - side:, 512:] = cv2.resize(astronaut_rgb, (side, side), interpolation=cv2.INTER_AREA)
+    assert photo_metrics(canvas).face_count == 2
 
 
 def test_tiny_face_is_reported_as_tiny(astronaut_rgb: np.ndarray) -> None:
