@@ -6,6 +6,7 @@ loading the code location stays light.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import version as package_version
 from typing import Any
@@ -215,6 +216,23 @@ class LipSyncer(dg.ConfigurableResource):
     def fallback_info(self, base: ProviderInfo, reason: str) -> ProviderInfo:
         """The record of the CPU default standing in for a model that failed mid-render."""
         return base
+
+    def render_with_fallback(self, render: Callable[[int | None, bool], ProviderInfo],
+                             warn: Callable[[str], None]) -> ProviderInfo:
+        """`render(batch_size, with_model)` at each of `batch_attempts` (a model out of memory at its batch may
+        pass at 1); when the model fails every attempt, once more without it: the CPU default's frames, and a
+        record that says what stood in and why."""
+        from avatar_assets.media.wav2lip import LipSyncFailed
+
+        failures = []
+        for batch_size in self.batch_attempts():
+            try:
+                return render(batch_size, True)
+            except LipSyncFailed as error:
+                failures.append(f"batch {batch_size}: {error}")
+                warn(f"lip sync attempt at batch {batch_size} failed: {error}")
+        warn("lip sync falls back to the CPU default")
+        return self.fallback_info(render(None, False), "; ".join(failures))
 
     def controls(
         self, samples: np.ndarray, sample_rate: int, fps: float, words, phonemes, frames: int, *, seed: int, mesh: bool

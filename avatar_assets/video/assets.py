@@ -476,8 +476,6 @@ def lip_sync(
         context.log.warning(f"lip sync falls back to the envelope-driven mouth: {fallback}")
 
     def compute() -> LipSyncRecord:
-        from avatar_assets.media.wav2lip import LipSyncFailed
-
         audio = load_wav(store.read(speech.audio))
         total = frame_count(speech.duration_s, fps)
         controls = lipsync.controls(
@@ -488,7 +486,7 @@ def lip_sync(
         with scratch_dir(context) as tmp:
             path = Path(tmp) / "lip_sync.mp4"
 
-            def render(batch_size: int | None, with_model: bool = True):
+            def render(batch_size: int | None, with_model: bool):
                 frames = render_frames(tracks, controls, fps, progress=progress(context, "lip sync"))
                 frames, info = (
                     lipsync.resync(frames, tracks, audio.samples, audio.sample_rate, fps, total, base, batch_size)
@@ -500,17 +498,7 @@ def lip_sync(
                 )
                 return info
 
-            provider, failures = None, []
-            for batch_size in lipsync.batch_attempts():  # a model out of memory at its batch may pass at 1
-                try:
-                    provider = render(batch_size)
-                    break
-                except LipSyncFailed as error:
-                    failures.append(f"batch {batch_size}: {error}")
-                    context.log.warning(f"lip sync attempt at batch {batch_size} failed: {error}")
-            if provider is None:  # the model loaded but failed every attempt: the CPU default's frames
-                context.log.warning("lip sync falls back to the CPU default")
-                provider = lipsync.fallback_info(render(None, with_model=False), "; ".join(failures))
+            provider = lipsync.render_with_fallback(render, context.log.warning)
             lag, in_silence, in_speech = lip_sync_measurements(
                 read_frames(path, gray=True), tracks, speech.words, audio.samples, audio.sample_rate, fps, total
             )
