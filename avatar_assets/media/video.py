@@ -786,13 +786,18 @@ def read_audio(path: str | os.PathLike[str], sr: int = 24000) -> np.ndarray:
     return np.frombuffer(out.stdout, np.float32).copy()
 
 
+def within_video(at_s: float, info: VideoProbe) -> float:
+    """`at_s` clamped to the times of the video's first and last frames."""
+    return min(max(at_s, 0.0), max(0.0, (info.frame_count - 1) / info.fps))
+
+
 def poster_frame(
     source: str | os.PathLike[str] | Sequence[np.ndarray], at_s: float, *, fps: float | None = None
 ) -> np.ndarray:
     """The frame shown at `at_s` (clamped into the video), from a file or from in-memory frames at `fps`."""
     if isinstance(source, (str, os.PathLike)):
         info = probe(source)
-        at_s = min(max(at_s, 0.0), max(0.0, (info.frame_count - 1) / info.fps))
+        at_s = within_video(at_s, info)
         cmd = [FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-ss", f"{at_s:.6f}", "-i", str(source),
                "-map", "0:v:0", "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
         frame = next(_decode(cmd, info.width, info.height), None)

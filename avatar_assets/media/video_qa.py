@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pyloudnorm
 
-from avatar_assets.media.video import poster_frame, probe, read_audio, read_frames, read_still
+from avatar_assets.media.video import poster_frame, probe, read_audio, read_frames, read_still, within_video
 
 QA_WIDTH = 320
 # pyloudnorm's gating needs at least one 400 ms block.
@@ -90,18 +90,20 @@ def analyse_video(
     info = probe(path)
     qa_w = min(QA_WIDTH, info.width)
     qa_h = max(2, round(info.height * qa_w / info.width / 2) * 2)
-    lumas_at = (qa_w, qa_h)
+
+    def scan(still=None) -> list[dict[str, float]]:
+        return _scan(read_frames(path, size=(qa_w, qa_h), gray=True, threads=threads, still=still), info.fps)
+
     if poster_at_s is None or not info.fps:  # (a file without a frame rate has no time to pick a poster at)
-        rows, poster = _scan(read_frames(path, size=lumas_at, gray=True, threads=threads), info.fps), None
+        rows, poster = scan(), None
     else:  # the scan's decode also keeps the poster's frame, full size, in a scratch file beside the video
-        at_s = min(max(poster_at_s, 0.0), max(0.0, (info.frame_count - 1) / info.fps))
         with tempfile.TemporaryDirectory(prefix=".poster-", dir=Path(path).parent) as scratch:
-            still = (math.ceil(at_s * info.fps - 1e-6), Path(scratch) / "poster.rgb")
+            still = (math.ceil(within_video(poster_at_s, info) * info.fps - 1e-6), Path(scratch) / "poster.rgb")
             try:
-                rows = _scan(read_frames(path, size=lumas_at, gray=True, threads=threads, still=still), info.fps)
+                rows = scan(still)
                 poster = read_still(still[1], (info.width, info.height))
             except RuntimeError:  # a damaged file with fewer frames than it says: ffmpeg fails an empty still
-                rows, poster = _scan(read_frames(path, size=lumas_at, gray=True, threads=threads), info.fps), None
+                rows, poster = scan(), None
         if poster is None:
             poster = poster_frame(path, poster_at_s)
     n = len(rows)
