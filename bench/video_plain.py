@@ -25,7 +25,6 @@ import argparse
 import hashlib
 import io
 import json
-import os
 import shutil
 import tempfile
 from functools import partial
@@ -56,8 +55,6 @@ def prepare_identity(bundle: Path) -> dict:
 
 
 def build_video(identity: dict, output: dict, render: dict, scratch: Path, timings: dict[str, float]) -> dict:
-    from concurrent.futures import ThreadPoolExecutor
-
     import numpy as np
 
     from avatar_assets.media import audio as audio_media
@@ -101,7 +98,7 @@ def build_video(identity: dict, output: dict, render: dict, scratch: Path, timin
         read_frames,
         remux_audio,
     )
-    from avatar_assets.media.video_qa import analyse_remuxed, analyse_video
+    from avatar_assets.media.video_qa import analyse_remuxed, analyse_renditions
 
     def stage(name: str, fn):
         started = time.perf_counter()
@@ -222,11 +219,8 @@ def build_video(identity: dict, output: dict, render: dict, scratch: Path, timin
             jobs.append(RenditionJob(size, clips, scratch / f"stitched_{aspect.replace(':', 'x')}.mp4", captions))
         encoded = encode_renditions(jobs, fps=fps, audio=(samples, rate), transition_s=render["transition_s"],
                                     watermark=payload, crf=crf, preset=preset, x264_params=x264_params)
-        threads = max(1, (os.cpu_count() or 1) // len(jobs))
-        with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
-            measured = list(pool.map(lambda job, made: analyse_video(job.path, expected_fps=fps, expected_size=job.size,
-                                                                     poster_at_s=made.duration_s / 3, threads=threads),
-                                     jobs, encoded))
+        measured = analyse_renditions([(job.path, job.size) for job in jobs], expected_fps=fps,
+                                      poster_at_s=encoded[0].duration_s / 3)
         return [(job.path, qa) for job, qa in zip(jobs, measured)]
 
     stitched = stage("stitched_video", stitched_video)

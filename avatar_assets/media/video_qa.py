@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,6 +124,19 @@ def analyse_video(
     )
     issues = _issues(result, expected_fps, expected_size, max_black_s, max_frozen_s)
     return VideoQA(**result, issues=tuple(issues), frames=rows, poster=poster)
+
+
+def analyse_renditions(videos: Sequence[tuple[str | os.PathLike[str], tuple[int, int]]], *, expected_fps: float,
+                       poster_at_s: float) -> list[VideoQA]:
+    """`analyse_video` of each (path, expected size), the renditions of one timeline, side by side: each decode
+    is its own ffmpeg and they share the cores, one decoder thread each on 2 (less CPU than frame threads
+    contending); each keeps its poster from that decode."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    threads = max(1, (os.cpu_count() or 1) // len(videos))
+    with ThreadPoolExecutor(max_workers=len(videos)) as pool:
+        return list(pool.map(lambda video: analyse_video(video[0], expected_fps=expected_fps, expected_size=video[1],
+                                                         poster_at_s=poster_at_s, threads=threads), videos))
 
 
 def _scan(lumas, fps: float) -> list[dict[str, float]]:

@@ -3,7 +3,6 @@
 import functools
 import hashlib
 import io
-import os
 import tempfile
 from pathlib import Path
 
@@ -611,12 +610,10 @@ def stitched_video(
     scene_assets: SceneAssetsRecord,
     speech: SpeechRecord,
 ) -> dg.Output[VideoRecord]:
-    from concurrent.futures import ThreadPoolExecutor
-
     from avatar_assets.media.audio import load_wav
     from avatar_assets.media.images import encode_png
     from avatar_assets.media.video import encode_renditions
-    from avatar_assets.media.video_qa import analyse_video
+    from avatar_assets.media.video_qa import analyse_renditions
     from avatar_assets.video.renditions import rendition_jobs
 
     payload = watermark_payload(lip_sync.avatar_id, lip_sync.slug)
@@ -632,15 +629,10 @@ def stitched_video(
                 watermark=payload, crf=video.crf, preset=video.preset, x264_params=video.x264_params,
                 progress=progress(context, "composing renditions"),
             )
-            # Each rendition decoded in full for its gate, side by side (each decode is its own ffmpeg, sharing
-            # the cores), and its poster kept from that decode: enhanced_video (the same pictures), the UI and
-            # the package reuse it.
-            threads = max(1, (os.cpu_count() or 1) // len(jobs))
-            with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
-                measured = list(pool.map(
-                    lambda job, made: analyse_video(job.path, expected_fps=fps, expected_size=job.size,
-                                                    poster_at_s=made.duration_s / 3, threads=threads),
-                    jobs.values(), encoded))
+            # Each rendition decoded in full for its gate, and its poster kept from that decode: enhanced_video (the
+            # same pictures), the UI and the package reuse it.
+            measured = analyse_renditions([(job.path, job.size) for job in jobs.values()], expected_fps=fps,
+                                          poster_at_s=encoded[0].duration_s / 3)
             renditions = []
             for (aspect, job), facts in zip(jobs.items(), measured):
                 qa = VideoQAModel.model_validate(facts, from_attributes=True)
