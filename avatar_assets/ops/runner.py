@@ -8,6 +8,7 @@ until nothing is left. Run keys are honoured exactly as the sensor daemon honour
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import defaultdict
 from contextlib import contextmanager
@@ -152,14 +153,15 @@ def execute(
         job = defs.resolve_implicit_job_def_def_for_assets(asset_keys)
     if partition_range:
         tags = {**tags, **partition_range_tags(partition_range[0], partition_range[-1])}
-    result = job.execute_in_process(
-        instance=instance,
-        run_config={"loggers": {"console": {"config": {"log_level": settings.console_log_level()}}}},
-        partition_key=partition_key,
-        asset_selection=asset_keys,
-        tags={**tags, **run_health.this_process_tags()},
-        raise_on_error=False,
-    )
+    with partitions_remembered(instance):
+        result = job.execute_in_process(
+            instance=instance,
+            run_config={"loggers": {"console": {"config": {"log_level": settings.console_log_level()}}}},
+            partition_key=partition_key,
+            asset_selection=asset_keys,
+            tags={**tags, **run_health.this_process_tags()},
+            raise_on_error=False,
+        )
     run_health.remove_scratch(result.run_id)
     failed = [f for f in check_failures(instance, result.run_id) if "(ERROR)" in f]
     return RunOutcome(
@@ -251,6 +253,33 @@ def dynamic_partitions_frozen(instance: dg.DagsterInstance):
         yield
     finally:
         del instance.get_dynamic_partitions
+
+
+@contextmanager
+def partitions_remembered(instance: dg.DagsterInstance):
+    """A run's partitions exist for its length, yet dagster 1.13 asks the instance's storage again for
+    every input and output context it builds (measured: 92 queries, about 0.3 s, per identity run);
+    remember each partition found, in this thread only. A partition not found is asked again."""
+    lookup = instance.has_dynamic_partition
+    owner = threading.get_ident()
+    found: set[tuple[str, str]] = set()
+
+    def remembered(partitions_def_name: str, partition_key: str) -> bool:
+        if threading.get_ident() != owner:
+            return lookup(partitions_def_name, partition_key)
+        if (partitions_def_name, partition_key) not in found and lookup(partitions_def_name, partition_key):
+            found.add((partitions_def_name, partition_key))
+        return (partitions_def_name, partition_key) in found
+
+    shadowed = vars(instance).get("has_dynamic_partition")  # an enclosing memo's
+    instance.has_dynamic_partition = remembered
+    try:
+        yield
+    finally:
+        if shadowed is None:
+            del instance.has_dynamic_partition
+        else:
+            instance.has_dynamic_partition = shadowed
 
 
 def run_automation(defs: dg.Definitions, instance: dg.DagsterInstance, state: CliState, report: ProcessReport, echo) -> int:
