@@ -4,7 +4,9 @@ Subject: `avatarops process` in a subprocess on a fresh AVATAR_HOME with N uploa
 inbox (copies of the sample bundle with distinct avatar ids and re-encoded photos, so no content key
 is shared), timed end to end. Baseline, same run: `python -m bench.identity_plain` on the same N
 bundles (the media functions in a plain loop in one process, same PNG encodes), also timed end to end
-from outside. Both pay interpreter start and their imports; repeats alternate the order (ABBA).
+from outside. Both pay interpreter start and their imports. A second baseline, the same loop with the
+identity gates' measurements (`--with-gates`), says what Dagster adds to the same work; the issue's
+ratio stays the first. Each repeat runs the subject between its two baselines, their order alternating.
 The stage split comes from the Dagster event log of the subject's runs.
 
 Measured at 5 avatars (targets: paired overhead ratio <= 1.25) and at 20 (<= 1.1: the fixed costs
@@ -65,9 +67,10 @@ def _dagster_pass(bundles: list[Path], root: Path) -> dict[str, Any]:
     return {"wall_s": wall, "cpu_s": cpu, "runs": runs, "noop_s": noop_s}
 
 
-def _plain_pass(bundles: list[Path], out_json: Path) -> dict[str, Any]:
+def _plain_pass(bundles: list[Path], out_json: Path, with_gates: bool = False) -> dict[str, Any]:
     env = common.home_env(out_json.parent / "plain-home")
-    cmd = [sys.executable, "-m", "bench.identity_plain", "--json-out", str(out_json), *map(str, bundles)]
+    cmd = [sys.executable, "-m", "bench.identity_plain", "--json-out", str(out_json),
+           *(["--with-gates"] if with_gates else []), *map(str, bundles)]
     wall, cpu, out = common.run_timed_cpu(cmd, env)
     common.check_ok(out, "bench.identity_plain")
     return {"wall_s": wall, "cpu_s": cpu, **json.loads(out_json.read_text())}
@@ -77,31 +80,40 @@ def _import_seconds(code: str, env: dict[str, str], repeats: int) -> float:
     return median([common.run_timed([sys.executable, "-c", code], env)[0] for _ in range(repeats)])
 
 
-def _paired_passes(bundles: list[Path], work: Path, repeats: int) -> tuple[list[dict], list[dict]]:
-    dagster_passes, plain_passes = [], []
+def _paired_passes(bundles: list[Path], work: Path, repeats: int) -> tuple[list[dict], list[dict], list[dict]]:
+    """Per repeat: the plain loop, `avatarops process` and the plain loop with the gates' measurements,
+    the Dagster pass always between its two baselines, the order of the baselines alternating."""
+    dagster_passes, plain_passes, gated_passes = [], [], []
     work.mkdir(parents=True, exist_ok=True)
     for rep in range(repeats):
-        order = ["plain", "dagster"] if rep % 2 == 0 else ["dagster", "plain"]
+        order = ["plain", "dagster", "gated"] if rep % 2 == 0 else ["gated", "dagster", "plain"]
         for which in order:
             say(f"repeat {rep + 1}/{repeats}: {which} identity build of {len(bundles)} avatars")
             if which == "dagster":
                 dagster_passes.append(_dagster_pass(bundles, work / f"home-{rep}"))
                 say(f"  avatarops process: {dagster_passes[-1]['wall_s']:.1f} s (CPU {dagster_passes[-1]['cpu_s']:.1f} s)")
             else:
-                plain_passes.append(_plain_pass(bundles, work / f"plain-{rep}.json"))
-                say(f"  plain loop: {plain_passes[-1]['wall_s']:.1f} s (CPU {plain_passes[-1]['cpu_s']:.1f} s)")
-    return dagster_passes, plain_passes
+                passes = plain_passes if which == "plain" else gated_passes
+                passes.append(_plain_pass(bundles, work / f"{which}-{rep}.json", with_gates=which == "gated"))
+                say(f"  {which} loop: {passes[-1]['wall_s']:.1f} s (CPU {passes[-1]['cpu_s']:.1f} s)")
+    return dagster_passes, plain_passes, gated_passes
 
 
-def _large_figures(dagster_passes: list[dict], plain_passes: list[dict], n: int) -> dict[str, Any]:
-    paired = [ratio(d["wall_s"], p["wall_s"]) for d, p in zip(dagster_passes, plain_passes)]
-    paired_cpu = [ratio(d["cpu_s"], p["cpu_s"]) for d, p in zip(dagster_passes, plain_passes)]
+def _paired(dagster_passes: list[dict], baseline_passes: list[dict], field: str) -> list[float]:
+    return [ratio(d[field], p[field]) for d, p in zip(dagster_passes, baseline_passes)]
+
+
+def _large_figures(dagster_passes: list[dict], plain_passes: list[dict], gated_passes: list[dict], n: int) -> dict[str, Any]:
+    paired = _paired(dagster_passes, plain_passes, "wall_s")
+    paired_cpu = _paired(dagster_passes, plain_passes, "cpu_s")
     return {
         "avatars": n,
         "paired_overhead_ratios": paired,
         "paired_overhead_ratio_median": median(paired),
         "paired_cpu_ratios": paired_cpu,
         "cpu_overhead_ratio": median(paired_cpu),
+        "with_gates_paired_ratio_median": median(_paired(dagster_passes, gated_passes, "wall_s")),
+        "with_gates_paired_cpu_ratio_median": median(_paired(dagster_passes, gated_passes, "cpu_s")),
         "all_dagster_walls_s": [p["wall_s"] for p in dagster_passes],
         "all_plain_walls_s": [p["wall_s"] for p in plain_passes],
         "per_avatar_dagster_s": median([p["wall_s"] for p in dagster_passes]) / n,
@@ -175,7 +187,7 @@ def run(opts) -> dict[str, Any]:
         say("timing a run of trivial assets on the embedded default instance")
         trivial = _trivial_run_cost(work / "trivial-home", params["trivial_runs"])
 
-        dagster_passes, plain_passes = _paired_passes(bundles, work / "small", repeats)
+        dagster_passes, plain_passes, gated_passes = _paired_passes(bundles, work / "small", repeats)
         large = None
         if params["avatars_large"]:
             more = common.bundle_variants(sample, work / "bundles-large",
@@ -186,8 +198,10 @@ def run(opts) -> dict[str, Any]:
     plain_wall = median([p["wall_s"] for p in plain_passes])
     overhead = ratio(dagster_wall, plain_wall)
     # Each repeat's two passes ran back to back: their ratio cancels slow drifts in the machine's load.
-    paired = [ratio(d["wall_s"], p["wall_s"]) for d, p in zip(dagster_passes, plain_passes)]
-    paired_cpu = [ratio(d["cpu_s"], p["cpu_s"]) for d, p in zip(dagster_passes, plain_passes)]
+    paired = _paired(dagster_passes, plain_passes, "wall_s")
+    paired_cpu = _paired(dagster_passes, plain_passes, "cpu_s")
+    paired_gated = _paired(dagster_passes, gated_passes, "wall_s")
+    paired_gated_cpu = _paired(dagster_passes, gated_passes, "cpu_s")
     cpu_overhead = ratio(median([p["cpu_s"] for p in dagster_passes]), median([p["cpu_s"] for p in plain_passes]))
 
     # Where the subject's time went, from its event logs (median over repeats).
@@ -237,6 +251,14 @@ def run(opts) -> dict[str, Any]:
         "cpu_overhead_ratio": cpu_overhead,
         "paired_cpu_ratios": paired_cpu,
         "paired_cpu_ratio_median": median(paired_cpu),
+        # Against the plain loop that also makes the gates' measurements: what Dagster adds to the same work.
+        "with_gates_paired_ratios": paired_gated,
+        "with_gates_paired_ratio_median": median(paired_gated),
+        "with_gates_paired_cpu_ratios": paired_gated_cpu,
+        "with_gates_paired_cpu_ratio_median": median(paired_gated_cpu),
+        "with_gates_loop_wall_s": median([p["wall_s"] for p in gated_passes]),
+        "with_gates_loop_cpu_s": median([p["cpu_s"] for p in gated_passes]),
+        "identity_gates_plain_s": median([sum(b["stages"]["identity_gates"] for b in p["bundles"]) for p in gated_passes]),
         "avatarops_process_cpu_s": median([p["cpu_s"] for p in dagster_passes]),
         "plain_loop_cpu_s": median([p["cpu_s"] for p in plain_passes]),
         "per_avatar_dagster_s": dagster_wall / n,
@@ -290,6 +312,11 @@ def summary(result: dict[str, Any]) -> list[str]:
         (f"CPU time (whole process tree): {f['avatarops_process_cpu_s']:.1f} s vs {f['plain_loop_cpu_s']:.1f} s -> "
         f"CPU overhead ratio {f['paired_cpu_ratio_median']:.2f} paired (per repeat "
         f"{', '.join(f'{r:.2f}' for r in f['paired_cpu_ratios'])}; less sensitive to other tenants of the machine)"),
+        (f"against the plain loop that also makes the identity gates' measurements ({f['identity_gates_plain_s']:.1f} s "
+        f"of them; {f['with_gates_loop_wall_s']:.1f} s wall, {f['with_gates_loop_cpu_s']:.1f} s CPU): paired ratio "
+        f"**{f['with_gates_paired_ratio_median']:.2f}** (per repeat "
+        f"{', '.join(f'{r:.2f}' for r in f['with_gates_paired_ratios'])}), CPU "
+        f"{f['with_gates_paired_cpu_ratio_median']:.2f}: what Dagster adds to the same work"),
         "walls: avatarops " + ", ".join(f"{w:.1f}" for w in f["all_dagster_walls_s"]) + " s; plain "
         + ", ".join(f"{w:.1f}" for w in f["all_plain_walls_s"]) + " s",
         (f"per avatar: {f['per_avatar_dagster_s']:.1f} s with Dagster, {f['per_avatar_plain_s']:.1f} s plain; "
@@ -313,7 +340,8 @@ def summary(result: dict[str, Any]) -> list[str]:
         lines.append(
             f"{large['avatars']} avatars: paired overhead ratio **{large['paired_overhead_ratio_median']:.2f}** "
             f"(target <= {TARGET_OVERHEAD_LARGE}; per repeat {', '.join(f'{r:.2f}' for r in large['paired_overhead_ratios'])}), "
-            f"CPU ratio {large['cpu_overhead_ratio']:.2f}; walls avatarops "
+            f"CPU ratio {large['cpu_overhead_ratio']:.2f}; with the gates' measurements in the loop "
+            f"{large['with_gates_paired_ratio_median']:.2f} (CPU {large['with_gates_paired_cpu_ratio_median']:.2f}); walls avatarops "
             + ", ".join(f"{w:.1f}" for w in large["all_dagster_walls_s"]) + " s, plain "
             + ", ".join(f"{w:.1f}" for w in large["all_plain_walls_s"]) + f" s; per avatar "
             f"{large['per_avatar_dagster_s']:.2f} s vs {large['per_avatar_plain_s']:.2f} s")

@@ -4,6 +4,9 @@
 Per bundle it does the media work the identity assets do (decode, metrics, face, neutral portrait,
 character sheet, voice analysis and speaker embedding) and the same PNG encodes, on arrays in memory:
 no media store, no records, no QA gates, no Dagster. It writes its own timings (imports, per stage).
+`--with-gates` adds the identity gates' own measurements (`checks/consistency.py`: the uploaded face's
+landmarks and embedding; faces, embedding and LBPH of the neutral image and of the sheet's frontal
+variants), the media work the Dagster pass does and the plain loop otherwise leaves out.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import json
 from pathlib import Path
 
 
-def build_identity(bundle: Path, timings: dict[str, float]) -> dict:
+def build_identity(bundle: Path, timings: dict[str, float], with_gates: bool = False) -> dict:
     """One avatar: what source_upload, validated_inputs, neutral_image, character_sheet and
     voice_profile compute, stage by stage (stage names are the asset names)."""
     import numpy as np
@@ -73,6 +76,8 @@ def build_identity(bundle: Path, timings: dict[str, float]) -> dict:
         return voice, embedding
 
     voice, _ = stage("voice_profile", voice_profile)
+    if with_gates:
+        stage("identity_gates", lambda: identity_gates(rgb, metrics.face_box, portrait, sheet))
     return {
         "avatar_id": manifest["avatar_id"],
         "face_count": metrics.face_count,
@@ -81,9 +86,35 @@ def build_identity(bundle: Path, timings: dict[str, float]) -> dict:
     }
 
 
+def identity_gates(photo, photo_box, portrait, sheet) -> list[float]:
+    """The two identity-consistency gates' measurements on the same pixels (already in memory here, where
+    the gates decode the stored PNGs): face distances of the neutral image and each frontal variant."""
+    from avatar_assets.media.face_identity import identity_similarity
+    from avatar_assets.media.faces import judged_faces
+    from avatar_assets.media.landmarks import face_distance, face_embedding, find_landmarks
+
+    reference = face_embedding(photo, find_landmarks(photo, photo_box))
+    face = portrait.face
+    judged_faces(portrait.rgb)  # the neutral gate's face count (the sheet records its variants')
+    neutral_box = (face.x, face.y, face.w, face.h)
+    subjects = [(portrait.rgb, neutral_box, portrait.landmarks)]
+    for name in sheet.geometry["frontal"]:
+        found = sheet.geometry["variants"][name]["face_box"]
+        if found is not None:
+            box = (found["x"], found["y"], found["w"], found["h"])
+            subjects.append((sheet.variants[name], box, None))
+    distances = []
+    for rgb, box, landmarks in subjects:
+        points = landmarks if landmarks is not None else find_landmarks(rgb, box)
+        distances.append(face_distance(face_embedding(rgb, points), reference))
+        identity_similarity(rgb, box, photo, photo_box)
+    return distances
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json-out", type=Path, required=True)
+    parser.add_argument("--with-gates", action="store_true", help="also make the identity gates' measurements")
     parser.add_argument("bundles", nargs="+", type=Path)
     args = parser.parse_args(argv)
 
@@ -100,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     for bundle in args.bundles:
         timings: dict[str, float] = {}
         started = time.perf_counter()
-        summary = build_identity(bundle, timings)
+        summary = build_identity(bundle, timings, with_gates=args.with_gates)
         per_bundle.append({**summary, "total_s": time.perf_counter() - started, "stages": timings})
     args.json_out.write_text(
         json.dumps(
