@@ -197,7 +197,7 @@ def run(opts) -> dict[str, Any]:
     dagster_wall = median([p["wall_s"] for p in dagster_passes])
     plain_wall = median([p["wall_s"] for p in plain_passes])
     overhead = ratio(dagster_wall, plain_wall)
-    # Each repeat's two passes ran back to back: their ratio cancels slow drifts in the machine's load.
+    # Each repeat's passes ran back to back: their ratios cancel slow drifts in the machine's load.
     paired = _paired(dagster_passes, plain_passes, "wall_s")
     paired_cpu = _paired(dagster_passes, plain_passes, "cpu_s")
     paired_gated = _paired(dagster_passes, gated_passes, "wall_s")
