@@ -1,7 +1,7 @@
 """A run asks the instance whether its partitions exist once, not for every input and output it handles.
 
 dagster 1.13 checks the partition again for each input and output context of a step (460 queries of the
-run storage for 5 identity runs, 1.3-1.6 s: bench/README.md, issue 16). `runner.execute` remembers the
+instance's storage for 5 identity runs, 1.3-1.6 s: bench/README.md, issue 16). `runner.execute` remembers the
 partitions a run found, for that run and in its own thread only; these tests pin that on a real
 instance, and that nothing outside the run sees a remembered answer.
 """
