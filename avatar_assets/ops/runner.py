@@ -237,6 +237,21 @@ def run_sensors(defs: dg.Definitions, instance: dg.DagsterInstance, state: CliSt
 
 
 @contextmanager
+def _answering(instance: dg.DagsterInstance, method: str, replacement):
+    """`instance.<method>` answered by `replacement` for a block; what it was before (a memo around this one,
+    a test's wrapper) is put back after."""
+    shadowed = vars(instance).get(method)
+    setattr(instance, method, replacement)
+    try:
+        yield
+    finally:
+        if shadowed is None:
+            delattr(instance, method)
+        else:
+            setattr(instance, method, shadowed)
+
+
+@contextmanager
 def dynamic_partitions_frozen(instance: dg.DagsterInstance):
     """Nothing adds partitions during one evaluation, yet dagster 1.13 looks them up hundreds of times
     per tick (measured: 1 605 calls for 5 avatars); answer from memory for the length of the tick."""
@@ -248,11 +263,8 @@ def dynamic_partitions_frozen(instance: dg.DagsterInstance):
             cache[partitions_def_name] = lookup(partitions_def_name)
         return cache[partitions_def_name]
 
-    instance.get_dynamic_partitions = cached
-    try:
+    with _answering(instance, "get_dynamic_partitions", cached):
         yield
-    finally:
-        del instance.get_dynamic_partitions
 
 
 @contextmanager
@@ -267,19 +279,13 @@ def partitions_remembered(instance: dg.DagsterInstance):
     def remembered(partitions_def_name: str, partition_key: str) -> bool:
         if threading.get_ident() != owner:
             return lookup(partitions_def_name, partition_key)
-        if (partitions_def_name, partition_key) not in found and lookup(partitions_def_name, partition_key):
-            found.add((partitions_def_name, partition_key))
-        return (partitions_def_name, partition_key) in found
+        key = (partitions_def_name, partition_key)
+        if key not in found and lookup(*key):
+            found.add(key)
+        return key in found
 
-    shadowed = vars(instance).get("has_dynamic_partition")  # an enclosing memo's
-    instance.has_dynamic_partition = remembered
-    try:
+    with _answering(instance, "has_dynamic_partition", remembered):
         yield
-    finally:
-        if shadowed is None:
-            del instance.has_dynamic_partition
-        else:
-            instance.has_dynamic_partition = shadowed
 
 
 def run_automation(defs: dg.Definitions, instance: dg.DagsterInstance, state: CliState, report: ProcessReport, echo) -> int:
