@@ -72,6 +72,7 @@ def test_an_eyeless_speck_beside_the_face_is_not_a_second_person() -> None:
     Image.open(SAMPLE_PHOTO).convert("RGB").save(buffer, format="JPEG", quality=84)
     rgb = np.asarray(Image.open(buffer).convert("RGB"))
     found = detect_faces(rgb)
+    assert len(found) > 1  # the artefact is still detected: what `people` must leave out
     assert all(f.left_eye is None and f.right_eye is None and f.h < found[0].h / 2 for f in found[1:])
     assert people(found) == found[:1] and photo_metrics(rgb).face_count == 1
 
